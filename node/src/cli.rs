@@ -1,0 +1,114 @@
+//! The command tree. Errors reach the user as one line on stderr and a
+//! non-zero exit code; nothing below this module prints errors itself.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+/// Omega: a self-hosted media server that runs as a cluster.
+#[derive(Debug, Parser)]
+#[command(name = "omega", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file (TOML).
+    #[arg(long, env = "OMEGA_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The node's data directory [default: $XDG_DATA_HOME/omega].
+    #[arg(long, env = "OMEGA_DATA_DIR", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Hot tier budget of the store, e.g. 500GiB.
+    #[arg(long, env = "OMEGA_STORE_HOT_BYTES_MAX", global = true, value_name = "SIZE")]
+    pub hot_bytes_max: Option<String>,
+    /// Cold tier of the store: file:///path or s3://bucket/prefix.
+    #[arg(long, env = "OMEGA_STORE_COLD_URL", global = true, value_name = "URL")]
+    pub cold_url: Option<String>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "OMEGA_LOG_JSON", global = true)]
+    pub log_json: bool,
+}
+
+impl GlobalArgs {
+    /// Loads the configuration with these flags on top.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let overrides = Overrides {
+            data_dir: self.data_dir.clone(),
+            hot_bytes_max: self.hot_bytes_max.clone(),
+            cold_url: self.cold_url.clone(),
+        };
+        Config::load(self.config.as_deref(), &overrides)
+    }
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The content-addressed store: ingest, read, verify, collect, tier.
+    #[command(subcommand)]
+    Store(crate::store_cmd::StoreCommand),
+    /// Benchmarks, each measured against a peer in the same run.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
+}
+
+/// Runs the command line and turns the outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.global.log_json);
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("omega: error: {}", one_line(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Store(command) => crate::store_cmd::run(&cli.global, command),
+        Command::Bench(command) => crate::bench::run(&cli.global, command),
+    }
+}
+
+/// Joins an error and its causes on one line, dropping causes that the
+/// message already contains.
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("OMEGA_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,176 @@
+//! Configuration: defaults, then a TOML file, then `OMEGA_*` environment
+//! variables, then flags (each overriding the one before).
+//!
+//! The file is the one named by `--config` / `OMEGA_CONFIG`. Flags and
+//! variables are read by clap (see [`crate::cli::GlobalArgs`]); this module
+//! merges them over the file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use omega_storage::{ChunkerConfig, StoreConfig};
+
+use crate::units::parse_bytes;
+
+/// The configuration file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Where the node keeps its state.
+    pub data_dir: Option<PathBuf>,
+    /// Store settings.
+    #[serde(default)]
+    pub store: FileStoreConfig,
+}
+
+/// The `[store]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStoreConfig {
+    /// Hot tier budget, e.g. `"500GiB"`.
+    pub hot_bytes_max: Option<String>,
+    /// Demotion starts above this share of the budget (default 90).
+    pub high_watermark_percent: Option<u8>,
+    /// Demotion stops at this share (default 75).
+    pub low_watermark_percent: Option<u8>,
+    /// Cold tier URL: `file:///path` or `s3://bucket/prefix`.
+    pub cold_url: Option<String>,
+    /// Cold tier options, e.g. `aws_endpoint`, `aws_region`, `aws_allow_http`.
+    #[serde(default)]
+    pub cold_options: BTreeMap<String, String>,
+    /// Chunk limits of a new store (advanced; fixed once the store exists).
+    pub chunk_min_bytes: Option<u32>,
+    /// See `chunk_min_bytes`.
+    pub chunk_avg_bytes: Option<u32>,
+    /// See `chunk_min_bytes`.
+    pub chunk_max_bytes: Option<u32>,
+}
+
+/// Values given by flags or environment variables, which win over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--data-dir` / `OMEGA_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--hot-bytes-max` / `OMEGA_STORE_HOT_BYTES_MAX`.
+    pub hot_bytes_max: Option<String>,
+    /// `--cold-url` / `OMEGA_STORE_COLD_URL`.
+    pub cold_url: Option<String>,
+}
+
+/// The merged configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the node keeps its state.
+    pub data_dir: PathBuf,
+    /// Store settings.
+    pub store: StoreConfig,
+}
+
+impl Config {
+    /// Loads the file (if any) and applies the overrides.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        let file_config = match file {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|error| anyhow::anyhow!("config {}: {}", path.display(), error.message()))?
+            }
+            None => FileConfig::default(),
+        };
+        Config::merge(file_config, overrides)
+    }
+
+    fn merge(file: FileConfig, overrides: &Overrides) -> anyhow::Result<Config> {
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .map_or_else(default_data_dir, Ok)?;
+        let store_file = file.store;
+        let hot_bytes_max = overrides
+            .hot_bytes_max
+            .as_deref()
+            .or(store_file.hot_bytes_max.as_deref())
+            .map(|text| parse_bytes(text).map_err(|error| anyhow::anyhow!("store.hot_bytes_max: {error}")))
+            .transpose()?;
+        let defaults = StoreConfig::default();
+        let chunker = ChunkerConfig {
+            min_bytes: store_file.chunk_min_bytes.unwrap_or(defaults.chunker.min_bytes),
+            avg_bytes: store_file.chunk_avg_bytes.unwrap_or(defaults.chunker.avg_bytes),
+            max_bytes: store_file.chunk_max_bytes.unwrap_or(defaults.chunker.max_bytes),
+        };
+        let store = StoreConfig {
+            chunker,
+            hot_bytes_max,
+            high_watermark_percent: store_file
+                .high_watermark_percent
+                .unwrap_or(defaults.high_watermark_percent),
+            low_watermark_percent: store_file
+                .low_watermark_percent
+                .unwrap_or(defaults.low_watermark_percent),
+            cold_url: overrides.cold_url.clone().or(store_file.cold_url),
+            cold_options: store_file.cold_options.into_iter().collect(),
+            pack_target_bytes: defaults.pack_target_bytes,
+        };
+        Ok(Config { data_dir, store })
+    }
+
+    /// The store's directory inside the data directory.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+}
+
+/// `$XDG_DATA_HOME/omega`, else `~/.local/share/omega`.
+pub fn default_data_dir() -> anyhow::Result<PathBuf> {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|value| !value.is_empty()) {
+        return Ok(PathBuf::from(xdg).join("omega"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|value| !value.is_empty())
+        .context("neither XDG_DATA_HOME nor HOME is set; pass --data-dir")?;
+    Ok(PathBuf::from(home).join(".local/share/omega"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            data_dir = "/from/file"
+            [store]
+            hot_bytes_max = "1GiB"
+            cold_url = "file:///cold"
+            [store.cold_options]
+            aws_region = "eu-west-1"
+            "#,
+        )
+        .unwrap();
+        let overrides = Overrides {
+            data_dir: Some("/from/flag".into()),
+            hot_bytes_max: None,
+            cold_url: Some("s3://bucket/x".into()),
+        };
+        let config = Config::merge(file, &overrides).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(config.store.hot_bytes_max, Some(1 << 30));
+        assert_eq!(config.store.cold_url.as_deref(), Some("s3://bucket/x"));
+        assert_eq!(
+            config.store.cold_options,
+            vec![("aws_region".to_string(), "eu-west-1".to_string())]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(toml::from_str::<FileConfig>("colour = 3").is_err());
+        assert!(toml::from_str::<FileConfig>("[store]\nhot = 1").is_err());
+    }
+}

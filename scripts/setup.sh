@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what Omega needs to build, run and test on Debian (run as root):
+# clang/libclang for RocksDB's bindings, ffmpeg, restic (a benchmark peer),
+# a Rust toolchain, cargo-nextest, and moto's S3 server for the S3 tests.
+# Safe to run again: each step is skipped when already done.
+set -euo pipefail
+
+need_apt=()
+command -v clang >/dev/null || need_apt+=(clang)
+[ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/llvm-*/lib/libclang*.so >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
+command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
+command -v restic >/dev/null || need_apt+=(restic)
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip python3-venv)
+command -v cargo >/dev/null || [ -x "$HOME/.cargo/bin/cargo" ] || need_apt+=(rustup)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v cargo >/dev/null; then
+  rustup default stable >&2
+fi
+if ! command -v cargo-nextest >/dev/null; then
+  echo "setup: installing cargo-nextest" >&2
+  cargo install --locked cargo-nextest >&2
+fi
+if ! python3 -c 'import moto.server' 2>/dev/null; then
+  echo "setup: installing moto[server] (S3 server for the cold-tier tests)" >&2
+  python3 -m pip install --quiet 'moto[server]' >&2 || python3 -m pip install --quiet --break-system-packages 'moto[server]' >&2
+fi

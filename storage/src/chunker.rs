@@ -103,18 +103,23 @@ pub fn chunk_slice(data: &[u8], config: ChunkerConfig) -> Vec<Span> {
     .collect()
 }
 
+/// Why [`chunk_reader`] stopped early.
+#[derive(Debug)]
+pub enum ChunkReadError<E> {
+    /// The reader failed.
+    Read(std::io::Error),
+    /// The block callback failed.
+    Block(E),
+}
+
 /// Reads `reader` to its end and calls `on_block(block_offset, block, spans)`
 /// for each block, where `spans` tile `block` exactly. Returns the number of
 /// bytes read. Stops at the first error of the reader or of `on_block`.
-pub fn chunk_reader<R, E>(
+pub fn chunk_reader<R: Read, E>(
     mut reader: R,
     config: ChunkerConfig,
     mut on_block: impl FnMut(u64, &[u8], &[Span]) -> Result<(), E>,
-) -> Result<u64, E>
-where
-    R: Read,
-    E: From<std::io::Error>,
-{
+) -> Result<u64, ChunkReadError<E>> {
     debug_assert!(config.validate().is_ok());
     let capacity = config.block_bytes();
     let mut buffer = vec![0_u8; capacity];
@@ -128,7 +133,7 @@ where
                 Ok(0) => eof = true,
                 Ok(read) => filled += read,
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(error.into()),
+                Err(error) => return Err(ChunkReadError::Read(error)),
             }
         }
         if filled == 0 {
@@ -142,7 +147,7 @@ where
         }
         let usable = spans.last().map_or(0, |span| span.offset + span.len);
         assert!(usable > 0 || eof, "a full block always holds a complete chunk");
-        on_block(block_offset, &buffer[..usable], &spans)?;
+        on_block(block_offset, &buffer[..usable], &spans).map_err(ChunkReadError::Block)?;
         buffer.copy_within(usable..filled, 0);
         filled -= usable;
         block_offset += usable as u64;
@@ -167,7 +172,7 @@ mod tests {
 
     fn streamed_spans(data: &[u8], config: ChunkerConfig) -> Vec<(u64, usize)> {
         let mut found = Vec::new();
-        let total = chunk_reader::<_, std::io::Error>(data, config, |offset, block, spans| {
+        let total = chunk_reader::<_, ()>(data, config, |offset, block, spans| {
             let mut expected_offset = 0;
             for span in spans {
                 assert_eq!(span.offset, expected_offset, "spans tile the block");

@@ -69,23 +69,27 @@ pub(super) fn run(options: &StoreBench) -> anyhow::Result<ExitCode> {
 
     let omega = std::env::current_exe().context("cannot find the omega binary")?;
     let (mut omega_runs, mut restic_runs) = (Vec::new(), Vec::new());
-    let (mut omega_stored, mut restic_stored) = (0, 0);
+    let (mut omega_stored, mut restic_stored) = (Vec::new(), Vec::new());
     for run in 0..options.runs {
         let omega_dir = work.path().join(format!("omega-{run}"));
         let restic_dir = work.path().join(format!("restic-{run}"));
         let mut run_omega = || -> anyhow::Result<()> {
             let seconds = time_omega(&omega, &omega_dir, &corpus)?;
-            omega_stored = dir_bytes(&omega_dir);
+            let stored = dir_bytes(&omega_dir);
+            omega_stored.push(stored as f64);
             omega_runs.push(seconds);
-            eprintln!("run {run}: omega  {seconds:.2} s, {}", format_bytes(omega_stored));
+            eprintln!("run {run}: omega  {seconds:.2} s, {}", format_bytes(stored));
             std::fs::remove_dir_all(&omega_dir).ok();
             Ok(())
         };
         let mut run_restic = || -> anyhow::Result<()> {
             let seconds = time_restic(&restic_dir, &corpus, work.path())?;
-            restic_stored = dir_bytes(&restic_dir);
+            // restic picks a random chunker polynomial per repository, so
+            // its stored bytes vary from run to run: compare medians.
+            let stored = dir_bytes(&restic_dir);
+            restic_stored.push(stored as f64);
             restic_runs.push(seconds);
-            eprintln!("run {run}: restic {seconds:.2} s, {}", format_bytes(restic_stored));
+            eprintln!("run {run}: restic {seconds:.2} s, {}", format_bytes(stored));
             std::fs::remove_dir_all(&restic_dir).ok();
             Ok(())
         };
@@ -100,11 +104,11 @@ pub(super) fn run(options: &StoreBench) -> anyhow::Result<ExitCode> {
     let result = StoreBenchResult {
         corpus_bytes,
         omega_seconds: median(&omega_runs),
-        omega_stored_bytes: omega_stored,
+        omega_stored_bytes: median(&omega_stored) as u64,
         restic_seconds: median(&restic_runs),
-        restic_stored_bytes: restic_stored,
+        restic_stored_bytes: median(&restic_stored) as u64,
         time_ratio: median(&omega_runs) / median(&restic_runs),
-        stored_ratio: omega_stored as f64 / restic_stored as f64,
+        stored_ratio: median(&omega_stored) / median(&restic_stored),
         omega_runs,
         restic_runs,
     };
@@ -123,12 +127,12 @@ fn print_result(json: bool, result: &StoreBenchResult) -> anyhow::Result<()> {
     }
     println!("corpus   {}", format_bytes(result.corpus_bytes));
     println!(
-        "omega    {:.2} s (median), {} on disk",
+        "omega    {:.2} s, {} on disk (medians)",
         result.omega_seconds,
         format_bytes(result.omega_stored_bytes)
     );
     println!(
-        "restic   {:.2} s (median), {} on disk",
+        "restic   {:.2} s, {} on disk (medians)",
         result.restic_seconds,
         format_bytes(result.restic_stored_bytes)
     );

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::{PackTxn, Store, WriteState};
-use crate::chunker::{ChunkerConfig, chunk_reader};
+use crate::chunker::{ChunkReadError, ChunkerConfig, chunk_reader};
 use crate::error::{Result, StoreError};
 use crate::ids::{BlobId, ChunkId, Hash32, PackId};
 use crate::index::{Batch, Family};
@@ -124,18 +124,10 @@ fn chunk_and_hash(
         Ok::<(), StoreError>(())
     })
     .map_err(|error| match error {
-        StoreError::Io {
-            action: "io", source, ..
-        } => StoreError::io("read", path, source),
-        other => other,
+        ChunkReadError::Read(source) => StoreError::io("read", path, source),
+        ChunkReadError::Block(error) => error,
     })?;
     Ok((entries, whole.finalize().into(), size))
-}
-
-impl From<std::io::Error> for StoreError {
-    fn from(source: std::io::Error) -> Self {
-        StoreError::io("io", PathBuf::new(), source)
-    }
 }
 
 impl Store {

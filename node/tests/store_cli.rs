@@ -25,6 +25,16 @@ fn random_file(dir: &Path, name: &str, len: usize, seed: u64) -> PathBuf {
     path
 }
 
+/// A temporary directory with an empty `media/` folder; returns it with the
+/// paths of the data directory (not yet created) and the media folder.
+fn workspace() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let media = dir.path().join("media");
+    std::fs::create_dir(&media).unwrap();
+    (dir, data, media)
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -46,10 +56,7 @@ fn blob_ids(output: &Output) -> Vec<(String, PathBuf)> {
 /// fields, cat returns the bytes and ranges of them.
 #[test]
 fn ingest_stats_and_cat() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let media = dir.path().join("media");
-    std::fs::create_dir(&media).unwrap();
+    let (_dir, data, media) = workspace();
     let a = random_file(&media, "a.bin", 3 << 20, 1);
     random_file(&media, "b.bin", 1 << 20, 2);
     std::fs::copy(&a, media.join("c.bin")).unwrap();
@@ -128,10 +135,7 @@ fn bad_input_is_one_line_and_a_failure() {
 /// file byte for byte. Method: seeded kill delays over 10 rounds.
 #[test]
 fn ingest_survives_sigkill_at_random_points() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let media = dir.path().join("media");
-    std::fs::create_dir(&media).unwrap();
+    let (dir, data, media) = workspace();
     let files: Vec<PathBuf> = (0..6)
         .map(|index| random_file(&media, &format!("f{index}.bin"), 6 << 20, 10 + index))
         .collect();

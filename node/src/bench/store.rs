@@ -231,34 +231,35 @@ fn build_corpus(dir: &Path, size_mib: u64) -> anyhow::Result<u64> {
 }
 
 fn run_ffmpeg(args: &[&str]) -> anyhow::Result<()> {
-    let output = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .output()
-        .context("cannot run ffmpeg")?;
+    let mut command = Command::new("ffmpeg");
+    command.args(["-hide_banner", "-loglevel", "error", "-y"]).args(args);
+    run_checked(&mut command, "ffmpeg")
+}
+
+/// Runs `command` to its end; a failure carries the command's stderr.
+fn run_checked(command: &mut Command, what: &str) -> anyhow::Result<()> {
+    let output = command.output().with_context(|| format!("cannot run {what}"))?;
     if !output.status.success() {
-        bail!("ffmpeg failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+        bail!("{what} failed: {}", String::from_utf8_lossy(&output.stderr).trim());
     }
     Ok(())
 }
 
-fn time_omega(omega: &Path, data_dir: &Path, corpus: &Path) -> anyhow::Result<f64> {
+/// Runs `command` and returns its wall time in seconds.
+fn time_checked(command: &mut Command, what: &str) -> anyhow::Result<f64> {
     let started = Instant::now();
-    let output = Command::new(omega)
+    run_checked(command, what)?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn time_omega(omega: &Path, data_dir: &Path, corpus: &Path) -> anyhow::Result<f64> {
+    let mut ingest = Command::new(omega);
+    ingest
         .args(["store", "ingest", "--data-dir"])
         .arg(data_dir)
         .arg(corpus)
-        .env_remove("OMEGA_CONFIG")
-        .output()
-        .context("cannot run omega store ingest")?;
-    let seconds = started.elapsed().as_secs_f64();
-    if !output.status.success() {
-        bail!(
-            "omega store ingest failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(seconds)
+        .env_remove("OMEGA_CONFIG");
+    time_checked(&mut ingest, "omega store ingest")
 }
 
 fn time_restic(repository: &Path, corpus: &Path, work: &Path) -> anyhow::Result<f64> {
@@ -273,23 +274,8 @@ fn time_restic(repository: &Path, corpus: &Path, work: &Path) -> anyhow::Result<
             .stdout(Stdio::null());
         command
     };
-    let init = restic(&["init", "--quiet"])
-        .output()
-        .context("cannot run restic init")?;
-    if !init.status.success() {
-        bail!("restic init failed: {}", String::from_utf8_lossy(&init.stderr).trim());
-    }
-    let started = Instant::now();
-    let mut backup = restic(&["backup", "--quiet"]);
-    let output = backup.arg(corpus).output().context("cannot run restic backup")?;
-    let seconds = started.elapsed().as_secs_f64();
-    if !output.status.success() {
-        bail!(
-            "restic backup failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(seconds)
+    run_checked(&mut restic(&["init", "--quiet"]), "restic init")?;
+    time_checked(restic(&["backup", "--quiet"]).arg(corpus), "restic backup")
 }
 
 /// Total size of the regular files under `dir`.

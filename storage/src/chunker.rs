@@ -25,11 +25,11 @@ pub struct ChunkerConfig {
 }
 
 impl ChunkerConfig {
-    /// Limits for media: 256 KiB / 1 MiB / 4 MiB.
+    /// Limits for media: 128 KiB / 512 KiB / 2 MiB (docs/decisions/0002-chunking.md).
     pub const MEDIA: ChunkerConfig = ChunkerConfig {
-        min_bytes: 256 * 1024,
-        avg_bytes: 1024 * 1024,
-        max_bytes: 4 * 1024 * 1024,
+        min_bytes: 128 * 1024,
+        avg_bytes: 512 * 1024,
+        max_bytes: 2 * 1024 * 1024,
     };
 
     /// Small limits (2 KiB / 8 KiB / 32 KiB) that keep tests fast.

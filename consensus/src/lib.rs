@@ -1,0 +1,22 @@
+//! Omega's control plane: users, libraries, the catalog, watch state,
+//! transcode jobs and membership, replicated by openraft with the log and the
+//! state machine in one RocksDB.
+//!
+//! - [`raft_types`]: every openraft type, behind one module.
+//! - [`command`] and [`model`]: the versioned commands and the records.
+//! - [`log_store`]: the log and vote, synced by group commit.
+//! - [`state_machine`]: tables, rules, reads and streamed snapshots.
+//! - [`db`]: the one RocksDB both live in.
+
+pub mod codec;
+pub mod command;
+pub mod db;
+pub mod log_store;
+pub mod model;
+pub mod raft_types;
+pub mod state_machine;
+
+pub use command::{Command, JobOutcome, Rejection, Response};
+pub use db::Db;
+pub use log_store::LogStore;
+pub use state_machine::StateMachine;

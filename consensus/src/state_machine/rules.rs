@@ -1,0 +1,515 @@
+//! Applying one command: the state machine's rules. Deterministic (time
+//! comes from the command, ids from the log index or a replicated counter)
+//! and independent of RocksDB, so property tests drive it in memory.
+//!
+//! Rules: user and library names are unique (case-insensitive); a join token
+//! admits one node and only before it expires; a job moves only along
+//! `Queued → Leased → Done | Failed | Queued`, at most one unexpired lease
+//! exists per job, and only the holder of the current fencing token (the
+//! claim's log index) may renew or finish it.
+
+use std::io;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::tables::{KvRead, Overlay, Table};
+use crate::codec::{decode, encode, id_key, key_second_id, pair_key};
+use crate::command::{Command, JobOutcome, Rejection, Response};
+use crate::model::{
+    ApiKey, EntityId, Item, ItemWrite, Job, JobState, JoinTokenUse, Library, RefreshToken, User, WatchState,
+};
+
+/// Key of the id counter in [`Table::Meta`].
+pub const NEXT_ID_KEY: &[u8] = b"next_id";
+/// Longest user or library name accepted.
+pub const NAME_MAX_BYTES: usize = 128;
+/// Most items one `UpsertItems` may carry.
+pub const UPSERT_ITEMS_MAX: usize = 4096;
+
+fn get<T: DeserializeOwned, R: KvRead + ?Sized>(
+    tx: &Overlay<'_, R>,
+    table: Table,
+    key: &[u8],
+) -> io::Result<Option<T>> {
+    tx.get(table, key)?
+        .map(|bytes| decode(table.cf_name(), &bytes))
+        .transpose()
+}
+
+fn put<T: Serialize, R: KvRead + ?Sized>(tx: &mut Overlay<'_, R>, table: Table, key: &[u8], value: &T) {
+    tx.put(table, key, encode(value));
+}
+
+fn next_id<R: KvRead + ?Sized>(tx: &mut Overlay<'_, R>) -> io::Result<EntityId> {
+    let id: u64 = get(tx, Table::Meta, NEXT_ID_KEY)?.unwrap_or(1);
+    put(tx, Table::Meta, NEXT_ID_KEY, &(id + 1));
+    Ok(id)
+}
+
+fn not_found(what: &str, id: impl ToString) -> Response {
+    Response::Rejected(Rejection::NotFound {
+        what: what.into(),
+        id: id.to_string(),
+    })
+}
+
+fn name_key(name: &str) -> Vec<u8> {
+    name.to_lowercase().into_bytes()
+}
+
+fn check_name(name: &str) -> Result<(), Rejection> {
+    if name.trim().is_empty() || name.len() > NAME_MAX_BYTES || name.chars().any(char::is_control) {
+        return Err(Rejection::Invalid(format!(
+            "a name must be 1 to {NAME_MAX_BYTES} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Applies `command`, the entry at log `index`, to `tx`. A refused command
+/// leaves `tx` unchanged and answers [`Response::Rejected`]; an `Err` is a
+/// storage failure.
+pub fn apply_command<R: KvRead + ?Sized>(
+    tx: &mut Overlay<'_, R>,
+    index: u64,
+    command: &Command,
+) -> io::Result<Response> {
+    match command {
+        Command::Noop => Ok(Response::Done),
+        Command::ConsumeJoinToken {
+            token_id,
+            expires_ms,
+            now_ms,
+        } => {
+            if get::<JoinTokenUse, R>(tx, Table::JoinTokens, token_id)?.is_some() {
+                return Ok(Response::Rejected(Rejection::TokenUsed));
+            }
+            if now_ms >= expires_ms {
+                return Ok(Response::Rejected(Rejection::TokenExpired));
+            }
+            put(
+                tx,
+                Table::JoinTokens,
+                token_id,
+                &JoinTokenUse {
+                    node: index,
+                    used_ms: *now_ms,
+                },
+            );
+            Ok(Response::NodeId(index))
+        }
+        Command::CreateUser {
+            name,
+            password_hash,
+            roles,
+            library_access,
+            now_ms,
+        } => {
+            if let Err(rejection) = check_name(name) {
+                return Ok(Response::Rejected(rejection));
+            }
+            if tx.get(Table::UserNames, &name_key(name))?.is_some() {
+                return Ok(Response::Rejected(Rejection::NameTaken(name.clone())));
+            }
+            let id = next_id(tx)?;
+            let user = User {
+                id,
+                name: name.clone(),
+                password_hash: password_hash.clone(),
+                roles: roles.clone(),
+                totp_secret: None,
+                library_access: library_access.clone(),
+                created_ms: *now_ms,
+            };
+            put(tx, Table::Users, &id_key(id), &user);
+            put(tx, Table::UserNames, &name_key(name), &id);
+            Ok(Response::Created(id))
+        }
+        Command::UpdateUser {
+            id,
+            password_hash,
+            roles,
+            library_access,
+            totp_secret,
+        } => {
+            let Some(mut user) = get::<User, R>(tx, Table::Users, &id_key(*id))? else {
+                return Ok(not_found("user", id));
+            };
+            if let Some(hash) = password_hash {
+                user.password_hash = hash.clone();
+            }
+            if let Some(roles) = roles {
+                user.roles = roles.clone();
+            }
+            if let Some(access) = library_access {
+                user.library_access = access.clone();
+            }
+            if let Some(secret) = totp_secret {
+                user.totp_secret = secret.clone();
+            }
+            put(tx, Table::Users, &id_key(*id), &user);
+            Ok(Response::Done)
+        }
+        Command::DeleteUser { id } => {
+            let Some(user) = get::<User, R>(tx, Table::Users, &id_key(*id))? else {
+                return Ok(not_found("user", id));
+            };
+            tx.delete(Table::Users, &id_key(*id));
+            tx.delete(Table::UserNames, &name_key(&user.name));
+            for (key, _) in tx.scan_prefix(Table::Watch, &id_key(*id))? {
+                tx.delete(Table::Watch, &key);
+            }
+            // Tokens and keys of a deleted user stop working at once: every
+            // lookup checks that their user exists. They expire or are
+            // revoked later; scanning every credential here would make a
+            // delete cost the whole table.
+            Ok(Response::Done)
+        }
+        Command::PutRefreshToken { hash, user, expires_ms } => {
+            if tx.get(Table::Users, &id_key(*user))?.is_none() {
+                return Ok(not_found("user", user));
+            }
+            put(
+                tx,
+                Table::RefreshTokens,
+                hash,
+                &RefreshToken {
+                    user: *user,
+                    expires_ms: *expires_ms,
+                },
+            );
+            Ok(Response::Done)
+        }
+        Command::RevokeRefreshToken { hash } => {
+            tx.delete(Table::RefreshTokens, hash);
+            Ok(Response::Done)
+        }
+        Command::PutApiKey {
+            hash,
+            user,
+            name,
+            now_ms,
+        } => {
+            if tx.get(Table::Users, &id_key(*user))?.is_none() {
+                return Ok(not_found("user", user));
+            }
+            put(
+                tx,
+                Table::ApiKeys,
+                hash,
+                &ApiKey {
+                    user: *user,
+                    name: name.clone(),
+                    created_ms: *now_ms,
+                },
+            );
+            Ok(Response::Done)
+        }
+        Command::RevokeApiKey { hash } => {
+            tx.delete(Table::ApiKeys, hash);
+            Ok(Response::Done)
+        }
+        Command::CreateLibrary {
+            name,
+            kind,
+            paths,
+            node,
+            now_ms,
+        } => {
+            if let Err(rejection) = check_name(name) {
+                return Ok(Response::Rejected(rejection));
+            }
+            if tx.get(Table::LibraryNames, &name_key(name))?.is_some() {
+                return Ok(Response::Rejected(Rejection::NameTaken(name.clone())));
+            }
+            let id = next_id(tx)?;
+            let library = Library {
+                id,
+                name: name.clone(),
+                kind: *kind,
+                paths: paths.clone(),
+                node: *node,
+                created_ms: *now_ms,
+            };
+            put(tx, Table::Libraries, &id_key(id), &library);
+            put(tx, Table::LibraryNames, &name_key(name), &id);
+            Ok(Response::Created(id))
+        }
+        Command::DeleteLibrary { id } => {
+            let Some(library) = get::<Library, R>(tx, Table::Libraries, &id_key(*id))? else {
+                return Ok(not_found("library", id));
+            };
+            for (key, _) in tx.scan_prefix(Table::LibraryItems, &id_key(*id))? {
+                if let Some(item) = get::<Item, R>(tx, Table::Items, &key[8..])? {
+                    remove_item(tx, &item)?;
+                }
+            }
+            tx.delete(Table::Libraries, &id_key(*id));
+            tx.delete(Table::LibraryNames, &name_key(&library.name));
+            Ok(Response::Done)
+        }
+        Command::UpsertItems { items, now_ms } => upsert_items(tx, items, *now_ms),
+        Command::RemoveItems { keys } => {
+            for key in keys {
+                if let Some(id) = get::<EntityId, R>(tx, Table::ItemKeys, key.as_bytes())?
+                    && let Some(item) = get::<Item, R>(tx, Table::Items, &id_key(id))?
+                {
+                    remove_item(tx, &item)?;
+                }
+            }
+            Ok(Response::Done)
+        }
+        Command::SetWatchState { user, item, state } => {
+            if tx.get(Table::Users, &id_key(*user))?.is_none() {
+                return Ok(not_found("user", user));
+            }
+            if tx.get(Table::Items, &id_key(*item))?.is_none() {
+                return Ok(not_found("item", item));
+            }
+            put::<WatchState, R>(tx, Table::Watch, &pair_key(*user, *item), state);
+            Ok(Response::Done)
+        }
+        Command::EnqueueJob { item, profile, now_ms } => {
+            if tx.get(Table::Items, &id_key(*item))?.is_none() {
+                return Ok(not_found("item", item));
+            }
+            let id = next_id(tx)?;
+            let job = Job {
+                id,
+                item: *item,
+                profile: profile.clone(),
+                state: JobState::Queued,
+                attempts: 0,
+                created_ms: *now_ms,
+            };
+            put(tx, Table::Jobs, &id_key(id), &job);
+            Ok(Response::Created(id))
+        }
+        Command::ClaimJob {
+            job,
+            node,
+            now_ms,
+            lease_ms,
+        } => with_job(tx, *job, |job| {
+            match job.state {
+                JobState::Queued => {}
+                JobState::Leased {
+                    node: holder,
+                    expires_ms,
+                    ..
+                } if expires_ms > *now_ms => {
+                    return Err(Rejection::LeaseHeld {
+                        job: job.id,
+                        holder,
+                        expires_ms,
+                    });
+                }
+                JobState::Leased { .. } => {}
+                JobState::Done { .. } | JobState::Failed { .. } => {
+                    return Err(illegal(job, "claim"));
+                }
+            }
+            let expires_ms = now_ms.saturating_add(*lease_ms);
+            job.state = JobState::Leased {
+                node: *node,
+                expires_ms,
+                fencing: index,
+            };
+            job.attempts += 1;
+            Ok(Response::Lease {
+                fencing: index,
+                expires_ms,
+            })
+        }),
+        Command::RenewLease {
+            job,
+            fencing,
+            now_ms,
+            lease_ms,
+        } => with_job(tx, *job, |job| {
+            let (node, _) = holder(job, *fencing, *now_ms, "renew")?;
+            let expires_ms = now_ms.saturating_add(*lease_ms);
+            job.state = JobState::Leased {
+                node,
+                expires_ms,
+                fencing: *fencing,
+            };
+            Ok(Response::Lease {
+                fencing: *fencing,
+                expires_ms,
+            })
+        }),
+        Command::FinishJob {
+            job,
+            fencing,
+            outcome,
+            now_ms,
+        } => with_job(tx, *job, |job| {
+            let (node, _) = holder(job, *fencing, *now_ms, "finish")?;
+            job.state = match outcome {
+                JobOutcome::Done { output } => JobState::Done {
+                    node,
+                    output: *output,
+                    finished_ms: *now_ms,
+                },
+                JobOutcome::Failed { reason } => JobState::Failed {
+                    reason: reason.clone(),
+                    finished_ms: *now_ms,
+                },
+                JobOutcome::Released => JobState::Queued,
+            };
+            Ok(Response::Done)
+        }),
+    }
+}
+
+fn illegal(job: &Job, action: &str) -> Rejection {
+    Rejection::IllegalTransition {
+        job: job.id,
+        state: job.state.name().into(),
+        action: action.into(),
+    }
+}
+
+/// Checks that `fencing` is the current, unexpired lease; returns its holder
+/// and expiry.
+fn holder(job: &Job, fencing: u64, now_ms: u64, action: &str) -> Result<(u64, u64), Rejection> {
+    match job.state {
+        JobState::Leased {
+            node,
+            expires_ms,
+            fencing: current,
+        } => {
+            // An expired lease may have been claimed by no one yet, but its
+            // holder has lost it all the same: another node may be about to
+            // claim it, so late writes are refused.
+            if current != fencing || expires_ms <= now_ms {
+                Err(Rejection::StaleFencing {
+                    job: job.id,
+                    given: fencing,
+                })
+            } else {
+                Ok((node, expires_ms))
+            }
+        }
+        _ => Err(illegal(job, action)),
+    }
+}
+
+fn with_job<R: KvRead + ?Sized>(
+    tx: &mut Overlay<'_, R>,
+    id: EntityId,
+    change: impl FnOnce(&mut Job) -> Result<Response, Rejection>,
+) -> io::Result<Response> {
+    let Some(mut job) = get::<Job, R>(tx, Table::Jobs, &id_key(id))? else {
+        return Ok(not_found("job", id));
+    };
+    match change(&mut job) {
+        Ok(response) => {
+            put(tx, Table::Jobs, &id_key(id), &job);
+            Ok(response)
+        }
+        Err(rejection) => Ok(Response::Rejected(rejection)),
+    }
+}
+
+fn upsert_items<R: KvRead + ?Sized>(tx: &mut Overlay<'_, R>, items: &[ItemWrite], now_ms: u64) -> io::Result<Response> {
+    if items.len() > UPSERT_ITEMS_MAX {
+        return Ok(Response::Rejected(Rejection::Invalid(format!(
+            "at most {UPSERT_ITEMS_MAX} items per write"
+        ))));
+    }
+    // Validate everything first, so that a refused batch writes nothing.
+    let mut ids = Vec::with_capacity(items.len());
+    let mut plan = Vec::with_capacity(items.len());
+    let mut new_keys: std::collections::BTreeMap<&str, EntityId> = std::collections::BTreeMap::new();
+    let mut counter: u64 = get(tx, Table::Meta, NEXT_ID_KEY)?.unwrap_or(1);
+    for write in items {
+        if write.key.is_empty() {
+            return Ok(Response::Rejected(Rejection::Invalid("an item needs a key".into())));
+        }
+        if tx.get(Table::Libraries, &id_key(write.library))?.is_none() {
+            return Ok(not_found("library", write.library));
+        }
+        let parent = match &write.parent_key {
+            None => None,
+            Some(parent_key) => match new_keys.get(parent_key.as_str()) {
+                Some(id) => Some(*id),
+                None => match get::<EntityId, R>(tx, Table::ItemKeys, parent_key.as_bytes())? {
+                    Some(id) => Some(id),
+                    None => return Ok(not_found("parent item", parent_key)),
+                },
+            },
+        };
+        let existing = match new_keys.get(write.key.as_str()) {
+            Some(id) => Some(*id),
+            None => get::<EntityId, R>(tx, Table::ItemKeys, write.key.as_bytes())?,
+        };
+        let id = existing.unwrap_or_else(|| {
+            let id = counter;
+            counter += 1;
+            id
+        });
+        if parent == Some(id) {
+            return Ok(Response::Rejected(Rejection::Invalid(format!(
+                "item {:?} is its own parent",
+                write.key
+            ))));
+        }
+        new_keys.insert(&write.key, id);
+        ids.push(id);
+        plan.push((id, parent, write));
+    }
+    put(tx, Table::Meta, NEXT_ID_KEY, &counter);
+    for (id, parent, write) in plan {
+        let old = get::<Item, R>(tx, Table::Items, &id_key(id))?;
+        if let Some(old) = &old {
+            unlink_item(tx, old);
+        }
+        let item = Item {
+            id,
+            parent,
+            added_ms: old.as_ref().map_or(now_ms, |old| old.added_ms),
+            updated_ms: now_ms,
+            fields: write.clone(),
+        };
+        put(tx, Table::Items, &id_key(id), &item);
+        put(tx, Table::ItemKeys, write.key.as_bytes(), &id);
+        tx.put(Table::LibraryItems, &pair_key(write.library, id), Vec::new());
+        if let Some(parent) = parent {
+            tx.put(Table::ItemChildren, &pair_key(parent, id), Vec::new());
+        }
+    }
+    Ok(Response::Items(ids))
+}
+
+/// Drops an item's index entries (not the item row).
+fn unlink_item<R: KvRead + ?Sized>(tx: &mut Overlay<'_, R>, item: &Item) {
+    tx.delete(Table::ItemKeys, item.fields.key.as_bytes());
+    tx.delete(Table::LibraryItems, &pair_key(item.fields.library, item.id));
+    if let Some(parent) = item.parent {
+        tx.delete(Table::ItemChildren, &pair_key(parent, item.id));
+    }
+}
+
+/// Removes an item. Its children stay (a rescan re-parents or removes
+/// them); readers treat a missing parent as none, and drop watch state of a
+/// missing item.
+fn remove_item<R: KvRead + ?Sized>(tx: &mut Overlay<'_, R>, item: &Item) -> io::Result<()> {
+    unlink_item(tx, item);
+    for (key, _) in tx.scan_prefix(Table::ItemChildren, &id_key(item.id))? {
+        tx.delete(Table::ItemChildren, &key);
+    }
+    tx.delete(Table::Items, &id_key(item.id));
+    Ok(())
+}
+
+/// The child ids of `parent`.
+pub fn children<R: KvRead + ?Sized>(tables: &R, parent: EntityId) -> io::Result<Vec<EntityId>> {
+    tables
+        .scan_prefix(Table::ItemChildren, &id_key(parent))?
+        .iter()
+        .map(|(key, _)| key_second_id(key))
+        .collect()
+}

@@ -1,0 +1,299 @@
+//! Property tests of the state machine's rules and of command encoding.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use omega_consensus::command::{Command, JobOutcome, Rejection, Response};
+use omega_consensus::model::{ItemKind, ItemWrite, JobState, LibraryAccess, LibraryKind, Role};
+use omega_consensus::state_machine::read;
+use omega_consensus::state_machine::rules::apply_command;
+use omega_consensus::state_machine::tables::{MemTables, Overlay};
+use proptest::prelude::*;
+
+/// Applies one command at `index` and commits it to `tables`.
+fn apply(tables: &mut MemTables, index: u64, command: &Command) -> Response {
+    let mut overlay = Overlay::new(&*tables);
+    let response = apply_command(&mut overlay, index, command).unwrap();
+    let writes = overlay.into_writes();
+    if matches!(response, Response::Rejected(_)) {
+        assert!(writes.is_empty(), "a refused command wrote {writes:?}");
+    }
+    tables.apply(writes);
+    response
+}
+
+fn create_user(name: &str) -> Command {
+    Command::CreateUser {
+        name: name.into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        roles: BTreeSet::from([Role::Viewer]),
+        library_access: LibraryAccess::All,
+        now_ms: 1,
+    }
+}
+
+fn item(key: &str, library: u64, parent: Option<&str>) -> ItemWrite {
+    ItemWrite {
+        key: key.into(),
+        library,
+        kind: ItemKind::Movie,
+        parent_key: parent.map(Into::into),
+        title: key.into(),
+        sort_title: key.into(),
+        year: None,
+        index: None,
+        metadata: BTreeMap::new(),
+        media: Vec::new(),
+    }
+}
+
+/// Sets up one library with one item and returns the item's id.
+fn library_with_item(tables: &mut MemTables) -> u64 {
+    let Response::Created(library) = apply(
+        tables,
+        1,
+        &Command::CreateLibrary {
+            name: "Films".into(),
+            kind: LibraryKind::Movies,
+            paths: vec!["/media/films".into()],
+            node: 1,
+            now_ms: 0,
+        },
+    ) else {
+        panic!("library not created")
+    };
+    let Response::Items(ids) = apply(
+        tables,
+        2,
+        &Command::UpsertItems {
+            items: vec![item("/media/films/a.mkv", library, None)],
+            now_ms: 0,
+        },
+    ) else {
+        panic!("item not created")
+    };
+    ids[0]
+}
+
+proptest! {
+    /// Names are unique case-insensitively: a create succeeds exactly when
+    /// no user has the name in any case.
+    #[test]
+    fn user_names_are_unique(names in prop::collection::vec("[aAbB]{1,3}", 1..40)) {
+        let mut tables = MemTables::default();
+        let mut taken = BTreeSet::new();
+        for (index, name) in names.iter().enumerate() {
+            let response = apply(&mut tables, index as u64 + 1, &create_user(name));
+            if taken.insert(name.to_lowercase()) {
+                prop_assert!(matches!(response, Response::Created(_)), "{name}: {response:?}");
+            } else {
+                prop_assert_eq!(response, Response::Rejected(Rejection::NameTaken(name.clone())));
+            }
+        }
+        let users = read::users(&tables).unwrap();
+        prop_assert_eq!(users.len(), taken.len());
+        for user in users {
+            prop_assert_eq!(read::user_by_name(&tables, &user.name.to_uppercase()).unwrap().map(|found| found.id), Some(user.id));
+        }
+    }
+
+    /// Jobs move only along legal transitions; at any time at most one
+    /// lease is valid, its fencing token is the index of the claim that
+    /// granted it, and only that token renews or finishes the job.
+    #[test]
+    fn jobs_follow_their_lease_rules(ops in prop::collection::vec((0_u8..4, 1_u64..4, 0_u64..30, 0_usize..6), 1..80)) {
+        let mut tables = MemTables::default();
+        let item = library_with_item(&mut tables);
+        let Response::Created(job) = apply(&mut tables, 3, &Command::EnqueueJob { item, profile: "720p".into(), now_ms: 0 }) else {
+            panic!("job not created")
+        };
+        let mut now = 0_u64;
+        let mut issued: Vec<u64> = vec![0];
+        // The model: the current lease (fencing, holder, expiry) or a terminal state.
+        let mut lease: Option<(u64, u64, u64)> = None;
+        let mut terminal = false;
+        for (step, (op, node, advance, pick)) in ops.into_iter().enumerate() {
+            let index = 10 + step as u64;
+            now += advance;
+            let fencing = issued[pick % issued.len()];
+            let valid = |lease: Option<(u64, u64, u64)>| lease.filter(|(_, _, expires)| *expires > now);
+            let command = match op {
+                0 => Command::ClaimJob { job, node, now_ms: now, lease_ms: 10 },
+                1 => Command::RenewLease { job, fencing, now_ms: now, lease_ms: 10 },
+                2 => Command::FinishJob { job, fencing, outcome: JobOutcome::Released, now_ms: now },
+                _ => Command::FinishJob { job, fencing, outcome: JobOutcome::Done { output: None }, now_ms: now },
+            };
+            let response = apply(&mut tables, index, &command);
+            let expected_ok = match op {
+                0 => !terminal && valid(lease).is_none(),
+                _ => !terminal && valid(lease).is_some_and(|(current, _, _)| current == fencing),
+            };
+            prop_assert_eq!(!matches!(response, Response::Rejected(_)), expected_ok, "step {}: {:?} -> {:?}", step, command, response);
+            if expected_ok {
+                match op {
+                    0 => {
+                        prop_assert_eq!(&response, &Response::Lease { fencing: index, expires_ms: now + 10 });
+                        issued.push(index);
+                        lease = Some((index, node, now + 10));
+                    }
+                    1 => lease = lease.map(|(current, holder, _)| (current, holder, now + 10)),
+                    2 => lease = None,
+                    _ => { lease = None; terminal = true; }
+                }
+            }
+            let state = read::job(&tables, job).unwrap().unwrap().state;
+            match (&state, lease, terminal) {
+                (JobState::Done { .. }, None, true) | (JobState::Queued, None, false) => {}
+                (JobState::Leased { fencing, node, expires_ms }, Some(model), false) => {
+                    prop_assert_eq!((*fencing, *node, *expires_ms), model);
+                }
+                other => prop_assert!(false, "state {:?} disagrees with the model {:?}", other.0, other.1),
+            }
+        }
+    }
+
+    /// Every command survives a postcard round trip.
+    #[test]
+    fn commands_round_trip(name in ".{0,40}", id in any::<u64>(), now in any::<u64>(), hash in any::<[u8; 32]>(), secret in prop::option::of(prop::option::of(prop::collection::vec(any::<u8>(), 0..40)))) {
+        let commands = vec![
+            Command::Noop,
+            Command::ConsumeJoinToken { token_id: [7; 16], expires_ms: now, now_ms: id },
+            create_user(&name),
+            Command::UpdateUser { id, password_hash: Some(name.clone()), roles: None, library_access: Some(LibraryAccess::Only(BTreeSet::from([id]))), totp_secret: secret },
+            Command::DeleteUser { id },
+            Command::PutRefreshToken { hash, user: id, expires_ms: now },
+            Command::RevokeRefreshToken { hash },
+            Command::PutApiKey { hash, user: id, name: name.clone(), now_ms: now },
+            Command::RevokeApiKey { hash },
+            Command::CreateLibrary { name: name.clone(), kind: LibraryKind::Music, paths: vec![name.clone()], node: id, now_ms: now },
+            Command::DeleteLibrary { id },
+            Command::UpsertItems { items: vec![item(&name, id, Some(&name))], now_ms: now },
+            Command::RemoveItems { keys: vec![name.clone()] },
+            Command::EnqueueJob { item: id, profile: name.clone(), now_ms: now },
+            Command::ClaimJob { job: id, node: id, now_ms: now, lease_ms: id },
+            Command::RenewLease { job: id, fencing: id, now_ms: now, lease_ms: id },
+            Command::FinishJob { job: id, fencing: id, outcome: JobOutcome::Failed { reason: name.clone() }, now_ms: now },
+        ];
+        for command in commands {
+            let bytes = postcard::to_stdvec(&command).unwrap();
+            prop_assert_eq!(postcard::from_bytes::<Command>(&bytes).unwrap(), command);
+        }
+    }
+
+    /// Garbage never decodes into a panic.
+    #[test]
+    fn garbage_is_an_error_not_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        let _ = postcard::from_bytes::<Command>(&bytes);
+    }
+}
+
+/// The encoding is a log format: variants keep their positions. A change
+/// here is a change of the on-disk and wire format.
+#[test]
+fn command_encoding_is_stable() {
+    assert_eq!(postcard::to_stdvec(&Command::Noop).unwrap(), [0]);
+    assert_eq!(postcard::to_stdvec(&Command::DeleteUser { id: 5 }).unwrap(), [4, 5]);
+    assert_eq!(
+        postcard::to_stdvec(&Command::ClaimJob {
+            job: 1,
+            node: 2,
+            now_ms: 3,
+            lease_ms: 4
+        })
+        .unwrap(),
+        [15, 1, 2, 3, 4]
+    );
+    assert_eq!(
+        postcard::to_stdvec(&Command::FinishJob {
+            job: 1,
+            fencing: 2,
+            outcome: JobOutcome::Released,
+            now_ms: 3
+        })
+        .unwrap(),
+        [17, 1, 2, 2, 3]
+    );
+    // An unknown variant (from a newer node) is an error, not a panic.
+    assert!(postcard::from_bytes::<Command>(&[200]).is_err());
+}
+
+#[test]
+fn join_tokens_admit_one_node_before_they_expire() {
+    let mut tables = MemTables::default();
+    let token = Command::ConsumeJoinToken {
+        token_id: [1; 16],
+        expires_ms: 100,
+        now_ms: 50,
+    };
+    assert_eq!(apply(&mut tables, 7, &token), Response::NodeId(7));
+    assert_eq!(apply(&mut tables, 8, &token), Response::Rejected(Rejection::TokenUsed));
+    let late = Command::ConsumeJoinToken {
+        token_id: [2; 16],
+        expires_ms: 100,
+        now_ms: 100,
+    };
+    assert_eq!(
+        apply(&mut tables, 9, &late),
+        Response::Rejected(Rejection::TokenExpired)
+    );
+}
+
+#[test]
+fn upserts_by_key_keep_ids_and_link_parents() {
+    let mut tables = MemTables::default();
+    let _ = library_with_item(&mut tables);
+    let library = read::libraries(&tables).unwrap()[0].id;
+    let mut series = item("show", library, None);
+    series.kind = ItemKind::Series;
+    let mut episode = item("show/s01e01.mkv", library, Some("show"));
+    episode.kind = ItemKind::Episode;
+    let Response::Items(first) = apply(
+        &mut tables,
+        5,
+        &Command::UpsertItems {
+            items: vec![series.clone(), episode.clone()],
+            now_ms: 1,
+        },
+    ) else {
+        panic!()
+    };
+    episode.title = "Pilot".into();
+    let Response::Items(second) = apply(
+        &mut tables,
+        6,
+        &Command::UpsertItems {
+            items: vec![episode],
+            now_ms: 2,
+        },
+    ) else {
+        panic!()
+    };
+    assert_eq!(first[1], second[0]);
+    let stored = read::item(&tables, second[0]).unwrap().unwrap();
+    assert_eq!(
+        (
+            stored.fields.title.as_str(),
+            stored.parent,
+            stored.added_ms,
+            stored.updated_ms
+        ),
+        ("Pilot", Some(first[0]), 1, 2)
+    );
+    assert_eq!(
+        omega_consensus::state_machine::rules::children(&tables, first[0]).unwrap(),
+        vec![second[0]]
+    );
+    // A missing parent refuses the whole batch.
+    let orphan = item("other/e.mkv", library, Some("other"));
+    assert!(matches!(
+        apply(
+            &mut tables,
+            7,
+            &Command::UpsertItems {
+                items: vec![orphan],
+                now_ms: 3
+            }
+        ),
+        Response::Rejected(Rejection::NotFound { .. })
+    ));
+}

@@ -8,14 +8,19 @@
 //! - [`state_machine`]: tables, rules, reads and streamed snapshots.
 //! - [`db`]: the one RocksDB both live in.
 
+pub mod clock;
+pub mod cluster;
 pub mod codec;
 pub mod command;
 pub mod db;
+pub mod local_net;
 pub mod log_store;
 pub mod model;
+pub mod network;
 pub mod raft_types;
 pub mod state_machine;
 
+pub use cluster::{Cluster, ClusterError, ClusterStatus, Consistency, Timing};
 pub use command::{Command, JobOutcome, Rejection, Response};
 pub use db::Db;
 pub use log_store::LogStore;

@@ -1,0 +1,409 @@
+//! A running member of the control plane: openraft with Omega's log store,
+//! state machine and network, and the operations the node needs — writes
+//! forwarded to the leader, linearizable or stale reads, membership changes,
+//! status — plus the handler of requests from other members.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ChangeMembers;
+use serde::Serialize;
+
+use crate::command::{Command, Response};
+use crate::db::Db;
+use crate::log_store::LogStore;
+use crate::model::{MemberNode, NodeId};
+use crate::network::{Network, PeerRequest, PeerResponse, Transport, TransportError};
+use crate::raft_types::{Config, Raft, ReadPolicy, ServerState, Snapshot, SnapshotMeta, SnapshotResponse, Vote};
+use crate::state_machine::StateMachine;
+
+/// Timing of the Raft group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Leader heartbeat interval.
+    pub heartbeat: Duration,
+    /// Shortest election timeout; each node draws one in [min, max).
+    pub election_min: Duration,
+    /// Longest election timeout.
+    pub election_max: Duration,
+    /// Log entries since the last snapshot that trigger a new one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, so that a briefly absent
+    /// follower catches up from the log rather than by snapshot.
+    pub keep_behind_snapshot: u64,
+}
+
+impl Timing {
+    /// Defaults: a dead leader is replaced within about 1 s plus one vote
+    /// round; the election timeout is far above a synced append (a few ms).
+    pub const DEFAULT: Timing = Timing {
+        heartbeat: Duration::from_millis(100),
+        election_min: Duration::from_millis(400),
+        election_max: Duration::from_millis(800),
+        snapshot_every: 20_000,
+        keep_behind_snapshot: 1_000,
+    };
+
+    fn config(&self) -> Result<Config, ClusterError> {
+        let config = Config {
+            cluster_name: "omega".into(),
+            heartbeat_interval: self.heartbeat.as_millis() as u64,
+            election_timeout_min: self.election_min.as_millis() as u64,
+            election_timeout_max: self.election_max.as_millis() as u64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
+            purge_batch_size: 256,
+            ..Default::default()
+        };
+        config
+            .validate()
+            .map_err(|error| ClusterError::Config(error.to_string()))
+    }
+}
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Sees every write acknowledged before the read began (read index
+    /// through the leader). The default.
+    Linearizable,
+    /// Whatever this node has applied: fast, possibly behind. For browsing.
+    Stale,
+}
+
+/// Errors of cluster operations.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No leader is known or reachable now; retry later.
+    #[error("no leader is reachable: {0}")]
+    NoLeader(String),
+    /// The leader could not be reached or answered with an error.
+    #[error("the leader failed: {0}")]
+    Remote(String),
+    /// openraft refused or failed.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// Local storage failed.
+    #[error("storage: {0}")]
+    Storage(#[from] std::io::Error),
+    /// The timing is invalid.
+    #[error("invalid raft configuration: {0}")]
+    Config(String),
+}
+
+/// Where a member stands, for `cluster status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    /// Node id.
+    pub id: NodeId,
+    /// Voter or learner.
+    pub role: &'static str,
+    /// Its Raft address.
+    pub cluster_addr: String,
+    /// Its HTTP address.
+    pub http_addr: String,
+    /// Last log index known replicated to it (leader only).
+    pub matched_index: Option<u64>,
+    /// Entries it is behind the leader's last log index (leader only).
+    pub lag: Option<u64>,
+}
+
+/// A node's view of the group, for `cluster status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    /// This node.
+    pub node_id: NodeId,
+    /// Leader, follower, candidate or learner.
+    pub state: String,
+    /// The leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// Current term.
+    pub term: u64,
+    /// Last log index.
+    pub last_log_index: Option<u64>,
+    /// Commit index.
+    pub commit_index: Option<u64>,
+    /// Applied index.
+    pub applied_index: Option<u64>,
+    /// Index of the last snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Entries up to this index are purged from the log.
+    pub purged_index: Option<u64>,
+    /// Members.
+    pub members: Vec<MemberStatus>,
+}
+
+/// Hops a forwarded request may take before giving up (a leader change
+/// mid-forward costs one).
+const FORWARD_ATTEMPTS: usize = 8;
+/// Deadline of a forwarded client request.
+const FORWARD_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A running member.
+#[derive(Debug)]
+pub struct Cluster<T: Transport> {
+    id: NodeId,
+    raft: Raft,
+    db: Db,
+    transport: Arc<T>,
+}
+
+impl<T: Transport> Cluster<T> {
+    /// Opens the database under `dir` (`dir/raft`, `dir/snapshots`) and
+    /// starts Raft as node `id`.
+    pub async fn start(id: NodeId, dir: &Path, transport: Arc<T>, timing: Timing) -> Result<Self, ClusterError> {
+        let db = Db::open(&dir.join("raft"))?;
+        let log = LogStore::new(db.clone())?;
+        let machine = StateMachine::open(db.clone(), &dir.join("snapshots"))?;
+        let config = Arc::new(timing.config()?);
+        let raft = Raft::new(id, config, Network::new(transport.clone()), log, machine)
+            .await
+            .map_err(|error| ClusterError::Raft(error.to_string()))?;
+        Ok(Cluster {
+            id,
+            raft,
+            db,
+            transport,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The openraft handle (for metrics and tests).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The state machine's tables, for reads after [`Cluster::read_barrier`].
+    pub fn tables(&self) -> &Db {
+        &self.db
+    }
+
+    /// Makes this node a group of one, if it has never been part of a group.
+    pub async fn initialize_single(&self, member: MemberNode) -> Result<(), ClusterError> {
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|error| ClusterError::Raft(error.to_string()))?
+        {
+            return Ok(());
+        }
+        let members = BTreeMap::from([(self.id, member)]);
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|error| ClusterError::Raft(error.to_string()))
+    }
+
+    /// The leader this node knows of, with its address.
+    fn known_leader(&self) -> Option<(NodeId, MemberNode)> {
+        let metrics = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&self.raft.metrics()).clone();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, node))
+    }
+
+    /// Sends `request` to the leader, following redirects.
+    async fn to_leader(&self, request: PeerRequest) -> Result<PeerResponse, ClusterError> {
+        let mut leader = self.known_leader();
+        let mut last_error = String::from("no leader known");
+        for attempt in 0..FORWARD_ATTEMPTS {
+            let response = match &leader {
+                Some((id, _)) if *id == self.id => self.handle(request.clone()).await,
+                Some((id, node)) => match self.transport.call(*id, node, request.clone(), FORWARD_DEADLINE).await {
+                    Ok(response) => response,
+                    Err(error) => {
+                        last_error = error.to_string();
+                        PeerResponse::NotLeader { leader: None }
+                    }
+                },
+                None => PeerResponse::NotLeader { leader: None },
+            };
+            match response {
+                PeerResponse::NotLeader { leader: Some(next) } => leader = Some(next),
+                PeerResponse::NotLeader { leader: None } => {
+                    // Wait for an election to settle, then ask our metrics.
+                    tokio::time::sleep(Duration::from_millis((100 << attempt.min(4)).min(1000))).await;
+                    leader = self.known_leader();
+                }
+                PeerResponse::Error(text) => return Err(ClusterError::Remote(text)),
+                other => return Ok(other),
+            }
+        }
+        Err(ClusterError::NoLeader(last_error))
+    }
+
+    /// Replicates `command` and returns the state machine's answer.
+    pub async fn write(&self, command: Command) -> Result<Response, ClusterError> {
+        match self.to_leader(PeerRequest::ClientWrite(command)).await? {
+            PeerResponse::Written { response, .. } => Ok(response),
+            other => Err(ClusterError::Remote(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Waits until reads of [`Cluster::tables`] are as fresh as asked.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ClusterError> {
+        if consistency == Consistency::Stale {
+            return Ok(());
+        }
+        let PeerResponse::ReadIndex(index) = self.to_leader(PeerRequest::ReadIndex).await? else {
+            return Err(ClusterError::Remote("unexpected answer to a read index".into()));
+        };
+        self.raft
+            .wait(Some(FORWARD_DEADLINE))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|error| ClusterError::Raft(error.to_string()))?;
+        Ok(())
+    }
+
+    /// Adds a member (learner, caught up, then voter).
+    pub async fn add_member(&self, id: NodeId, member: MemberNode) -> Result<(), ClusterError> {
+        match self.to_leader(PeerRequest::AddMember { id, member }).await? {
+            PeerResponse::Done => Ok(()),
+            other => Err(ClusterError::Remote(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Removes a member from the group.
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), ClusterError> {
+        match self.to_leader(PeerRequest::RemoveMember { id }).await? {
+            PeerResponse::Done => Ok(()),
+            other => Err(ClusterError::Remote(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// This node's view of the group.
+    pub fn status(&self) -> ClusterStatus {
+        let metrics = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&self.raft.metrics()).clone();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let matched = metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|replication| replication.get(id).cloned())
+                    .map(|log_id| log_id.map_or(0, |log_id| log_id.index));
+                let matched = if *id == self.id && metrics.state == ServerState::Leader {
+                    metrics.last_log_index
+                } else {
+                    matched
+                };
+                MemberStatus {
+                    id: *id,
+                    role: if voters.contains(id) { "voter" } else { "learner" },
+                    cluster_addr: node.cluster_addr.clone(),
+                    http_addr: node.http_addr.clone(),
+                    matched_index: matched,
+                    lag: matched.map(|matched| metrics.last_log_index.unwrap_or(0).saturating_sub(matched)),
+                }
+            })
+            .collect();
+        ClusterStatus {
+            node_id: self.id,
+            state: format!("{:?}", metrics.state).to_lowercase(),
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index,
+            commit_index: metrics.cluster_committed.map(|log_id| log_id.index),
+            applied_index: metrics.last_applied.map(|log_id| log_id.index),
+            snapshot_index: metrics.snapshot.map(|log_id| log_id.index),
+            purged_index: metrics.purged.map(|log_id| log_id.index),
+            members,
+        }
+    }
+
+    fn not_leader(&self) -> PeerResponse {
+        PeerResponse::NotLeader {
+            leader: self.known_leader().filter(|(id, _)| *id != self.id),
+        }
+    }
+
+    /// Answers a request from another member (or from this node's own
+    /// forwarding when it is the leader).
+    pub async fn handle(&self, request: PeerRequest) -> PeerResponse {
+        match request {
+            PeerRequest::AppendEntries(rpc) => match self.raft.append_entries(rpc).await {
+                Ok(response) => PeerResponse::AppendEntries(response),
+                Err(error) => PeerResponse::Error(error.to_string()),
+            },
+            PeerRequest::Vote(rpc) => match self.raft.vote(rpc).await {
+                Ok(response) => PeerResponse::Vote(response),
+                Err(error) => PeerResponse::Error(error.to_string()),
+            },
+            PeerRequest::ClientWrite(command) => match self.raft.client_write(command).await {
+                Ok(written) => PeerResponse::Written {
+                    log_id: written.log_id,
+                    response: written.data,
+                },
+                Err(error) if error.forward_to_leader().is_some() => self.not_leader(),
+                Err(error) => PeerResponse::Error(error.to_string()),
+            },
+            PeerRequest::ReadIndex => match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+                Ok((read_log_id, _)) => PeerResponse::ReadIndex(read_log_id.index()),
+                Err(error) if error.forward_to_leader().is_some() => self.not_leader(),
+                Err(error) => PeerResponse::Error(error.to_string()),
+            },
+            PeerRequest::AddMember { id, member } => {
+                if let Err(error) = self.raft.add_learner(id, member, true).await {
+                    return if error.forward_to_leader().is_some() {
+                        self.not_leader()
+                    } else {
+                        PeerResponse::Error(error.to_string())
+                    };
+                }
+                match self
+                    .raft
+                    .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
+                    .await
+                {
+                    Ok(_) => PeerResponse::Done,
+                    Err(error) if error.forward_to_leader().is_some() => self.not_leader(),
+                    Err(error) => PeerResponse::Error(error.to_string()),
+                }
+            }
+            PeerRequest::RemoveMember { id } => {
+                // `retain: false` drops it entirely, not just from the voters.
+                match self
+                    .raft
+                    .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
+                    .await
+                {
+                    Ok(_) => PeerResponse::Done,
+                    Err(error) if error.forward_to_leader().is_some() => self.not_leader(),
+                    Err(error) => PeerResponse::Error(error.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Installs a snapshot streamed by the leader (already in a local file).
+    pub async fn install_snapshot(
+        &self,
+        vote: Vote,
+        meta: SnapshotMeta,
+        data: File,
+    ) -> Result<SnapshotResponse, TransportError> {
+        self.raft
+            .install_full_snapshot(vote, Snapshot { meta, snapshot: data })
+            .await
+            .map_err(|error| TransportError::Network(error.to_string()))
+    }
+
+    /// Stops Raft.
+    pub async fn shutdown(&self) -> Result<(), ClusterError> {
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|error| ClusterError::Raft(error.to_string()))
+    }
+}

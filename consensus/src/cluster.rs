@@ -17,7 +17,9 @@ use crate::db::Db;
 use crate::log_store::LogStore;
 use crate::model::{MemberNode, NodeId};
 use crate::network::{Network, PeerRequest, PeerResponse, Transport, TransportError};
-use crate::raft_types::{Config, Raft, ReadPolicy, ServerState, Snapshot, SnapshotMeta, SnapshotResponse, Vote};
+use crate::raft_types::{
+    Config, Raft, RaftError, ReadPolicy, ServerState, Snapshot, SnapshotMeta, SnapshotResponse, Vote,
+};
 use crate::state_machine::StateMachine;
 
 /// Timing of the Raft group.
@@ -345,44 +347,41 @@ impl<T: Transport> Cluster<T> {
                     log_id: written.log_id,
                     response: written.data,
                 },
-                Err(error) if error.forward_to_leader().is_some() => self.not_leader(),
-                Err(error) => PeerResponse::Error(error.to_string()),
+                Err(error) => self.failure(&error),
             },
             PeerRequest::ReadIndex => match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
                 Ok((read_log_id, _)) => PeerResponse::ReadIndex(read_log_id.index()),
-                Err(error) if error.forward_to_leader().is_some() => self.not_leader(),
-                Err(error) => PeerResponse::Error(error.to_string()),
+                Err(error) => self.failure(&error),
             },
             PeerRequest::AddMember { id, member } => {
                 if let Err(error) = self.raft.add_learner(id, member, true).await {
-                    return if error.forward_to_leader().is_some() {
-                        self.not_leader()
-                    } else {
-                        PeerResponse::Error(error.to_string())
-                    };
+                    return self.failure(&error);
                 }
-                match self
-                    .raft
-                    .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
-                    .await
-                {
-                    Ok(_) => PeerResponse::Done,
-                    Err(error) if error.forward_to_leader().is_some() => self.not_leader(),
-                    Err(error) => PeerResponse::Error(error.to_string()),
-                }
+                self.change_voters(ChangeMembers::AddVoterIds([id].into())).await
             }
-            PeerRequest::RemoveMember { id } => {
-                // `retain: false` drops it entirely, not just from the voters.
-                match self
-                    .raft
-                    .change_membership(ChangeMembers::RemoveVoters([id].into()), false)
-                    .await
-                {
-                    Ok(_) => PeerResponse::Done,
-                    Err(error) if error.forward_to_leader().is_some() => self.not_leader(),
-                    Err(error) => PeerResponse::Error(error.to_string()),
-                }
-            }
+            // `retain: false` in `change_voters` drops the member entirely,
+            // not just from the voters.
+            PeerRequest::RemoveMember { id } => self.change_voters(ChangeMembers::RemoveVoters([id].into())).await,
+        }
+    }
+
+    async fn change_voters(&self, change: ChangeMembers<NodeId, MemberNode>) -> PeerResponse {
+        match self.raft.change_membership(change, false).await {
+            Ok(_) => PeerResponse::Done,
+            Err(error) => self.failure(&error),
+        }
+    }
+
+    /// The answer to a failed openraft call: a redirect when this node is
+    /// not the leader, the error otherwise.
+    fn failure<E>(&self, error: &RaftError<E>) -> PeerResponse
+    where
+        E: std::error::Error + openraft::TryAsRef<openraft::error::ForwardToLeader<crate::raft_types::TypeConfig>>,
+    {
+        if error.forward_to_leader().is_some() {
+            self.not_leader()
+        } else {
+            PeerResponse::Error(error.to_string())
         }
     }
 

@@ -58,13 +58,22 @@ fn name_key(name: &str) -> Vec<u8> {
     name.to_lowercase().into_bytes()
 }
 
-fn check_name(name: &str) -> Result<(), Rejection> {
+/// Checks that `name` is well formed and not taken in `names`; the outer
+/// error is a storage failure, the inner one the refusal.
+fn name_is_free<R: KvRead + ?Sized>(
+    tx: &Overlay<'_, R>,
+    names: Table,
+    name: &str,
+) -> io::Result<Result<(), Rejection>> {
     if name.trim().is_empty() || name.len() > NAME_MAX_BYTES || name.chars().any(char::is_control) {
-        return Err(Rejection::Invalid(format!(
+        return Ok(Err(Rejection::Invalid(format!(
             "a name must be 1 to {NAME_MAX_BYTES} bytes without control characters"
-        )));
+        ))));
     }
-    Ok(())
+    if tx.get(names, &name_key(name))?.is_some() {
+        return Ok(Err(Rejection::NameTaken(name.to_owned())));
+    }
+    Ok(Ok(()))
 }
 
 /// Applies `command`, the entry at log `index`, to `tx`. A refused command
@@ -106,11 +115,8 @@ pub fn apply_command<R: KvRead + ?Sized>(
             library_access,
             now_ms,
         } => {
-            if let Err(rejection) = check_name(name) {
+            if let Err(rejection) = name_is_free(tx, Table::UserNames, name)? {
                 return Ok(Response::Rejected(rejection));
-            }
-            if tx.get(Table::UserNames, &name_key(name))?.is_some() {
-                return Ok(Response::Rejected(Rejection::NameTaken(name.clone())));
             }
             let id = next_id(tx)?;
             let user = User {
@@ -167,19 +173,11 @@ pub fn apply_command<R: KvRead + ?Sized>(
             Ok(Response::Done)
         }
         Command::PutRefreshToken { hash, user, expires_ms } => {
-            if tx.get(Table::Users, &id_key(*user))?.is_none() {
-                return Ok(not_found("user", user));
-            }
-            put(
-                tx,
-                Table::RefreshTokens,
-                hash,
-                &RefreshToken {
-                    user: *user,
-                    expires_ms: *expires_ms,
-                },
-            );
-            Ok(Response::Done)
+            let token = RefreshToken {
+                user: *user,
+                expires_ms: *expires_ms,
+            };
+            put_for_user(tx, *user, Table::RefreshTokens, hash, &token)
         }
         Command::RevokeRefreshToken { hash } => {
             tx.delete(Table::RefreshTokens, hash);
@@ -191,20 +189,12 @@ pub fn apply_command<R: KvRead + ?Sized>(
             name,
             now_ms,
         } => {
-            if tx.get(Table::Users, &id_key(*user))?.is_none() {
-                return Ok(not_found("user", user));
-            }
-            put(
-                tx,
-                Table::ApiKeys,
-                hash,
-                &ApiKey {
-                    user: *user,
-                    name: name.clone(),
-                    created_ms: *now_ms,
-                },
-            );
-            Ok(Response::Done)
+            let key = ApiKey {
+                user: *user,
+                name: name.clone(),
+                created_ms: *now_ms,
+            };
+            put_for_user(tx, *user, Table::ApiKeys, hash, &key)
         }
         Command::RevokeApiKey { hash } => {
             tx.delete(Table::ApiKeys, hash);
@@ -217,11 +207,8 @@ pub fn apply_command<R: KvRead + ?Sized>(
             node,
             now_ms,
         } => {
-            if let Err(rejection) = check_name(name) {
+            if let Err(rejection) = name_is_free(tx, Table::LibraryNames, name)? {
                 return Ok(Response::Rejected(rejection));
-            }
-            if tx.get(Table::LibraryNames, &name_key(name))?.is_some() {
-                return Ok(Response::Rejected(Rejection::NameTaken(name.clone())));
             }
             let id = next_id(tx)?;
             let library = Library {
@@ -362,6 +349,21 @@ pub fn apply_command<R: KvRead + ?Sized>(
             Ok(Response::Done)
         }),
     }
+}
+
+/// Stores a credential of `user`, refused when the user does not exist.
+fn put_for_user<T: Serialize, R: KvRead + ?Sized>(
+    tx: &mut Overlay<'_, R>,
+    user: EntityId,
+    table: Table,
+    key: &[u8],
+    value: &T,
+) -> io::Result<Response> {
+    if tx.get(Table::Users, &id_key(user))?.is_none() {
+        return Ok(not_found("user", user));
+    }
+    put(tx, table, key, value);
+    Ok(Response::Done)
 }
 
 fn illegal(job: &Job, action: &str) -> Rejection {

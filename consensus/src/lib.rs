@@ -17,6 +17,8 @@ pub mod local_net;
 pub mod log_store;
 pub mod model;
 pub mod network;
+pub mod pki;
+pub mod quic;
 pub mod raft_types;
 pub mod state_machine;
 

@@ -1,0 +1,166 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::clock::SystemClock;
+use crate::cluster::{Consistency, Timing};
+use crate::model::{LibraryAccess, Role};
+use crate::state_machine::read;
+
+async fn first_member(dir: &std::path::Path) -> (QuicMember, NodeIdentity) {
+    let ca = ClusterCa::create().unwrap();
+    let identity = NodeIdentity {
+        node_id: 1,
+        node: ca.issue(1).unwrap(),
+        cluster: ca,
+    };
+    let member = QuicMember::start(
+        &identity,
+        "127.0.0.1:0".parse().unwrap(),
+        &dir.join("1"),
+        Timing::DEFAULT,
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    let node = member.member_node(&identity, String::new());
+    member.cluster.initialize_single(node).await.unwrap();
+    (member, identity)
+}
+
+fn token(ca: &ClusterCa, ttl_ms: i64) -> String {
+    let expires = SystemClock.now_ms() as i64 + ttl_ms;
+    ca.sign_token(rand::random(), expires.max(0) as u64).unwrap()
+}
+
+async fn join_member(via: SocketAddr, token: &str, dir: &std::path::Path) -> (QuicMember, NodeIdentity) {
+    let identity = join(via, token).await.unwrap();
+    let member = QuicMember::start(
+        &identity,
+        "127.0.0.1:0".parse().unwrap(),
+        &dir.join(identity.node_id.to_string()),
+        Timing::DEFAULT,
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    let node = member.member_node(&identity, String::new());
+    become_member(&member.transport, via, identity.node_id, node)
+        .await
+        .unwrap();
+    (member, identity)
+}
+
+fn user(name: &str) -> Command {
+    Command::CreateUser {
+        name: name.into(),
+        password_hash: "hash".into(),
+        roles: BTreeSet::from([Role::Viewer]),
+        library_access: LibraryAccess::All,
+        now_ms: 0,
+    }
+}
+
+/// Opens a connection the way a stranger would: pinning the CA, without a
+/// client certificate.
+async fn stranger(addr: SocketAddr, fingerprint: [u8; 32]) -> (quinn::Endpoint, quinn::Connection) {
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connection = endpoint
+        .connect_with(joiner_client_config(fingerprint).unwrap(), addr, CLUSTER_SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    (endpoint, connection)
+}
+
+async fn raw(connection: &quinn::Connection, bytes: &[u8]) -> PeerResponse {
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    send.finish().unwrap();
+    let answer = recv.read_to_end(MESSAGE_MAX_BYTES).await.unwrap();
+    postcard::from_bytes(&answer).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_join_with_tokens_and_strangers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, identity) = first_member(dir.path()).await;
+    let ca = identity.cluster.clone();
+
+    // A valid token admits a node, which then takes writes.
+    let good = token(&ca, 60_000);
+    let (second, second_identity) = join_member(first.addr, &good, dir.path()).await;
+    assert!(second_identity.node_id > 1);
+    second.cluster.write(user("ada")).await.unwrap();
+    first.cluster.read_barrier(Consistency::Linearizable).await.unwrap();
+    assert!(read::user_by_name(first.cluster.tables(), "ada").unwrap().is_some());
+
+    // Refusals: the same token again, an expired token, a forged one.
+    let reused = join(first.addr, &good).await.unwrap_err().to_string();
+    assert!(reused.contains("already used"), "{reused}");
+    let expired = join(first.addr, &token(&ca, -1_000)).await.unwrap_err().to_string();
+    assert!(expired.contains("expired"), "{expired}");
+    let (mut claims, _, signature) = TokenClaims::parse_unverified(&token(&ca, 60_000)).unwrap();
+    claims.expires_ms += 1;
+    let mut bytes = postcard::to_stdvec(&claims).unwrap();
+    bytes.extend_from_slice(&signature);
+    let forged = format!(
+        "omega-join-{}",
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
+    );
+    let refused = join(first.addr, &forged).await.unwrap_err().to_string();
+    assert!(refused.contains("not signed"), "{refused}");
+    // A token of another cluster pins another CA: the handshake fails.
+    let other = ClusterCa::create().unwrap();
+    assert!(join(first.addr, &token(&other, 60_000)).await.is_err());
+
+    // A peer without a cluster certificate gets nothing but joins.
+    let (_endpoint, connection) = stranger(first.addr, ca.fingerprint()).await;
+    let request = postcard::to_stdvec(&PeerRequest::ClientWrite(user("mallory"))).unwrap();
+    let answer = raw(&connection, &frame(KIND_PEER, &request)).await;
+    assert!(
+        matches!(answer, PeerResponse::Error(ref text) if text.contains("no cluster certificate")),
+        "{answer:?}"
+    );
+
+    // Malformed and oversized requests from a member get errors; the node
+    // goes on working.
+    let member_endpoint = {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(member_client_config(&second_identity).unwrap());
+        endpoint
+    };
+    let connection = member_endpoint
+        .connect(first.addr, CLUSTER_SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let garbage = raw(&connection, &frame(KIND_PEER, &[0xff, 0xff, 0xff])).await;
+    assert!(
+        matches!(garbage, PeerResponse::Error(ref text) if text.contains("malformed")),
+        "{garbage:?}"
+    );
+    let mut oversized = vec![KIND_PEER];
+    oversized.extend_from_slice(&u32::MAX.to_le_bytes());
+    let too_large = raw(&connection, &oversized).await;
+    assert!(
+        matches!(too_large, PeerResponse::Error(ref text) if text.contains("too large")),
+        "{too_large:?}"
+    );
+    let unknown = raw(&connection, &frame(9, b"")).await;
+    assert!(
+        matches!(unknown, PeerResponse::Error(ref text) if text.contains("unknown")),
+        "{unknown:?}"
+    );
+    assert!(matches!(
+        first.cluster.write(user("grace")).await.unwrap(),
+        Response::Created(_)
+    ));
+
+    second.shutdown().await.unwrap();
+    first.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}

@@ -27,6 +27,7 @@ use crate::model::{MemberNode, NodeId};
 use crate::network::{MESSAGE_MAX_BYTES, PeerRequest, PeerResponse, Transport, TransportError};
 use crate::pki::{CLUSTER_SERVER_NAME, ClusterCa, NodeIdentity, PkiError, TokenClaims};
 use crate::raft_types::{SnapshotMeta, SnapshotResponse, Vote};
+use crate::state_machine::snapshot_file::SnapshotReader;
 
 const ALPN: &[u8] = b"omega-raft/1";
 const KIND_PEER: u8 = 1;
@@ -563,7 +564,13 @@ async fn receive_snapshot(
         .incoming_dir
         .join(format!("incoming-{:016x}.tmp", rand::random::<u64>()));
     let result = async {
-        let mut file = File::create(&path).map_err(|error| error.to_string())?;
+        // Read and write: the state machine reads it back to install it.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|error| error.to_string())?;
         let mut total = 0_u64;
         while let Some(chunk) = recv
             .read_chunk(1 << 20, true)
@@ -577,6 +584,17 @@ async fn receive_snapshot(
             }
             file.write_all(&chunk.bytes).map_err(|error| error.to_string())?;
         }
+        file.sync_all().map_err(|error| error.to_string())?;
+        // A damaged file is refused here, as a failed send the leader
+        // retries; handed to Raft it would be a fatal storage error.
+        let check = path.clone();
+        tokio::task::spawn_blocking(move || {
+            let (reader, _) = SnapshotReader::open(File::open(&check)?)?;
+            reader.verify_to_end()
+        })
+        .await
+        .map_err(|error| error.to_string())?
+        .map_err(|error| error.to_string())?;
         file.rewind().map_err(|error| error.to_string())?;
         cluster
             .install_snapshot(vote, meta, file)

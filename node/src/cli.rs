@@ -47,6 +47,7 @@ impl GlobalArgs {
             data_dir: self.data_dir.clone(),
             hot_bytes_max: self.hot_bytes_max.clone(),
             cold_url: self.cold_url.clone(),
+            cluster_listen: None,
         };
         Config::load(self.config.as_deref(), &overrides)
     }
@@ -61,6 +62,14 @@ pub enum Command {
     /// Benchmarks, each measured against a peer in the same run.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
+    /// Run the node (a first start without --join creates a cluster of one).
+    Serve(crate::serve::ServeArgs),
+    /// The cluster of the running node: tokens, status, leave, remove.
+    #[command(subcommand)]
+    Cluster(crate::cluster_cmd::ClusterCommand),
+    /// Users, created through the running node.
+    #[command(subcommand)]
+    User(crate::user_cmd::UserCommand),
 }
 
 /// Runs the command line and turns the outcome into an exit code.
@@ -80,6 +89,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Store(command) => crate::store_cmd::run(&cli.global, command),
         Command::Bench(command) => crate::bench::run(&cli.global, command),
+        Command::Serve(args) => crate::serve::run(&cli.global, args),
+        Command::Cluster(command) => crate::cluster_cmd::run(&cli.global, command),
+        Command::User(command) => crate::user_cmd::run(&cli.global, command),
     }
 }
 

@@ -6,11 +6,13 @@
 //! merges them over the file.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Deserialize;
 
+use omega_consensus::Timing;
 use omega_storage::{ChunkerConfig, StoreConfig};
 
 use crate::units::parse_bytes;
@@ -24,6 +26,30 @@ pub struct FileConfig {
     /// Store settings.
     #[serde(default)]
     pub store: FileStoreConfig,
+    /// Control-plane settings.
+    #[serde(default)]
+    pub cluster: FileClusterConfig,
+}
+
+/// The `[cluster]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileClusterConfig {
+    /// Raft-over-QUIC listen address (default `0.0.0.0:8421`).
+    pub listen: Option<String>,
+    /// Address other members use to reach this one (default: the listen
+    /// address, or this host's address when listening on all interfaces).
+    pub advertise: Option<String>,
+    /// Leader heartbeat interval in milliseconds (default 100).
+    pub heartbeat_ms: Option<u64>,
+    /// Shortest election timeout in milliseconds (default 400).
+    pub election_min_ms: Option<u64>,
+    /// Longest election timeout in milliseconds (default 800).
+    pub election_max_ms: Option<u64>,
+    /// Log entries between snapshots (default 20000).
+    pub snapshot_every: Option<u64>,
+    /// Entries kept behind a snapshot (default 1000).
+    pub keep_behind_snapshot: Option<u64>,
 }
 
 /// The `[store]` table.
@@ -58,6 +84,22 @@ pub struct Overrides {
     pub hot_bytes_max: Option<String>,
     /// `--cold-url` / `OMEGA_STORE_COLD_URL`.
     pub cold_url: Option<String>,
+    /// `--cluster-listen` / `OMEGA_CLUSTER_LISTEN`.
+    pub cluster_listen: Option<String>,
+}
+
+/// Default Raft-over-QUIC port.
+pub const DEFAULT_CLUSTER_PORT: u16 = 8421;
+
+/// Control-plane settings.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// Where Raft over QUIC listens.
+    pub listen: SocketAddr,
+    /// What other members dial, when it differs from `listen`.
+    pub advertise: Option<SocketAddr>,
+    /// Heartbeats, elections, snapshots.
+    pub timing: Timing,
 }
 
 /// The merged configuration.
@@ -67,6 +109,40 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Store settings.
     pub store: StoreConfig,
+    /// Control-plane settings.
+    pub cluster: ClusterSettings,
+}
+
+fn parse_addr(what: &str, text: &str) -> anyhow::Result<SocketAddr> {
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("{what}: {text:?} is not an address like 0.0.0.0:{DEFAULT_CLUSTER_PORT}"))
+}
+
+fn cluster_settings(file: FileClusterConfig, overrides: &Overrides) -> anyhow::Result<ClusterSettings> {
+    let listen = match overrides.cluster_listen.as_deref().or(file.listen.as_deref()) {
+        Some(text) => parse_addr("cluster listen", text)?,
+        None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_CLUSTER_PORT)),
+    };
+    let advertise = file
+        .advertise
+        .as_deref()
+        .map(|text| parse_addr("cluster.advertise", text))
+        .transpose()?;
+    let defaults = Timing::DEFAULT;
+    let millis =
+        |value: Option<u64>, default: std::time::Duration| value.map_or(default, std::time::Duration::from_millis);
+    let timing = Timing {
+        heartbeat: millis(file.heartbeat_ms, defaults.heartbeat),
+        election_min: millis(file.election_min_ms, defaults.election_min),
+        election_max: millis(file.election_max_ms, defaults.election_max),
+        snapshot_every: file.snapshot_every.unwrap_or(defaults.snapshot_every),
+        keep_behind_snapshot: file.keep_behind_snapshot.unwrap_or(defaults.keep_behind_snapshot),
+    };
+    Ok(ClusterSettings {
+        listen,
+        advertise,
+        timing,
+    })
 }
 
 impl Config {
@@ -116,7 +192,22 @@ impl Config {
             cold_options: store_file.cold_options.into_iter().collect(),
             pack_target_bytes: defaults.pack_target_bytes,
         };
-        Ok(Config { data_dir, store })
+        let cluster = cluster_settings(file.cluster, overrides)?;
+        Ok(Config {
+            data_dir,
+            store,
+            cluster,
+        })
+    }
+
+    /// The control plane's directory inside the data directory.
+    pub fn cluster_dir(&self) -> PathBuf {
+        self.data_dir.join("cluster")
+    }
+
+    /// The running node's control socket.
+    pub fn control_socket(&self) -> PathBuf {
+        self.data_dir.join("omega.sock")
     }
 
     /// The store's directory inside the data directory.
@@ -157,6 +248,7 @@ mod tests {
             data_dir: Some("/from/flag".into()),
             hot_bytes_max: None,
             cold_url: Some("s3://bucket/x".into()),
+            cluster_listen: None,
         };
         let config = Config::merge(file, &overrides).unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/from/flag"));

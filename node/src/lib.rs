@@ -4,12 +4,21 @@
 //! # Layout
 //! - [`cli`]: the command tree and the one place errors become exit codes.
 //! - [`config`]: configuration from a TOML file, `OMEGA_*` variables and flags.
+//! - [`serve`]: `omega serve`, the running node, and its control socket.
+//! - [`control`]: the control socket's protocol (client side).
+//! - [`cluster_cmd`], [`user_cmd`]: commands answered by the running node.
+//! - [`auth`]: password hashing.
 //! - [`store_cmd`]: `omega store …`.
 //! - [`bench`]: `omega bench …`, each measuring Omega against a peer.
 //! - [`units`]: byte sizes and rates for people.
 
+pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod cluster_cmd;
 pub mod config;
+pub mod control;
+pub mod serve;
 pub mod store_cmd;
 pub mod units;
+pub mod user_cmd;

@@ -1,0 +1,308 @@
+//! `omega serve`: runs the node. A first start without `--join` creates a
+//! cluster of one (the home install); `--join ADDR --token T` admits the
+//! node to an existing cluster. The node answers other members over QUIC
+//! and local commands over its control socket until SIGINT or SIGTERM.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use omega_consensus::clock::{Clock, SystemClock};
+use omega_consensus::command::{Command, Response};
+use omega_consensus::model::{LibraryAccess, Role};
+use omega_consensus::pki::{ClusterCa, NodeIdentity, TokenClaims};
+use omega_consensus::quic::{self, QuicMember};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::cli::GlobalArgs;
+use crate::config::Config;
+use crate::control::{ControlRequest, ControlResponse, LINE_MAX_BYTES};
+
+/// Longest join token lifetime.
+const TOKEN_TTL_MAX_MS: u64 = 7 * 24 * 3_600_000;
+
+/// `omega serve` options.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Raft-over-QUIC listen address [default: 0.0.0.0:8421].
+    #[arg(long, env = "OMEGA_CLUSTER_LISTEN", value_name = "ADDR")]
+    pub cluster_listen: Option<String>,
+    /// Join the cluster of the member at ADDR (its cluster address).
+    #[arg(long, value_name = "ADDR", requires = "token")]
+    pub join: Option<String>,
+    /// Join token from `omega cluster token` on a member.
+    #[arg(long, env = "OMEGA_JOIN_TOKEN", value_name = "T", requires = "join")]
+    pub token: Option<String>,
+}
+
+/// Where the node keeps its membership.
+struct Paths {
+    identity: PathBuf,
+    join_pending: PathBuf,
+    cluster_dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl Paths {
+    fn of(config: &Config) -> Paths {
+        let cluster_dir = config.cluster_dir();
+        Paths {
+            identity: cluster_dir.join("identity"),
+            join_pending: cluster_dir.join("join-pending"),
+            socket: config.control_socket(),
+            cluster_dir,
+        }
+    }
+}
+
+/// Runs `omega serve`.
+pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
+    let mut overrides_config = global.config()?;
+    if let Some(listen) = &args.cluster_listen {
+        overrides_config.cluster.listen = listen
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--cluster-listen: {listen:?} is not an address like 0.0.0.0:8421"))?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(serve(overrides_config, args))?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn parse_join_addr(text: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    text.to_socket_addrs()
+        .with_context(|| format!("--join: cannot resolve {text:?}"))?
+        .next()
+        .with_context(|| format!("--join: {text:?} has no address"))
+}
+
+/// The address other members dial: the advertised one, else the bound one,
+/// with an unspecified IP replaced by this host's outbound address.
+fn advertised(config: &Config, bound: SocketAddr) -> SocketAddr {
+    if let Some(advertise) = config.cluster.advertise {
+        return advertise;
+    }
+    if !bound.ip().is_unspecified() {
+        return bound;
+    }
+    // Connecting a UDP socket sends nothing; it only picks the route.
+    let outbound = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|socket| socket.connect("192.0.2.1:9").map(|()| socket))
+        .and_then(|socket| socket.local_addr());
+    match outbound {
+        Ok(local) => SocketAddr::new(local.ip(), bound.port()),
+        Err(_) => {
+            tracing::warn!("no route out of this host: advertising 127.0.0.1; set [cluster] advertise");
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), bound.port())
+        }
+    }
+}
+
+async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    let paths = Paths::of(&config);
+    std::fs::create_dir_all(&paths.cluster_dir)
+        .with_context(|| format!("cannot create {}", paths.cluster_dir.display()))?;
+    let existing = NodeIdentity::load(&paths.identity)?;
+    let join = match (&args.join, &args.token) {
+        (Some(addr), Some(token)) => Some((parse_join_addr(addr)?, token.clone())),
+        _ => None,
+    };
+    let (identity, created) = match (existing, &join) {
+        (Some(identity), Some((_, token))) => {
+            let (claims, _, _) = TokenClaims::parse_unverified(token)?;
+            if claims.cluster_id != identity.cluster.cluster_id {
+                bail!(
+                    "{} belongs to cluster {}, but the token is for cluster {}; use an empty --data-dir to join another cluster",
+                    config.data_dir.display(),
+                    identity.cluster.cluster_id_hex(),
+                    hex_id(&claims.cluster_id)
+                );
+            }
+            tracing::info!("already a member of this cluster; --join ignored");
+            (identity, false)
+        }
+        (Some(identity), None) => (identity, false),
+        (None, Some((addr, token))) => {
+            let identity = quic::join(*addr, token).await?;
+            // The identity is durable before anything depends on it; the
+            // pending marker makes a crash before promotion retry it.
+            std::fs::write(&paths.join_pending, addr.to_string())
+                .with_context(|| format!("cannot write {}", paths.join_pending.display()))?;
+            identity.save(&paths.identity)?;
+            (identity, false)
+        }
+        (None, None) => {
+            let ca = ClusterCa::create()?;
+            let identity = NodeIdentity {
+                node_id: 1,
+                node: ca.issue(1)?,
+                cluster: ca,
+            };
+            identity.save(&paths.identity)?;
+            (identity, true)
+        }
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let member = QuicMember::start(
+        &identity,
+        config.cluster.listen,
+        &paths.cluster_dir,
+        config.cluster.timing,
+        clock.clone(),
+    )
+    .await?;
+    let advertise = advertised(&config, member.addr);
+    let mut node = member.member_node(&identity, String::new());
+    node.cluster_addr = advertise.to_string();
+    if created {
+        member.cluster.initialize_single(node.clone()).await?;
+        println!(
+            "omega: created cluster {} as node 1 on {advertise}",
+            identity.cluster.cluster_id_hex()
+        );
+    }
+    if let Ok(via) = std::fs::read_to_string(&paths.join_pending) {
+        let via: SocketAddr = via.trim().parse().context("corrupt join-pending marker")?;
+        quic::become_member(&member.transport, via, identity.node_id, node.clone())
+            .await
+            .context("cannot become a voting member")?;
+        std::fs::remove_file(&paths.join_pending)
+            .with_context(|| format!("cannot remove {}", paths.join_pending.display()))?;
+        println!(
+            "omega: joined cluster {} as node {} on {advertise}",
+            identity.cluster.cluster_id_hex(),
+            identity.node_id
+        );
+    }
+    let listener = bind_control_socket(&paths.socket)?;
+    println!(
+        "omega: node {} serving; control socket {}",
+        identity.node_id,
+        paths.socket.display()
+    );
+    let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let context = Arc::new(ControlContext {
+        member,
+        identity,
+        clock,
+        stop: stop_tx,
+    });
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    let context = context.clone();
+                    tokio::spawn(async move { answer(&context, stream).await });
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = stop_rx.recv() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&paths.socket);
+    context.member.shutdown().await?;
+    Ok(())
+}
+
+fn hex_id(id: &[u8; 16]) -> String {
+    id.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Binds the control socket, replacing a stale one from a dead process; a
+/// live one means another node runs on this data directory.
+fn bind_control_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!(
+            "another omega node is running on {}",
+            path.parent().unwrap_or(path).display()
+        );
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+struct ControlContext {
+    member: QuicMember,
+    identity: NodeIdentity,
+    clock: Arc<dyn Clock>,
+    stop: tokio::sync::mpsc::Sender<()>,
+}
+
+async fn answer(context: &ControlContext, stream: UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, LINE_MAX_BYTES));
+    let response = match reader.read_line(&mut line).await {
+        Ok(_) => match serde_json::from_str::<ControlRequest>(&line) {
+            Ok(request) => match handle(context, request).await {
+                Ok(value) => ControlResponse::Ok(value),
+                Err(error) => ControlResponse::Error(crate::cli::one_line(&error)),
+            },
+            Err(error) => ControlResponse::Error(format!("malformed request: {error}")),
+        },
+        Err(error) => ControlResponse::Error(format!("cannot read the request: {error}")),
+    };
+    if let Ok(mut bytes) = serde_json::to_vec(&response) {
+        bytes.push(b'\n');
+        let _ = write.write_all(&bytes).await;
+    }
+}
+
+async fn handle(context: &ControlContext, request: ControlRequest) -> anyhow::Result<serde_json::Value> {
+    let cluster = &context.member.cluster;
+    match request {
+        ControlRequest::Status => Ok(serde_json::to_value(cluster.status())?),
+        ControlRequest::Token { ttl_ms } => {
+            if ttl_ms == 0 || ttl_ms > TOKEN_TTL_MAX_MS {
+                bail!("a token lives between 1 ms and 7 days");
+            }
+            let expires_ms = context.clock.now_ms().saturating_add(ttl_ms);
+            let token = context.identity.cluster.sign_token(rand::random(), expires_ms)?;
+            Ok(serde_json::json!({ "token": token, "expires_ms": expires_ms }))
+        }
+        ControlRequest::Leave => {
+            cluster.remove_member(context.identity.node_id).await?;
+            let _ = context.stop.try_send(());
+            Ok(serde_json::json!({ "left": context.identity.node_id }))
+        }
+        ControlRequest::Remove { node } => {
+            if !cluster.status().members.iter().any(|member| member.id == node) {
+                bail!("node {node} is not a member");
+            }
+            cluster.remove_member(node).await?;
+            Ok(serde_json::json!({ "removed": node }))
+        }
+        ControlRequest::UserAdd { name, password, admin } => {
+            let password_hash = crate::auth::hash_password(&password)?;
+            let roles = if admin {
+                BTreeSet::from([Role::Admin, Role::Viewer])
+            } else {
+                BTreeSet::from([Role::Viewer])
+            };
+            let command = Command::CreateUser {
+                name: name.clone(),
+                password_hash,
+                roles,
+                library_access: LibraryAccess::All,
+                now_ms: context.clock.now_ms(),
+            };
+            match cluster.write(command).await? {
+                Response::Created(id) => Ok(serde_json::json!({ "id": id, "name": name })),
+                Response::Rejected(rejection) => bail!("{rejection}"),
+                other => bail!("unexpected answer {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! A cluster of real `omega serve` processes on loopback, driven by the CLI
+//! as an operator would: first node, tokens, joins, SIGKILL of the leader,
+//! restart with catch-up by snapshot, removal and replacement, refusals.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn omega(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_omega"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("OMEGA_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Node {
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn new(root: &Path, name: &str) -> Node {
+        Node {
+            dir: root.join(name),
+            port: free_port(),
+            child: None,
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts `omega serve`, joining through `via` with `token` when given.
+    fn start(&mut self, config: &Path, join: Option<(&Node, &str)>) {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let log = std::fs::File::create(self.dir.join("serve.log")).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_omega"));
+        command
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["serve", "--cluster-listen", &self.addr()])
+            .env("OMEGA_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null());
+        if let Some((via, token)) = join {
+            command.args(["--join", &via.addr(), "--token", token]);
+        }
+        self.child = Some(command.spawn().unwrap());
+        wait_until(Duration::from_secs(20), || self.try_status().is_some(), || self.log());
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    fn try_status(&self) -> Option<Value> {
+        let output = omega(&self.dir, &["cluster", "status", "--json"]);
+        output
+            .status
+            .success()
+            .then(|| serde_json::from_slice(&output.stdout).unwrap())
+    }
+
+    fn status(&self) -> Value {
+        self.try_status()
+            .unwrap_or_else(|| panic!("no status from {}: {}", self.dir.display(), self.log()))
+    }
+
+    fn token(&self) -> String {
+        let output = omega(&self.dir, &["cluster", "token", "--ttl", "10m"]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    fn add_user(&self, name: &str) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_omega"))
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["user", "add", name, "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"secret\n").unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn wait_until(within: Duration, mut done: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < within, "gave up after {within:?}: {}", context());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn index(status: &Value, field: &str) -> u64 {
+    status[field].as_u64().unwrap_or(0)
+}
+
+fn voters(status: &Value) -> Vec<u64> {
+    status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|member| member["role"] == "voter")
+        .map(|member| member["id"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn three_processes_elect_recover_and_replace() {
+    let root = tempfile::tempdir().unwrap();
+    let config = root.path().join("omega.toml");
+    // Frequent snapshots so that a node down for a few dozen writes must
+    // catch up by snapshot.
+    std::fs::write(&config, "[cluster]\nsnapshot_every = 20\nkeep_behind_snapshot = 2\n").unwrap();
+
+    let mut nodes = vec![
+        Node::new(root.path(), "a"),
+        Node::new(root.path(), "b"),
+        Node::new(root.path(), "c"),
+    ];
+    nodes[0].start(&config, None);
+    wait_until(
+        Duration::from_secs(10),
+        || nodes[0].status()["state"] == "leader",
+        || nodes[0].log(),
+    );
+    for joining in 1..3 {
+        let token = nodes[0].token();
+        let (done, rest) = nodes.split_at_mut(joining);
+        rest[0].start(&config, Some((&done[0], &token)));
+    }
+    wait_until(
+        Duration::from_secs(10),
+        || voters(&nodes[0].status()).len() == 3,
+        || format!("{}", nodes[0].status()),
+    );
+
+    // Writes through any member; names are unique cluster-wide.
+    for (index, node) in nodes.iter().enumerate() {
+        let output = node.add_user(&format!("user{index}"));
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let duplicate = nodes[2].add_user("USER0");
+    assert!(!duplicate.status.success());
+    let stderr = String::from_utf8_lossy(&duplicate.stderr);
+    assert!(
+        stderr.starts_with("omega: error:") && stderr.contains("taken") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+
+    // SIGKILL the leader: a new one within 3 s, and writes go on.
+    let leader = nodes[0].status()["leader"].as_u64().unwrap();
+    let dead = nodes
+        .iter()
+        .position(|node| node.status()["node_id"] == leader)
+        .unwrap();
+    let dead_applied = index(&nodes[dead].status(), "applied_index");
+    nodes[dead].kill();
+    let killed = Instant::now();
+    let survivors: Vec<usize> = (0..3).filter(|index| *index != dead).collect();
+    wait_until(
+        Duration::from_secs(3),
+        || {
+            survivors.iter().any(|index| {
+                nodes[*index]
+                    .try_status()
+                    .is_some_and(|status| status["state"] == "leader")
+            })
+        },
+        || "no new leader".into(),
+    );
+    eprintln!("new leader {:?} after SIGKILL", killed.elapsed());
+    let mut written = 0;
+    wait_until(
+        Duration::from_secs(60),
+        || {
+            let output = nodes[survivors[written % 2]].add_user(&format!("later{written}"));
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            written += 1;
+            written >= 30
+                && survivors
+                    .iter()
+                    .all(|index| index_of(&nodes[*index], "purged_index") > dead_applied)
+        },
+        || format!("{}", nodes[survivors[0]].status()),
+    );
+
+    // The killed node restarts and catches up by snapshot.
+    nodes[dead].start(&config, None);
+    let target = index(&nodes[survivors[0]].status(), "commit_index");
+    wait_until(
+        Duration::from_secs(20),
+        || index(&nodes[dead].status(), "applied_index") >= target,
+        || format!("{}\n{}", nodes[dead].status(), nodes[dead].log()),
+    );
+    assert!(
+        index(&nodes[dead].status(), "snapshot_index") > dead_applied,
+        "{}",
+        nodes[dead].status()
+    );
+    let again = nodes[dead].add_user("later0");
+    assert!(
+        !again.status.success(),
+        "the restarted node sees the writes made while it was down"
+    );
+
+    // Remove a member and replace it.
+    let removed = survivors[1];
+    let removed_id = nodes[removed].status()["node_id"].as_u64().unwrap();
+    let output = omega(&nodes[dead].dir, &["cluster", "remove", &removed_id.to_string()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    nodes[removed].kill();
+    let mut replacement = Node::new(root.path(), "d");
+    let token = nodes[dead].token();
+    replacement.start(&config, Some((&nodes[dead], &token)));
+    let status = nodes[dead].status();
+    wait_until(
+        Duration::from_secs(10),
+        || {
+            let ids = voters(&nodes[dead].status());
+            ids.len() == 3 && !ids.contains(&removed_id)
+        },
+        || format!("{status}"),
+    );
+    assert!(replacement.add_user("grace").status.success());
+
+    // A data directory of one cluster refuses a token of another.
+    let mut other = Node::new(root.path(), "other");
+    other.start(&config, None);
+    let foreign = other.token();
+    let output = Command::new(env!("CARGO_BIN_EXE_omega"))
+        .arg("--data-dir")
+        .arg(&nodes[removed].dir)
+        .args([
+            "serve",
+            "--cluster-listen",
+            &nodes[removed].addr(),
+            "--join",
+            &other.addr(),
+            "--token",
+            &foreign,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("belongs to cluster"),
+        "{stderr}"
+    );
+}
+
+fn index_of(node: &Node, field: &str) -> u64 {
+    node.try_status().map_or(0, |status| index(&status, field))
+}

@@ -282,6 +282,13 @@ impl<T: Transport> Cluster<T> {
         }
     }
 
+    /// Why Raft stopped, if a fatal error (a storage failure) stopped it.
+    /// The process should then exit, so that its supervisor restarts it.
+    pub fn fatal_error(&self) -> Option<String> {
+        let metrics = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&self.raft.metrics()).clone();
+        metrics.running_state.err().map(|fatal| fatal.to_string())
+    }
+
     /// This node's view of the group.
     pub fn status(&self) -> ClusterStatus {
         let metrics = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&self.raft.metrics()).clone();

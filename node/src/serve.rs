@@ -195,8 +195,16 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         stop: stop_tx,
     });
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut health = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut fatal = None;
     loop {
         tokio::select! {
+            _ = health.tick() => {
+                if let Some(error) = context.member.cluster.fatal_error() {
+                    fatal = Some(error);
+                    break;
+                }
+            }
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
                     let context = context.clone();
@@ -209,6 +217,9 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let _ = std::fs::remove_file(&paths.socket);
+    if let Some(error) = fatal {
+        bail!("raft stopped: {error}");
+    }
     context.member.shutdown().await?;
     Ok(())
 }

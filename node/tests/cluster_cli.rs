@@ -150,7 +150,7 @@ fn three_processes_elect_recover_and_replace() {
     // catch up by snapshot.
     std::fs::write(&config, "[cluster]\nsnapshot_every = 20\nkeep_behind_snapshot = 2\n").unwrap();
 
-    let mut nodes = vec![
+    let mut nodes = [
         Node::new(root.path(), "a"),
         Node::new(root.path(), "b"),
         Node::new(root.path(), "c"),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Omega needs to build, run and test on Debian (run as root):
-# clang/libclang for RocksDB's bindings, ffmpeg, restic (a benchmark peer),
+# clang/libclang for RocksDB's bindings, ffmpeg, restic and etcd (benchmark peers),
 # a Rust toolchain, cargo-nextest, and moto's S3 server for the S3 tests.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
@@ -11,6 +11,7 @@ command -v clang >/dev/null || need_apt+=(clang)
 command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 command -v ffprobe >/dev/null || need_apt+=(ffmpeg)
 command -v restic >/dev/null || need_apt+=(restic)
+command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip python3-venv)

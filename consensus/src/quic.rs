@@ -295,6 +295,18 @@ impl QuicTransport {
         })
     }
 
+    /// A client-only endpoint (no server): for tools that talk to members
+    /// with a certificate issued by the cluster's CA, such as `bench raft`.
+    pub fn client(identity: &NodeIdentity) -> Result<QuicTransport, QuicError> {
+        let local: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut endpoint = quinn::Endpoint::client(local).map_err(|source| QuicError::Bind { addr: local, source })?;
+        endpoint.set_default_client_config(member_client_config(identity)?);
+        Ok(QuicTransport {
+            endpoint,
+            connections: Mutex::new(HashMap::new()),
+        })
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()

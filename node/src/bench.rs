@@ -2,6 +2,7 @@
 //! and its ratio to a peer measured in the same run, and able to record a row
 //! in `docs/benchmarks.md`.
 
+mod raft;
 mod record;
 mod store;
 
@@ -18,13 +19,27 @@ pub use record::record_row;
 pub enum BenchCommand {
     /// Ingest a dedup corpus with Omega and with restic.
     Store(store::StoreBench),
+    /// Small replicated writes: three Omega nodes against three etcd nodes.
+    Raft(raft::RaftBench),
 }
 
 /// Runs a benchmark.
 pub fn run(_global: &GlobalArgs, command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Store(bench) => store::run(&bench),
+        BenchCommand::Raft(bench) => raft::run(&bench),
     }
+}
+
+/// Today's date, `YYYY-MM-DD`, for recorded rows (empty if `date` fails).
+pub fn today() -> String {
+    std::process::Command::new("date")
+        .arg("+%Y-%m-%d")
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .map(|date| date.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// The median of `values` (the mean of the middle two for an even count).

@@ -144,15 +144,10 @@ fn print_result(json: bool, result: &StoreBenchResult) -> anyhow::Result<()> {
 }
 
 fn row(result: &StoreBenchResult, options: &StoreBench) -> String {
-    let date = Command::new("date")
-        .arg("+%Y-%m-%d")
-        .output()
-        .ok()
-        .and_then(|output| String::from_utf8(output.stdout).ok())
-        .unwrap_or_default();
+    let date = super::today();
     format!(
         "| {} | {} | {:.2} s | {:.2} s | {:.2}x | {} | {} | {:.2}x | {} runs, `omega bench store --size-mib {}` |",
-        date.trim(),
+        date,
         format_bytes(result.corpus_bytes),
         result.omega_seconds,
         result.restic_seconds,

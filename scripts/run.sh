@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Sets up, builds and runs Omega on this machine. With folders as arguments
-# they are indexed in place into the store (never copied or modified) and the
-# store's figures are printed; without, the store's figures are printed.
+# Sets up, builds and runs Omega on this machine. Folders given as arguments
+# are indexed in place into the store (never copied or modified) and the
+# store's figures are printed; then the node runs in the foreground
+# (`omega serve`: a cluster of one on first start) until Ctrl-C.
+# Extra `omega serve` flags go in OMEGA_SERVE_ARGS, e.g.
+#   OMEGA_SERVE_ARGS="--join 10.0.0.5:8421 --token omega-join-…"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,3 +17,5 @@ if [ $# -gt 0 ]; then
   "$omega" store ingest --in-place "$@"
 fi
 "$omega" store stats
+# shellcheck disable=SC2086 # OMEGA_SERVE_ARGS is split into flags on purpose
+exec "$omega" serve ${OMEGA_SERVE_ARGS:-}

@@ -261,6 +261,21 @@ fn three_processes_elect_recover_and_replace() {
     );
     assert!(replacement.add_user("grace").status.success());
 
+    // `cluster leave`: the node takes itself out and its process ends.
+    let leaving_id = replacement.status()["node_id"].as_u64().unwrap();
+    let output = omega(&replacement.dir, &["cluster", "leave"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let mut child = replacement.child.take().unwrap();
+    wait_until(Duration::from_secs(10), || child.try_wait().unwrap().is_some(), || replacement.log());
+    wait_until(
+        Duration::from_secs(10),
+        || !voters(&nodes[dead].status()).contains(&leaving_id),
+        || format!("{}", nodes[dead].status()),
+    );
+    let gone = omega(&replacement.dir, &["cluster", "status"]);
+    let stderr = String::from_utf8_lossy(&gone.stderr);
+    assert!(!gone.status.success() && stderr.contains("no running node"), "{stderr}");
+
     // A data directory of one cluster refuses a token of another.
     let mut other = Node::new(root.path(), "other");
     other.start(&config, None);

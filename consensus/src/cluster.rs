@@ -212,6 +212,12 @@ impl<T: Transport> Cluster<T> {
         Some((leader, node))
     }
 
+    /// A member's entry in the current membership.
+    fn known_member(&self, id: NodeId) -> Option<MemberNode> {
+        let metrics = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&self.raft.metrics()).clone();
+        metrics.membership_config.membership().get_node(&id).cloned()
+    }
+
     /// Sends `request` to the leader, following redirects.
     async fn to_leader(&self, request: PeerRequest) -> Result<PeerResponse, ClusterError> {
         let mut leader = self.known_leader();
@@ -368,7 +374,27 @@ impl<T: Transport> Cluster<T> {
             }
             // `retain: false` in `change_voters` drops the member entirely,
             // not just from the voters.
-            PeerRequest::RemoveMember { id } => self.change_voters(ChangeMembers::RemoveVoters([id].into())).await,
+            PeerRequest::RemoveMember { id } => {
+                let fingerprint = self
+                    .known_member(id)
+                    .map(|member| member.cert_fingerprint)
+                    .filter(|fingerprint| !fingerprint.is_empty());
+                let removed = self.change_voters(ChangeMembers::RemoveVoters([id].into())).await;
+                match (removed, fingerprint) {
+                    (PeerResponse::Done, Some(fingerprint)) => {
+                        // Its certificate stays CA-signed: refuse it by name.
+                        match self
+                            .raft
+                            .client_write(Command::RevokeCertificate { fingerprint, node: id })
+                            .await
+                        {
+                            Ok(_) => PeerResponse::Done,
+                            Err(error) => self.failure(&error),
+                        }
+                    }
+                    (other, _) => other,
+                }
+            }
         }
     }
 

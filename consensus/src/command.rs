@@ -174,6 +174,13 @@ pub enum Command {
         /// Proposer's clock.
         now_ms: u64,
     },
+    /// Refuses a removed member's certificate from now on.
+    RevokeCertificate {
+        /// BLAKE3 of the certificate, hex.
+        fingerprint: String,
+        /// The node it belonged to.
+        node: NodeId,
+    },
 }
 
 /// How a leased job ended.
@@ -216,6 +223,7 @@ impl fmt::Display for Command {
             Command::ClaimJob { .. } => "claim-job",
             Command::RenewLease { .. } => "renew-lease",
             Command::FinishJob { .. } => "finish-job",
+            Command::RevokeCertificate { .. } => "revoke-certificate",
         };
         f.write_str(name)
     }

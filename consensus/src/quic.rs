@@ -481,11 +481,19 @@ pub async fn serve(cluster: Arc<Cluster<QuicTransport>>, transport: Arc<QuicTran
                 }
             };
             // rustls verified any certificate presented against the CA.
-            let member = connection.peer_identity().is_some();
+            let fingerprint = peer_fingerprint(&connection);
+            let member = fingerprint.is_some();
             while let Ok((send, recv)) = connection.accept_bi().await {
                 let cluster = cluster.clone();
                 let context = context.clone();
+                let fingerprint = fingerprint.clone();
                 tokio::spawn(async move {
+                    // Checked per request: a member removed while connected
+                    // is refused from its removal on.
+                    let member = member
+                        && fingerprint.is_some_and(|fingerprint| {
+                            !crate::state_machine::read::is_revoked(cluster.tables(), &fingerprint).unwrap_or(true)
+                        });
                     if let Err(error) = serve_stream(&cluster, &context, member, send, recv).await {
                         tracing::debug!(%error, "request failed");
                     }
@@ -493,6 +501,13 @@ pub async fn serve(cluster: Arc<Cluster<QuicTransport>>, transport: Arc<QuicTran
             }
         });
     }
+}
+
+/// BLAKE3 (hex) of the certificate the peer presented, if any.
+fn peer_fingerprint(connection: &quinn::Connection) -> Option<String> {
+    let identity = connection.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    chain.first().map(|leaf| blake3::hash(leaf).to_hex().to_string())
 }
 
 async fn serve_stream(
@@ -530,7 +545,7 @@ async fn serve_stream(
             let _ = recv.stop(1_u32.into());
             reply(
                 &mut send,
-                &PeerResponse::Error("refused: no cluster certificate".into()),
+                &PeerResponse::Error("refused: no valid cluster certificate".into()),
             )
             .await
         }

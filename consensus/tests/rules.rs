@@ -173,6 +173,7 @@ proptest! {
             Command::ClaimJob { job: id, node: id, now_ms: now, lease_ms: id },
             Command::RenewLease { job: id, fencing: id, now_ms: now, lease_ms: id },
             Command::FinishJob { job: id, fencing: id, outcome: JobOutcome::Failed { reason: name.clone() }, now_ms: now },
+            Command::RevokeCertificate { fingerprint: name.clone(), node: id },
         ];
         for command in commands {
             let bytes = postcard::to_stdvec(&command).unwrap();

@@ -266,7 +266,11 @@ fn three_processes_elect_recover_and_replace() {
     let output = omega(&replacement.dir, &["cluster", "leave"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let mut child = replacement.child.take().unwrap();
-    wait_until(Duration::from_secs(10), || child.try_wait().unwrap().is_some(), || replacement.log());
+    wait_until(
+        Duration::from_secs(10),
+        || child.try_wait().unwrap().is_some(),
+        || replacement.log(),
+    );
     wait_until(
         Duration::from_secs(10),
         || !voters(&nodes[dead].status()).contains(&leaving_id),

@@ -122,7 +122,7 @@ async fn members_join_with_tokens_and_strangers_are_refused() {
     let request = postcard::to_stdvec(&PeerRequest::ClientWrite(user("mallory"))).unwrap();
     let answer = raw(&connection, &frame(KIND_PEER, &request)).await;
     assert!(
-        matches!(answer, PeerResponse::Error(ref text) if text.contains("no cluster certificate")),
+        matches!(answer, PeerResponse::Error(ref text) if text.contains("no valid cluster certificate")),
         "{answer:?}"
     );
 
@@ -159,6 +159,15 @@ async fn members_join_with_tokens_and_strangers_are_refused() {
         first.cluster.write(user("grace")).await.unwrap(),
         Response::Created(_)
     ));
+
+    // A removed member's certificate is refused from then on.
+    first.cluster.remove_member(second_identity.node_id).await.unwrap();
+    let request = postcard::to_stdvec(&PeerRequest::ReadIndex).unwrap();
+    let answer = raw(&connection, &frame(KIND_PEER, &request)).await;
+    assert!(
+        matches!(answer, PeerResponse::Error(ref text) if text.contains("no valid cluster certificate")),
+        "{answer:?}"
+    );
 
     second.shutdown().await.unwrap();
     first.shutdown().await.unwrap();

@@ -93,3 +93,8 @@ pub fn job(tables: &(impl KvRead + ?Sized), id: EntityId) -> io::Result<Option<J
 pub fn jobs(tables: &(impl KvRead + ?Sized)) -> io::Result<Vec<Job>> {
     all(tables, Table::Jobs)
 }
+
+/// True when a certificate (by its BLAKE3 fingerprint, hex) was revoked.
+pub fn is_revoked(tables: &(impl KvRead + ?Sized), fingerprint: &str) -> io::Result<bool> {
+    Ok(tables.get(Table::Revoked, fingerprint.as_bytes())?.is_some())
+}

@@ -327,6 +327,10 @@ pub fn apply_command<R: KvRead + ?Sized>(
                 expires_ms,
             })
         }),
+        Command::RevokeCertificate { fingerprint, node } => {
+            put(tx, Table::Revoked, fingerprint.as_bytes(), node);
+            Ok(Response::Done)
+        }
         Command::FinishJob {
             job,
             fencing,

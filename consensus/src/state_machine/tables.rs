@@ -36,11 +36,14 @@ pub enum Table {
     Jobs,
     /// token id → `JoinTokenUse`.
     JoinTokens,
+    /// certificate fingerprint (hex) → node id: certificates of removed
+    /// members, refused by the transport.
+    Revoked,
 }
 
 impl Table {
     /// Every table, in snapshot order.
-    pub const ALL: [Table; 14] = [
+    pub const ALL: [Table; 15] = [
         Table::Meta,
         Table::Users,
         Table::UserNames,
@@ -55,6 +58,7 @@ impl Table {
         Table::Watch,
         Table::Jobs,
         Table::JoinTokens,
+        Table::Revoked,
     ];
 
     /// Its column family's name.
@@ -74,6 +78,7 @@ impl Table {
             Table::Watch => "sm_watch",
             Table::Jobs => "sm_jobs",
             Table::JoinTokens => "sm_join_tokens",
+            Table::Revoked => "sm_revoked",
         }
     }
 

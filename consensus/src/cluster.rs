@@ -9,7 +9,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::ChangeMembers;
 use serde::Serialize;
 
 use crate::command::{Command, Response};
@@ -18,7 +17,8 @@ use crate::log_store::LogStore;
 use crate::model::{MemberNode, NodeId};
 use crate::network::{Network, PeerRequest, PeerResponse, Transport, TransportError};
 use crate::raft_types::{
-    Config, Raft, RaftError, ReadPolicy, ServerState, Snapshot, SnapshotMeta, SnapshotResponse, Vote,
+    ChangeMembers, Config, ForwardToLeader, Raft, RaftError, ReadPolicy, ServerState, Snapshot, SnapshotMeta,
+    SnapshotPolicy, SnapshotResponse, TryAsRef, Vote, metrics_now,
 };
 use crate::state_machine::StateMachine;
 
@@ -55,7 +55,7 @@ impl Timing {
             heartbeat_interval: self.heartbeat.as_millis() as u64,
             election_timeout_min: self.election_min.as_millis() as u64,
             election_timeout_max: self.election_max.as_millis() as u64,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
             purge_batch_size: 256,
             ..Default::default()
@@ -206,7 +206,7 @@ impl<T: Transport> Cluster<T> {
 
     /// The leader this node knows of, with its address.
     fn known_leader(&self) -> Option<(NodeId, MemberNode)> {
-        let metrics = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&self.raft.metrics()).clone();
+        let metrics = metrics_now(&self.raft);
         let leader = metrics.current_leader?;
         let node = metrics.membership_config.membership().get_node(&leader)?.clone();
         Some((leader, node))
@@ -214,7 +214,7 @@ impl<T: Transport> Cluster<T> {
 
     /// A member's entry in the current membership.
     fn known_member(&self, id: NodeId) -> Option<MemberNode> {
-        let metrics = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&self.raft.metrics()).clone();
+        let metrics = metrics_now(&self.raft);
         metrics.membership_config.membership().get_node(&id).cloned()
     }
 
@@ -291,13 +291,13 @@ impl<T: Transport> Cluster<T> {
     /// Why Raft stopped, if a fatal error (a storage failure) stopped it.
     /// The process should then exit, so that its supervisor restarts it.
     pub fn fatal_error(&self) -> Option<String> {
-        let metrics = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&self.raft.metrics()).clone();
+        let metrics = metrics_now(&self.raft);
         metrics.running_state.err().map(|fatal| fatal.to_string())
     }
 
     /// This node's view of the group.
     pub fn status(&self) -> ClusterStatus {
-        let metrics = openraft::async_runtime::watch::WatchReceiver::borrow_watched(&self.raft.metrics()).clone();
+        let metrics = metrics_now(&self.raft);
         let membership = metrics.membership_config.membership();
         let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
         let members = membership
@@ -398,7 +398,7 @@ impl<T: Transport> Cluster<T> {
         }
     }
 
-    async fn change_voters(&self, change: ChangeMembers<NodeId, MemberNode>) -> PeerResponse {
+    async fn change_voters(&self, change: ChangeMembers) -> PeerResponse {
         match self.raft.change_membership(change, false).await {
             Ok(_) => PeerResponse::Done,
             Err(error) => self.failure(&error),
@@ -409,7 +409,7 @@ impl<T: Transport> Cluster<T> {
     /// not the leader, the error otherwise.
     fn failure<E>(&self, error: &RaftError<E>) -> PeerResponse
     where
-        E: std::error::Error + openraft::TryAsRef<openraft::error::ForwardToLeader<crate::raft_types::TypeConfig>>,
+        E: std::error::Error + TryAsRef<ForwardToLeader>,
     {
         if error.forward_to_leader().is_some() {
             self.not_leader()

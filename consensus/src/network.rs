@@ -9,15 +9,14 @@ use std::fs::File;
 use std::future::Future;
 use std::time::Duration;
 
-use openraft::error::{NetworkError, ReplicationClosed, Unreachable};
-use openraft::network::RPCOption;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Response};
 use crate::model::{MemberNode, NodeId};
 use crate::raft_types::{
-    AppendEntriesRequest, AppendEntriesResponse, LogId, RpcError, Snapshot, SnapshotMeta, SnapshotResponse,
-    StreamingError, TypeConfig, Vote, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, LogId, NetworkError, RPCOption, RaftNetworkFactory, RaftNetworkV2,
+    ReplicationClosed, RpcError, Snapshot, SnapshotMeta, SnapshotResponse, StreamingError, TypeConfig, Unreachable,
+    Vote, VoteRequest, VoteResponse,
 };
 
 /// Largest encoded request or response a transport accepts.
@@ -134,7 +133,7 @@ pub struct PeerClient<T> {
     node: MemberNode,
 }
 
-impl<T: Transport> openraft::RaftNetworkFactory<TypeConfig> for Network<T> {
+impl<T: Transport> RaftNetworkFactory<TypeConfig> for Network<T> {
     type Network = PeerClient<T>;
 
     async fn new_client(&mut self, target: NodeId, node: &MemberNode) -> Self::Network {
@@ -168,7 +167,7 @@ impl<T: Transport> PeerClient<T> {
     }
 }
 
-impl<T: Transport> openraft::RaftNetworkV2<TypeConfig> for PeerClient<T> {
+impl<T: Transport> RaftNetworkV2<TypeConfig> for PeerClient<T> {
     type SnapshotData = File;
 
     async fn append_entries(

@@ -66,6 +66,19 @@ pub type RpcError<E = openraft::error::Infallible> = openraft::error::RPCError<T
 /// A snapshot streaming error reported to openraft by the network.
 pub type StreamingError = openraft::error::StreamingError<TypeConfig>;
 
+/// A redirect to the leader inside an openraft error.
+pub type ForwardToLeader = openraft::error::ForwardToLeader<TypeConfig>;
+/// A membership change.
+pub type ChangeMembers = openraft::ChangeMembers<u64, MemberNode>;
+
+/// The latest metrics of `raft`.
+pub fn metrics_now(raft: &Raft) -> RaftMetrics {
+    openraft::async_runtime::watch::WatchReceiver::borrow_watched(&raft.metrics()).clone()
+}
+
 pub use openraft::entry::RaftEntry;
+pub use openraft::error::{NetworkError, ReplicationClosed, Unreachable};
+pub use openraft::network::RPCOption;
 pub use openraft::storage::{RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 pub use openraft::{BasicNode, ReadPolicy, ServerState};
+pub use openraft::{RaftNetworkFactory, RaftNetworkV2, SnapshotPolicy, TryAsRef};

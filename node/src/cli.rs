@@ -48,6 +48,7 @@ impl GlobalArgs {
             hot_bytes_max: self.hot_bytes_max.clone(),
             cold_url: self.cold_url.clone(),
             cluster_listen: None,
+            listen: None,
         };
         Config::load(self.config.as_deref(), &overrides)
     }

@@ -23,6 +23,8 @@ use crate::units::parse_bytes;
 pub struct FileConfig {
     /// Where the node keeps its state.
     pub data_dir: Option<PathBuf>,
+    /// HTTP listen address (default `0.0.0.0:8420`).
+    pub listen: Option<String>,
     /// Store settings.
     #[serde(default)]
     pub store: FileStoreConfig,
@@ -86,7 +88,12 @@ pub struct Overrides {
     pub cold_url: Option<String>,
     /// `--cluster-listen` / `OMEGA_CLUSTER_LISTEN`.
     pub cluster_listen: Option<String>,
+    /// `--listen` / `OMEGA_LISTEN`.
+    pub listen: Option<String>,
 }
+
+/// Default HTTP port.
+pub const DEFAULT_HTTP_PORT: u16 = 8420;
 
 /// Default Raft-over-QUIC port.
 pub const DEFAULT_CLUSTER_PORT: u16 = 8421;
@@ -107,6 +114,8 @@ pub struct ClusterSettings {
 pub struct Config {
     /// Where the node keeps its state.
     pub data_dir: PathBuf,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
     /// Store settings.
     pub store: StoreConfig,
     /// Control-plane settings.
@@ -193,8 +202,15 @@ impl Config {
             pack_target_bytes: defaults.pack_target_bytes,
         };
         let cluster = cluster_settings(file.cluster, overrides)?;
+        let listen = match overrides.listen.as_deref().or(file.listen.as_deref()) {
+            Some(text) => text
+                .parse()
+                .map_err(|_| anyhow::anyhow!("listen: {text:?} is not an address like 0.0.0.0:{DEFAULT_HTTP_PORT}"))?,
+            None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)),
+        };
         Ok(Config {
             data_dir,
+            listen,
             store,
             cluster,
         })
@@ -249,6 +265,7 @@ mod tests {
             hot_bytes_max: None,
             cold_url: Some("s3://bucket/x".into()),
             cluster_listen: None,
+            listen: None,
         };
         let config = Config::merge(file, &overrides).unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/from/flag"));

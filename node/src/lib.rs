@@ -6,6 +6,7 @@
 //! - [`config`]: configuration from a TOML file, `OMEGA_*` variables and flags.
 //! - [`serve`]: `omega serve`, the running node, and its control socket.
 //! - [`control`]: the control socket's protocol (client side).
+//! - [`http`]: the HTTP server (health and readiness; the API grows here).
 //! - [`cluster_cmd`], [`user_cmd`]: commands answered by the running node.
 //! - [`auth`]: password hashing.
 //! - [`store_cmd`]: `omega store …`.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod cluster_cmd;
 pub mod config;
 pub mod control;
+pub mod http;
 pub mod serve;
 pub mod store_cmd;
 pub mod units;

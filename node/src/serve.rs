@@ -28,6 +28,9 @@ const TOKEN_TTL_MAX_MS: u64 = 7 * 24 * 3_600_000;
 /// `omega serve` options.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// HTTP listen address [default: 0.0.0.0:8420].
+    #[arg(long, env = "OMEGA_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
     /// Raft-over-QUIC listen address [default: 0.0.0.0:8421].
     #[arg(long, env = "OMEGA_CLUSTER_LISTEN", value_name = "ADDR")]
     pub cluster_listen: Option<String>,
@@ -67,6 +70,11 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<std::process:
             .parse()
             .map_err(|_| anyhow::anyhow!("--cluster-listen: {listen:?} is not an address like 0.0.0.0:8421"))?;
     }
+    if let Some(listen) = &args.listen {
+        overrides_config.listen = listen
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--listen: {listen:?} is not an address like 0.0.0.0:8420"))?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -85,8 +93,8 @@ fn parse_join_addr(text: &str) -> anyhow::Result<SocketAddr> {
 
 /// The address other members dial: the advertised one, else the bound one,
 /// with an unspecified IP replaced by this host's outbound address.
-fn advertised(config: &Config, bound: SocketAddr) -> SocketAddr {
-    if let Some(advertise) = config.cluster.advertise {
+fn advertised(advertise: Option<SocketAddr>, bound: SocketAddr) -> SocketAddr {
+    if let Some(advertise) = advertise {
         return advertise;
     }
     if !bound.ip().is_unspecified() {
@@ -158,9 +166,18 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         clock.clone(),
     )
     .await?;
-    let advertise = advertised(&config, member.addr);
-    let mut node = member.member_node(&identity, String::new());
+    let http_listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (HTTP)", config.listen))?;
+    let http_addr = advertised(None, http_listener.local_addr()?);
+    let advertise = advertised(config.cluster.advertise, member.addr);
+    let mut node = member.member_node(&identity, http_addr.to_string());
     node.cluster_addr = advertise.to_string();
+    let app = crate::http::router(crate::http::AppState {
+        cluster: member.cluster.clone(),
+    });
+    let http = tokio::spawn(async move { axum::serve(http_listener, app).await });
+    println!("omega: HTTP on {http_addr}");
     if created {
         member.cluster.initialize_single(node.clone()).await?;
         println!(
@@ -217,6 +234,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let _ = std::fs::remove_file(&paths.socket);
+    http.abort();
     if let Some(error) = fatal {
         bail!("raft stopped: {error}");
     }

@@ -30,6 +30,7 @@ fn free_port() -> u16 {
 struct Node {
     dir: PathBuf,
     port: u16,
+    http_port: u16,
     child: Option<Child>,
 }
 
@@ -38,6 +39,11 @@ impl Node {
         Node {
             dir: root.join(name),
             port: free_port(),
+            http_port: std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port(),
             child: None,
         }
     }
@@ -57,6 +63,7 @@ impl Node {
             .arg("--data-dir")
             .arg(&self.dir)
             .args(["serve", "--cluster-listen", &self.addr()])
+            .args(["--listen", &format!("127.0.0.1:{}", self.http_port)])
             .env("OMEGA_LOG", "info")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -90,6 +97,18 @@ impl Node {
     fn status(&self) -> Value {
         self.try_status()
             .unwrap_or_else(|| panic!("no status from {}: {}", self.dir.display(), self.log()))
+    }
+
+    /// `GET path` on the node's HTTP port: status code and body.
+    fn get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: omega\r\n\r\n").unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+        (code, body)
     }
 
     fn token(&self) -> String {
@@ -171,6 +190,17 @@ fn three_processes_elect_recover_and_replace() {
         || voters(&nodes[0].status()).len() == 3,
         || format!("{}", nodes[0].status()),
     );
+    for node in &nodes {
+        assert_eq!(node.get("/healthz").0, 200);
+        wait_until(
+            Duration::from_secs(10),
+            || node.get("/readyz").0 == 200,
+            || node.get("/readyz").1,
+        );
+    }
+    let (code, body) = nodes[0].get("/no/such/route");
+    assert_eq!(code, 404);
+    assert!(body.contains("\"error\""), "{body}");
 
     // Writes through any member; names are unique cluster-wide.
     for (index, node) in nodes.iter().enumerate() {

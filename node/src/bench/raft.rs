@@ -268,6 +268,7 @@ fn start_omega(work: &Path, processes: &mut Processes) -> anyhow::Result<Vec<Pat
             .arg("--data-dir")
             .arg(&dir)
             .args(["serve", "--cluster-listen", &addr])
+            .args(["--listen", &format!("127.0.0.1:{}", free_port(false)?)])
             .env_remove("OMEGA_CONFIG")
             .stdout(log.try_clone()?)
             .stderr(log)

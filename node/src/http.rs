@@ -1,7 +1,5 @@
-//! The node's HTTP server: health and readiness today; the API and web app
-//! grow here (issue 4). Errors are JSON with the right status.
-
-use std::sync::Arc;
+//! The node's HTTP server: health and readiness, and the REST API under
+//! `/api/v1` (see [`crate::api`]). Every error is JSON with its status.
 
 use axum::Json;
 use axum::Router;
@@ -9,28 +7,19 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use omega_consensus::Cluster;
-use omega_consensus::quic::QuicTransport;
 use serde_json::json;
 
-/// What handlers share.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    /// This node's Raft member.
-    pub cluster: Arc<Cluster<QuicTransport>>,
-}
-
-/// A JSON error with its status.
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
-}
+use crate::api::ApiError;
+pub use crate::api::AppState;
 
 /// The routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .nest("/api/v1", crate::api::router())
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
         .with_state(state)
 }
 
@@ -38,7 +27,7 @@ pub fn router(state: AppState) -> Router {
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.cluster.fatal_error() {
         None => Json(json!({ "status": "ok" })).into_response(),
-        Some(fatal) => error(StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {fatal}")),
+        Some(fatal) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {fatal}")).into_response(),
     }
 }
 

@@ -8,11 +8,14 @@
 //! - [`control`]: the control socket's protocol (client side).
 //! - [`http`]: the HTTP server (health and readiness; the API grows here).
 //! - [`cluster_cmd`], [`user_cmd`]: commands answered by the running node.
+//! - [`api`]: the REST API under `/api/v1`; [`tokens`], [`totp`],
+//!   [`ratelimit`]: its credentials.
 //! - [`auth`]: password hashing.
 //! - [`store_cmd`]: `omega store …`.
 //! - [`bench`]: `omega bench …`, each measuring Omega against a peer.
 //! - [`units`]: byte sizes and rates for people.
 
+pub mod api;
 pub mod auth;
 pub mod bench;
 pub mod cli;
@@ -20,7 +23,10 @@ pub mod cluster_cmd;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod ratelimit;
 pub mod serve;
 pub mod store_cmd;
+pub mod tokens;
+pub mod totp;
 pub mod units;
 pub mod user_cmd;

@@ -175,8 +175,13 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     node.cluster_addr = advertise.to_string();
     let app = crate::http::router(crate::http::AppState {
         cluster: member.cluster.clone(),
+        tokens: crate::tokens::TokenKey::derive(&identity.cluster.ca.key_der),
+        clock: clock.clone(),
+        limiter: Arc::new(crate::ratelimit::LoginLimiter::default()),
     });
-    let http = tokio::spawn(async move { axum::serve(http_listener, app).await });
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
+    });
     println!("omega: HTTP on {http_addr}");
     if created {
         member.cluster.initialize_single(node.clone()).await?;
@@ -198,6 +203,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             identity.node_id
         );
     }
+    create_admin_from_env(&member, clock.as_ref()).await?;
     let listener = bind_control_socket(&paths.socket)?;
     println!(
         "omega: node {} serving; control socket {}",
@@ -240,6 +246,38 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     }
     context.member.shutdown().await?;
     Ok(())
+}
+
+/// Creates the first administrator from `OMEGA_ADMIN_USER` and
+/// `OMEGA_ADMIN_PASSWORD` (unattended installs), unless that user exists.
+async fn create_admin_from_env(member: &QuicMember, clock: &dyn Clock) -> anyhow::Result<()> {
+    let (Ok(name), Ok(password)) = (std::env::var("OMEGA_ADMIN_USER"), std::env::var("OMEGA_ADMIN_PASSWORD")) else {
+        return Ok(());
+    };
+    member
+        .cluster
+        .read_barrier(omega_consensus::Consistency::Linearizable)
+        .await?;
+    if omega_consensus::state_machine::read::user_by_name(member.cluster.tables(), &name)?.is_some() {
+        return Ok(());
+    }
+    let password_hash = crate::auth::hash_password(&password)?;
+    let command = Command::CreateUser {
+        name: name.clone(),
+        password_hash,
+        roles: BTreeSet::from([Role::Admin, Role::Viewer]),
+        library_access: LibraryAccess::All,
+        now_ms: clock.now_ms(),
+    };
+    match member.cluster.write(command).await? {
+        Response::Created(_) => {
+            println!("omega: created administrator {name} from OMEGA_ADMIN_USER");
+            Ok(())
+        }
+        // Another node created it meanwhile.
+        Response::Rejected(omega_consensus::Rejection::NameTaken(_)) => Ok(()),
+        other => bail!("cannot create the administrator: {other:?}"),
+    }
 }
 
 fn hex_id(id: &[u8; 16]) -> String {

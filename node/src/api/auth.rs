@@ -1,0 +1,383 @@
+//! Authentication: passwords (argon2id), access tokens of 15 minutes,
+//! rotating refresh tokens, API keys, TOTP second factor, and failed-login
+//! rate limiting by user name and by client address.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use omega_consensus::Consistency;
+use omega_consensus::command::Command;
+use omega_consensus::model::{Role, User};
+use omega_consensus::state_machine::read;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::extract::Body;
+use super::{ApiError, ApiResult, AppState};
+use crate::auth::{hash_password, verify_password};
+use crate::ratelimit::{FAILURES_PER_ADDRESS, FAILURES_PER_NAME};
+use crate::tokens::{ACCESS_TTL_MS, API_KEY_PREFIX, REFRESH_PREFIX, REFRESH_TTL_MS, new_secret, secret_hash};
+use crate::totp;
+
+/// The authenticated user of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The user, as this node has it.
+    pub user: User,
+}
+
+impl Caller {
+    /// True for administrators.
+    pub fn is_admin(&self) -> bool {
+        self.user.roles.contains(&Role::Admin)
+    }
+
+    /// Refuses non-administrators with 403.
+    pub fn require_admin(&self) -> ApiResult<()> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("administrators only"))
+        }
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then_some(token.trim());
+    }
+    parts.headers.get("x-api-key").and_then(|value| value.to_str().ok())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("sign in first"))?;
+        let tables = state.cluster.tables();
+        // Local reads: a token is checked against what this node applied,
+        // at most a replication delay behind.
+        let user_id = if token.starts_with(API_KEY_PREFIX) {
+            read::api_key(tables, &secret_hash(token))?.map(|key| key.user)
+        } else {
+            state
+                .tokens
+                .check_access(token, state.clock.now_ms())
+                .map(|claims| claims.user)
+        };
+        let user = match user_id {
+            Some(id) => read::user(tables, id)?,
+            None => None,
+        };
+        user.map(|user| Caller { user })
+            .ok_or_else(|| ApiError::unauthorized("the token is invalid or expired"))
+    }
+}
+
+/// `POST /api/v1/auth/login`.
+#[derive(Debug, Deserialize)]
+pub struct LoginRequest {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// Current TOTP code, for users with a second factor.
+    pub totp: Option<String>,
+}
+
+/// Tokens handed out by login and refresh.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    /// Bearer token for API calls, valid `expires_in` seconds.
+    pub access_token: String,
+    /// Trades for a new pair at `/auth/refresh`; revoked by `/auth/logout`.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds the access token stays valid.
+    pub expires_in: u64,
+    /// Who signed in.
+    pub user: UserView,
+}
+
+/// A user as the API shows it (never its hash or secrets).
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    /// Id.
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// Administrator.
+    pub admin: bool,
+    /// Has a TOTP second factor.
+    pub totp: bool,
+    /// `null` for every library, else the ids it may see.
+    pub libraries: Option<Vec<u64>>,
+}
+
+impl From<&User> for UserView {
+    fn from(user: &User) -> UserView {
+        UserView {
+            id: user.id,
+            name: user.name.clone(),
+            admin: user.roles.contains(&Role::Admin),
+            totp: user.totp_secret.is_some(),
+            libraries: match &user.library_access {
+                omega_consensus::model::LibraryAccess::All => None,
+                omega_consensus::model::LibraryAccess::Only(ids) => Some(ids.iter().copied().collect()),
+            },
+        }
+    }
+}
+
+/// A hash to verify against when the user does not exist, so that timing
+/// does not tell which names exist.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| hash_password("omega decoy password").unwrap_or_default())
+}
+
+async fn check_password(password: String, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .unwrap_or(false)
+}
+
+async fn issue_tokens(state: &AppState, user: &User) -> ApiResult<TokenResponse> {
+    let now_ms = state.clock.now_ms();
+    let (refresh_token, hash) = new_secret(REFRESH_PREFIX);
+    state
+        .write(Command::PutRefreshToken {
+            hash,
+            user: user.id,
+            expires_ms: now_ms.saturating_add(REFRESH_TTL_MS),
+        })
+        .await?;
+    let (access_token, _) = state.tokens.access_token(user.id, now_ms);
+    Ok(TokenResponse {
+        access_token,
+        refresh_token,
+        token_type: "Bearer",
+        expires_in: ACCESS_TTL_MS / 1000,
+        user: UserView::from(user),
+    })
+}
+
+/// Signs in with a user name and password (and a TOTP code when enrolled).
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Body(request): Body<LoginRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    let now_ms = state.clock.now_ms();
+    let name_key = format!("user:{}", request.username.to_lowercase());
+    let address_key = format!("addr:{}", peer.ip());
+    for (key, limit) in [(&name_key, FAILURES_PER_NAME), (&address_key, FAILURES_PER_ADDRESS)] {
+        if let Some(wait) = state.limiter.retry_after(key, limit, now_ms) {
+            return Err(ApiError::too_many(wait));
+        }
+    }
+    let user = read::user_by_name(state.cluster.tables(), &request.username)?;
+    let hash = user
+        .as_ref()
+        .map_or_else(|| decoy_hash().to_owned(), |user| user.password_hash.clone());
+    let password_ok = check_password(request.password, hash).await;
+    let Some(user) = user.filter(|_| password_ok) else {
+        state.limiter.failed(&name_key, now_ms);
+        state.limiter.failed(&address_key, now_ms);
+        return Err(ApiError::unauthorized("wrong user name or password"));
+    };
+    if let Some(secret) = &user.totp_secret {
+        match request.totp.as_deref() {
+            None => {
+                return Err(ApiError::unauthorized("a TOTP code is required").with(json!({ "totp_required": true })));
+            }
+            Some(code) if !totp::verify(secret, code, now_ms) => {
+                state.limiter.failed(&name_key, now_ms);
+                state.limiter.failed(&address_key, now_ms);
+                return Err(ApiError::unauthorized("wrong TOTP code").with(json!({ "totp_required": true })));
+            }
+            Some(_) => {}
+        }
+    }
+    state.limiter.succeeded(&name_key);
+    Ok(Json(issue_tokens(&state, &user).await?))
+}
+
+/// A refresh token in a body.
+#[derive(Debug, Deserialize)]
+pub struct RefreshRequest {
+    /// The refresh token.
+    pub refresh_token: String,
+}
+
+/// Trades a refresh token for a new access and refresh token; the old one
+/// is revoked (rotation), so a stolen token works once at most.
+pub async fn refresh(
+    State(state): State<AppState>,
+    Body(request): Body<RefreshRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    let hash = secret_hash(&request.refresh_token);
+    // Linearizable: a token revoked on another node must not work here.
+    state.cluster.read_barrier(Consistency::Linearizable).await?;
+    let tables = state.cluster.tables();
+    let token = read::refresh_token(tables, &hash)?
+        .filter(|token| token.expires_ms > state.clock.now_ms())
+        .ok_or_else(|| ApiError::unauthorized("the refresh token is invalid or expired"))?;
+    let user = read::user(tables, token.user)?.ok_or_else(|| ApiError::unauthorized("the user no longer exists"))?;
+    state.write(Command::RevokeRefreshToken { hash }).await?;
+    Ok(Json(issue_tokens(&state, &user).await?))
+}
+
+/// Revokes a refresh token.
+pub async fn logout(State(state): State<AppState>, Body(request): Body<RefreshRequest>) -> ApiResult<StatusCode> {
+    state
+        .write(Command::RevokeRefreshToken {
+            hash: secret_hash(&request.refresh_token),
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The signed-in user.
+pub async fn me(caller: Caller) -> Json<UserView> {
+    Json(UserView::from(&caller.user))
+}
+
+/// `POST /api/v1/auth/keys`.
+#[derive(Debug, Deserialize)]
+pub struct KeyRequest {
+    /// A label (the app it is for).
+    pub name: String,
+}
+
+/// Creates an API key for the caller; the key is shown once.
+pub async fn create_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(request): Body<KeyRequest>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    if request.name.trim().is_empty() || request.name.len() > 128 {
+        return Err(ApiError::bad_request("a key name is 1 to 128 bytes"));
+    }
+    let (key, hash) = new_secret(API_KEY_PREFIX);
+    state
+        .write(Command::PutApiKey {
+            hash,
+            user: caller.user.id,
+            name: request.name.clone(),
+            now_ms: state.clock.now_ms(),
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({ "key": key, "name": request.name }))))
+}
+
+/// `POST /api/v1/auth/keys/revoke`.
+#[derive(Debug, Deserialize)]
+pub struct RevokeKeyRequest {
+    /// The key.
+    pub key: String,
+}
+
+/// Revokes one of the caller's API keys (administrators: anyone's).
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(request): Body<RevokeKeyRequest>,
+) -> ApiResult<StatusCode> {
+    let hash = secret_hash(&request.key);
+    let key = read::api_key(state.cluster.tables(), &hash)?.ok_or_else(|| ApiError::not_found("no such key"))?;
+    if key.user != caller.user.id && !caller.is_admin() {
+        return Err(ApiError::not_found("no such key"));
+    }
+    state.write(Command::RevokeApiKey { hash }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Starts TOTP enrolment: a new secret (shown as base32 and an otpauth URI)
+/// and a ticket to confirm it with a first code.
+pub async fn totp_enroll(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<serde_json::Value>> {
+    let secret: [u8; 20] = rand::random();
+    let ticket = state
+        .tokens
+        .enrolment_ticket(caller.user.id, &secret, state.clock.now_ms());
+    Ok(Json(json!({
+        "secret": totp::base32(&secret),
+        "uri": totp::uri(&secret, &caller.user.name),
+        "ticket": ticket,
+    })))
+}
+
+/// `POST /api/v1/auth/totp/confirm`.
+#[derive(Debug, Deserialize)]
+pub struct TotpConfirm {
+    /// From `/auth/totp/enroll`.
+    pub ticket: String,
+    /// The authenticator's current code.
+    pub code: String,
+}
+
+/// Finishes enrolment: from now on login asks for a code.
+pub async fn totp_confirm(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(request): Body<TotpConfirm>,
+) -> ApiResult<StatusCode> {
+    let now_ms = state.clock.now_ms();
+    let secret = state
+        .tokens
+        .check_enrolment(&request.ticket, caller.user.id, now_ms)
+        .ok_or_else(|| ApiError::bad_request("the enrolment ticket is invalid or expired"))?;
+    if !totp::verify(&secret, &request.code, now_ms) {
+        return Err(ApiError::bad_request("wrong TOTP code"));
+    }
+    state
+        .write(Command::UpdateUser {
+            id: caller.user.id,
+            password_hash: None,
+            roles: None,
+            library_access: None,
+            totp_secret: Some(Some(secret)),
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/auth/totp/disable`.
+#[derive(Debug, Deserialize)]
+pub struct TotpCode {
+    /// The authenticator's current code.
+    pub code: String,
+}
+
+/// Removes the caller's second factor (a current code proves possession).
+pub async fn totp_disable(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(request): Body<TotpCode>,
+) -> ApiResult<StatusCode> {
+    let secret = caller
+        .user
+        .totp_secret
+        .as_ref()
+        .ok_or_else(|| ApiError::bad_request("no second factor is enrolled"))?;
+    if !totp::verify(secret, &request.code, state.clock.now_ms()) {
+        return Err(ApiError::bad_request("wrong TOTP code"));
+    }
+    state
+        .write(Command::UpdateUser {
+            id: caller.user.id,
+            password_hash: None,
+            roles: None,
+            library_access: None,
+            totp_secret: Some(None),
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,123 @@
+//! API errors: JSON bodies with the right status.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use omega_consensus::{ClusterError, Rejection};
+use serde_json::json;
+
+/// An error answered to an API client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    retry_after_ms: Option<u64>,
+    extra: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    /// An error with `status`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            retry_after_ms: None,
+            extra: None,
+        }
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 429 with a Retry-After.
+    pub fn too_many(retry_after_ms: u64) -> ApiError {
+        ApiError {
+            retry_after_ms: Some(retry_after_ms),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed attempts; try again later",
+            )
+        }
+    }
+
+    /// Adds fields to the JSON body.
+    pub fn with(mut self, extra: serde_json::Value) -> ApiError {
+        self.extra = Some(extra);
+        self
+    }
+
+    /// 500, logged; the client sees no internals.
+    pub fn internal(error: impl std::fmt::Display) -> ApiError {
+        tracing::error!(%error, "request failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(error: ClusterError) -> ApiError {
+        match error {
+            ClusterError::NoLeader(_) | ClusterError::Remote(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the cluster cannot answer now: {error}"),
+            ),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(error: std::io::Error) -> ApiError {
+        ApiError::internal(error)
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> ApiError {
+        let status = match &rejection {
+            Rejection::NameTaken(_) | Rejection::LeaseHeld { .. } | Rejection::IllegalTransition { .. } => {
+                StatusCode::CONFLICT
+            }
+            Rejection::NotFound { .. } => StatusCode::NOT_FOUND,
+            Rejection::TokenUsed | Rejection::TokenExpired | Rejection::StaleFencing { .. } => StatusCode::FORBIDDEN,
+            Rejection::Invalid(_) => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, rejection.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if let (Some(serde_json::Value::Object(fields)), Some(object)) = (self.extra, body.as_object_mut()) {
+            object.extend(fields);
+        }
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(retry_after_ms) = self.retry_after_ms {
+            let seconds = retry_after_ms.div_ceil(1000).max(1);
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,67 @@
+//! The REST API under `/api/v1`.
+//!
+//! - [`auth`]: login, refresh, logout, API keys, TOTP; the [`Caller`]
+//!   extractor that every protected route takes.
+//! - [`users`]: accounts and library access (administrators only).
+//! - [`error`]: JSON errors.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod users;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{delete, get, post, put};
+use omega_consensus::Cluster;
+use omega_consensus::clock::Clock;
+use omega_consensus::command::{Command, Response};
+use omega_consensus::quic::QuicTransport;
+
+pub use auth::Caller;
+pub use error::{ApiError, ApiResult};
+
+use crate::ratelimit::LoginLimiter;
+use crate::tokens::TokenKey;
+
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// This node's Raft member.
+    pub cluster: Arc<Cluster<QuicTransport>>,
+    /// Signs access tokens.
+    pub tokens: TokenKey,
+    /// Wall clock.
+    pub clock: Arc<dyn Clock>,
+    /// Failed-login counts.
+    pub limiter: Arc<LoginLimiter>,
+}
+
+impl AppState {
+    /// Replicates `command`; a refusal of the state machine becomes its API
+    /// error.
+    pub async fn write(&self, command: Command) -> ApiResult<Response> {
+        match self.cluster.write(command).await? {
+            Response::Rejected(rejection) => Err(rejection.into()),
+            other => Ok(other),
+        }
+    }
+}
+
+/// The `/api/v1` routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/login", post(auth::login))
+        .route("/auth/refresh", post(auth::refresh))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/me", get(auth::me))
+        .route("/auth/keys", post(auth::create_key))
+        .route("/auth/keys/revoke", post(auth::revoke_key))
+        .route("/auth/totp/enroll", post(auth::totp_enroll))
+        .route("/auth/totp/confirm", post(auth::totp_confirm))
+        .route("/auth/totp/disable", post(auth::totp_disable))
+        .route("/users", get(users::list).post(users::create))
+        .route("/users/{id}", delete(users::remove))
+        .route("/users/{id}/access", put(users::set_access))
+}

@@ -1,0 +1,119 @@
+//! Accounts and library access, for administrators.
+
+use std::collections::BTreeSet;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use omega_consensus::command::{Command, Response};
+use omega_consensus::model::{LibraryAccess, Role};
+use omega_consensus::state_machine::read;
+use serde::Deserialize;
+
+use super::auth::UserView;
+use super::extract::{Body, PathParam};
+use super::{ApiError, ApiResult, AppState, Caller};
+use crate::auth::hash_password;
+
+/// Every user.
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<UserView>>> {
+    caller.require_admin()?;
+    let users = read::users(state.cluster.tables())?;
+    Ok(Json(users.iter().map(UserView::from).collect()))
+}
+
+/// `POST /api/v1/users`.
+#[derive(Debug, Deserialize)]
+pub struct NewUser {
+    /// Unique name.
+    pub name: String,
+    /// Password.
+    pub password: String,
+    /// Administrator.
+    #[serde(default)]
+    pub admin: bool,
+    /// Libraries it may see; absent for all.
+    pub libraries: Option<Vec<u64>>,
+}
+
+fn access(libraries: Option<Vec<u64>>) -> LibraryAccess {
+    match libraries {
+        None => LibraryAccess::All,
+        Some(ids) => LibraryAccess::Only(ids.into_iter().collect()),
+    }
+}
+
+/// Creates a user.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(request): Body<NewUser>,
+) -> ApiResult<(StatusCode, Json<UserView>)> {
+    caller.require_admin()?;
+    let password = request.password;
+    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|error| ApiError::bad_request(error.to_string()))?;
+    let roles = if request.admin {
+        BTreeSet::from([Role::Admin, Role::Viewer])
+    } else {
+        BTreeSet::from([Role::Viewer])
+    };
+    let response = state
+        .write(Command::CreateUser {
+            name: request.name,
+            password_hash,
+            roles,
+            library_access: access(request.libraries),
+            now_ms: state.clock.now_ms(),
+        })
+        .await?;
+    let Response::Created(id) = response else {
+        return Err(ApiError::internal(format!("unexpected answer {response:?}")));
+    };
+    let user = read::user(state.cluster.tables(), id)?.ok_or_else(|| ApiError::internal("the new user vanished"))?;
+    Ok((StatusCode::CREATED, Json(UserView::from(&user))))
+}
+
+/// Deletes a user (not oneself: an administrator cannot lock the door
+/// behind them by accident).
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam<u64>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    if id == caller.user.id {
+        return Err(ApiError::bad_request("you cannot delete yourself"));
+    }
+    state.write(Command::DeleteUser { id }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /api/v1/users/{id}/access`.
+#[derive(Debug, Deserialize)]
+pub struct AccessRequest {
+    /// Libraries it may see; `null` for all.
+    pub libraries: Option<Vec<u64>>,
+}
+
+/// Sets which libraries a user sees.
+pub async fn set_access(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam<u64>,
+    Body(request): Body<AccessRequest>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    state
+        .write(Command::UpdateUser {
+            id,
+            password_hash: None,
+            roles: None,
+            library_access: Some(access(request.libraries)),
+            totp_secret: None,
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,156 @@
+//! Credentials handed to clients: short-lived access tokens (signed, not
+//! stored), refresh tokens and API keys (random secrets, stored as BLAKE3
+//! hashes through Raft), and TOTP enrolment tickets.
+//!
+//! The signing key is derived from the cluster CA's key, which every member
+//! holds, so a token issued by one node is accepted by all.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of access tokens.
+pub const ACCESS_PREFIX: &str = "omega_at_";
+/// Prefix of refresh tokens.
+pub const REFRESH_PREFIX: &str = "omega_rt_";
+/// Prefix of API keys.
+pub const API_KEY_PREFIX: &str = "omega_key_";
+/// Lifetime of an access token.
+pub const ACCESS_TTL_MS: u64 = 15 * 60 * 1000;
+/// Lifetime of a refresh token.
+pub const REFRESH_TTL_MS: u64 = 30 * 24 * 3_600_000;
+/// Lifetime of a TOTP enrolment ticket.
+pub const ENROLMENT_TTL_MS: u64 = 10 * 60 * 1000;
+
+/// What an access token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// The user.
+    pub user: u64,
+    /// Expiry, milliseconds since the epoch.
+    pub expires_ms: u64,
+}
+
+/// What a TOTP enrolment ticket says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct EnrolmentClaims {
+    user: u64,
+    secret: Vec<u8>,
+    expires_ms: u64,
+}
+
+/// Signs and checks tokens with the cluster's key.
+#[derive(Clone)]
+pub struct TokenKey {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKey(..)")
+    }
+}
+
+impl TokenKey {
+    /// Derives the key from the cluster CA's private key.
+    pub fn derive(ca_key_der: &[u8]) -> TokenKey {
+        TokenKey {
+            key: blake3::derive_key("omega 2026 access tokens v1", ca_key_der),
+        }
+    }
+
+    fn seal<T: Serialize>(&self, prefix: &str, claims: &T) -> String {
+        // Invariant: postcard fails only on writers out of room or types
+        // serde cannot describe; a Vec grows and claims are plain data.
+        let mut bytes = postcard::to_stdvec(claims).unwrap_or_else(|error| unreachable!("postcard: {error}"));
+        let mac = blake3::keyed_hash(&self.key, &bytes);
+        bytes.extend_from_slice(mac.as_bytes());
+        format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
+    }
+
+    fn open<T: serde::de::DeserializeOwned>(&self, prefix: &str, token: &str) -> Option<T> {
+        let bytes = URL_SAFE_NO_PAD.decode(token.strip_prefix(prefix)?).ok()?;
+        if bytes.len() <= 32 || bytes.len() > 4096 {
+            return None;
+        }
+        let (body, mac) = bytes.split_at(bytes.len() - 32);
+        let mac = blake3::Hash::from_bytes(mac.try_into().ok()?);
+        // blake3::Hash compares in constant time.
+        (blake3::keyed_hash(&self.key, body) == mac).then(|| postcard::from_bytes(body).ok())?
+    }
+
+    /// An access token for `user`, valid until `now_ms + ACCESS_TTL_MS`.
+    pub fn access_token(&self, user: u64, now_ms: u64) -> (String, AccessClaims) {
+        let claims = AccessClaims {
+            user,
+            expires_ms: now_ms.saturating_add(ACCESS_TTL_MS),
+        };
+        (self.seal(ACCESS_PREFIX, &claims), claims)
+    }
+
+    /// The claims of a valid, unexpired access token.
+    pub fn check_access(&self, token: &str, now_ms: u64) -> Option<AccessClaims> {
+        self.open::<AccessClaims>(ACCESS_PREFIX, token)
+            .filter(|claims| claims.expires_ms > now_ms)
+    }
+
+    /// A ticket binding a new TOTP secret to a user until it is confirmed.
+    pub fn enrolment_ticket(&self, user: u64, secret: &[u8], now_ms: u64) -> String {
+        let claims = EnrolmentClaims {
+            user,
+            secret: secret.to_vec(),
+            expires_ms: now_ms.saturating_add(ENROLMENT_TTL_MS),
+        };
+        self.seal("omega_totp_", &claims)
+    }
+
+    /// The secret of a valid ticket issued to `user`.
+    pub fn check_enrolment(&self, ticket: &str, user: u64, now_ms: u64) -> Option<Vec<u8>> {
+        self.open::<EnrolmentClaims>("omega_totp_", ticket)
+            .filter(|claims| claims.user == user && claims.expires_ms > now_ms)
+            .map(|claims| claims.secret)
+    }
+}
+
+/// A random secret with `prefix`, and the BLAKE3 hash under which it is
+/// stored.
+pub fn new_secret(prefix: &str) -> (String, [u8; 32]) {
+    let secret: [u8; 32] = rand::random();
+    let text = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(secret));
+    let hash = secret_hash(&text);
+    (text, hash)
+}
+
+/// The stored hash of a refresh token or API key.
+pub fn secret_hash(secret: &str) -> [u8; 32] {
+    *blake3::hash(secret.as_bytes()).as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_tokens_verify_expire_and_resist_tampering() {
+        let key = TokenKey::derive(b"ca key");
+        let (token, claims) = key.access_token(7, 1_000);
+        assert_eq!(key.check_access(&token, 1_001), Some(claims.clone()));
+        assert_eq!(key.check_access(&token, claims.expires_ms), None);
+        assert_eq!(TokenKey::derive(b"other").check_access(&token, 1_001), None);
+        let mut tampered = token.clone().into_bytes();
+        let last = tampered.len() - 5;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(key.check_access(&String::from_utf8(tampered).unwrap(), 1_001), None);
+        assert_eq!(key.check_access("omega_at_", 0), None);
+        assert_eq!(key.check_access("garbage", 0), None);
+    }
+
+    #[test]
+    fn enrolment_tickets_are_bound_to_their_user() {
+        let key = TokenKey::derive(b"ca key");
+        let ticket = key.enrolment_ticket(3, b"secret", 0);
+        assert_eq!(key.check_enrolment(&ticket, 3, 1), Some(b"secret".to_vec()));
+        assert_eq!(key.check_enrolment(&ticket, 4, 1), None);
+        assert_eq!(key.check_enrolment(&ticket, 3, ENROLMENT_TTL_MS), None);
+    }
+}

@@ -1,0 +1,156 @@
+//! A real `omega serve` process and a small HTTP client for the API tests.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A running node with its data directory.
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub http_port: u16,
+    child: Child,
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    /// Starts a node of one with an administrator `admin` / `admin-password`.
+    pub fn start(extra_args: &[&str]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let http_port = free_tcp_port();
+        let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_omega"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{http_port}")])
+            .args(["--cluster-listen", &format!("127.0.0.1:{}", free_udp_port())])
+            .args(extra_args)
+            .env_remove("OMEGA_CONFIG")
+            .env("OMEGA_ADMIN_USER", "admin")
+            .env("OMEGA_ADMIN_PASSWORD", "admin-password")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Server { dir, http_port, child };
+        let started = Instant::now();
+        while server.request("GET", "/readyz", None, None).0 != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "not ready: {}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The administrator is created just before the control socket opens.
+        while !server.data_dir().join("omega.sock").exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no socket: {}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// One HTTP/1.1 request; the status and the body as JSON (or a string).
+    pub fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Value) {
+        let mut headers = String::new();
+        if let Some(token) = token {
+            headers.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        self.raw(method, path, &headers, body.map(|body| body.to_string()).as_deref())
+    }
+
+    /// A request with literal extra header lines and a literal body.
+    pub fn raw(&self, method: &str, path: &str, headers: &str, body: Option<&str>) -> (u16, Value) {
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.http_port)) else {
+            return (0, Value::Null);
+        };
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let body = body.unwrap_or("");
+        let content_type = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/json\r\n"
+        };
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: omega\r\nConnection: close\r\n{headers}{content_type}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        let code = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let payload = text.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default();
+        let value = serde_json::from_str(payload).unwrap_or_else(|_| Value::String(payload.to_owned()));
+        (code, value)
+    }
+
+    /// The raw response head, for header checks.
+    pub fn head(&self, method: &str, path: &str, body: Option<&Value>) -> String {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
+        let body = body.map(|body| body.to_string()).unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: omega\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+    }
+
+    /// Signs in; the access token.
+    pub fn login(&self, username: &str, password: &str) -> String {
+        let (code, body) = self.request(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(&serde_json::json!({ "username": username, "password": password })),
+        );
+        assert_eq!(code, 200, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -23,6 +23,7 @@ pub mod cluster_cmd;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod library;
 pub mod ratelimit;
 pub mod serve;
 pub mod store_cmd;

@@ -37,6 +37,11 @@ pub struct ServeArgs {
     /// Join the cluster of the member at ADDR (its cluster address).
     #[arg(long, value_name = "ADDR", requires = "token")]
     pub join: Option<String>,
+    /// A media folder to serve as a library: `PATH` (its type found from its
+    /// content) or `PATH:TYPE` (movies, shows, music, audiobooks, books,
+    /// photos). Repeatable; a folder already in a library is not added twice.
+    #[arg(long = "media", value_name = "PATH[:TYPE]")]
+    pub media: Vec<String>,
     /// Join token from `omega cluster token` on a member.
     #[arg(long, env = "OMEGA_JOIN_TOKEN", value_name = "T", requires = "join")]
     pub token: Option<String>,
@@ -173,12 +178,15 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let advertise = advertised(config.cluster.advertise, member.addr);
     let mut node = member.member_node(&identity, http_addr.to_string());
     node.cluster_addr = advertise.to_string();
-    let app = crate::http::router(crate::http::AppState {
+    let app_state = crate::http::AppState {
         cluster: member.cluster.clone(),
         tokens: crate::tokens::TokenKey::derive(&identity.cluster.ca.key_der),
         clock: clock.clone(),
         limiter: Arc::new(crate::ratelimit::LoginLimiter::default()),
-    });
+        scans: Arc::new(crate::api::libraries::Scans::default()),
+    };
+    let state = app_state.clone();
+    let app = crate::http::router(app_state);
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
     });
@@ -204,6 +212,14 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     create_admin_from_env(&member, clock.as_ref()).await?;
+    add_media_libraries(&state, &args.media).await?;
+    // Every library on this node is rescanned at start (incremental: items
+    // are upserted by path, vanished files removed).
+    for library in omega_consensus::state_machine::read::libraries(member.cluster.tables())? {
+        if library.node == identity.node_id {
+            crate::api::libraries::start_scan(&state, library).map_err(|error| anyhow::anyhow!("{error:?}"))?;
+        }
+    }
     let listener = bind_control_socket(&paths.socket)?;
     println!(
         "omega: node {} serving; control socket {}",
@@ -245,6 +261,67 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         bail!("raft stopped: {error}");
     }
     context.member.shutdown().await?;
+    Ok(())
+}
+
+/// Adds a library for each `--media PATH[:TYPE]` whose folder no library has.
+async fn add_media_libraries(state: &crate::http::AppState, media: &[String]) -> anyhow::Result<()> {
+    use crate::api::libraries::parse_kind;
+    for spec in media {
+        let (path, kind) = match spec.rsplit_once(':') {
+            Some((path, kind)) if parse_kind(kind).is_some() => (path, parse_kind(kind)),
+            _ => (spec.as_str(), None),
+        };
+        let path = std::path::absolute(path).with_context(|| format!("--media {spec}"))?;
+        if !path.is_dir() {
+            bail!("--media {spec}: {} is not a folder", path.display());
+        }
+        let text = path
+            .to_str()
+            .with_context(|| format!("--media {spec}: the path is not UTF-8"))?
+            .to_owned();
+        state
+            .cluster
+            .read_barrier(omega_consensus::Consistency::Linearizable)
+            .await?;
+        let libraries = omega_consensus::state_machine::read::libraries(state.cluster.tables())?;
+        if libraries.iter().any(|library| library.paths.contains(&text)) {
+            continue;
+        }
+        let kind = match kind {
+            Some(kind) => kind,
+            None => {
+                let folder = path.clone();
+                tokio::task::spawn_blocking(move || crate::library::detect_kind(&folder))
+                    .await?
+                    .with_context(|| format!("--media {spec}: no media found to tell its type; give PATH:TYPE"))?
+            }
+        };
+        let base = path
+            .file_name()
+            .map_or_else(|| "Media".to_owned(), |name| name.to_string_lossy().into_owned());
+        let mut name = base.clone();
+        for attempt in 2.. {
+            if !libraries.iter().any(|library| library.name.eq_ignore_ascii_case(&name)) {
+                break;
+            }
+            name = format!("{base} ({attempt})");
+        }
+        let command = Command::CreateLibrary {
+            name: name.clone(),
+            kind,
+            paths: vec![text],
+            node: state.cluster.id(),
+            now_ms: state.clock.now_ms(),
+        };
+        match state.cluster.write(command).await? {
+            Response::Created(id) => println!(
+                "omega: library {id} {name:?} ({})",
+                crate::api::libraries::kind_name(kind)
+            ),
+            other => bail!("--media {spec}: {other:?}"),
+        }
+    }
     Ok(())
 }
 

@@ -98,3 +98,20 @@ pub fn jobs(tables: &(impl KvRead + ?Sized)) -> io::Result<Vec<Job>> {
 pub fn is_revoked(tables: &(impl KvRead + ?Sized), fingerprint: &str) -> io::Result<bool> {
     Ok(tables.get(Table::Revoked, fingerprint.as_bytes())?.is_some())
 }
+
+/// A library by id.
+pub fn library(tables: &(impl KvRead + ?Sized), id: EntityId) -> io::Result<Option<Library>> {
+    get(tables, Table::Libraries, &id_key(id))
+}
+
+/// The items of a library, by id.
+pub fn library_items(tables: &(impl KvRead + ?Sized), library: EntityId) -> io::Result<Vec<Item>> {
+    let mut items = Vec::new();
+    for (key, _) in tables.scan_prefix(Table::LibraryItems, &id_key(library))? {
+        let id = crate::codec::key_second_id(&key)?;
+        if let Some(item) = item(tables, id)? {
+            items.push(item);
+        }
+    }
+    Ok(items)
+}

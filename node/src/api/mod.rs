@@ -3,11 +3,15 @@
 //! - [`auth`]: login, refresh, logout, API keys, TOTP; the [`Caller`]
 //!   extractor that every protected route takes.
 //! - [`users`]: accounts and library access (administrators only).
+//! - [`libraries`]: libraries and their scans.
+//! - [`items`]: the catalog and direct streams.
 //! - [`error`]: JSON errors.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod items;
+pub mod libraries;
 pub mod users;
 
 use std::sync::Arc;
@@ -36,6 +40,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Failed-login counts.
     pub limiter: Arc<LoginLimiter>,
+    /// Scans of this node's libraries.
+    pub scans: Arc<libraries::Scans>,
 }
 
 impl AppState {
@@ -64,4 +70,13 @@ pub fn router() -> Router<AppState> {
         .route("/users", get(users::list).post(users::create))
         .route("/users/{id}", delete(users::remove))
         .route("/users/{id}/access", put(users::set_access))
+        .route("/libraries", get(libraries::list).post(libraries::create))
+        .route("/libraries/{id}", delete(libraries::remove))
+        .route(
+            "/libraries/{id}/scan",
+            get(libraries::scan_status).post(libraries::scan),
+        )
+        .route("/items", get(items::list))
+        .route("/items/{id}", get(items::detail))
+        .route("/items/{id}/stream", get(items::stream))
 }

@@ -1,0 +1,421 @@
+//! Catalog items: listing with filters, sorting and pages; details; and the
+//! direct stream of an item's file with Range, If-Range and ETag.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Body as HttpBody;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use omega_consensus::model::{Item, ItemKind};
+use omega_consensus::state_machine::read;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::extract::PathParam;
+use super::libraries::can_see;
+use super::{ApiError, ApiResult, AppState, Caller};
+
+/// Largest page.
+const LIMIT_MAX: usize = 500;
+
+/// The API name of an item kind.
+pub fn kind_name(kind: ItemKind) -> &'static str {
+    match kind {
+        ItemKind::Movie => "movie",
+        ItemKind::Series => "series",
+        ItemKind::Season => "season",
+        ItemKind::Episode => "episode",
+        ItemKind::Artist => "artist",
+        ItemKind::Album => "album",
+        ItemKind::Track => "track",
+        ItemKind::Audiobook => "audiobook",
+        ItemKind::Book => "book",
+        ItemKind::Photo => "photo",
+    }
+}
+
+fn parse_kind(name: &str) -> Option<ItemKind> {
+    [
+        ItemKind::Movie,
+        ItemKind::Series,
+        ItemKind::Season,
+        ItemKind::Episode,
+        ItemKind::Artist,
+        ItemKind::Album,
+        ItemKind::Track,
+        ItemKind::Audiobook,
+        ItemKind::Book,
+        ItemKind::Photo,
+    ]
+    .into_iter()
+    .find(|kind| kind_name(*kind) == name)
+}
+
+/// A file of an item.
+#[derive(Debug, Serialize)]
+pub struct MediaView {
+    /// Size in bytes.
+    pub size: u64,
+    /// Container, from the extension.
+    pub container: Option<String>,
+    /// Path on its node (administrators only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The node whose disk holds it.
+    pub node: u64,
+}
+
+/// An item as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct ItemView {
+    /// Id.
+    pub id: u64,
+    /// Kind.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Title.
+    pub title: String,
+    /// Sort title.
+    pub sort_title: String,
+    /// Year.
+    pub year: Option<u16>,
+    /// Episode, track or season number.
+    pub index: Option<u32>,
+    /// Parent item.
+    pub parent: Option<u64>,
+    /// Library.
+    pub library: u64,
+    /// Other metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Files.
+    pub media: Vec<MediaView>,
+    /// When it was added, milliseconds since the epoch.
+    pub added_ms: u64,
+}
+
+fn view(item: &Item, admin: bool) -> ItemView {
+    ItemView {
+        id: item.id,
+        kind: kind_name(item.fields.kind),
+        title: item.fields.title.clone(),
+        sort_title: item.fields.sort_title.clone(),
+        year: item.fields.year,
+        index: item.fields.index,
+        parent: item.parent,
+        library: item.fields.library,
+        metadata: item.fields.metadata.clone(),
+        media: item
+            .fields
+            .media
+            .iter()
+            .map(|media| MediaView {
+                size: media.size,
+                container: crate::library::naming::extension(&media.path),
+                path: admin.then(|| media.path.clone()),
+                node: media.node,
+            })
+            .collect(),
+        added_ms: item.added_ms,
+    }
+}
+
+/// `GET /api/v1/items` parameters.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Item kind.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Parent item id.
+    pub parent: Option<u64>,
+    /// Library id.
+    pub library: Option<u64>,
+    /// Case-insensitive text in the title.
+    pub search: Option<String>,
+    /// `title` (default), `added`, `year`, `index`.
+    pub sort: Option<String>,
+    /// `asc` (default) or `desc`.
+    pub order: Option<String>,
+    /// Page size (default 100, at most 500).
+    pub limit: Option<usize>,
+    /// Items to skip.
+    pub offset: Option<usize>,
+}
+
+/// A page of items.
+#[derive(Debug, Serialize)]
+pub struct ItemPage {
+    /// The items.
+    pub items: Vec<ItemView>,
+    /// Matches in all.
+    pub total: usize,
+    /// Skipped.
+    pub offset: usize,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// Lists the items the caller may see.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<ItemPage>> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let kind = match query.kind.as_deref() {
+        Some(name) => Some(parse_kind(name).ok_or_else(|| {
+            ApiError::bad_request(
+                "type is one of movie, series, season, episode, artist, album, track, audiobook, book, photo",
+            )
+        })?),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, LIMIT_MAX);
+    let offset = query.offset.unwrap_or(0);
+    let search = query.search.as_deref().map(str::to_lowercase);
+    let tables = state.cluster.tables();
+    let mut items = Vec::new();
+    for library in read::libraries(tables)? {
+        if !can_see(&caller, library.id) || query.library.is_some_and(|id| id != library.id) {
+            continue;
+        }
+        for item in read::library_items(tables, library.id)? {
+            let matches = kind.is_none_or(|kind| item.fields.kind == kind)
+                && query.parent.is_none_or(|parent| item.parent == Some(parent))
+                && search
+                    .as_deref()
+                    .is_none_or(|needle| item.fields.title.to_lowercase().contains(needle));
+            if matches {
+                items.push(item);
+            }
+        }
+    }
+    match query.sort.as_deref().unwrap_or("title") {
+        "title" => items.sort_by(|a, b| a.fields.sort_title.cmp(&b.fields.sort_title).then(a.id.cmp(&b.id))),
+        "added" => items.sort_by_key(|item| (item.added_ms, item.id)),
+        "year" => items.sort_by_key(|item| (item.fields.year, item.id)),
+        "index" => items.sort_by_key(|item| (item.fields.index, item.id)),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "cannot sort by {other:?}: use title, added, year or index"
+            )));
+        }
+    }
+    match query.order.as_deref().unwrap_or("asc") {
+        "asc" => {}
+        "desc" => items.reverse(),
+        other => return Err(ApiError::bad_request(format!("order {other:?}: use asc or desc"))),
+    }
+    let total = items.len();
+    let page = items
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|item| view(item, caller.is_admin()))
+        .collect();
+    Ok(Json(ItemPage {
+        items: page,
+        total,
+        offset,
+        limit,
+    }))
+}
+
+/// An item the caller may see, or 404 (existence is not revealed).
+fn visible_item(state: &AppState, caller: &Caller, id: u64) -> ApiResult<Item> {
+    read::item(state.cluster.tables(), id)?
+        .filter(|item| can_see(caller, item.fields.library))
+        .ok_or_else(|| ApiError::not_found("no such item"))
+}
+
+/// One item.
+pub async fn detail(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam<u64>,
+) -> ApiResult<Json<ItemView>> {
+    let item = visible_item(&state, &caller, id)?;
+    Ok(Json(view(&item, caller.is_admin())))
+}
+
+/// A byte range asked for by a Range header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// The whole file.
+    Full,
+    /// Bytes `start..=end`.
+    Part(u64, u64),
+    /// Unsatisfiable: 416.
+    Unsatisfiable,
+}
+
+/// Parses a Range header against a file of `size` bytes. Multiple ranges
+/// are served as the whole file (allowed by RFC 9110).
+pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
+    let Some(spec) = header.and_then(|value| value.trim().strip_prefix("bytes=")) else {
+        return RangeRequest::Full;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Full;
+    }
+    let Some((first, last)) = spec.split_once('-') else {
+        return RangeRequest::Unsatisfiable;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let parsed = match (first.is_empty(), last.is_empty()) {
+        // `-N`: the last N bytes.
+        (true, false) => last
+            .parse::<u64>()
+            .ok()
+            .and_then(|count| (count > 0 && size > 0).then(|| (size.saturating_sub(count), size - 1))),
+        // `N-`: from N to the end.
+        (false, true) => first
+            .parse::<u64>()
+            .ok()
+            .filter(|start| *start < size)
+            .map(|start| (start, size - 1)),
+        (false, false) => match (first.parse::<u64>(), last.parse::<u64>()) {
+            (Ok(start), Ok(end)) if start <= end && start < size => Some((start, end.min(size - 1))),
+            _ => None,
+        },
+        (true, true) => None,
+    };
+    parsed.map_or(RangeRequest::Unsatisfiable, |(start, end)| {
+        RangeRequest::Part(start, end)
+    })
+}
+
+/// Streams the item's file: Range (single), If-Range, ETag, If-None-Match.
+pub async fn stream(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam<u64>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let item = visible_item(&state, &caller, id)?;
+    let media = item
+        .fields
+        .media
+        .iter()
+        .find(|media| media.node == state.cluster.id())
+        .ok_or_else(|| ApiError::not_found("this item has no file on this node"))?;
+    let mut file = tokio::fs::File::open(&media.path)
+        .await
+        .map_err(|_| ApiError::not_found("the item's file is missing"))?;
+    let metadata = file.metadata().await?;
+    let size = metadata.len();
+    let modified = metadata
+        .modified()
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    let etag = format!("\"{size:x}-{modified:x}\"");
+    let header_text = |name: header::HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
+    if header_text(header::IF_NONE_MATCH)
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"))
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    // If-Range: serve the range only if the file is still the one the
+    // client has part of; otherwise the whole file.
+    let range_header = match header_text(header::IF_RANGE) {
+        Some(tag) if tag.trim() != etag => None,
+        _ => header_text(header::RANGE),
+    };
+    let content_type = mime(media.path.as_str());
+    let (status, start, length) = match parse_range(range_header, size) {
+        RangeRequest::Full => (StatusCode::OK, 0, size),
+        RangeRequest::Part(start, end) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        RangeRequest::Unsatisfiable => {
+            let mut response =
+                ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "the range is outside the file").into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(response);
+        }
+    };
+    file.seek(std::io::SeekFrom::Start(start)).await?;
+    let body = HttpBody::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        file.take(length),
+        256 * 1024,
+    ));
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let set = |response: &mut Response, name: header::HeaderName, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    };
+    set(&mut response, header::CONTENT_LENGTH, length.to_string());
+    set(&mut response, header::ACCEPT_RANGES, "bytes".into());
+    set(&mut response, header::ETAG, etag);
+    set(&mut response, header::CONTENT_TYPE, content_type.into());
+    if status == StatusCode::PARTIAL_CONTENT {
+        set(
+            &mut response,
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", start + length - 1),
+        );
+    }
+    Ok(response)
+}
+
+fn mime(path: &str) -> &'static str {
+    match crate::library::naming::extension(path).as_deref() {
+        Some("mp4" | "m4v") => "video/mp4",
+        Some("mkv") => "video/x-matroska",
+        Some("webm") => "video/webm",
+        Some("mov") => "video/quicktime",
+        Some("avi") => "video/x-msvideo",
+        Some("ts" | "m2ts") => "video/mp2t",
+        Some("mp3") => "audio/mpeg",
+        Some("flac") => "audio/flac",
+        Some("m4a" | "m4b") => "audio/mp4",
+        Some("ogg" | "opus") => "audio/ogg",
+        Some("wav") => "audio/wav",
+        Some("epub") => "application/epub+zip",
+        Some("pdf") => "application/pdf",
+        Some("cbz") => "application/vnd.comicbook+zip",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("png") => "image/png",
+        Some("webp") => "image/webp",
+        Some("gif") => "image/gif",
+        Some("heic") => "image/heic",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 10), RangeRequest::Full);
+        assert_eq!(parse_range(Some("bytes=0-4"), 10), RangeRequest::Part(0, 4));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), RangeRequest::Part(5, 9));
+        assert_eq!(parse_range(Some("bytes=-3"), 10), RangeRequest::Part(7, 9));
+        assert_eq!(parse_range(Some("bytes=-30"), 10), RangeRequest::Part(0, 9));
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), RangeRequest::Part(8, 9));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), RangeRequest::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), RangeRequest::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-0"), 10), RangeRequest::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=x-y"), 10), RangeRequest::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-1,4-5"), 10), RangeRequest::Full);
+        assert_eq!(parse_range(Some("items=0-1"), 10), RangeRequest::Full);
+    }
+
+    proptest! {
+        /// Any header either selects bytes inside the file or is refused.
+        #[test]
+        fn ranges_stay_inside_the_file(header in "bytes=[0-9]{0,4}-[0-9]{0,4}", size in 0_u64..5000) {
+            match parse_range(Some(&header), size) {
+                RangeRequest::Part(start, end) => prop_assert!(start <= end && end < size),
+                RangeRequest::Full | RangeRequest::Unsatisfiable => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Libraries: list (what the caller may see), create and delete
+//! (administrators), scan and scan status.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use omega_consensus::command::{Command, Response};
+use omega_consensus::model::{Library, LibraryAccess, LibraryKind};
+use omega_consensus::state_machine::read;
+use serde::{Deserialize, Serialize};
+
+use super::extract::{Body, PathParam};
+use super::{ApiError, ApiResult, AppState, Caller};
+use crate::library::{ScanReport, run_scan};
+
+/// A library as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct LibraryView {
+    /// Id.
+    pub id: u64,
+    /// Name.
+    pub name: String,
+    /// `movies`, `shows`, `music`, `audiobooks`, `books` or `photos`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Folders (administrators only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<String>>,
+    /// The node whose disk holds them.
+    pub node: u64,
+}
+
+/// The API name of a library kind.
+pub fn kind_name(kind: LibraryKind) -> &'static str {
+    match kind {
+        LibraryKind::Movies => "movies",
+        LibraryKind::Shows => "shows",
+        LibraryKind::Music => "music",
+        LibraryKind::Audiobooks => "audiobooks",
+        LibraryKind::Books => "books",
+        LibraryKind::Photos => "photos",
+    }
+}
+
+/// The library kind of an API name.
+pub fn parse_kind(name: &str) -> Option<LibraryKind> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "movies" | "movie" => LibraryKind::Movies,
+        "shows" | "tv" | "series" => LibraryKind::Shows,
+        "music" => LibraryKind::Music,
+        "audiobooks" | "audiobook" => LibraryKind::Audiobooks,
+        "books" | "book" => LibraryKind::Books,
+        "photos" | "photo" => LibraryKind::Photos,
+        _ => return None,
+    })
+}
+
+fn view(library: &Library, admin: bool) -> LibraryView {
+    LibraryView {
+        id: library.id,
+        name: library.name.clone(),
+        kind: kind_name(library.kind),
+        paths: admin.then(|| library.paths.clone()),
+        node: library.node,
+    }
+}
+
+/// True when `caller` may see library `id`.
+pub fn can_see(caller: &Caller, id: u64) -> bool {
+    match &caller.user.library_access {
+        LibraryAccess::All => true,
+        LibraryAccess::Only(ids) => ids.contains(&id),
+    }
+}
+
+/// The libraries the caller may see.
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<LibraryView>>> {
+    let libraries = read::libraries(state.cluster.tables())?;
+    Ok(Json(
+        libraries
+            .iter()
+            .filter(|library| can_see(&caller, library.id))
+            .map(|library| view(library, caller.is_admin()))
+            .collect(),
+    ))
+}
+
+/// `POST /api/v1/libraries`.
+#[derive(Debug, Deserialize)]
+pub struct NewLibrary {
+    /// Unique name.
+    pub name: String,
+    /// Kind of media.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Absolute folder paths on this node.
+    pub paths: Vec<String>,
+}
+
+/// Checks that every path is an absolute, readable folder.
+pub fn check_paths(paths: &[String]) -> ApiResult<()> {
+    if paths.is_empty() || paths.len() > 64 {
+        return Err(ApiError::bad_request("a library has 1 to 64 folders"));
+    }
+    for path in paths {
+        let as_path = std::path::Path::new(path);
+        if !as_path.is_absolute() || path.contains('\0') {
+            return Err(ApiError::bad_request(format!("{path:?} is not an absolute path")));
+        }
+        if std::fs::read_dir(as_path).is_err() {
+            return Err(ApiError::bad_request(format!(
+                "{path:?} is not a readable folder on this node"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Creates a library on this node's disk and starts its first scan.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(request): Body<NewLibrary>,
+) -> ApiResult<(StatusCode, Json<LibraryView>)> {
+    caller.require_admin()?;
+    let kind = parse_kind(&request.kind)
+        .ok_or_else(|| ApiError::bad_request("type is one of movies, shows, music, audiobooks, books, photos"))?;
+    check_paths(&request.paths)?;
+    let response = state
+        .write(Command::CreateLibrary {
+            name: request.name,
+            kind,
+            paths: request.paths,
+            node: state.cluster.id(),
+            now_ms: state.clock.now_ms(),
+        })
+        .await?;
+    let Response::Created(id) = response else {
+        return Err(ApiError::internal(format!("unexpected answer {response:?}")));
+    };
+    let library =
+        read::library(state.cluster.tables(), id)?.ok_or_else(|| ApiError::internal("the library vanished"))?;
+    start_scan(&state, library.clone())?;
+    Ok((StatusCode::CREATED, Json(view(&library, true))))
+}
+
+/// Deletes a library and its items.
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam<u64>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    state.write(Command::DeleteLibrary { id }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Where a library's scan stands.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ScanStatus {
+    /// No scan since this node started.
+    Idle,
+    /// Running.
+    Running,
+    /// Finished.
+    Done {
+        /// What it did.
+        report: Arc<ScanReport>,
+    },
+    /// Failed.
+    Failed {
+        /// Why.
+        error: String,
+    },
+}
+
+/// Scan states of the libraries this node scans.
+#[derive(Debug, Default)]
+pub struct Scans {
+    states: Mutex<HashMap<u64, ScanStatus>>,
+}
+
+impl Scans {
+    fn set(&self, library: u64, status: ScanStatus) {
+        self.states
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .insert(library, status);
+    }
+
+    fn get(&self, library: u64) -> ScanStatus {
+        self.states
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(&library)
+            .cloned()
+            .unwrap_or(ScanStatus::Idle)
+    }
+}
+
+/// Starts a scan of `library` in the background, unless one runs.
+pub fn start_scan(state: &AppState, library: Library) -> ApiResult<()> {
+    if library.node != state.cluster.id() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("library {} is on node {}; scan it there", library.id, library.node),
+        ));
+    }
+    {
+        let mut states = state.scans.states.lock().unwrap_or_else(|poison| poison.into_inner());
+        if matches!(states.get(&library.id), Some(ScanStatus::Running)) {
+            return Ok(());
+        }
+        states.insert(library.id, ScanStatus::Running);
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        let id = library.id;
+        let node = state.cluster.id();
+        let status = match run_scan(&state.cluster, library, node).await {
+            Ok(report) => {
+                tracing::info!(
+                    library = id,
+                    files = report.files,
+                    items = report.items,
+                    "scan finished"
+                );
+                ScanStatus::Done {
+                    report: Arc::new(report),
+                }
+            }
+            Err(error) => {
+                tracing::warn!(library = id, %error, "scan failed");
+                ScanStatus::Failed {
+                    error: crate::cli::one_line(&error),
+                }
+            }
+        };
+        state.scans.set(id, status);
+    });
+    Ok(())
+}
+
+/// Starts a scan (administrators).
+pub async fn scan(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam<u64>,
+) -> ApiResult<(StatusCode, Json<ScanStatus>)> {
+    caller.require_admin()?;
+    let library = read::library(state.cluster.tables(), id)?.ok_or_else(|| ApiError::not_found("no such library"))?;
+    start_scan(&state, library)?;
+    Ok((StatusCode::ACCEPTED, Json(state.scans.get(id))))
+}
+
+/// Where the library's scan stands.
+pub async fn scan_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam<u64>,
+) -> ApiResult<Json<ScanStatus>> {
+    if !can_see(&caller, id) || read::library(state.cluster.tables(), id)?.is_none() {
+        return Err(ApiError::not_found("no such library"));
+    }
+    Ok(Json(state.scans.get(id)))
+}

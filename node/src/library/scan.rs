@@ -1,0 +1,316 @@
+//! Scanning a library: walk its folders, recognise media by extension and
+//! name, and plan the catalog items (parents before children). Planning
+//! touches only the file system; writing the plan goes through Raft.
+//!
+//! Robustness: symlinks are not followed (no loops), hidden entries and
+//! unreadable folders are skipped with a reason, depth is bounded, and a
+//! name that is not UTF-8 is skipped with a reason rather than mangled.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use omega_consensus::model::{ItemKind, ItemWrite, Library, LibraryKind, MediaRef, NodeId};
+use serde::Serialize;
+
+use super::naming::{self, AUDIO, BOOK, IMAGE, VIDEO};
+
+/// Folder depth followed below a library path.
+const DEPTH_MAX: usize = 16;
+
+/// What a scan planned, and what it skipped.
+#[derive(Debug, Default, Serialize)]
+pub struct Plan {
+    /// Items to upsert, parents before children.
+    #[serde(skip)]
+    pub items: Vec<ItemWrite>,
+    /// Media files seen.
+    pub files: u64,
+    /// Entries skipped, with why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// An entry the scan passed over.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    /// Its path (lossy for names that are not UTF-8).
+    pub path: String,
+    /// Why.
+    pub reason: String,
+}
+
+struct Planner<'a> {
+    library: &'a Library,
+    node: NodeId,
+    plan: Plan,
+    /// Parents by key, so that each is planned once, before its children.
+    parents: BTreeSet<String>,
+    /// Audiobook folders and their files.
+    audiobooks: BTreeMap<PathBuf, Vec<(String, u64)>>,
+}
+
+fn wanted(kind: LibraryKind, extension: &str) -> bool {
+    let list = match kind {
+        LibraryKind::Movies | LibraryKind::Shows => VIDEO,
+        LibraryKind::Music | LibraryKind::Audiobooks => AUDIO,
+        LibraryKind::Books => BOOK,
+        LibraryKind::Photos => IMAGE,
+    };
+    list.contains(&extension)
+}
+
+/// Plans the items of `library`, whose folders are on this node (`node`).
+pub fn plan(library: &Library, node: NodeId) -> Plan {
+    let mut planner = Planner {
+        library,
+        node,
+        plan: Plan::default(),
+        parents: BTreeSet::new(),
+        audiobooks: BTreeMap::new(),
+    };
+    for root in &library.paths {
+        planner.walk(Path::new(root));
+    }
+    planner.finish_audiobooks();
+    planner.plan
+}
+
+impl Planner<'_> {
+    fn skip(&mut self, path: &Path, reason: impl Into<String>) {
+        self.plan.skipped.push(Skipped {
+            path: path.to_string_lossy().into_owned(),
+            reason: reason.into(),
+        });
+    }
+
+    fn walk(&mut self, root: &Path) {
+        let walker = walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .max_depth(DEPTH_MAX)
+            .sort_by_file_name();
+        for entry in walker {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(error) => {
+                    let path = error.path().unwrap_or(root).to_path_buf();
+                    self.skip(&path, format!("unreadable: {error}"));
+                    continue;
+                }
+            };
+            let name = entry.file_name().to_string_lossy();
+            if entry.depth() > 0 && name.starts_with('.') {
+                continue;
+            }
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let Some(file_name) = entry.file_name().to_str() else {
+                self.skip(entry.path(), "the name is not UTF-8");
+                continue;
+            };
+            let Some(extension) = naming::extension(file_name) else {
+                continue;
+            };
+            if !wanted(self.library.kind, &extension) {
+                continue;
+            }
+            let size = match entry.metadata() {
+                Ok(metadata) => metadata.len(),
+                Err(error) => {
+                    self.skip(entry.path(), format!("cannot stat: {error}"));
+                    continue;
+                }
+            };
+            if size == 0 {
+                self.skip(entry.path(), "empty file");
+                continue;
+            }
+            let Some(path) = entry.path().to_str().map(str::to_owned) else {
+                self.skip(entry.path(), "the path is not UTF-8");
+                continue;
+            };
+            let relative: Vec<String> = entry
+                .path()
+                .strip_prefix(root)
+                .unwrap_or(entry.path())
+                .components()
+                .map(|component| component.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            self.plan.files += 1;
+            self.file(&path, &relative, size);
+        }
+    }
+
+    fn media(&self, path: &str, size: u64) -> Vec<MediaRef> {
+        vec![MediaRef {
+            node: self.node,
+            path: path.to_owned(),
+            blob: None,
+            size,
+        }]
+    }
+
+    fn item(&self, key: String, kind: ItemKind, parent_key: Option<String>, title: String) -> ItemWrite {
+        ItemWrite {
+            key,
+            library: self.library.id,
+            kind,
+            parent_key,
+            sort_title: naming::sort_title(&title),
+            title,
+            year: None,
+            index: None,
+            metadata: BTreeMap::new(),
+            media: Vec::new(),
+        }
+    }
+
+    fn parent(&mut self, item: ItemWrite) {
+        if self.parents.insert(item.key.clone()) {
+            self.plan.items.push(item);
+        }
+    }
+
+    fn file(&mut self, path: &str, relative: &[String], size: u64) {
+        let file_name = relative.last().map_or("", String::as_str);
+        let stem = naming::stem(file_name);
+        match self.library.kind {
+            LibraryKind::Movies => {
+                // `Title (Year)/Title (Year).mkv` names the film by its folder.
+                let source = if relative.len() >= 2 {
+                    &relative[relative.len() - 2]
+                } else {
+                    stem
+                };
+                let (title, year) = naming::title_and_year(source);
+                let (title, year) = if year.is_none() && relative.len() >= 2 {
+                    naming::title_and_year(stem)
+                } else {
+                    (title, year)
+                };
+                let mut movie = self.item(format!("file:{path}"), ItemKind::Movie, None, title);
+                movie.year = year;
+                movie.media = self.media(path, size);
+                self.plan.items.push(movie);
+            }
+            LibraryKind::Shows => self.episode(path, relative, stem, size),
+            LibraryKind::Music => {
+                let artist = if relative.len() >= 3 {
+                    relative[relative.len() - 3].clone()
+                } else {
+                    "Unknown Artist".into()
+                };
+                let album = if relative.len() >= 2 {
+                    relative[relative.len() - 2].clone()
+                } else {
+                    "Unknown Album".into()
+                };
+                let artist_key = format!("artist:{}:{}", self.library.id, artist.to_lowercase());
+                let album_key = format!("{artist_key}/album:{}", album.to_lowercase());
+                let artist_item = self.item(artist_key.clone(), ItemKind::Artist, None, naming::clean(&artist));
+                self.parent(artist_item);
+                let (album_title, album_year) = naming::title_and_year(&album);
+                let mut album_item = self.item(album_key.clone(), ItemKind::Album, Some(artist_key), album_title);
+                album_item.year = album_year;
+                self.parent(album_item);
+                let (number, title) = naming::track(stem);
+                let mut track = self.item(format!("file:{path}"), ItemKind::Track, Some(album_key), title);
+                track.index = number;
+                track.media = self.media(path, size);
+                self.plan.items.push(track);
+            }
+            LibraryKind::Audiobooks => {
+                // A folder of audio files is one book; a lone file is one too.
+                let folder = Path::new(path).parent().unwrap_or(Path::new("/")).to_path_buf();
+                if relative.len() >= 2 {
+                    self.audiobooks.entry(folder).or_default().push((path.to_owned(), size));
+                } else {
+                    let mut book = self.item(format!("file:{path}"), ItemKind::Audiobook, None, naming::clean(stem));
+                    book.media = self.media(path, size);
+                    self.plan.items.push(book);
+                }
+            }
+            LibraryKind::Books => {
+                let mut book = self.item(format!("file:{path}"), ItemKind::Book, None, naming::clean(stem));
+                book.media = self.media(path, size);
+                self.plan.items.push(book);
+            }
+            LibraryKind::Photos => {
+                let mut photo = self.item(format!("file:{path}"), ItemKind::Photo, None, stem.to_owned());
+                photo.media = self.media(path, size);
+                self.plan.items.push(photo);
+            }
+        }
+    }
+
+    fn episode(&mut self, path: &str, relative: &[String], stem: &str, size: u64) {
+        let Some(series_name) = relative.first().filter(|_| relative.len() >= 2) else {
+            self.skip(Path::new(path), "an episode must be in a folder named after its series");
+            return;
+        };
+        let folder_season = if relative.len() >= 3 {
+            naming::season_folder(&relative[relative.len() - 2])
+        } else {
+            None
+        };
+        let numbers = naming::episode_numbers(stem);
+        let Some(season) = numbers.map(|(season, _, _)| season).or(folder_season) else {
+            self.skip(
+                Path::new(path),
+                "no season: name it S01E02 or put it in a Season folder",
+            );
+            return;
+        };
+        let (series_title, series_year) = naming::title_and_year(series_name);
+        let series_key = format!("series:{}:{}", self.library.id, series_name.to_lowercase());
+        let mut series = self.item(series_key.clone(), ItemKind::Series, None, series_title.clone());
+        series.year = series_year;
+        self.parent(series);
+        let season_key = format!("{series_key}/season:{season}");
+        let season_title = if season == 0 {
+            "Specials".to_owned()
+        } else {
+            format!("Season {season}")
+        };
+        let mut season_item = self.item(season_key.clone(), ItemKind::Season, Some(series_key), season_title);
+        season_item.index = Some(season);
+        self.parent(season_item);
+        let mut episode = self.item(
+            format!("file:{path}"),
+            ItemKind::Episode,
+            Some(season_key),
+            naming::clean(stem),
+        );
+        if let Some((_, number, last)) = numbers {
+            episode.index = Some(number);
+            if let Some(last) = last {
+                episode.metadata.insert("episode_end".into(), last.to_string());
+            }
+            episode.title = format!("{series_title} S{season:02}E{number:02}");
+        }
+        episode.media = self.media(path, size);
+        self.plan.items.push(episode);
+    }
+
+    fn finish_audiobooks(&mut self) {
+        let books = std::mem::take(&mut self.audiobooks);
+        for (folder, mut files) in books {
+            files.sort();
+            let title = folder
+                .file_name()
+                .map(|name| naming::clean(&name.to_string_lossy()))
+                .unwrap_or_default();
+            let mut book = self.item(format!("folder:{}", folder.display()), ItemKind::Audiobook, None, title);
+            book.media = files
+                .iter()
+                .map(|(path, size)| MediaRef {
+                    node: self.node,
+                    path: path.clone(),
+                    blob: None,
+                    size: *size,
+                })
+                .collect();
+            book.metadata.insert("parts".into(), files.len().to_string());
+            self.plan.items.push(book);
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Libraries through the HTTP API of a real node: `--media` folders are
+//! scanned by naming conventions, the catalog is browsed, files stream with
+//! exact ranges, and library permissions hold on items and streams.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use serde_json::{Value, json};
+
+fn ffmpeg(args: &[&str]) {
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn put(root: &Path, relative: &str, source: &Path) {
+    let path = root.join(relative);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::copy(source, path).unwrap();
+}
+
+/// Movies, a show with two seasons and specials, an album; plus traps.
+fn media_tree(root: &Path) {
+    let clip = root.join("clip.mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x48:rate=5",
+        "-t",
+        "1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        clip.to_str().unwrap(),
+    ]);
+    let tone = root.join("tone.mp3");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440",
+        "-t",
+        "1",
+        tone.to_str().unwrap(),
+    ]);
+    let movies = root.join("movies");
+    put(&movies, "Alien (1979)/Alien (1979).mkv", &clip);
+    put(&movies, "Blade.Runner.1982.1080p.BluRay.mkv", &clip);
+    put(&movies, "Amélie (2001)/Amélie.mkv", &clip);
+    std::fs::write(movies.join("empty.mkv"), b"").unwrap();
+    std::fs::write(movies.join("notes.txt"), b"not media").unwrap();
+    std::os::unix::fs::symlink(&movies, movies.join("loop")).unwrap();
+    let shows = root.join("shows");
+    put(&shows, "The Show (2019)/Season 01/The Show S01E01.mkv", &clip);
+    put(&shows, "The Show (2019)/Season 01/The Show S01E02E03.mkv", &clip);
+    put(&shows, "The Show (2019)/Season 02/The Show S02E01.mkv", &clip);
+    put(&shows, "The Show (2019)/Specials/The Show S00E01.mkv", &clip);
+    let music = root.join("music");
+    put(&music, "The Artist/First Album (2020)/01 Intro.mp3", &tone);
+    put(&music, "The Artist/First Album (2020)/02 Second Song.mp3", &tone);
+}
+
+fn items(server: &Server, token: &str, query: &str) -> Value {
+    let (code, body) = server.request("GET", &format!("/api/v1/items?{query}"), Some(token), None);
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+fn titles(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["title"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn scanned_libraries_browse_stream_and_respect_access() {
+    let media = tempfile::tempdir().unwrap();
+    media_tree(media.path());
+    let root = media.path();
+    let server = Server::start(&[
+        "--media",
+        root.join("movies").to_str().unwrap(),
+        "--media",
+        root.join("shows").to_str().unwrap(),
+        "--media",
+        &format!("{}:music", root.join("music").display()),
+    ]);
+    let admin = server.login("admin", "admin-password");
+
+    let (code, libraries) = server.request("GET", "/api/v1/libraries", Some(&admin), None);
+    assert_eq!(code, 200);
+    let library = |kind: &str| -> u64 {
+        libraries
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|library| library["type"] == kind)
+            .unwrap()["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let (movies, shows, music) = (library("movies"), library("shows"), library("music"));
+    for id in [movies, shows, music] {
+        let started = Instant::now();
+        loop {
+            let (_, status) = server.request("GET", &format!("/api/v1/libraries/{id}/scan"), Some(&admin), None);
+            if status["state"] == "done" {
+                break;
+            }
+            assert!(status["state"] != "failed", "{status}");
+            assert!(started.elapsed() < Duration::from_secs(20), "{status}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let (_, status) = server.request("GET", &format!("/api/v1/libraries/{movies}/scan"), Some(&admin), None);
+    let skipped = status["report"]["skipped"].to_string();
+    assert!(
+        skipped.contains("empty.mkv") && skipped.contains("empty file"),
+        "{status}"
+    );
+
+    // Movies by folder and scene names; the symlink loop is not followed.
+    let page = items(&server, &admin, "type=movie");
+    assert_eq!(titles(&page), ["Alien", "Amélie", "Blade Runner"], "{page}");
+    let years: Vec<u64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["year"].as_u64().unwrap())
+        .collect();
+    assert_eq!(years, [1979, 2001, 1982]);
+
+    // The show: series → seasons (with specials) → episodes, multi-episode.
+    let series = items(&server, &admin, "type=series");
+    assert_eq!(titles(&series), ["The Show"]);
+    let series_id = series["items"][0]["id"].as_u64().unwrap();
+    let seasons = items(&server, &admin, &format!("parent={series_id}&sort=index"));
+    assert_eq!(titles(&seasons), ["Specials", "Season 1", "Season 2"]);
+    let season_one = seasons["items"][1]["id"].as_u64().unwrap();
+    let episodes = items(&server, &admin, &format!("parent={season_one}&sort=index"));
+    assert_eq!(titles(&episodes), ["The Show S01E01", "The Show S01E02"]);
+    assert_eq!(episodes["items"][1]["metadata"]["episode_end"], "3");
+
+    // Music: artist → album → numbered tracks.
+    let tracks = items(&server, &admin, "type=track&sort=index");
+    assert_eq!(titles(&tracks), ["Intro", "Second Song"]);
+    assert_eq!(tracks["items"][1]["index"], 2);
+    let album = items(&server, &admin, "type=album");
+    assert_eq!(
+        (titles(&album), album["items"][0]["year"].as_u64()),
+        (vec!["First Album".to_owned()], Some(2020))
+    );
+
+    // Search, paging, bad parameters.
+    assert_eq!(titles(&items(&server, &admin, "search=blade")), ["Blade Runner"]);
+    let paged = items(&server, &admin, "type=movie&limit=1&offset=1");
+    assert_eq!(
+        (titles(&paged), paged["total"].as_u64()),
+        (vec!["Amélie".to_owned()], Some(3))
+    );
+    let (code, _) = server.request("GET", "/api/v1/items?type=spaceship", Some(&admin), None);
+    assert_eq!(code, 400);
+    let (code, _) = server.request("GET", "/api/v1/items/..%2F..%2Fetc%2Fpasswd/stream", Some(&admin), None);
+    assert_eq!(code, 400);
+
+    // Direct play: exact bytes, ranges, ETag, 416.
+    let alien = page["items"][0]["id"].as_u64().unwrap();
+    let file = std::fs::read(root.join("movies/Alien (1979)/Alien (1979).mkv")).unwrap();
+    let size = file.len();
+    let stream = format!("/api/v1/items/{alien}/stream");
+    let (code, head, body) = server.get_bytes(&stream, &admin, "");
+    assert_eq!((code, body.as_slice()), (200, file.as_slice()));
+    assert!(
+        head.contains("video/x-matroska") && head.to_lowercase().contains("accept-ranges: bytes"),
+        "{head}"
+    );
+    let etag = head
+        .lines()
+        .find_map(|line| line.strip_prefix("etag: ").or_else(|| line.strip_prefix("ETag: ")))
+        .unwrap()
+        .to_owned();
+    for (range, expected) in [
+        ("bytes=0-99", &file[..100]),
+        ("bytes=100-", &file[100..]),
+        ("bytes=-50", &file[size - 50..]),
+        (&format!("bytes=10-{}", size + 1000)[..], &file[10..]),
+    ] {
+        let (code, head, body) = server.get_bytes(&stream, &admin, &format!("Range: {range}\r\n"));
+        assert_eq!(code, 206, "{range}: {head}");
+        assert_eq!(body, expected, "{range}");
+        assert!(head.to_lowercase().contains(&format!("/{size}")), "{head}");
+    }
+    let (code, head, _) = server.get_bytes(&stream, &admin, &format!("Range: bytes={size}-\r\n"));
+    assert_eq!(code, 416);
+    assert!(
+        head.to_lowercase().contains(&format!("content-range: bytes */{size}")),
+        "{head}"
+    );
+    let (code, _, body) = server.get_bytes(&stream, &admin, "Range: bytes=0-9\r\nIf-Range: \"stale\"\r\n");
+    assert_eq!((code, body.len()), (200, size));
+    let (code, _, body) = server.get_bytes(&stream, &admin, &format!("Range: bytes=0-9\r\nIf-Range: {etag}\r\n"));
+    assert_eq!((code, body.len()), (206, 10));
+    let (code, _, _) = server.get_bytes(&stream, &admin, &format!("If-None-Match: {etag}\r\n"));
+    assert_eq!(code, 304);
+
+    // A user who may see only the music library sees nothing else.
+    let (code, _) = server.request(
+        "POST",
+        "/api/v1/users",
+        Some(&admin),
+        Some(&json!({ "name": "kid", "password": "kid-password", "libraries": [music] })),
+    );
+    assert_eq!(code, 201);
+    let kid = server.login("kid", "kid-password");
+    let visible = items(&server, &kid, "");
+    assert!(
+        visible["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|item| item["library"] == music),
+        "{visible}"
+    );
+    assert_eq!(visible["total"], 4);
+    let (code, _) = server.request("GET", &format!("/api/v1/items/{alien}"), Some(&kid), None);
+    assert_eq!(code, 404);
+    let (code, _, _) = server.get_bytes(&stream, &kid, "");
+    assert_eq!(code, 404);
+    let (code, kid_libraries) = server.request("GET", "/api/v1/libraries", Some(&kid), None);
+    assert_eq!((code, kid_libraries.as_array().map(Vec::len)), (200, Some(1)));
+    assert!(kid_libraries[0].get("paths").is_none(), "paths are for administrators");
+    let (code, _) = server.request("POST", &format!("/api/v1/libraries/{movies}/scan"), Some(&kid), None);
+    assert_eq!(code, 403);
+
+    // A rescan after a file is removed drops its item.
+    std::fs::remove_file(root.join("movies/Blade.Runner.1982.1080p.BluRay.mkv")).unwrap();
+    let (code, _) = server.request("POST", &format!("/api/v1/libraries/{movies}/scan"), Some(&admin), None);
+    assert_eq!(code, 202);
+    let started = Instant::now();
+    while titles(&items(&server, &admin, "type=movie")).len() != 2 {
+        assert!(started.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

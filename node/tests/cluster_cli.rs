@@ -3,21 +3,15 @@
 //! restart with catch-up by snapshot, removal and replacement, refusals.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::omega;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn omega(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_omega"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("OMEGA_CONFIG")
-        .output()
-        .unwrap()
-}
 
 fn free_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")

@@ -2,20 +2,14 @@
 //! child process, its stdout, stderr and exit code.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::omega;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use rand::{Rng, RngCore, SeedableRng};
-
-fn omega(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_omega"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("OMEGA_CONFIG")
-        .output()
-        .unwrap()
-}
 
 fn random_file(dir: &Path, name: &str, len: usize, seed: u64) -> PathBuf {
     let mut bytes = vec![0_u8; len];

@@ -337,13 +337,18 @@ pub async fn totp_confirm(
     if !totp::verify(&secret, &request.code, now_ms) {
         return Err(ApiError::bad_request("wrong TOTP code"));
     }
+    set_totp(&state, caller.user.id, Some(secret)).await
+}
+
+/// Stores (or, with `None`, removes) a user's TOTP secret.
+async fn set_totp(state: &AppState, user: u64, secret: Option<Vec<u8>>) -> ApiResult<StatusCode> {
     state
         .write(Command::UpdateUser {
-            id: caller.user.id,
+            id: user,
             password_hash: None,
             roles: None,
             library_access: None,
-            totp_secret: Some(Some(secret)),
+            totp_secret: Some(secret),
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -370,14 +375,5 @@ pub async fn totp_disable(
     if !totp::verify(secret, &request.code, state.clock.now_ms()) {
         return Err(ApiError::bad_request("wrong TOTP code"));
     }
-    state
-        .write(Command::UpdateUser {
-            id: caller.user.id,
-            password_hash: None,
-            roles: None,
-            library_access: None,
-            totp_secret: Some(None),
-        })
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
+    set_totp(&state, caller.user.id, None).await
 }

@@ -8,6 +8,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Runs `omega --data-dir DIR ARGS…` to its end.
+pub fn omega(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_omega"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("OMEGA_CONFIG")
+        .output()
+        .unwrap()
+}
+
 /// A running node with its data directory.
 pub struct Server {
     pub dir: tempfile::TempDir,

@@ -85,6 +85,14 @@ impl Db {
         self.cf(table.cf_name())
     }
 
+    /// A handle that does not keep the database open.
+    pub fn downgrade(&self) -> WeakDb {
+        WeakDb {
+            inner: Arc::downgrade(&self.inner),
+            dir: self.dir.clone(),
+        }
+    }
+
     /// Syncs the WAL: every write made before this call is durable after it.
     pub fn sync_wal(&self) -> io::Result<()> {
         self.inner.flush_wal(true).map_err(io_error)
@@ -102,6 +110,25 @@ impl Db {
         self.inner
             .put_cf_opt(self.cf(CF_RAFT_META), key, value, &options)
             .map_err(io_error)
+    }
+}
+
+/// A [`Db`] that does not keep RocksDB open: background threads hold this,
+/// so the database closes (and its threads stop) when its users are gone,
+/// not at process exit, where RocksDB's threads would race the exit.
+#[derive(Debug, Clone)]
+pub struct WeakDb {
+    inner: std::sync::Weak<DB>,
+    dir: PathBuf,
+}
+
+impl WeakDb {
+    /// The database, if it is still open.
+    pub fn upgrade(&self) -> Option<Db> {
+        self.inner.upgrade().map(|inner| Db {
+            inner,
+            dir: self.dir.clone(),
+        })
     }
 }
 

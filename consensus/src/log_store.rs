@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use crate::codec::{decode, encode, id_key, io_error, key_id};
-use crate::db::{CF_LOG, CF_RAFT_META, Db};
+use crate::db::{CF_LOG, CF_RAFT_META, Db, WeakDb};
 use crate::raft_types::{
     Entry, IoFlushed, LogId, LogState, RaftEntry, RaftLogReader, RaftLogStorage, TypeConfig, Vote,
 };
@@ -36,7 +36,7 @@ impl LogStore {
     /// Opens the log in `db` and starts its WAL syncer thread.
     pub fn new(db: Db) -> io::Result<LogStore> {
         let (syncer, queue) = mpsc::sync_channel::<IoFlushed>(SYNC_QUEUE_MAX);
-        let sync_db = db.clone();
+        let sync_db = db.downgrade();
         std::thread::Builder::new()
             .name("omega-wal-sync".into())
             .spawn(move || run_syncer(&sync_db, &queue))?;
@@ -53,13 +53,18 @@ impl LogStore {
 
 /// Syncs the WAL for every callback queued, as few times as it can: all
 /// callbacks waiting when a sync starts are answered by it.
-fn run_syncer(db: &Db, queue: &mpsc::Receiver<IoFlushed>) {
+fn run_syncer(db: &WeakDb, queue: &mpsc::Receiver<IoFlushed>) {
     while let Ok(first) = queue.recv() {
         let mut waiting = vec![first];
         while let Ok(next) = queue.try_recv() {
             waiting.push(next);
         }
-        let result = db.sync_wal();
+        // Held only for the sync: the thread must not keep the database
+        // open once its users dropped it.
+        let result = match db.upgrade() {
+            Some(db) => db.sync_wal(),
+            None => Err(io::Error::other("the database was closed")),
+        };
         for callback in waiting {
             callback.io_completed(
                 result

@@ -216,6 +216,33 @@ fn scanned_libraries_browse_stream_and_respect_access() {
     let (code, _, _) = server.get_bytes(&stream, &admin, &format!("If-None-Match: {etag}\r\n"));
     assert_eq!(code, 304);
 
+    // Watch state: resume position, played, per user.
+    let (code, _) = server.request(
+        "POST",
+        &format!("/api/v1/items/{alien}/progress"),
+        Some(&admin),
+        Some(&json!({ "position_ms": 42_000 })),
+    );
+    assert_eq!(code, 200);
+    let (_, detail) = server.request("GET", &format!("/api/v1/items/{alien}"), Some(&admin), None);
+    assert_eq!(detail["user_data"]["position_ms"], 42_000, "{detail}");
+    let (_, ended) = server.request(
+        "POST",
+        &format!("/api/v1/items/{alien}/progress"),
+        Some(&admin),
+        Some(&json!({ "position_ms": 60_000, "played": true })),
+    );
+    assert_eq!(
+        (
+            ended["played"].as_bool(),
+            ended["play_count"].as_u64(),
+            ended["position_ms"].as_u64()
+        ),
+        (Some(true), Some(1), Some(0))
+    );
+    let (code, unplayed) = server.request("DELETE", &format!("/api/v1/items/{alien}/played"), Some(&admin), None);
+    assert_eq!((code, unplayed["played"].as_bool()), (200, Some(false)));
+
     // A user who may see only the music library sees nothing else.
     let (code, _) = server.request(
         "POST",
@@ -239,6 +266,18 @@ fn scanned_libraries_browse_stream_and_respect_access() {
     assert_eq!(code, 404);
     let (code, _, _) = server.get_bytes(&stream, &kid, "");
     assert_eq!(code, 404);
+    let (code, _) = server.request("POST", &format!("/api/v1/items/{alien}/played"), Some(&kid), None);
+    assert_eq!(code, 404);
+    let track = visible["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["type"] == "track")
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let (_, detail) = server.request("GET", &format!("/api/v1/items/{track}"), Some(&kid), None);
+    assert_eq!(detail["user_data"]["played"], false, "watch state is per user");
     let (code, kid_libraries) = server.request("GET", "/api/v1/libraries", Some(&kid), None);
     assert_eq!((code, kid_libraries.as_array().map(Vec::len)), (200, Some(1)));
     assert!(kid_libraries[0].get("paths").is_none(), "paths are for administrators");

@@ -8,12 +8,13 @@ use axum::body::Body as HttpBody;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use omega_consensus::model::{Item, ItemKind};
+use omega_consensus::command::Command;
+use omega_consensus::model::{Item, ItemKind, WatchState};
 use omega_consensus::state_machine::read;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::extract::PathParam;
+use super::extract::{Body, PathParam};
 use super::libraries::can_see;
 use super::{ApiError, ApiResult, AppState, Caller};
 
@@ -93,6 +94,37 @@ pub struct ItemView {
     pub media: Vec<MediaView>,
     /// When it was added, milliseconds since the epoch.
     pub added_ms: u64,
+    /// The caller's progress on it.
+    pub user_data: UserData,
+}
+
+/// A user's progress on an item.
+#[derive(Debug, Default, Serialize)]
+pub struct UserData {
+    /// Resume position in milliseconds (0: from the start).
+    pub position_ms: u64,
+    /// Played to the end at least once.
+    pub played: bool,
+    /// Times played to the end.
+    pub play_count: u32,
+}
+
+impl From<WatchState> for UserData {
+    fn from(state: WatchState) -> UserData {
+        UserData {
+            position_ms: state.position_ms,
+            played: state.played,
+            play_count: state.play_count,
+        }
+    }
+}
+
+fn view_for(state: &AppState, caller: &Caller, item: &Item) -> ApiResult<ItemView> {
+    let mut view = view(item, caller.is_admin());
+    if let Some(watch) = read::watch_state(state.cluster.tables(), caller.user.id, item.id)? {
+        view.user_data = watch.into();
+    }
+    Ok(view)
 }
 
 fn view(item: &Item, admin: bool) -> ItemView {
@@ -118,6 +150,7 @@ fn view(item: &Item, admin: bool) -> ItemView {
             })
             .collect(),
         added_ms: item.added_ms,
+        user_data: UserData::default(),
     }
 }
 
@@ -236,7 +269,85 @@ pub async fn detail(
     PathParam(id): PathParam<u64>,
 ) -> ApiResult<Json<ItemView>> {
     let item = visible_item(&state, &caller, id)?;
-    Ok(Json(view(&item, caller.is_admin())))
+    Ok(Json(view_for(&state, &caller, &item)?))
+}
+
+/// `POST /api/v1/items/{id}/progress`.
+#[derive(Debug, Deserialize)]
+pub struct Progress {
+    /// Where playback is, in milliseconds.
+    pub position_ms: u64,
+    /// True when playback reached the end.
+    #[serde(default)]
+    pub played: bool,
+}
+
+async fn save_watch(
+    state: &AppState,
+    caller: &Caller,
+    item: u64,
+    change: impl FnOnce(&mut WatchState),
+) -> ApiResult<Json<UserData>> {
+    let mut watch = read::watch_state(state.cluster.tables(), caller.user.id, item)?.unwrap_or_default();
+    change(&mut watch);
+    watch.updated_ms = state.clock.now_ms();
+    state
+        .write(Command::SetWatchState {
+            user: caller.user.id,
+            item,
+            state: watch.clone(),
+        })
+        .await?;
+    Ok(Json(watch.into()))
+}
+
+/// Reports playback progress: the resume position, or the end of playback
+/// (`played`: counted, and the resume position cleared).
+pub async fn progress(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam<u64>,
+    Body(request): Body<Progress>,
+) -> ApiResult<Json<UserData>> {
+    visible_item(&state, &caller, id)?;
+    save_watch(&state, &caller, id, |watch| {
+        if request.played {
+            watch.played = true;
+            watch.play_count = watch.play_count.saturating_add(1);
+            watch.position_ms = 0;
+        } else {
+            watch.position_ms = request.position_ms;
+        }
+    })
+    .await
+}
+
+/// Marks an item played.
+pub async fn mark_played(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam<u64>,
+) -> ApiResult<Json<UserData>> {
+    visible_item(&state, &caller, id)?;
+    save_watch(&state, &caller, id, |watch| {
+        watch.played = true;
+        watch.position_ms = 0;
+    })
+    .await
+}
+
+/// Marks an item unplayed.
+pub async fn mark_unplayed(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam<u64>,
+) -> ApiResult<Json<UserData>> {
+    visible_item(&state, &caller, id)?;
+    save_watch(&state, &caller, id, |watch| {
+        watch.played = false;
+        watch.position_ms = 0;
+    })
+    .await
 }
 
 /// A byte range asked for by a Range header.

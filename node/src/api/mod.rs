@@ -79,4 +79,9 @@ pub fn router() -> Router<AppState> {
         .route("/items", get(items::list))
         .route("/items/{id}", get(items::detail))
         .route("/items/{id}/stream", get(items::stream))
+        .route("/items/{id}/progress", post(items::progress))
+        .route(
+            "/items/{id}/played",
+            post(items::mark_played).delete(items::mark_unplayed),
+        )
 }

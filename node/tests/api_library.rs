@@ -43,6 +43,40 @@ fn media_tree(root: &Path) {
         "ultrafast",
         clip.to_str().unwrap(),
     ]);
+    let two_audio = root.join("two-audio.mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x48:rate=5",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=660",
+        "-t",
+        "1",
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-map",
+        "2",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-metadata:s:a:0",
+        "language=eng",
+        "-metadata:s:a:1",
+        "language=fra",
+        two_audio.to_str().unwrap(),
+    ]);
     let tone = root.join("tone.mp3");
     ffmpeg(&[
         "-f",
@@ -54,7 +88,16 @@ fn media_tree(root: &Path) {
         tone.to_str().unwrap(),
     ]);
     let movies = root.join("movies");
-    put(&movies, "Alien (1979)/Alien (1979).mkv", &clip);
+    put(&movies, "Alien (1979)/Alien (1979).mkv", &two_audio);
+    std::fs::write(
+        movies.join("Random Bytes (2000).mkv"),
+        (0..50_000_u32)
+            .map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let whole = std::fs::read(&clip).unwrap();
+    std::fs::write(movies.join("Truncated (2001).mkv"), &whole[..whole.len().min(200)]).unwrap();
     put(&movies, "Blade.Runner.1982.1080p.BluRay.mkv", &clip);
     put(&movies, "Amélie (2001)/Amélie.mkv", &clip);
     std::fs::write(movies.join("empty.mkv"), b"").unwrap();
@@ -142,6 +185,15 @@ fn scanned_libraries_browse_stream_and_respect_access() {
         .map(|item| item["year"].as_u64().unwrap())
         .collect();
     assert_eq!(years, [1979, 2001, 1982]);
+    let metadata = &page["items"][0]["metadata"];
+    assert_eq!(
+        (metadata["video_codec"].as_str(), metadata["width"].as_str()),
+        (Some("h264"), Some("64")),
+        "{metadata}"
+    );
+    assert_eq!(metadata["audio_languages"], "eng,fra", "{metadata}");
+    let duration: u64 = metadata["duration_ms"].as_str().unwrap().parse().unwrap();
+    assert!((900..=1200).contains(&duration), "{duration}");
 
     // The show: series → seasons (with specials) → episodes, multi-episode.
     let series = items(&server, &admin, "type=series");
@@ -158,6 +210,7 @@ fn scanned_libraries_browse_stream_and_respect_access() {
     let tracks = items(&server, &admin, "type=track&sort=index");
     assert_eq!(titles(&tracks), ["Intro", "Second Song"]);
     assert_eq!(tracks["items"][1]["index"], 2);
+    assert_eq!(tracks["items"][0]["metadata"]["audio_codecs"], "mp3");
     let album = items(&server, &admin, "type=album");
     assert_eq!(
         (titles(&album), album["items"][0]["year"].as_u64()),

@@ -2,16 +2,20 @@
 //!
 //! - [`naming`]: the naming conventions of Jellyfin, Plex and Kodi.
 //! - [`scan`]: planning a library's items from its folders.
+//! - [`probe`]: ffprobe metadata, reused while files are unchanged.
 //! - [`run_scan`]: writing a plan through Raft, removing items whose files
 //!   are gone.
 
 pub mod naming;
+pub mod probe;
 pub mod scan;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use omega_consensus::command::{Command, Response};
-use omega_consensus::model::{Library, NodeId};
+use omega_consensus::model::{Item, ItemKind, ItemWrite, Library, NodeId};
 use omega_consensus::quic::QuicTransport;
 use omega_consensus::state_machine::read;
 use omega_consensus::{Cluster, Consistency};
@@ -74,6 +78,108 @@ pub fn detect_kind(folder: &std::path::Path) -> Option<omega_consensus::model::L
     })
 }
 
+/// Kinds whose files ffprobe describes.
+fn probed(kind: ItemKind) -> bool {
+    matches!(
+        kind,
+        ItemKind::Movie | ItemKind::Episode | ItemKind::Track | ItemKind::Audiobook
+    )
+}
+
+/// Probes every planned media item in parallel, reusing the previous scan's
+/// results for files whose size and mtime are unchanged. Items whose files
+/// ffprobe cannot read are dropped from the plan and reported.
+fn probe_all(plan: &mut scan::Plan, previous: &HashMap<String, Item>) {
+    let items = std::mem::take(&mut plan.items);
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |count| count.get() * 2)
+        .min(16);
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<(Option<ItemWrite>, Vec<scan::Skipped>)>>> =
+        items.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(index) else { break };
+                    let outcome = probe_item(item, previous.get(&item.key));
+                    *results[index].lock().unwrap_or_else(|poison| poison.into_inner()) = Some(outcome);
+                }
+            });
+        }
+    });
+    for result in results {
+        match result.into_inner().unwrap_or_else(|poison| poison.into_inner()) {
+            Some((item, skipped)) => {
+                plan.items.extend(item);
+                plan.skipped.extend(skipped);
+            }
+            None => {}
+        }
+    }
+}
+
+/// The probed item (or `None` when no file of it is readable) and the files
+/// skipped.
+fn probe_item(item: &ItemWrite, previous: Option<&Item>) -> (Option<ItemWrite>, Vec<scan::Skipped>) {
+    let mut item = item.clone();
+    if !probed(item.kind) || item.media.is_empty() {
+        return (Some(item), Vec::new());
+    }
+    let stamps: Vec<String> = item
+        .media
+        .iter()
+        .map(|media| {
+            probe::mtime_ns(std::path::Path::new(&media.path))
+                .map_or_else(String::new, |ns| format!("{}:{ns}", media.size))
+        })
+        .collect();
+    let stamp = stamps.join(",");
+    if let Some(previous) = previous
+        && previous.fields.metadata.get("file_stamp") == Some(&stamp)
+    {
+        // Unchanged files: keep what was probed before, under what the
+        // planner set now.
+        let mut metadata = previous.fields.metadata.clone();
+        metadata.extend(item.metadata);
+        item.metadata = metadata;
+        return (Some(item), Vec::new());
+    }
+    let mut skipped = Vec::new();
+    let mut total_ms = 0_u64;
+    let mut first = None;
+    let mut kept = Vec::new();
+    for media in std::mem::take(&mut item.media) {
+        match probe::probe(std::path::Path::new(&media.path)) {
+            Ok(metadata) => {
+                total_ms += metadata
+                    .get("duration_ms")
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                    .unwrap_or(0);
+                first.get_or_insert(metadata);
+                kept.push(media);
+            }
+            Err(reason) => skipped.push(scan::Skipped {
+                path: media.path.clone(),
+                reason,
+            }),
+        }
+    }
+    let Some(mut metadata) = first else {
+        return (None, skipped);
+    };
+    if kept.len() > 1 {
+        metadata.insert("duration_ms".into(), total_ms.to_string());
+    }
+    metadata.insert("file_stamp".into(), stamp);
+    metadata.extend(std::mem::take(&mut item.metadata));
+    item.metadata = metadata;
+    item.media = kept;
+    // Unreadable parts of a book are reported; the readable ones stay.
+    (Some(item), skipped)
+}
+
 /// Items written per command.
 const BATCH: usize = 1024;
 
@@ -95,7 +201,16 @@ pub struct ScanReport {
 /// Scans `library` (its folders are on this node) and writes the catalog.
 pub async fn run_scan(cluster: &Cluster<QuicTransport>, library: Library, node: NodeId) -> anyhow::Result<ScanReport> {
     let planned_library = library.clone();
-    let plan = tokio::task::spawn_blocking(move || scan::plan(&planned_library, node)).await?;
+    let previous: HashMap<String, Item> = read::library_items(cluster.tables(), library.id)?
+        .into_iter()
+        .map(|item| (item.fields.key.clone(), item))
+        .collect();
+    let plan = tokio::task::spawn_blocking(move || {
+        let mut plan = scan::plan(&planned_library, node);
+        probe_all(&mut plan, &previous);
+        plan
+    })
+    .await?;
     let seen: BTreeSet<String> = plan.items.iter().map(|item| item.key.clone()).collect();
     let mut items = 0;
     for batch in plan.items.chunks(BATCH) {

@@ -1,0 +1,184 @@
+//! ffprobe: duration, streams and chapters of video and audio files. A file
+//! ffprobe cannot read (truncated, random bytes) is reported, not indexed.
+//! Results are reused on rescans while a file's size and mtime hold.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+/// ffprobe runs at most this long per file.
+const PROBE_DEADLINE: Duration = Duration::from_secs(30);
+/// Largest ffprobe output read.
+const OUTPUT_MAX_BYTES: u64 = 4 << 20;
+
+#[derive(Debug, Deserialize)]
+struct Output {
+    #[serde(default)]
+    streams: Vec<Stream>,
+    format: Option<Format>,
+    #[serde(default)]
+    chapters: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Stream {
+    codec_type: Option<String>,
+    codec_name: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    channels: Option<u32>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    #[serde(default)]
+    disposition: BTreeMap<String, u8>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Format {
+    format_name: Option<String>,
+    duration: Option<String>,
+    bit_rate: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+/// The modification time of `path` in nanoseconds, as stored in metadata.
+pub fn mtime_ns(path: &Path) -> Option<u128> {
+    std::fs::metadata(path)
+        .ok()?
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|elapsed| elapsed.as_nanos())
+}
+
+/// Runs ffprobe on `path`; metadata entries, or why the file is unusable.
+pub fn probe(path: &Path) -> Result<BTreeMap<String, String>, String> {
+    let mut child = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+            "-show_chapters",
+        ])
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("cannot run ffprobe: {error}"))?;
+    let mut stdout = Vec::new();
+    let mut stderr = String::new();
+    let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err("ffprobe has no output pipes".into());
+    };
+    // Read stderr on its own thread so that neither pipe fills and blocks.
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.take(64 * 1024).read_to_string(&mut text);
+        text
+    });
+    let started = Instant::now();
+    let _ = out.take(OUTPUT_MAX_BYTES).read_to_end(&mut stdout);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() > PROBE_DEADLINE => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("ffprobe took over {PROBE_DEADLINE:?}"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(error) => return Err(format!("ffprobe: {error}")),
+        }
+    };
+    if let Ok(text) = stderr_reader.join() {
+        stderr = text;
+    }
+    if !status.success() {
+        let first = stderr.lines().next().unwrap_or("ffprobe failed").trim();
+        return Err(format!("not a playable media file: {first}"));
+    }
+    let output: Output =
+        serde_json::from_slice(&stdout).map_err(|error| format!("unreadable ffprobe output: {error}"))?;
+    summarise(&output)
+}
+
+fn summarise(output: &Output) -> Result<BTreeMap<String, String>, String> {
+    let mut metadata = BTreeMap::new();
+    let media_streams: Vec<&Stream> = output
+        .streams
+        .iter()
+        .filter(|stream| matches!(stream.codec_type.as_deref(), Some("video" | "audio")))
+        .collect();
+    if media_streams.is_empty() {
+        return Err("not a playable media file: no audio or video stream".into());
+    }
+    if let Some(format) = &output.format {
+        if let Some(duration) = format.duration.as_deref().and_then(|text| text.parse::<f64>().ok()) {
+            metadata.insert("duration_ms".into(), ((duration * 1000.0).round() as u64).to_string());
+        }
+        if let Some(name) = &format.format_name {
+            metadata.insert("format".into(), name.clone());
+        }
+        if let Some(rate) = &format.bit_rate {
+            metadata.insert("bit_rate".into(), rate.clone());
+        }
+        for (tag, key) in [
+            ("title", "tag_title"),
+            ("artist", "tag_artist"),
+            ("album", "tag_album"),
+            ("date", "tag_date"),
+        ] {
+            if let Some(value) = format.tags.get(tag).or_else(|| format.tags.get(&tag.to_uppercase())) {
+                metadata.insert(key.into(), value.chars().take(512).collect());
+            }
+        }
+    }
+    // Cover art is a video stream marked attached_pic; it is not a picture.
+    let video = output.streams.iter().find(|stream| {
+        stream.codec_type.as_deref() == Some("video") && stream.disposition.get("attached_pic") != Some(&1)
+    });
+    if let Some(video) = video {
+        if let Some(codec) = &video.codec_name {
+            metadata.insert("video_codec".into(), codec.clone());
+        }
+        if let (Some(width), Some(height)) = (video.width, video.height) {
+            metadata.insert("width".into(), width.to_string());
+            metadata.insert("height".into(), height.to_string());
+        }
+    }
+    let join = |kind: &str, field: &dyn Fn(&Stream) -> Option<String>| -> Option<String> {
+        let values: Vec<String> = output
+            .streams
+            .iter()
+            .filter(|stream| stream.codec_type.as_deref() == Some(kind))
+            .map(|stream| field(stream).unwrap_or_else(|| "und".into()))
+            .collect();
+        (!values.is_empty()).then(|| values.join(","))
+    };
+    if let Some(codecs) = join("audio", &|stream| stream.codec_name.clone()) {
+        metadata.insert("audio_codecs".into(), codecs);
+    }
+    if let Some(languages) = join("audio", &|stream| stream.tags.get("language").cloned()) {
+        metadata.insert("audio_languages".into(), languages);
+    }
+    if let Some(channels) = join("audio", &|stream| stream.channels.map(|channels| channels.to_string())) {
+        metadata.insert("audio_channels".into(), channels);
+    }
+    if let Some(languages) = join("subtitle", &|stream| stream.tags.get("language").cloned()) {
+        metadata.insert("subtitle_languages".into(), languages);
+    }
+    if !output.chapters.is_empty() {
+        metadata.insert("chapters".into(), output.chapters.len().to_string());
+    }
+    Ok(metadata)
+}

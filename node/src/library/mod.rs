@@ -95,8 +95,7 @@ fn probe_all(plan: &mut scan::Plan, previous: &HashMap<String, Item>) {
         .map_or(2, |count| count.get() * 2)
         .min(16);
     let next = AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<(Option<ItemWrite>, Vec<scan::Skipped>)>>> =
-        items.iter().map(|_| Mutex::new(None)).collect();
+    let results: Vec<Mutex<Option<Probed>>> = items.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
@@ -110,19 +109,18 @@ fn probe_all(plan: &mut scan::Plan, previous: &HashMap<String, Item>) {
         }
     });
     for result in results {
-        match result.into_inner().unwrap_or_else(|poison| poison.into_inner()) {
-            Some((item, skipped)) => {
-                plan.items.extend(item);
-                plan.skipped.extend(skipped);
-            }
-            None => {}
+        if let Some((item, skipped)) = result.into_inner().unwrap_or_else(|poison| poison.into_inner()) {
+            plan.items.extend(item);
+            plan.skipped.extend(skipped);
         }
     }
 }
 
 /// The probed item (or `None` when no file of it is readable) and the files
 /// skipped.
-fn probe_item(item: &ItemWrite, previous: Option<&Item>) -> (Option<ItemWrite>, Vec<scan::Skipped>) {
+type Probed = (Option<ItemWrite>, Vec<scan::Skipped>);
+
+fn probe_item(item: &ItemWrite, previous: Option<&Item>) -> Probed {
     let mut item = item.clone();
     if !probed(item.kind) || item.media.is_empty() {
         return (Some(item), Vec::new());

@@ -27,6 +27,7 @@ pub mod library;
 pub mod ratelimit;
 pub mod serve;
 pub mod store_cmd;
+pub mod telemetry;
 pub mod tokens;
 pub mod totp;
 pub mod units;

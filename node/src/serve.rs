@@ -162,6 +162,8 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             (identity, true)
         }
     };
+    // Before anything records a metric.
+    crate::telemetry::handle();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let member = QuicMember::start(
         &identity,

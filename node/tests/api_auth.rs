@@ -192,4 +192,15 @@ fn login_refresh_keys_totp_and_refusals() {
     assert_eq!((code, body["error"].is_string()), (400, true));
     let (code, _) = server.request("GET", "/api/v1/auth/me", Some(&access), None);
     assert_eq!(code, 200);
+
+    // Prometheus metrics: requests by route template, and Raft's state.
+    let (code, metrics) = server.request("GET", "/metrics", None, None);
+    let text = metrics.as_str().unwrap_or_default();
+    assert_eq!(code, 200);
+    assert!(
+        text.contains("omega_http_requests_total{method=\"POST\",route=\"/api/v1/auth/login\",status=\"200\"}"),
+        "{text}"
+    );
+    assert!(text.contains("omega_raft_is_leader 1"), "{text}");
+    assert!(text.contains("omega_http_request_duration_seconds_bucket"), "{text}");
 }

@@ -46,6 +46,21 @@ impl Caller {
     }
 }
 
+/// An authenticated administrator: refuses others with 403 before the body
+/// is read, so no admin route does any work for them.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require_admin()?;
+        Ok(Admin(caller))
+    }
+}
+
 fn bearer(parts: &Parts) -> Option<&str> {
     if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
@@ -81,7 +96,7 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// `POST /api/v1/auth/login`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct LoginRequest {
     /// User name.
     pub username: String,
@@ -92,7 +107,7 @@ pub struct LoginRequest {
 }
 
 /// Tokens handed out by login and refresh.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     /// Bearer token for API calls, valid `expires_in` seconds.
     pub access_token: String,
@@ -107,7 +122,7 @@ pub struct TokenResponse {
 }
 
 /// A user as the API shows it (never its hash or secrets).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     /// Id.
     pub id: u64,
@@ -170,6 +185,7 @@ async fn issue_tokens(state: &AppState, user: &User) -> ApiResult<TokenResponse>
 }
 
 /// Signs in with a user name and password (and a TOTP code when enrolled).
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest, responses((status = 200, body = TokenResponse), (status = 401, description = "Wrong credentials or TOTP code"), (status = 429, description = "Too many failures")))]
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -211,7 +227,7 @@ pub async fn login(
 }
 
 /// A refresh token in a body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RefreshRequest {
     /// The refresh token.
     pub refresh_token: String,
@@ -219,6 +235,7 @@ pub struct RefreshRequest {
 
 /// Trades a refresh token for a new access and refresh token; the old one
 /// is revoked (rotation), so a stolen token works once at most.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses((status = 200, body = TokenResponse), (status = 401)))]
 pub async fn refresh(
     State(state): State<AppState>,
     Body(request): Body<RefreshRequest>,
@@ -236,6 +253,7 @@ pub async fn refresh(
 }
 
 /// Revokes a refresh token.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = RefreshRequest, responses((status = 204)))]
 pub async fn logout(State(state): State<AppState>, Body(request): Body<RefreshRequest>) -> ApiResult<StatusCode> {
     state
         .write(Command::RevokeRefreshToken {
@@ -246,18 +264,20 @@ pub async fn logout(State(state): State<AppState>, Body(request): Body<RefreshRe
 }
 
 /// The signed-in user.
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth", security(("bearer" = [])), responses((status = 200, body = UserView), (status = 401)))]
 pub async fn me(caller: Caller) -> Json<UserView> {
     Json(UserView::from(&caller.user))
 }
 
 /// `POST /api/v1/auth/keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct KeyRequest {
     /// A label (the app it is for).
     pub name: String,
 }
 
 /// Creates an API key for the caller; the key is shown once.
+#[utoipa::path(post, path = "/api/v1/auth/keys", tag = "auth", security(("bearer" = [])), request_body = KeyRequest, responses((status = 201), (status = 401)))]
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -279,13 +299,14 @@ pub async fn create_key(
 }
 
 /// `POST /api/v1/auth/keys/revoke`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RevokeKeyRequest {
     /// The key.
     pub key: String,
 }
 
 /// Revokes one of the caller's API keys (administrators: anyone's).
+#[utoipa::path(post, path = "/api/v1/auth/keys/revoke", tag = "auth", security(("bearer" = [])), request_body = RevokeKeyRequest, responses((status = 204), (status = 404)))]
 pub async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -302,6 +323,7 @@ pub async fn revoke_key(
 
 /// Starts TOTP enrolment: a new secret (shown as base32 and an otpauth URI)
 /// and a ticket to confirm it with a first code.
+#[utoipa::path(post, path = "/api/v1/auth/totp/enroll", tag = "auth", security(("bearer" = [])), responses((status = 200), (status = 401)))]
 pub async fn totp_enroll(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<serde_json::Value>> {
     let secret: [u8; 20] = rand::random();
     let ticket = state
@@ -315,7 +337,7 @@ pub async fn totp_enroll(State(state): State<AppState>, caller: Caller) -> ApiRe
 }
 
 /// `POST /api/v1/auth/totp/confirm`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct TotpConfirm {
     /// From `/auth/totp/enroll`.
     pub ticket: String,
@@ -324,6 +346,7 @@ pub struct TotpConfirm {
 }
 
 /// Finishes enrolment: from now on login asks for a code.
+#[utoipa::path(post, path = "/api/v1/auth/totp/confirm", tag = "auth", security(("bearer" = [])), request_body = TotpConfirm, responses((status = 204), (status = 400)))]
 pub async fn totp_confirm(
     State(state): State<AppState>,
     caller: Caller,
@@ -355,13 +378,14 @@ async fn set_totp(state: &AppState, user: u64, secret: Option<Vec<u8>>) -> ApiRe
 }
 
 /// `POST /api/v1/auth/totp/disable`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct TotpCode {
     /// The authenticator's current code.
     pub code: String,
 }
 
 /// Removes the caller's second factor (a current code proves possession).
+#[utoipa::path(post, path = "/api/v1/auth/totp/disable", tag = "auth", security(("bearer" = [])), request_body = TotpCode, responses((status = 204), (status = 400)))]
 pub async fn totp_disable(
     State(state): State<AppState>,
     caller: Caller,

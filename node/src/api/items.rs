@@ -55,7 +55,7 @@ fn parse_kind(name: &str) -> Option<ItemKind> {
 }
 
 /// A file of an item.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MediaView {
     /// Size in bytes.
     pub size: u64,
@@ -69,7 +69,7 @@ pub struct MediaView {
 }
 
 /// An item as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ItemView {
     /// Id.
     pub id: u64,
@@ -99,7 +99,7 @@ pub struct ItemView {
 }
 
 /// A user's progress on an item.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct UserData {
     /// Resume position in milliseconds (0: from the start).
     pub position_ms: u64,
@@ -155,7 +155,8 @@ fn view(item: &Item, admin: bool) -> ItemView {
 }
 
 /// `GET /api/v1/items` parameters.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Item kind.
     #[serde(rename = "type")]
@@ -177,7 +178,7 @@ pub struct ListQuery {
 }
 
 /// A page of items.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ItemPage {
     /// The items.
     pub items: Vec<ItemView>,
@@ -190,6 +191,7 @@ pub struct ItemPage {
 }
 
 /// Lists the items the caller may see.
+#[utoipa::path(get, path = "/api/v1/items", tag = "items", security(("bearer" = [])), params(ListQuery), responses((status = 200, body = ItemPage), (status = 400)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -263,6 +265,7 @@ fn visible_item(state: &AppState, caller: &Caller, id: u64) -> ApiResult<Item> {
 }
 
 /// One item.
+#[utoipa::path(get, path = "/api/v1/items/{id}", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), responses((status = 200, body = ItemView), (status = 404)))]
 pub async fn detail(
     State(state): State<AppState>,
     caller: Caller,
@@ -273,7 +276,7 @@ pub async fn detail(
 }
 
 /// `POST /api/v1/items/{id}/progress`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
     /// Where playback is, in milliseconds.
     pub position_ms: u64,
@@ -303,6 +306,7 @@ async fn save_watch(
 
 /// Reports playback progress: the resume position, or the end of playback
 /// (`played`: counted, and the resume position cleared).
+#[utoipa::path(post, path = "/api/v1/items/{id}/progress", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), request_body = Progress, responses((status = 200, body = UserData), (status = 404)))]
 pub async fn progress(
     State(state): State<AppState>,
     caller: Caller,
@@ -323,6 +327,7 @@ pub async fn progress(
 }
 
 /// Marks an item played.
+#[utoipa::path(post, path = "/api/v1/items/{id}/played", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), responses((status = 200, body = UserData), (status = 404)))]
 pub async fn mark_played(
     State(state): State<AppState>,
     caller: Caller,
@@ -337,6 +342,7 @@ pub async fn mark_played(
 }
 
 /// Marks an item unplayed.
+#[utoipa::path(delete, path = "/api/v1/items/{id}/played", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), responses((status = 200, body = UserData), (status = 404)))]
 pub async fn mark_unplayed(
     State(state): State<AppState>,
     caller: Caller,
@@ -398,6 +404,7 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
 }
 
 /// Streams the item's file: Range (single), If-Range, ETag, If-None-Match.
+#[utoipa::path(get, path = "/api/v1/items/{id}/stream", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), responses((status = 200, description = "The whole file"), (status = 206, description = "The requested range"), (status = 304), (status = 404), (status = 416)))]
 pub async fn stream(
     State(state): State<AppState>,
     caller: Caller,

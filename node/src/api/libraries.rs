@@ -12,12 +12,13 @@ use omega_consensus::model::{Library, LibraryAccess, LibraryKind};
 use omega_consensus::state_machine::read;
 use serde::{Deserialize, Serialize};
 
+use super::auth::Admin;
 use super::extract::{Body, PathParam};
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::library::{ScanReport, run_scan};
 
 /// A library as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LibraryView {
     /// Id.
     pub id: u64,
@@ -77,6 +78,7 @@ pub fn can_see(caller: &Caller, id: u64) -> bool {
 }
 
 /// The libraries the caller may see.
+#[utoipa::path(get, path = "/api/v1/libraries", tag = "libraries", security(("bearer" = [])), responses((status = 200, body = Vec<LibraryView>)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<LibraryView>>> {
     let libraries = read::libraries(state.cluster.tables())?;
     Ok(Json(
@@ -89,7 +91,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
 }
 
 /// `POST /api/v1/libraries`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewLibrary {
     /// Unique name.
     pub name: String,
@@ -120,12 +122,12 @@ pub fn check_paths(paths: &[String]) -> ApiResult<()> {
 }
 
 /// Creates a library on this node's disk and starts its first scan.
+#[utoipa::path(post, path = "/api/v1/libraries", tags = ["libraries", "admin"], security(("bearer" = [])), request_body = NewLibrary, responses((status = 201, body = LibraryView), (status = 400), (status = 409)))]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     Body(request): Body<NewLibrary>,
 ) -> ApiResult<(StatusCode, Json<LibraryView>)> {
-    caller.require_admin()?;
     let kind = parse_kind(&request.kind)
         .ok_or_else(|| ApiError::bad_request("type is one of movies, shows, music, audiobooks, books, photos"))?;
     check_paths(&request.paths)?;
@@ -148,18 +150,18 @@ pub async fn create(
 }
 
 /// Deletes a library and its items.
+#[utoipa::path(delete, path = "/api/v1/libraries/{id}", tags = ["libraries", "admin"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), responses((status = 204), (status = 404)))]
 pub async fn remove(
     State(state): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     PathParam(id): PathParam<u64>,
 ) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
     state.write(Command::DeleteLibrary { id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Where a library's scan stands.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ScanStatus {
     /// No scan since this node started.
@@ -169,6 +171,7 @@ pub enum ScanStatus {
     /// Finished.
     Done {
         /// What it did.
+        #[schema(value_type = ScanReport)]
         report: Arc<ScanReport>,
     },
     /// Failed.
@@ -246,18 +249,19 @@ pub fn start_scan(state: &AppState, library: Library) -> ApiResult<()> {
 }
 
 /// Starts a scan (administrators).
+#[utoipa::path(post, path = "/api/v1/libraries/{id}/scan", tags = ["libraries", "admin"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), responses((status = 202, body = ScanStatus), (status = 404)))]
 pub async fn scan(
     State(state): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     PathParam(id): PathParam<u64>,
 ) -> ApiResult<(StatusCode, Json<ScanStatus>)> {
-    caller.require_admin()?;
     let library = read::library(state.cluster.tables(), id)?.ok_or_else(|| ApiError::not_found("no such library"))?;
     start_scan(&state, library)?;
     Ok((StatusCode::ACCEPTED, Json(state.scans.get(id))))
 }
 
 /// Where the library's scan stands.
+#[utoipa::path(get, path = "/api/v1/libraries/{id}/scan", tags = ["libraries", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), responses((status = 200, body = ScanStatus), (status = 404)))]
 pub async fn scan_status(
     State(state): State<AppState>,
     caller: Caller,

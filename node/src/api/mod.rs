@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod items;
 pub mod libraries;
+pub mod openapi;
 pub mod users;
 
 use std::sync::Arc;
@@ -58,6 +59,7 @@ impl AppState {
 /// The `/api/v1` routes.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/openapi.json", get(openapi::document))
         .route("/auth/login", post(auth::login))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout))

@@ -10,20 +10,21 @@ use omega_consensus::model::{LibraryAccess, Role};
 use omega_consensus::state_machine::read;
 use serde::Deserialize;
 
+use super::auth::Admin;
 use super::auth::UserView;
 use super::extract::{Body, PathParam};
-use super::{ApiError, ApiResult, AppState, Caller};
+use super::{ApiError, ApiResult, AppState};
 use crate::auth::hash_password;
 
 /// Every user.
-pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<UserView>>> {
-    caller.require_admin()?;
+#[utoipa::path(get, path = "/api/v1/users", tags = ["users", "admin"], security(("bearer" = [])), responses((status = 200, body = Vec<UserView>), (status = 403)))]
+pub async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Vec<UserView>>> {
     let users = read::users(state.cluster.tables())?;
     Ok(Json(users.iter().map(UserView::from).collect()))
 }
 
 /// `POST /api/v1/users`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewUser {
     /// Unique name.
     pub name: String,
@@ -44,12 +45,12 @@ fn access(libraries: Option<Vec<u64>>) -> LibraryAccess {
 }
 
 /// Creates a user.
+#[utoipa::path(post, path = "/api/v1/users", tags = ["users", "admin"], security(("bearer" = [])), request_body = NewUser, responses((status = 201, body = UserView), (status = 409)))]
 pub async fn create(
     State(state): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     Body(request): Body<NewUser>,
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
-    caller.require_admin()?;
     let password = request.password;
     let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
         .await
@@ -78,12 +79,12 @@ pub async fn create(
 
 /// Deletes a user (not oneself: an administrator cannot lock the door
 /// behind them by accident).
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tags = ["users", "admin"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), responses((status = 204), (status = 404)))]
 pub async fn remove(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     PathParam(id): PathParam<u64>,
 ) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
     if id == caller.user.id {
         return Err(ApiError::bad_request("you cannot delete yourself"));
     }
@@ -92,20 +93,20 @@ pub async fn remove(
 }
 
 /// `PUT /api/v1/users/{id}/access`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct AccessRequest {
     /// Libraries it may see; `null` for all.
     pub libraries: Option<Vec<u64>>,
 }
 
 /// Sets which libraries a user sees.
+#[utoipa::path(put, path = "/api/v1/users/{id}/access", tags = ["users", "admin"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), request_body = AccessRequest, responses((status = 204), (status = 404)))]
 pub async fn set_access(
     State(state): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     PathParam(id): PathParam<u64>,
     Body(request): Body<AccessRequest>,
 ) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
     state
         .write(Command::UpdateUser {
             id,

@@ -182,7 +182,7 @@ fn probe_item(item: &ItemWrite, previous: Option<&Item>) -> Probed {
 const BATCH: usize = 1024;
 
 /// What a scan did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ScanReport {
     /// The library.
     pub library: u64,

@@ -30,7 +30,7 @@ pub struct Plan {
 }
 
 /// An entry the scan passed over.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Skipped {
     /// Its path (lossy for names that are not UTF-8).
     pub path: String,

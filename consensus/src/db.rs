@@ -113,6 +113,25 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Calls `visit` with each row whose key starts with `prefix`, in key
+    /// order, without collecting them; stops when `visit` returns false.
+    pub fn for_each_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> io::Result<()> {
+        for item in self.inner.prefix_iterator_cf(self.table(table), prefix) {
+            let (key, value) = item.map_err(io_error)?;
+            if !key.starts_with(prefix) || !visit(&key, &value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A [`Db`] that does not keep RocksDB open: background threads hold this,
 /// so the database closes (and its threads stop) when its users are gone,
 /// not at process exit, where RocksDB's threads would race the exit.

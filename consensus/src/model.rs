@@ -152,6 +152,31 @@ pub enum ItemKind {
     Photo,
 }
 
+impl ItemKind {
+    /// Every kind, in tag order.
+    pub const ALL: [ItemKind; 10] = [
+        ItemKind::Movie,
+        ItemKind::Series,
+        ItemKind::Season,
+        ItemKind::Episode,
+        ItemKind::Artist,
+        ItemKind::Album,
+        ItemKind::Track,
+        ItemKind::Audiobook,
+        ItemKind::Book,
+        ItemKind::Photo,
+    ];
+
+    /// A one-byte tag for index keys.
+    pub fn tag(self) -> u8 {
+        // Invariant: ALL lists every variant.
+        ItemKind::ALL
+            .iter()
+            .position(|kind| *kind == self)
+            .map_or_else(|| unreachable!("ItemKind::ALL lists every kind"), |index| index as u8)
+    }
+}
+
 /// One file that holds an item's media.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MediaRef {

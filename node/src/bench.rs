@@ -2,8 +2,10 @@
 //! and its ratio to a peer measured in the same run, and able to record a row
 //! in `docs/benchmarks.md`.
 
+mod http;
 mod raft;
 mod record;
+mod scan;
 mod store;
 
 use std::process::ExitCode;
@@ -21,6 +23,8 @@ pub enum BenchCommand {
     Store(store::StoreBench),
     /// Small replicated writes: three Omega nodes against three etcd nodes.
     Raft(raft::RaftBench),
+    /// Index a synthetic library and time item-list pages.
+    Scan(scan::ScanBench),
 }
 
 /// Runs a benchmark.
@@ -28,6 +32,7 @@ pub fn run(_global: &GlobalArgs, command: BenchCommand) -> anyhow::Result<ExitCo
     match command {
         BenchCommand::Store(bench) => store::run(&bench),
         BenchCommand::Raft(bench) => raft::run(&bench),
+        BenchCommand::Scan(bench) => scan::run(&bench),
     }
 }
 

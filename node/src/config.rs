@@ -31,6 +31,18 @@ pub struct FileConfig {
     /// Control-plane settings.
     #[serde(default)]
     pub cluster: FileClusterConfig,
+    /// Library settings.
+    #[serde(default)]
+    pub library: FileLibraryConfig,
+}
+
+/// The `[library]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLibraryConfig {
+    /// Run ffprobe on video and audio files while scanning (default true).
+    /// Off, files are indexed by name only (for synthetic benchmarks).
+    pub probe: Option<bool>,
 }
 
 /// The `[cluster]` table.
@@ -120,6 +132,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Control-plane settings.
     pub cluster: ClusterSettings,
+    /// ffprobe scanned files.
+    pub probe_media: bool,
 }
 
 fn parse_addr(what: &str, text: &str) -> anyhow::Result<SocketAddr> {
@@ -209,6 +223,7 @@ impl Config {
             None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)),
         };
         Ok(Config {
+            probe_media: file.library.probe.unwrap_or(true),
             data_dir,
             listen,
             store,

@@ -186,6 +186,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         clock: clock.clone(),
         limiter: Arc::new(crate::ratelimit::LoginLimiter::default()),
         scans: Arc::new(crate::api::libraries::Scans::default()),
+        probe_media: config.probe_media,
     };
     let state = app_state.clone();
     let app = crate::http::router(app_state);

@@ -115,3 +115,56 @@ pub fn library_items(tables: &(impl KvRead + ?Sized), library: EntityId) -> io::
     }
     Ok(items)
 }
+
+/// A page of the items of `kind` in title order, among the libraries
+/// `visible` accepts; with the count of all such items.
+pub fn items_by_title(
+    db: &crate::db::Db,
+    kind: crate::model::ItemKind,
+    visible: impl Fn(EntityId) -> bool,
+    offset: usize,
+    limit: usize,
+    descending: bool,
+) -> io::Result<(Vec<Item>, usize)> {
+    let mut matching: Vec<EntityId> = Vec::new();
+    let mut total = 0_usize;
+    let mut failure = None;
+    db.for_each_prefix(Table::ItemOrder, &[kind.tag()], |key, value| {
+        let library = match decode::<EntityId>("item order", value) {
+            Ok(library) => library,
+            Err(error) => {
+                failure = Some(error);
+                return false;
+            }
+        };
+        if visible(library) {
+            // Ascending pages keep only their ids; descending ones need all.
+            if descending || (total >= offset && total < offset.saturating_add(limit)) {
+                if let Some(id) = key
+                    .len()
+                    .checked_sub(8)
+                    .and_then(|start| <[u8; 8]>::try_from(&key[start..]).ok())
+                {
+                    matching.push(u64::from_be_bytes(id));
+                }
+            }
+            total += 1;
+        }
+        true
+    })?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let ids: Vec<EntityId> = if descending {
+        matching.iter().rev().skip(offset).take(limit).copied().collect()
+    } else {
+        matching
+    };
+    let mut items = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(item) = item(db, id)? {
+            items.push(item);
+        }
+    }
+    Ok((items, total))
+}

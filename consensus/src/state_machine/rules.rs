@@ -482,6 +482,7 @@ fn upsert_items<R: KvRead + ?Sized>(tx: &mut Overlay<'_, R>, items: &[ItemWrite]
         };
         put(tx, Table::Items, &id_key(id), &item);
         put(tx, Table::ItemKeys, write.key.as_bytes(), &id);
+        put(tx, Table::ItemOrder, &order_key(&item), &write.library);
         tx.put(Table::LibraryItems, &pair_key(write.library, id), Vec::new());
         if let Some(parent) = parent {
             tx.put(Table::ItemChildren, &pair_key(parent, id), Vec::new());
@@ -490,8 +491,22 @@ fn upsert_items<R: KvRead + ?Sized>(tx: &mut Overlay<'_, R>, items: &[ItemWrite]
     Ok(Response::Items(ids))
 }
 
+/// Key of an item in [`Table::ItemOrder`].
+pub fn order_key(item: &Item) -> Vec<u8> {
+    let title = item.fields.sort_title.as_bytes();
+    let mut key = Vec::with_capacity(1 + title.len() + 9);
+    key.push(item.fields.kind.tag());
+    // A title never holds 0 (it is UTF-8 text with control characters
+    // allowed only as written); 0 ends it so that "ab" sorts before "abc".
+    key.extend(title.iter().map(|byte| if *byte == 0 { b' ' } else { *byte }));
+    key.push(0);
+    key.extend_from_slice(&id_key(item.id));
+    key
+}
+
 /// Drops an item's index entries (not the item row).
 fn unlink_item<R: KvRead + ?Sized>(tx: &mut Overlay<'_, R>, item: &Item) {
+    tx.delete(Table::ItemOrder, &order_key(item));
     tx.delete(Table::ItemKeys, item.fields.key.as_bytes());
     tx.delete(Table::LibraryItems, &pair_key(item.fields.library, item.id));
     if let Some(parent) = item.parent {

@@ -39,11 +39,14 @@ pub enum Table {
     /// certificate fingerprint (hex) → node id: certificates of removed
     /// members, refused by the transport.
     Revoked,
+    /// kind tag ++ sort title ++ 0 ++ item id → library id: items of a
+    /// kind in title order, for listing pages without sorting.
+    ItemOrder,
 }
 
 impl Table {
     /// Every table, in snapshot order.
-    pub const ALL: [Table; 15] = [
+    pub const ALL: [Table; 16] = [
         Table::Meta,
         Table::Users,
         Table::UserNames,
@@ -59,6 +62,7 @@ impl Table {
         Table::Jobs,
         Table::JoinTokens,
         Table::Revoked,
+        Table::ItemOrder,
     ];
 
     /// Its column family's name.
@@ -79,6 +83,7 @@ impl Table {
             Table::Jobs => "sm_jobs",
             Table::JoinTokens => "sm_join_tokens",
             Table::Revoked => "sm_revoked",
+            Table::ItemOrder => "sm_item_order",
         }
     }
 

@@ -210,6 +210,31 @@ pub async fn list(
     let offset = query.offset.unwrap_or(0);
     let search = query.search.as_deref().map(str::to_lowercase);
     let tables = state.cluster.tables();
+    let descending = match query.order.as_deref().unwrap_or("asc") {
+        "asc" => false,
+        "desc" => true,
+        other => return Err(ApiError::bad_request(format!("order {other:?}: use asc or desc"))),
+    };
+    // The common browse — one kind, by title, no parent or search — pages
+    // through the title index without loading the others.
+    if let Some(kind) = kind
+        && query.parent.is_none()
+        && search.is_none()
+        && query.sort.as_deref().unwrap_or("title") == "title"
+    {
+        let visible = |library: u64| can_see(&caller, library) && query.library.is_none_or(|id| id == library);
+        let (page, total) = read::items_by_title(tables, kind, visible, offset, limit, descending)?;
+        let items = page
+            .iter()
+            .map(|item| view_for(&state, &caller, item))
+            .collect::<ApiResult<Vec<_>>>()?;
+        return Ok(Json(ItemPage {
+            items,
+            total,
+            offset,
+            limit,
+        }));
+    }
     let mut items = Vec::new();
     for library in read::libraries(tables)? {
         if !can_see(&caller, library.id) || query.library.is_some_and(|id| id != library.id) {
@@ -237,10 +262,8 @@ pub async fn list(
             )));
         }
     }
-    match query.order.as_deref().unwrap_or("asc") {
-        "asc" => {}
-        "desc" => items.reverse(),
-        other => return Err(ApiError::bad_request(format!("order {other:?}: use asc or desc"))),
+    if descending {
+        items.reverse();
     }
     let total = items.len();
     let page = items

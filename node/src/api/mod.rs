@@ -43,6 +43,8 @@ pub struct AppState {
     pub limiter: Arc<LoginLimiter>,
     /// Scans of this node's libraries.
     pub scans: Arc<libraries::Scans>,
+    /// Run ffprobe while scanning.
+    pub probe_media: bool,
 }
 
 impl AppState {

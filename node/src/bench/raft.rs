@@ -23,9 +23,8 @@ use omega_consensus::network::{PeerRequest, PeerResponse, Transport};
 use omega_consensus::pki::NodeIdentity;
 use omega_consensus::quic::QuicTransport;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
+use super::http::Http;
 use super::record_row;
 use crate::control::{ControlRequest, call};
 
@@ -537,74 +536,4 @@ fn etcd_writer(leader: SocketAddr) -> Arc<dyn Fn(usize, u64) -> WriteFuture + Se
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// A minimal keep-alive HTTP/1.1 client for etcd's JSON gateway.
-struct Http {
-    stream: BufReader<TcpStream>,
-    host: String,
-}
-
-impl Http {
-    async fn connect(addr: SocketAddr) -> anyhow::Result<Http> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Http {
-            stream: BufReader::new(stream),
-            host: addr.to_string(),
-        })
-    }
-
-    async fn post(&mut self, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            self.host,
-            body.len()
-        );
-        let stream = self.stream.get_mut();
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body).await?;
-        let mut line = String::new();
-        self.stream.read_line(&mut line).await?;
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .with_context(|| format!("bad status line {line:?}"))?;
-        let (mut length, mut chunked) = (None, false);
-        loop {
-            line.clear();
-            self.stream.read_line(&mut line).await?;
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            let lower = header.to_ascii_lowercase();
-            if let Some(value) = lower.strip_prefix("content-length:") {
-                length = value.trim().parse::<usize>().ok();
-            } else if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
-                chunked = true;
-            }
-        }
-        let mut answer = Vec::new();
-        if chunked {
-            loop {
-                line.clear();
-                self.stream.read_line(&mut line).await?;
-                let size = usize::from_str_radix(line.trim(), 16).context("bad chunk size")?;
-                let mut chunk = vec![0_u8; size + 2];
-                self.stream.read_exact(&mut chunk).await?;
-                if size == 0 {
-                    break;
-                }
-                answer.extend_from_slice(&chunk[..size]);
-            }
-        } else {
-            let length = length.context("a response without length")?;
-            anyhow::ensure!(length <= 1 << 20, "a response of {length} bytes is too large");
-            answer.resize(length, 0);
-            self.stream.read_exact(&mut answer).await?;
-        }
-        Ok((status, answer))
-    }
 }

@@ -197,7 +197,12 @@ pub struct ScanReport {
 }
 
 /// Scans `library` (its folders are on this node) and writes the catalog.
-pub async fn run_scan(cluster: &Cluster<QuicTransport>, library: Library, node: NodeId) -> anyhow::Result<ScanReport> {
+pub async fn run_scan(
+    cluster: &Cluster<QuicTransport>,
+    library: Library,
+    node: NodeId,
+    probe_media: bool,
+) -> anyhow::Result<ScanReport> {
     let planned_library = library.clone();
     let previous: HashMap<String, Item> = read::library_items(cluster.tables(), library.id)?
         .into_iter()
@@ -205,7 +210,9 @@ pub async fn run_scan(cluster: &Cluster<QuicTransport>, library: Library, node: 
         .collect();
     let plan = tokio::task::spawn_blocking(move || {
         let mut plan = scan::plan(&planned_library, node);
-        probe_all(&mut plan, &previous);
+        if probe_media {
+            probe_all(&mut plan, &previous);
+        }
         plan
     })
     .await?;

@@ -139,14 +139,13 @@ pub fn items_by_title(
         };
         if visible(library) {
             // Ascending pages keep only their ids; descending ones need all.
-            if descending || (total >= offset && total < offset.saturating_add(limit)) {
-                if let Some(id) = key
-                    .len()
-                    .checked_sub(8)
-                    .and_then(|start| <[u8; 8]>::try_from(&key[start..]).ok())
-                {
-                    matching.push(u64::from_be_bytes(id));
-                }
+            let in_page = descending || (total >= offset && total < offset.saturating_add(limit));
+            let id = key
+                .len()
+                .checked_sub(8)
+                .and_then(|start| <[u8; 8]>::try_from(&key[start..]).ok());
+            if let (true, Some(id)) = (in_page, id) {
+                matching.push(u64::from_be_bytes(id));
             }
             total += 1;
         }

@@ -100,6 +100,16 @@ fn media_tree(root: &Path) {
     std::fs::write(movies.join("Truncated (2001).mkv"), &whole[..whole.len().min(200)]).unwrap();
     put(&movies, "Blade.Runner.1982.1080p.BluRay.mkv", &clip);
     put(&movies, "Amélie (2001)/Amélie.mkv", &clip);
+    std::fs::write(
+        movies.join("Amélie (2001)/Amélie.nfo"),
+        "<movie><title>Le Fabuleux Destin d'Amélie Poulain</title><year>2001</year><plot>Paris, 1997.</plot></movie>",
+    )
+    .unwrap();
+    std::fs::write(
+        movies.join("Alien (1979)/Alien (1979).en.srt"),
+        "1\n00:00:00,000 --> 00:00:01,000\nHello\n",
+    )
+    .unwrap();
     std::fs::write(movies.join("empty.mkv"), b"").unwrap();
     std::fs::write(movies.join("notes.txt"), b"not media").unwrap();
     std::os::unix::fs::symlink(&movies, movies.join("loop")).unwrap();
@@ -177,14 +187,23 @@ fn scanned_libraries_browse_stream_and_respect_access() {
 
     // Movies by folder and scene names; the symlink loop is not followed.
     let page = items(&server, &admin, "type=movie");
-    assert_eq!(titles(&page), ["Alien", "Amélie", "Blade Runner"], "{page}");
+    assert_eq!(
+        titles(&page),
+        ["Alien", "Blade Runner", "Le Fabuleux Destin d'Amélie Poulain"],
+        "{page}"
+    );
+    assert_eq!(page["items"][2]["metadata"]["overview"], "Paris, 1997.");
+    assert_eq!(
+        page["items"][0]["metadata"]["external_subtitles"],
+        "en:Alien (1979).en.srt"
+    );
     let years: Vec<u64> = page["items"]
         .as_array()
         .unwrap()
         .iter()
         .map(|item| item["year"].as_u64().unwrap())
         .collect();
-    assert_eq!(years, [1979, 2001, 1982]);
+    assert_eq!(years, [1979, 1982, 2001]);
     let metadata = &page["items"][0]["metadata"];
     assert_eq!(
         (metadata["video_codec"].as_str(), metadata["width"].as_str()),
@@ -222,7 +241,7 @@ fn scanned_libraries_browse_stream_and_respect_access() {
     let paged = items(&server, &admin, "type=movie&limit=1&offset=1");
     assert_eq!(
         (titles(&paged), paged["total"].as_u64()),
-        (vec!["Amélie".to_owned()], Some(3))
+        (vec!["Blade Runner".to_owned()], Some(3))
     );
     let (code, _) = server.request("GET", "/api/v1/items?type=spaceship", Some(&admin), None);
     assert_eq!(code, 400);

@@ -3,12 +3,14 @@
 //! - [`naming`]: the naming conventions of Jellyfin, Plex and Kodi.
 //! - [`scan`]: planning a library's items from its folders.
 //! - [`probe`]: ffprobe metadata, reused while files are unchanged.
+//! - [`sidecar`]: Kodi NFO files and external subtitles beside media.
 //! - [`run_scan`]: writing a plan through Raft, removing items whose files
 //!   are gone.
 
 pub mod naming;
 pub mod probe;
 pub mod scan;
+pub mod sidecar;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;

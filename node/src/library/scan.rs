@@ -13,6 +13,7 @@ use omega_consensus::model::{ItemKind, ItemWrite, Library, LibraryKind, MediaRef
 use serde::Serialize;
 
 use super::naming::{self, AUDIO, BOOK, IMAGE, VIDEO};
+use super::sidecar;
 
 /// Folder depth followed below a library path.
 const DEPTH_MAX: usize = 16;
@@ -46,6 +47,9 @@ struct Planner<'a> {
     parents: BTreeSet<String>,
     /// Audiobook folders and their files.
     audiobooks: BTreeMap<PathBuf, Vec<(String, u64)>>,
+    /// The file names of the folder last looked at (the walk is sorted, so
+    /// a folder's files come together).
+    listing: Option<(PathBuf, Vec<String>)>,
 }
 
 fn wanted(kind: LibraryKind, extension: &str) -> bool {
@@ -66,6 +70,7 @@ pub fn plan(library: &Library, node: NodeId) -> Plan {
         plan: Plan::default(),
         parents: BTreeSet::new(),
         audiobooks: BTreeMap::new(),
+        listing: None,
     };
     for root in &library.paths {
         planner.walk(Path::new(root));
@@ -164,6 +169,60 @@ impl Planner<'_> {
         }
     }
 
+    /// The names of the files in `folder` (cached for consecutive calls).
+    fn siblings(&mut self, folder: &Path) -> &[String] {
+        let stale = self.listing.as_ref().is_none_or(|(cached, _)| cached != folder);
+        if stale {
+            let mut names: Vec<String> = std::fs::read_dir(folder)
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .filter_map(|entry| entry.file_name().to_str().map(str::to_owned))
+                        .take(10_000)
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            self.listing = Some((folder.to_path_buf(), names));
+        }
+        self.listing.as_ref().map_or(&[], |(_, names)| names.as_slice())
+    }
+
+    /// Adds what the files beside a video say: its NFO (title, year, plot)
+    /// and external subtitles.
+    fn sidecars(&mut self, item: &mut ItemWrite, path: &str, nfo_names: &[&str]) {
+        let path = Path::new(path);
+        let (Some(folder), Some(file_name)) = (path.parent(), path.file_name().and_then(|name| name.to_str())) else {
+            return;
+        };
+        let stem = naming::stem(file_name).to_owned();
+        let siblings = self.siblings(folder).to_vec();
+        let subtitles: Vec<String> = sidecar::subtitles(file_name, &siblings)
+            .into_iter()
+            .map(|(language, name)| format!("{language}:{name}"))
+            .collect();
+        if !subtitles.is_empty() {
+            item.metadata.insert("external_subtitles".into(), subtitles.join(","));
+        }
+        let own_nfo = format!("{stem}.nfo");
+        let nfo = std::iter::once(own_nfo.as_str())
+            .chain(nfo_names.iter().copied())
+            .filter(|name| siblings.iter().any(|sibling| sibling == name))
+            .find_map(|name| sidecar::read_nfo(&folder.join(name)));
+        if let Some(nfo) = nfo {
+            if let Some(title) = nfo.title {
+                item.sort_title = naming::sort_title(&title);
+                item.title = title;
+            }
+            if nfo.year.is_some() {
+                item.year = nfo.year;
+            }
+            if let Some(plot) = nfo.plot {
+                item.metadata.insert("overview".into(), plot);
+            }
+        }
+    }
+
     fn parent(&mut self, item: ItemWrite) {
         if self.parents.insert(item.key.clone()) {
             self.plan.items.push(item);
@@ -190,6 +249,7 @@ impl Planner<'_> {
                 let mut movie = self.item(format!("file:{path}"), ItemKind::Movie, None, title);
                 movie.year = year;
                 movie.media = self.media(path, size);
+                self.sidecars(&mut movie, path, &["movie.nfo"]);
                 self.plan.items.push(movie);
             }
             LibraryKind::Shows => self.episode(path, relative, stem, size),
@@ -288,6 +348,7 @@ impl Planner<'_> {
             episode.title = format!("{series_title} S{season:02}E{number:02}");
         }
         episode.media = self.media(path, size);
+        self.sidecars(&mut episode, path, &[]);
         self.plan.items.push(episode);
     }
 

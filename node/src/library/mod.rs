@@ -4,9 +4,11 @@
 //! - [`scan`]: planning a library's items from its folders.
 //! - [`probe`]: ffprobe metadata, reused while files are unchanged.
 //! - [`sidecar`]: Kodi NFO files and external subtitles beside media.
+//! - [`books`]: EPUB metadata.
 //! - [`run_scan`]: writing a plan through Raft, removing items whose files
 //!   are gone.
 
+pub mod books;
 pub mod naming;
 pub mod probe;
 pub mod scan;

@@ -292,6 +292,34 @@ impl Planner<'_> {
             LibraryKind::Books => {
                 let mut book = self.item(format!("file:{path}"), ItemKind::Book, None, naming::clean(stem));
                 book.media = self.media(path, size);
+                if naming::extension(file_name).as_deref() == Some("epub") {
+                    match super::books::read_epub(Path::new(path)) {
+                        Ok(info) => {
+                            if let Some(title) = info.title {
+                                book.sort_title = naming::sort_title(&title);
+                                book.title = title;
+                            }
+                            for (key, value) in [
+                                ("author", info.author),
+                                ("published", info.date),
+                                ("language", info.language),
+                            ] {
+                                if let Some(value) = value {
+                                    book.metadata.insert(key.into(), value);
+                                }
+                            }
+                            book.year = book
+                                .metadata
+                                .get("published")
+                                .and_then(|date| date.get(..4))
+                                .and_then(|year| year.parse().ok());
+                        }
+                        Err(reason) => {
+                            self.skip(Path::new(path), reason);
+                            return;
+                        }
+                    }
+                }
                 self.plan.items.push(book);
             }
             LibraryKind::Photos => {

@@ -38,20 +38,7 @@ pub fn kind_name(kind: ItemKind) -> &'static str {
 }
 
 fn parse_kind(name: &str) -> Option<ItemKind> {
-    [
-        ItemKind::Movie,
-        ItemKind::Series,
-        ItemKind::Season,
-        ItemKind::Episode,
-        ItemKind::Artist,
-        ItemKind::Album,
-        ItemKind::Track,
-        ItemKind::Audiobook,
-        ItemKind::Book,
-        ItemKind::Photo,
-    ]
-    .into_iter()
-    .find(|kind| kind_name(*kind) == name)
+    ItemKind::ALL.into_iter().find(|kind| kind_name(*kind) == name)
 }
 
 /// A file of an item.
@@ -356,12 +343,7 @@ pub async fn mark_played(
     caller: Caller,
     PathParam(id): PathParam<u64>,
 ) -> ApiResult<Json<UserData>> {
-    visible_item(&state, &caller, id)?;
-    save_watch(&state, &caller, id, |watch| {
-        watch.played = true;
-        watch.position_ms = 0;
-    })
-    .await
+    set_played(&state, &caller, id, true).await
 }
 
 /// Marks an item unplayed.
@@ -371,9 +353,14 @@ pub async fn mark_unplayed(
     caller: Caller,
     PathParam(id): PathParam<u64>,
 ) -> ApiResult<Json<UserData>> {
-    visible_item(&state, &caller, id)?;
-    save_watch(&state, &caller, id, |watch| {
-        watch.played = false;
+    set_played(&state, &caller, id, false).await
+}
+
+/// Marks a visible item played or not, clearing its resume position.
+async fn set_played(state: &AppState, caller: &Caller, id: u64, played: bool) -> ApiResult<Json<UserData>> {
+    visible_item(state, caller, id)?;
+    save_watch(state, caller, id, |watch| {
+        watch.played = played;
         watch.position_ms = 0;
     })
     .await

@@ -119,7 +119,19 @@ fn media_tree(root: &Path) {
     put(&shows, "The Show (2019)/Season 02/The Show S02E01.mkv", &clip);
     put(&shows, "The Show (2019)/Specials/The Show S00E01.mkv", &clip);
     let music = root.join("music");
-    put(&music, "The Artist/First Album (2020)/01 Intro.mp3", &tone);
+    let tagged = root.join("tagged.mp3");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=330",
+        "-t",
+        "1",
+        "-metadata",
+        "title=Overture (tagged)",
+        tagged.to_str().unwrap(),
+    ]);
+    put(&music, "The Artist/First Album (2020)/01 Intro.mp3", &tagged);
     put(&music, "The Artist/First Album (2020)/02 Second Song.mp3", &tone);
 }
 
@@ -227,7 +239,11 @@ fn scanned_libraries_browse_stream_and_respect_access() {
 
     // Music: artist → album → numbered tracks.
     let tracks = items(&server, &admin, "type=track&sort=index");
-    assert_eq!(titles(&tracks), ["Intro", "Second Song"]);
+    assert_eq!(
+        titles(&tracks),
+        ["Overture (tagged)", "Second Song"],
+        "the title tag beats the file name"
+    );
     assert_eq!(tracks["items"][1]["index"], 2);
     assert_eq!(tracks["items"][0]["metadata"]["audio_codecs"], "mp3");
     let album = items(&server, &admin, "type=album");

@@ -146,6 +146,7 @@ fn probe_item(item: &ItemWrite, previous: Option<&Item>) -> Probed {
         let mut metadata = previous.fields.metadata.clone();
         metadata.extend(item.metadata);
         item.metadata = metadata;
+        apply_tags(&mut item);
         return (Some(item), Vec::new());
     }
     let mut skipped = Vec::new();
@@ -177,9 +178,20 @@ fn probe_item(item: &ItemWrite, previous: Option<&Item>) -> Probed {
     metadata.insert("file_stamp".into(), stamp);
     metadata.extend(std::mem::take(&mut item.metadata));
     item.metadata = metadata;
+    apply_tags(&mut item);
     item.media = kept;
     // Unreadable parts of a book are reported; the readable ones stay.
     (Some(item), skipped)
+}
+
+/// A track's embedded title tag beats its file name.
+fn apply_tags(item: &mut ItemWrite) {
+    if item.kind == ItemKind::Track
+        && let Some(title) = item.metadata.get("tag_title").filter(|title| !title.trim().is_empty())
+    {
+        item.title = title.trim().to_owned();
+        item.sort_title = naming::sort_title(&item.title);
+    }
 }
 
 /// Items written per command.

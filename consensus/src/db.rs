@@ -158,13 +158,10 @@ impl KvRead for Db {
 
     fn scan_prefix(&self, table: Table, prefix: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut rows = Vec::new();
-        for item in self.inner.prefix_iterator_cf(self.table(table), prefix) {
-            let (key, value) = item.map_err(io_error)?;
-            if !key.starts_with(prefix) {
-                break;
-            }
+        self.for_each_prefix(table, prefix, |key, value| {
             rows.push((key.to_vec(), value.to_vec()));
-        }
+            true
+        })?;
         Ok(rows)
     }
 }

@@ -84,11 +84,17 @@ impl StateMachine {
 }
 
 fn applied_in(tables: &impl KvRead) -> io::Result<(Option<LogId>, StoredMembership)> {
-    let applied = match tables.get(Table::Meta, APPLIED_KEY)? {
+    applied_from(|key| tables.get(Table::Meta, key))
+}
+
+/// The applied log id and membership, from a reader of [`Table::Meta`]
+/// (the live tables, or a RocksDB snapshot of them).
+fn applied_from(meta: impl Fn(&[u8]) -> io::Result<Option<Vec<u8>>>) -> io::Result<(Option<LogId>, StoredMembership)> {
+    let applied = match meta(APPLIED_KEY)? {
         Some(bytes) => decode("applied log id", &bytes)?,
         None => None,
     };
-    let membership = match tables.get(Table::Meta, MEMBERSHIP_KEY)? {
+    let membership = match meta(MEMBERSHIP_KEY)? {
         Some(bytes) => decode("membership", &bytes)?,
         None => StoredMembership::default(),
     };
@@ -204,15 +210,7 @@ fn build(db: &Db, dir: &Path) -> io::Result<Snapshot> {
     // the log behind this snapshot.
     db.sync_wal()?;
     let view = db.rocks().snapshot();
-    let read = |table: Table, key: &[u8]| view.get_cf(db.table(table), key).map_err(io_error);
-    let last_log_id: Option<LogId> = match read(Table::Meta, APPLIED_KEY)? {
-        Some(bytes) => decode("applied log id", &bytes)?,
-        None => None,
-    };
-    let last_membership: StoredMembership = match read(Table::Meta, MEMBERSHIP_KEY)? {
-        Some(bytes) => decode("membership", &bytes)?,
-        None => StoredMembership::default(),
-    };
+    let (last_log_id, last_membership) = applied_from(|key| view.get_cf(db.table(Table::Meta), key).map_err(io_error))?;
     let meta = SnapshotMeta {
         last_log_id,
         last_membership,

@@ -47,6 +47,47 @@ pub fn today() -> String {
         .unwrap_or_default()
 }
 
+/// A fresh work directory, inside `parent` when given (removed on drop).
+fn work_dir(parent: Option<&std::path::Path>) -> anyhow::Result<tempfile::TempDir> {
+    use anyhow::Context;
+    match parent {
+        Some(dir) => tempfile::tempdir_in(dir),
+        None => tempfile::tempdir(),
+    }
+    .context("cannot create a work directory")
+}
+
+/// Child processes (nodes, peers) killed when dropped, so that a failed
+/// benchmark leaves none behind.
+#[derive(Debug, Default)]
+struct Processes(Vec<std::process::Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A loopback port that was free a moment ago (UDP for QUIC, else TCP).
+fn free_port(udp: bool) -> anyhow::Result<u16> {
+    Ok(if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port()
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
+    })
+}
+
+/// The value at `share` (0..1) of `sorted` values; NaN when empty.
+fn percentile(sorted: &[f64], share: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * share) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
 /// The median of `values` (the mean of the middle two for an even count).
 pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();

@@ -41,15 +41,25 @@ pub struct GlobalArgs {
 }
 
 impl GlobalArgs {
-    /// Loads the configuration with these flags on top.
-    pub fn config(&self) -> anyhow::Result<Config> {
-        let overrides = Overrides {
+    /// These flags as overrides of the configuration file.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
             data_dir: self.data_dir.clone(),
             hot_bytes_max: self.hot_bytes_max.clone(),
             cold_url: self.cold_url.clone(),
             cluster_listen: None,
             listen: None,
-        };
+        }
+    }
+
+    /// Loads the configuration with these flags on top.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        self.config_with(self.overrides())
+    }
+
+    /// Loads the configuration with `overrides` (these flags and a
+    /// command's own) on top.
+    pub fn config_with(&self, overrides: Overrides) -> anyhow::Result<Config> {
         Config::load(self.config.as_deref(), &overrides)
     }
 }

@@ -136,20 +136,20 @@ pub struct Config {
     pub probe_media: bool,
 }
 
-fn parse_addr(what: &str, text: &str) -> anyhow::Result<SocketAddr> {
+fn parse_addr(what: &str, text: &str, example_port: u16) -> anyhow::Result<SocketAddr> {
     text.parse()
-        .map_err(|_| anyhow::anyhow!("{what}: {text:?} is not an address like 0.0.0.0:{DEFAULT_CLUSTER_PORT}"))
+        .map_err(|_| anyhow::anyhow!("{what}: {text:?} is not an address like 0.0.0.0:{example_port}"))
 }
 
 fn cluster_settings(file: FileClusterConfig, overrides: &Overrides) -> anyhow::Result<ClusterSettings> {
     let listen = match overrides.cluster_listen.as_deref().or(file.listen.as_deref()) {
-        Some(text) => parse_addr("cluster listen", text)?,
+        Some(text) => parse_addr("cluster listen address", text, DEFAULT_CLUSTER_PORT)?,
         None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_CLUSTER_PORT)),
     };
     let advertise = file
         .advertise
         .as_deref()
-        .map(|text| parse_addr("cluster.advertise", text))
+        .map(|text| parse_addr("cluster.advertise", text, DEFAULT_CLUSTER_PORT))
         .transpose()?;
     let defaults = Timing::DEFAULT;
     let millis =
@@ -217,9 +217,7 @@ impl Config {
         };
         let cluster = cluster_settings(file.cluster, overrides)?;
         let listen = match overrides.listen.as_deref().or(file.listen.as_deref()) {
-            Some(text) => text
-                .parse()
-                .map_err(|_| anyhow::anyhow!("listen: {text:?} is not an address like 0.0.0.0:{DEFAULT_HTTP_PORT}"))?,
+            Some(text) => parse_addr("HTTP listen address", text, DEFAULT_HTTP_PORT)?,
             None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)),
         };
         Ok(Config {

@@ -69,22 +69,16 @@ impl Paths {
 
 /// Runs `omega serve`.
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<std::process::ExitCode> {
-    let mut overrides_config = global.config()?;
-    if let Some(listen) = &args.cluster_listen {
-        overrides_config.cluster.listen = listen
-            .parse()
-            .map_err(|_| anyhow::anyhow!("--cluster-listen: {listen:?} is not an address like 0.0.0.0:8421"))?;
-    }
-    if let Some(listen) = &args.listen {
-        overrides_config.listen = listen
-            .parse()
-            .map_err(|_| anyhow::anyhow!("--listen: {listen:?} is not an address like 0.0.0.0:8420"))?;
-    }
+    let config = global.config_with(crate::config::Overrides {
+        cluster_listen: args.cluster_listen.clone(),
+        listen: args.listen.clone(),
+        ..global.overrides()
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(serve(overrides_config, args))?;
+    runtime.block_on(serve(config, args))?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 
@@ -135,7 +129,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
                     "{} belongs to cluster {}, but the token is for cluster {}; use an empty --data-dir to join another cluster",
                     config.data_dir.display(),
                     identity.cluster.cluster_id_hex(),
-                    hex_id(&claims.cluster_id)
+                    hex::encode(claims.cluster_id)
                 );
             }
             tracing::info!("already a member of this cluster; --join ignored");
@@ -358,10 +352,6 @@ async fn create_admin_from_env(member: &QuicMember, clock: &dyn Clock) -> anyhow
         Response::Rejected(omega_consensus::Rejection::NameTaken(_)) => Ok(()),
         other => bail!("cannot create the administrator: {other:?}"),
     }
-}
-
-fn hex_id(id: &[u8; 16]) -> String {
-    id.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Binds the control socket, replacing a stale one from a dead process; a

@@ -6,20 +6,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, ffmpeg};
 use serde_json::{Value, json};
-
-fn ffmpeg(args: &[&str]) {
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 fn put(root: &Path, relative: &str, source: &Path) {
     let path = root.join(relative);

@@ -8,10 +8,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, ffmpeg};
 use serde_json::{Map, Value, json};
 
 /// A value for `schema`: every required property, harmless contents.
@@ -57,24 +56,20 @@ fn every_route_refuses_who_it_must() {
     let media = tempfile::tempdir().unwrap();
     let movies = media.path().join("movies");
     std::fs::create_dir_all(&movies).unwrap();
-    let status = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=64x48:rate=5",
-            "-t",
-            "1",
-        ])
-        .args(["-c:v", "libx264", "-preset", "ultrafast"])
-        .arg(movies.join("Matrix (1999).mkv"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let film = movies.join("Matrix (1999).mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x48:rate=5",
+        "-t",
+        "1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        film.to_str().unwrap(),
+    ]);
     let server = Server::start(&["--media", &format!("{}:movies", movies.display())]);
     let admin = server.login("admin", "admin-password");
     let started = Instant::now();

@@ -224,7 +224,7 @@ pub fn start_scan(state: &AppState, library: Library) -> ApiResult<()> {
     tokio::spawn(async move {
         let id = library.id;
         let node = state.cluster.id();
-        let status = match run_scan(&state.cluster, library, node, state.probe_media).await {
+        let status = match run_scan(&state.cluster, library, node, state.probe_media, state.clock.as_ref()).await {
             Ok(report) => {
                 tracing::info!(
                     library = id,

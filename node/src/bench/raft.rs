@@ -11,7 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use omega_consensus::quic::QuicTransport;
 use serde::Serialize;
 
 use super::http::Http;
-use super::record_row;
+use super::{Processes, free_port, percentile, record_row, work_dir};
 use crate::control::{ControlRequest, call};
 
 /// Options of `omega bench raft`.
@@ -68,27 +68,6 @@ struct Row {
 
 type WriteFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
-/// Kills the child processes when dropped.
-#[derive(Debug, Default)]
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port(udp: bool) -> anyhow::Result<u16> {
-    Ok(if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port()
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
-    })
-}
-
 fn wait_for<T>(what: &str, within: Duration, mut probe: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
     let started = Instant::now();
     loop {
@@ -113,11 +92,7 @@ pub(super) fn run(options: &RaftBench) -> anyhow::Result<ExitCode> {
         .arg("--version")
         .output()
         .context("etcd is needed as the peer (apt-get install etcd-server)")?;
-    let work = match &options.work_dir {
-        Some(dir) => tempfile::tempdir_in(dir),
-        None => tempfile::tempdir(),
-    }
-    .context("cannot create a work directory")?;
+    let work = work_dir(options.work_dir.as_deref())?;
     let mut processes = Processes::default();
     let omega_dirs = start_omega(work.path(), &mut processes)?;
     let etcd_urls = start_etcd(work.path(), &mut processes)?;
@@ -237,16 +212,11 @@ async fn drive(
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
-    let percentile = |share: f64| {
-        latencies
-            .get(((latencies.len() as f64 * share) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
+
     Ok(Figures {
         writes_per_second: latencies.len() as f64 / elapsed,
-        p50_ms: percentile(0.50),
-        p99_ms: percentile(0.99),
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
         writes: latencies.len() as u64,
     })
 }

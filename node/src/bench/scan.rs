@@ -13,7 +13,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::http::Http;
-use super::record_row;
+use super::{Processes, free_port, percentile, record_row, work_dir};
 
 /// Options of `omega bench scan`.
 #[derive(Debug, Args)]
@@ -44,16 +44,6 @@ struct ScanFigures {
     list_p99_ms: f64,
 }
 
-/// Kills the node when dropped.
-struct Node(std::process::Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn build_library(root: &Path, items: usize) -> anyhow::Result<()> {
     for index in 0..items {
         let folder = root.join(format!("{:03}", index / 1000));
@@ -66,13 +56,6 @@ fn build_library(root: &Path, items: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn percentile(sorted: &[f64], share: f64) -> f64 {
-    sorted
-        .get(((sorted.len() as f64 * share) as usize).min(sorted.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or(f64::NAN)
-}
-
 /// Runs the benchmark.
 pub(super) fn run(options: &ScanBench) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
@@ -80,18 +63,14 @@ pub(super) fn run(options: &ScanBench) -> anyhow::Result<ExitCode> {
         "--items takes 1 to 2000000"
     );
     anyhow::ensure!(options.queries > 0, "--queries must be at least 1");
-    let work = match &options.work_dir {
-        Some(dir) => tempfile::tempdir_in(dir),
-        None => tempfile::tempdir(),
-    }
-    .context("cannot create a work directory")?;
+    let work = work_dir(options.work_dir.as_deref())?;
     let library = work.path().join("films");
     eprintln!("building a library of {} files", options.items);
     build_library(&library, options.items)?;
     let config = work.path().join("omega.toml");
     std::fs::write(&config, "[library]\nprobe = false\n")?;
-    let http_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let cluster_port = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+    let http_port = free_port(false)?;
+    let cluster_port = free_port(true)?;
     let log = std::fs::File::create(work.path().join("serve.log"))?;
     let child = Command::new(std::env::current_exe()?)
         .arg("--config")
@@ -107,7 +86,7 @@ pub(super) fn run(options: &ScanBench) -> anyhow::Result<ExitCode> {
         .stdin(Stdio::null())
         .spawn()
         .context("cannot start omega serve")?;
-    let _node = Node(child);
+    let _node = Processes(vec![child]);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let figures = runtime.block_on(measure(options, &library, http_port))?;
     print(&figures, options)?;

@@ -58,11 +58,7 @@ pub(super) fn run(options: &StoreBench) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(options.size_mib >= 2, "--size-mib must be at least 2");
     which("restic").context("restic is needed as the peer (apt-get install restic)")?;
     which("ffmpeg").context("ffmpeg is needed to make the media files (apt-get install ffmpeg)")?;
-    let work = match &options.work_dir {
-        Some(dir) => tempfile::tempdir_in(dir),
-        None => tempfile::tempdir(),
-    }
-    .context("cannot create a work directory")?;
+    let work = super::work_dir(options.work_dir.as_deref())?;
     let corpus = work.path().join("corpus");
     let corpus_bytes = build_corpus(&corpus, options.size_mib)?;
     eprintln!("corpus: {} in {}", format_bytes(corpus_bytes), corpus.display());

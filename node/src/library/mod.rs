@@ -218,6 +218,7 @@ pub async fn run_scan(
     library: Library,
     node: NodeId,
     probe_media: bool,
+    clock: &dyn omega_consensus::clock::Clock,
 ) -> anyhow::Result<ScanReport> {
     let planned_library = library.clone();
     let previous: HashMap<String, Item> = read::library_items(cluster.tables(), library.id)?
@@ -238,7 +239,7 @@ pub async fn run_scan(
         match cluster
             .write(Command::UpsertItems {
                 items: batch.to_vec(),
-                now_ms: omega_consensus::clock::Clock::now_ms(&omega_consensus::clock::SystemClock),
+                now_ms: clock.now_ms(),
             })
             .await?
         {

@@ -8,6 +8,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Runs ffmpeg quietly; panics if it fails.
+pub fn ffmpeg(args: &[&str]) {
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ffmpeg {args:?} failed");
+}
+
 /// Runs `omega --data-dir DIR ARGS…` to its end.
 pub fn omega(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_omega"))

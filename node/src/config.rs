@@ -43,6 +43,8 @@ pub struct FileLibraryConfig {
     /// Run ffprobe on video and audio files while scanning (default true).
     /// Off, files are indexed by name only (for synthetic benchmarks).
     pub probe: Option<bool>,
+    /// Rescan a library when files under its folders change (default true).
+    pub watch: Option<bool>,
 }
 
 /// The `[cluster]` table.
@@ -134,6 +136,8 @@ pub struct Config {
     pub cluster: ClusterSettings,
     /// ffprobe scanned files.
     pub probe_media: bool,
+    /// Watch library folders for changes.
+    pub watch_media: bool,
 }
 
 fn parse_addr(what: &str, text: &str, example_port: u16) -> anyhow::Result<SocketAddr> {
@@ -222,6 +226,7 @@ impl Config {
         };
         Ok(Config {
             probe_media: file.library.probe.unwrap_or(true),
+            watch_media: file.library.watch.unwrap_or(true),
             data_dir,
             listen,
             store,

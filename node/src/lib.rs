@@ -21,6 +21,7 @@ pub mod bench;
 pub mod cli;
 pub mod cluster_cmd;
 pub mod config;
+pub mod events;
 pub mod control;
 pub mod http;
 pub mod library;

@@ -174,7 +174,16 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let advertise = advertised(config.cluster.advertise, member.addr);
     let mut node = member.member_node(&identity, http_addr.to_string());
     node.cluster_addr = advertise.to_string();
+    let store = {
+        let dir = config.store_dir();
+        let settings = config.store.clone();
+        tokio::task::spawn_blocking(move || omega_storage::Store::open(&dir, settings))
+            .await?
+            .with_context(|| format!("cannot open the store in {}", config.store_dir().display()))?
+    };
     let app_state = crate::http::AppState {
+        store: Some(Arc::new(store)),
+        events: crate::events::Events::default(),
         cluster: member.cluster.clone(),
         tokens: crate::tokens::TokenKey::derive(&identity.cluster.ca.key_der),
         clock: clock.clone(),
@@ -217,6 +226,10 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             crate::api::libraries::start_scan(&state, library).map_err(|error| anyhow::anyhow!("{error:?}"))?;
         }
     }
+    if config.watch_media {
+        tokio::spawn(watch_libraries(state.clone()));
+    }
+    tokio::spawn(publish_cluster_changes(state.clone()));
     let listener = bind_control_socket(&paths.socket)?;
     println!(
         "omega: node {} serving; control socket {}",
@@ -440,6 +453,56 @@ async fn handle(context: &ControlContext, request: ControlRequest) -> anyhow::Re
                 Response::Rejected(rejection) => bail!("{rejection}"),
                 other => bail!("unexpected answer {other:?}"),
             }
+        }
+    }
+}
+
+/// Rescans this node's libraries when their files change.
+async fn watch_libraries(state: crate::http::AppState) {
+    let node = state.cluster.id();
+    let tables_state = state.clone();
+    let folders = move || {
+        omega_consensus::state_machine::read::libraries(tables_state.cluster.tables())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|library| library.node == node)
+            .map(|library| (library.id, library.paths))
+            .collect()
+    };
+    let rescan = move |id: u64| {
+        if let Ok(Some(library)) = omega_consensus::state_machine::read::library(state.cluster.tables(), id)
+            && let Err(error) = crate::api::libraries::start_scan(&state, library)
+        {
+            tracing::warn!(library = id, ?error, "cannot rescan");
+        }
+    };
+    if let Err(error) = crate::library::watch::run(folders, rescan, WATCH_QUIET).await {
+        tracing::warn!(%error, "library folders are not watched");
+    }
+}
+
+/// How long a library's folders must be quiet before a rescan.
+const WATCH_QUIET: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Publishes an event when the leader, term or membership changes.
+async fn publish_cluster_changes(state: crate::http::AppState) {
+    let mut last = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let status = state.cluster.status();
+        let now = (
+            status.leader,
+            status.term,
+            status.members.iter().map(|member| member.id).collect::<Vec<_>>(),
+        );
+        if last.as_ref() != Some(&now) {
+            state.events.publish(crate::events::Event::Cluster {
+                leader: now.0,
+                term: now.1,
+                members: now.2.clone(),
+            });
+            last = Some(now);
         }
     }
 }

@@ -94,6 +94,9 @@ pub enum StoreError {
     /// A file changed while it was being ingested.
     #[error("{0} changed while it was being ingested; nothing was indexed")]
     ChangedDuringIngest(PathBuf),
+    /// A batched index write failed; nothing of the batch was written.
+    #[error("the index write failed: {0}")]
+    Commit(String),
     /// Only regular files can be ingested.
     #[error("{0} is not a regular file")]
     NotAFile(PathBuf),

@@ -402,6 +402,33 @@ fn in_place_files_are_verified_on_read() {
     assert_scrub_clean(&store);
 }
 
+/// Goal: a batch of in-place files commits once, counts a blob two files
+/// share once, and fails only the files that cannot be read.
+#[test]
+fn in_place_batches_count_shared_blobs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store"), small_config()).unwrap();
+    let bytes = random_bytes(90_000, 4);
+    let a = write_file(dir.path(), "a.flac", &bytes);
+    let b = write_file(dir.path(), "b.flac", &bytes);
+    let c = write_file(dir.path(), "c.flac", &random_bytes(40_000, 5));
+    let missing = dir.path().join("missing.flac");
+    let answers = store.index_in_place(&[a.clone(), b, missing, c]);
+    assert_eq!(answers.len(), 4);
+    assert!(matches!(answers[2], Err(StoreError::Io { .. })), "{:?}", answers[2]);
+    let blob = answers[0].as_ref().unwrap().blob;
+    assert_eq!(answers[1].as_ref().unwrap().blob, blob);
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.blobs, 2);
+    assert_eq!(stats.in_place_bytes, 2 * 90_000 + 40_000);
+    assert_eq!(store.read_range(&blob, 0, 90_000).unwrap(), bytes);
+    // Indexing again changes nothing and says so.
+    let again = store.index_in_place(&[a]);
+    assert!(again[0].as_ref().unwrap().already_present);
+    assert_eq!(store.stats().unwrap().in_place_bytes, 2 * 90_000 + 40_000);
+    assert_scrub_clean(&store);
+}
+
 /// Goal: bad input gets a clear error and leaves the store consistent.
 #[test]
 fn bad_paths_are_clear_errors() {

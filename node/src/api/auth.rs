@@ -74,7 +74,19 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
+        Caller::from_parts(parts, state)
+    }
+}
+
+impl Caller {
+    /// The caller named by the request's bearer token or API key header.
+    pub fn from_parts(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
         let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("sign in first"))?;
+        Caller::from_token(state, token)
+    }
+
+    /// The caller an access token or API key names.
+    pub fn from_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
         let tables = state.cluster.tables();
         // Local reads: a token is checked against what this node applied,
         // at most a replication delay behind.

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::extract::{Body, PathParam};
+use crate::events::Event;
+use crate::library::enrich::IMAGE_PRIMARY;
+use crate::library::probe::Chapter;
 use super::libraries::can_see;
 use super::{ApiError, ApiResult, AppState, Caller};
 
@@ -77,6 +80,10 @@ pub struct ItemView {
     pub library: u64,
     /// Other metadata.
     pub metadata: BTreeMap<String, String>,
+    /// Chapters (video and audiobooks).
+    pub chapters: Vec<Chapter>,
+    /// Where its primary image is, when it has one.
+    pub image: Option<String>,
     /// Files.
     pub media: Vec<MediaView>,
     /// When it was added, milliseconds since the epoch.
@@ -114,7 +121,22 @@ fn view_for(state: &AppState, caller: &Caller, item: &Item) -> ApiResult<ItemVie
     Ok(view)
 }
 
+/// Metadata entries kept out of the API's `metadata` map: internal, or
+/// shown as typed fields.
+const UNLISTED_METADATA: &[&str] = &["file_stamp", "chapters", IMAGE_PRIMARY];
+
 fn view(item: &Item, admin: bool) -> ItemView {
+    let chapters = item
+        .fields
+        .metadata
+        .get("chapters")
+        .and_then(|json| serde_json::from_str::<Vec<Chapter>>(json).ok())
+        .unwrap_or_default();
+    let image = item
+        .fields
+        .metadata
+        .contains_key(IMAGE_PRIMARY)
+        .then(|| format!("/api/v1/items/{}/images/primary", item.id));
     ItemView {
         id: item.id,
         kind: kind_name(item.fields.kind),
@@ -124,7 +146,15 @@ fn view(item: &Item, admin: bool) -> ItemView {
         index: item.fields.index,
         parent: item.parent,
         library: item.fields.library,
-        metadata: item.fields.metadata.clone(),
+        metadata: item
+            .fields
+            .metadata
+            .iter()
+            .filter(|(key, _)| !UNLISTED_METADATA.contains(&key.as_str()))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect(),
+        chapters,
+        image,
         media: item
             .fields
             .media
@@ -285,6 +315,106 @@ pub async fn detail(
     Ok(Json(view_for(&state, &caller, &item)?))
 }
 
+/// `GET /api/v1/items/{id}/children` parameters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Page size (default 100, at most 500).
+    pub limit: Option<usize>,
+    /// Items to skip.
+    pub offset: Option<usize>,
+}
+
+/// An item's children (seasons of a series, episodes of a season, albums of
+/// an artist, tracks of an album) in their order: by number, then title.
+#[utoipa::path(get, path = "/api/v1/items/{id}/children", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), PageQuery), responses((status = 200, body = ItemPage), (status = 404)))]
+pub async fn children(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam<u64>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<ItemPage>> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
+    let parent = visible_item(&state, &caller, id)?;
+    let limit = query.limit.unwrap_or(100).clamp(1, LIMIT_MAX);
+    let offset = query.offset.unwrap_or(0);
+    let mut items: Vec<Item> = read::library_items(state.cluster.tables(), parent.fields.library)?
+        .into_iter()
+        .filter(|item| item.parent == Some(parent.id))
+        .collect();
+    items.sort_by(|a, b| {
+        (a.fields.index.is_none(), a.fields.index, &a.fields.sort_title, a.id).cmp(&(
+            b.fields.index.is_none(),
+            b.fields.index,
+            &b.fields.sort_title,
+            b.id,
+        ))
+    });
+    let total = items.len();
+    let page = items
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|item| view_for(&state, &caller, item))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(ItemPage {
+        items: page,
+        total,
+        offset,
+        limit,
+    }))
+}
+
+/// An item's image: `primary` (poster, cover, thumbnail), a JPEG from the
+/// store. Conditional requests by ETag (the blob id) get 304.
+#[utoipa::path(get, path = "/api/v1/items/{id}/images/{kind}", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), ("kind" = String, Path, description = "`primary`")), responses((status = 200, description = "The image", content_type = "image/jpeg"), (status = 304), (status = 404)))]
+pub async fn image(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam((id, kind)): PathParam<(u64, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let item = visible_item(&state, &caller, id)?;
+    if kind != "primary" {
+        return Err(ApiError::not_found(format!("no {kind:?} image: images are primary")));
+    }
+    let blob = item
+        .fields
+        .metadata
+        .get(IMAGE_PRIMARY)
+        .and_then(|hex| hex.parse::<omega_storage::BlobId>().ok())
+        .ok_or_else(|| ApiError::not_found("this item has no image"))?;
+    let store = state
+        .store
+        .clone()
+        .ok_or_else(|| ApiError::not_found("this node keeps no images"))?;
+    let etag = format!("\"{blob}\"");
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag))
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let bytes = tokio::task::spawn_blocking(move || {
+        let size = store.blob(&blob)?.size;
+        store.read_range(&blob, 0, size)
+    })
+    .await
+    .map_err(|error| ApiError::internal(error.to_string()))?
+    .map_err(|error| ApiError::not_found(format!("the image is unavailable: {error}")))?;
+    let content_type = if bytes.starts_with(b"\x89PNG") { "image/png" } else { "image/jpeg" };
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, "private, max-age=3600".to_owned()),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
 /// `POST /api/v1/items/{id}/progress`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
@@ -311,6 +441,12 @@ async fn save_watch(
             state: watch.clone(),
         })
         .await?;
+    state.events.publish(Event::Playback {
+        user: caller.user.id,
+        item,
+        position_ms: watch.position_ms,
+        played: watch.played,
+    });
     Ok(Json(watch.into()))
 }
 

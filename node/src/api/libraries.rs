@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::auth::Admin;
 use super::extract::{Body, PathParam};
 use super::{ApiError, ApiResult, AppState, Caller};
-use crate::library::{ScanReport, run_scan};
+use crate::events::Event;
+use crate::library::{ProgressView, ScanProgress, ScanReport, ScanTools, run_scan};
 
 /// A library as the API shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -167,7 +168,10 @@ pub enum ScanStatus {
     /// No scan since this node started.
     Idle,
     /// Running.
-    Running,
+    Running {
+        /// Its phase and counts.
+        progress: ProgressView,
+    },
     /// Finished.
     Done {
         /// What it did.
@@ -181,31 +185,41 @@ pub enum ScanStatus {
     },
 }
 
+#[derive(Debug)]
+enum ScanSlot {
+    Running {
+        progress: Arc<ScanProgress>,
+        /// Files changed while it ran: scan again when it ends.
+        again: bool,
+    },
+    Ended(ScanStatus),
+}
+
 /// Scan states of the libraries this node scans.
 #[derive(Debug, Default)]
 pub struct Scans {
-    states: Mutex<HashMap<u64, ScanStatus>>,
+    states: Mutex<HashMap<u64, ScanSlot>>,
 }
 
 impl Scans {
-    fn set(&self, library: u64, status: ScanStatus) {
-        self.states
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .insert(library, status);
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ScanSlot>> {
+        self.states.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
-    fn get(&self, library: u64) -> ScanStatus {
-        self.states
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .get(&library)
-            .cloned()
-            .unwrap_or(ScanStatus::Idle)
+    /// Where library `library`'s scan stands.
+    pub fn get(&self, library: u64) -> ScanStatus {
+        match self.lock().get(&library) {
+            None => ScanStatus::Idle,
+            Some(ScanSlot::Running { progress, .. }) => ScanStatus::Running {
+                progress: progress.view(),
+            },
+            Some(ScanSlot::Ended(status)) => status.clone(),
+        }
     }
 }
 
-/// Starts a scan of `library` in the background, unless one runs.
+/// Starts a scan of `library` in the background. If one runs, another
+/// follows it (files changed while it ran).
 pub fn start_scan(state: &AppState, library: Library) -> ApiResult<()> {
     if library.node != state.cluster.id() {
         return Err(ApiError::new(
@@ -213,37 +227,76 @@ pub fn start_scan(state: &AppState, library: Library) -> ApiResult<()> {
             format!("library {} is on node {}; scan it there", library.id, library.node),
         ));
     }
+    let id = library.id;
+    let events = state.events.clone();
+    let progress = Arc::new(ScanProgress::new(Box::new(move |view: ProgressView| {
+        events.publish(Event::ScanProgress {
+            library: id,
+            phase: view.phase,
+            done: view.done,
+            total: view.total,
+        });
+    })));
     {
-        let mut states = state.scans.states.lock().unwrap_or_else(|poison| poison.into_inner());
-        if matches!(states.get(&library.id), Some(ScanStatus::Running)) {
+        let mut states = state.scans.lock();
+        if let Some(ScanSlot::Running { again, .. }) = states.get_mut(&id) {
+            *again = true;
             return Ok(());
         }
-        states.insert(library.id, ScanStatus::Running);
+        states.insert(
+            id,
+            ScanSlot::Running {
+                progress: progress.clone(),
+                again: false,
+            },
+        );
     }
     let state = state.clone();
     tokio::spawn(async move {
-        let id = library.id;
         let node = state.cluster.id();
-        let status = match run_scan(&state.cluster, library, node, state.probe_media, state.clock.as_ref()).await {
+        let tools = ScanTools {
+            store: state.store.clone(),
+            media_tools: state.probe_media,
+        };
+        let outcome = run_scan(&state.cluster, library, node, tools, state.clock.as_ref(), progress).await;
+        let (status, event) = match outcome {
             Ok(report) => {
-                tracing::info!(
-                    library = id,
-                    files = report.files,
-                    items = report.items,
-                    "scan finished"
-                );
-                ScanStatus::Done {
-                    report: Arc::new(report),
-                }
+                tracing::info!(library = id, files = report.files, items = report.items, "scan finished");
+                let event = Event::ScanFinished {
+                    library: id,
+                    items: report.items,
+                    removed: report.removed,
+                    skipped: report.skipped.len() as u64,
+                    error: None,
+                };
+                (ScanStatus::Done { report: Arc::new(report) }, event)
             }
             Err(error) => {
                 tracing::warn!(library = id, %error, "scan failed");
-                ScanStatus::Failed {
-                    error: crate::cli::one_line(&error),
-                }
+                let error = crate::cli::one_line(&error);
+                let event = Event::ScanFinished {
+                    library: id,
+                    items: 0,
+                    removed: 0,
+                    skipped: 0,
+                    error: Some(error.clone()),
+                };
+                (ScanStatus::Failed { error }, event)
             }
         };
-        state.scans.set(id, status);
+        let again = {
+            let mut states = state.scans.lock();
+            let again = matches!(states.get(&id), Some(ScanSlot::Running { again: true, .. }));
+            states.insert(id, ScanSlot::Ended(status));
+            again
+        };
+        state.events.publish(event);
+        if again
+            && let Ok(Some(library)) = read::library(state.cluster.tables(), id)
+            && let Err(error) = start_scan(&state, library)
+        {
+            tracing::warn!(library = id, ?error, "cannot rescan");
+        }
     });
     Ok(())
 }

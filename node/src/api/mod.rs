@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod items;
 pub mod libraries;
@@ -43,8 +44,12 @@ pub struct AppState {
     pub limiter: Arc<LoginLimiter>,
     /// Scans of this node's libraries.
     pub scans: Arc<libraries::Scans>,
-    /// Run ffprobe while scanning.
+    /// Run ffprobe and ffmpeg while scanning.
     pub probe_media: bool,
+    /// The node's content-addressed store (art, in-place index).
+    pub store: Option<Arc<omega_storage::Store>>,
+    /// Events for WebSocket clients.
+    pub events: crate::events::Events,
 }
 
 impl AppState {
@@ -83,6 +88,9 @@ pub fn router() -> Router<AppState> {
         .route("/items", get(items::list))
         .route("/items/{id}", get(items::detail))
         .route("/items/{id}/stream", get(items::stream))
+        .route("/items/{id}/children", get(items::children))
+        .route("/items/{id}/images/{kind}", get(items::image))
+        .route("/events", get(events::events))
         .route("/items/{id}/progress", post(items::progress))
         .route(
             "/items/{id}/played",

@@ -10,7 +10,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, items, libraries, users};
+use super::{auth, events, items, libraries, users};
 
 /// The document.
 #[derive(Debug, OpenApi)]
@@ -38,9 +38,12 @@ use super::{auth, items, libraries, users};
         items::list,
         items::detail,
         items::stream,
+        items::children,
+        items::image,
         items::progress,
         items::mark_played,
         items::mark_unplayed,
+        events::events,
     ),
     modifiers(&BearerAuth)
 )]

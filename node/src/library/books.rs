@@ -1,5 +1,7 @@
 //! E-book metadata: an EPUB's package document (title, author, date,
-//! language), found through `META-INF/container.xml`.
+//! language), found through `META-INF/container.xml`; a PDF's Info
+//! dictionary and page count; a comic book archive's `ComicInfo.xml` and
+//! page count.
 
 use std::io::Read;
 use std::path::Path;
@@ -20,6 +22,27 @@ pub struct BookInfo {
     pub date: Option<String>,
     /// `dc:language`.
     pub language: Option<String>,
+    /// Pages (PDF, CBZ).
+    pub pages: Option<u32>,
+    /// The series a comic belongs to.
+    pub series: Option<String>,
+    /// Its number in the series.
+    pub number: Option<String>,
+}
+
+/// Largest PDF whose metadata is read (the parser loads the whole file).
+const PDF_MAX_BYTES: u64 = 512 << 20;
+
+impl BookInfo {
+    /// Reads whatever the file's format says of itself.
+    pub fn read(path: &Path) -> Result<BookInfo, String> {
+        match super::naming::extension(&path.to_string_lossy()).as_deref() {
+            Some("epub") => read_epub(path),
+            Some("pdf") => read_pdf(path),
+            Some("cbz") => read_cbz(path),
+            _ => Ok(BookInfo::default()),
+        }
+    }
 }
 
 fn member(archive: &mut zip::ZipArchive<std::fs::File>, name: &str) -> Result<String, String> {
@@ -72,7 +95,82 @@ pub fn read_epub(path: &Path) -> Result<BookInfo, String> {
         author: element(&package, "dc:creator"),
         date: element(&package, "dc:date"),
         language: element(&package, "dc:language"),
+        ..BookInfo::default()
     })
+}
+
+/// Reads a PDF's Info dictionary and page count.
+pub fn read_pdf(path: &Path) -> Result<BookInfo, String> {
+    let size = std::fs::metadata(path).map_err(|error| error.to_string())?.len();
+    if size > PDF_MAX_BYTES {
+        // Too large to parse whole; the file is still a book.
+        return Ok(BookInfo::default());
+    }
+    let metadata = lopdf::Document::load_metadata(path).map_err(|error| format!("not a PDF: {error}"))?;
+    let clean = |text: Option<String>| {
+        text.map(|text| text.trim().chars().take(1024).collect::<String>())
+            .filter(|text| !text.is_empty())
+    };
+    Ok(BookInfo {
+        title: clean(metadata.title),
+        author: clean(metadata.author),
+        date: clean(metadata.creation_date).and_then(|date| pdf_date(&date)),
+        language: None,
+        pages: Some(metadata.page_count),
+        series: None,
+        number: None,
+    })
+}
+
+/// `D:20210615143005+02'00'` as `2021-06-15`; a bare year as itself.
+fn pdf_date(raw: &str) -> Option<String> {
+    let digits: String = raw
+        .trim_start_matches("D:")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    match digits.len() {
+        4 => Some(digits),
+        6 | 7 => Some(format!("{}-{}", &digits[..4], &digits[4..6])),
+        len if len >= 8 => Some(format!("{}-{}-{}", &digits[..4], &digits[4..6], &digits[6..8])),
+        _ => None,
+    }
+}
+
+/// Reads a comic book archive: `ComicInfo.xml` (title, series, number,
+/// writer, year, language) when present, and its pages (image members).
+pub fn read_cbz(path: &Path) -> Result<BookInfo, String> {
+    let file = std::fs::File::open(path).map_err(|error| error.to_string())?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|error| format!("not a CBZ: {error}"))?;
+    if archive.len() > MEMBERS_MAX {
+        return Err("too many members".into());
+    }
+    let names: Vec<String> = archive
+        .file_names()
+        .filter_map(Result::ok)
+        .map(std::borrow::Cow::into_owned)
+        .collect();
+    let pages = names
+        .iter()
+        .filter(|name| {
+            super::naming::extension(name).is_some_and(|extension| super::naming::IMAGE.contains(&extension.as_str()))
+        })
+        .count();
+    let mut info = BookInfo {
+        pages: u32::try_from(pages).ok(),
+        ..BookInfo::default()
+    };
+    let comic_info = names.iter().find(|name| name.eq_ignore_ascii_case("ComicInfo.xml"));
+    if let Some(name) = comic_info {
+        let xml = member(&mut archive, name)?;
+        info.title = element(&xml, "Title");
+        info.series = element(&xml, "Series");
+        info.number = element(&xml, "Number");
+        info.author = element(&xml, "Writer");
+        info.date = element(&xml, "Year");
+        info.language = element(&xml, "LanguageISO");
+    }
+    Ok(info)
 }
 
 #[cfg(test)]
@@ -109,5 +207,32 @@ mod tests {
         assert_eq!(info.language.as_deref(), Some("fr"));
         std::fs::write(&path, b"not a zip").unwrap();
         assert!(read_epub(&path).unwrap_err().contains("not an EPUB"));
+    }
+
+    #[test]
+    fn pdf_dates() {
+        assert_eq!(pdf_date("D:20210615143005+02'00'").as_deref(), Some("2021-06-15"));
+        assert_eq!(pdf_date("D:1999").as_deref(), Some("1999"));
+        assert_eq!(pdf_date("yesterday"), None);
+    }
+
+    #[test]
+    fn reads_comic_info_and_counts_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("comic.cbz");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let options = zip::write::SimpleFileOptions::default();
+        for page in ["001.jpg", "002.jpg", "003.png"] {
+            zip.start_file(page, options).unwrap();
+            zip.write_all(b"image").unwrap();
+        }
+        zip.start_file("ComicInfo.xml", options).unwrap();
+        zip.write_all(b"<ComicInfo><Title>The Start</Title><Series>Saga</Series><Number>1</Number><Writer>B. K. Vaughan</Writer><Year>2012</Year></ComicInfo>").unwrap();
+        zip.finish().unwrap();
+        let info = read_cbz(&path).unwrap();
+        assert_eq!(info.pages, Some(3));
+        assert_eq!(info.title.as_deref(), Some("The Start"));
+        assert_eq!(info.series.as_deref(), Some("Saga"));
+        assert_eq!(info.author.as_deref(), Some("B. K. Vaughan"));
     }
 }

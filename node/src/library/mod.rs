@@ -4,26 +4,39 @@
 //! - [`scan`]: planning a library's items from its folders.
 //! - [`probe`]: ffprobe metadata, reused while files are unchanged.
 //! - [`sidecar`]: Kodi NFO files and external subtitles beside media.
-//! - [`books`]: EPUB metadata.
-//! - [`run_scan`]: writing a plan through Raft, removing items whose files
-//!   are gone.
+//! - [`books`]: EPUB, PDF and CBZ metadata.
+//! - [`photos`]: EXIF metadata of photos.
+//! - [`art`]: posters, covers and thumbnails.
+//! - [`enrich`]: probing, EXIF, art and in-place indexing of a plan.
+//! - [`progress`]: a scan's phase and counts.
+//! - [`watch`]: rescans when files change.
+//! - [`run_scan`]: writing a plan through Raft, keeping the identity of
+//!   moved files and removing items whose files are gone.
 
+pub mod art;
 pub mod books;
+pub mod enrich;
 pub mod naming;
+pub mod photos;
 pub mod probe;
+pub mod progress;
 pub mod scan;
 pub mod sidecar;
+pub mod subprocess;
+pub mod watch;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use omega_consensus::command::{Command, Response};
-use omega_consensus::model::{Item, ItemKind, ItemWrite, Library, NodeId};
+use omega_consensus::model::{Item, Library, NodeId};
 use omega_consensus::quic::QuicTransport;
 use omega_consensus::state_machine::read;
 use omega_consensus::{Cluster, Consistency};
+use omega_storage::Store;
 use serde::Serialize;
+
+pub use progress::{Phase, ProgressView, ScanProgress};
 
 /// Guesses a folder's library kind from the files in it: books, photos,
 /// audiobooks (`.m4b` or folders of many parts), music, shows (episode
@@ -82,118 +95,6 @@ pub fn detect_kind(folder: &std::path::Path) -> Option<omega_consensus::model::L
     })
 }
 
-/// Kinds whose files ffprobe describes.
-fn probed(kind: ItemKind) -> bool {
-    matches!(
-        kind,
-        ItemKind::Movie | ItemKind::Episode | ItemKind::Track | ItemKind::Audiobook
-    )
-}
-
-/// Probes every planned media item in parallel, reusing the previous scan's
-/// results for files whose size and mtime are unchanged. Items whose files
-/// ffprobe cannot read are dropped from the plan and reported.
-fn probe_all(plan: &mut scan::Plan, previous: &HashMap<String, Item>) {
-    let items = std::mem::take(&mut plan.items);
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |count| count.get() * 2)
-        .min(16);
-    let next = AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<Probed>>> = items.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = items.get(index) else { break };
-                    let outcome = probe_item(item, previous.get(&item.key));
-                    *results[index].lock().unwrap_or_else(|poison| poison.into_inner()) = Some(outcome);
-                }
-            });
-        }
-    });
-    for result in results {
-        if let Some((item, skipped)) = result.into_inner().unwrap_or_else(|poison| poison.into_inner()) {
-            plan.items.extend(item);
-            plan.skipped.extend(skipped);
-        }
-    }
-}
-
-/// The probed item (or `None` when no file of it is readable) and the files
-/// skipped.
-type Probed = (Option<ItemWrite>, Vec<scan::Skipped>);
-
-fn probe_item(item: &ItemWrite, previous: Option<&Item>) -> Probed {
-    let mut item = item.clone();
-    if !probed(item.kind) || item.media.is_empty() {
-        return (Some(item), Vec::new());
-    }
-    let stamps: Vec<String> = item
-        .media
-        .iter()
-        .map(|media| {
-            probe::mtime_ns(std::path::Path::new(&media.path))
-                .map_or_else(String::new, |ns| format!("{}:{ns}", media.size))
-        })
-        .collect();
-    let stamp = stamps.join(",");
-    if let Some(previous) = previous
-        && previous.fields.metadata.get("file_stamp") == Some(&stamp)
-    {
-        // Unchanged files: keep what was probed before, under what the
-        // planner set now.
-        let mut metadata = previous.fields.metadata.clone();
-        metadata.extend(item.metadata);
-        item.metadata = metadata;
-        apply_tags(&mut item);
-        return (Some(item), Vec::new());
-    }
-    let mut skipped = Vec::new();
-    let mut total_ms = 0_u64;
-    let mut first = None;
-    let mut kept = Vec::new();
-    for media in std::mem::take(&mut item.media) {
-        match probe::probe(std::path::Path::new(&media.path)) {
-            Ok(metadata) => {
-                total_ms += metadata
-                    .get("duration_ms")
-                    .and_then(|ms| ms.parse::<u64>().ok())
-                    .unwrap_or(0);
-                first.get_or_insert(metadata);
-                kept.push(media);
-            }
-            Err(reason) => skipped.push(scan::Skipped {
-                path: media.path.clone(),
-                reason,
-            }),
-        }
-    }
-    let Some(mut metadata) = first else {
-        return (None, skipped);
-    };
-    if kept.len() > 1 {
-        metadata.insert("duration_ms".into(), total_ms.to_string());
-    }
-    metadata.insert("file_stamp".into(), stamp);
-    metadata.extend(std::mem::take(&mut item.metadata));
-    item.metadata = metadata;
-    apply_tags(&mut item);
-    item.media = kept;
-    // Unreadable parts of a book are reported; the readable ones stay.
-    (Some(item), skipped)
-}
-
-/// A track's embedded title tag beats its file name.
-fn apply_tags(item: &mut ItemWrite) {
-    if item.kind == ItemKind::Track
-        && let Some(title) = item.metadata.get("tag_title").filter(|title| !title.trim().is_empty())
-    {
-        item.title = title.trim().to_owned();
-        item.sort_title = naming::sort_title(&item.title);
-    }
-}
-
 /// Items written per command.
 const BATCH: usize = 1024;
 
@@ -212,28 +113,45 @@ pub struct ScanReport {
     pub skipped: Vec<scan::Skipped>,
 }
 
+/// What a scan runs with.
+#[derive(Debug, Clone)]
+pub struct ScanTools {
+    /// The node's store: art and the in-place index go there.
+    pub store: Option<Arc<Store>>,
+    /// Run ffprobe and ffmpeg.
+    pub media_tools: bool,
+}
+
 /// Scans `library` (its folders are on this node) and writes the catalog.
 pub async fn run_scan(
     cluster: &Cluster<QuicTransport>,
     library: Library,
     node: NodeId,
-    probe_media: bool,
+    tools: ScanTools,
     clock: &dyn omega_consensus::clock::Clock,
+    progress: Arc<ScanProgress>,
 ) -> anyhow::Result<ScanReport> {
     let planned_library = library.clone();
     let previous: HashMap<String, Item> = read::library_items(cluster.tables(), library.id)?
         .into_iter()
         .map(|item| (item.fields.key.clone(), item))
         .collect();
-    let plan = tokio::task::spawn_blocking(move || {
+    let store = tools.store.clone();
+    let enrich_progress = progress.clone();
+    let (plan, previous, indexed) = tokio::task::spawn_blocking(move || {
+        enrich_progress.start(Phase::Walking, 0);
         let mut plan = scan::plan(&planned_library, node);
-        if probe_media {
-            probe_all(&mut plan, &previous);
-        }
-        plan
+        let enrich_tools = enrich::Tools {
+            store: store.as_deref(),
+            media_tools: tools.media_tools,
+        };
+        keep_identity_by_path(&mut plan, &previous);
+        let indexed = enrich::enrich_all(&mut plan, &previous, enrich_tools, &enrich_progress);
+        (plan, previous, indexed)
     })
     .await?;
     let seen: BTreeSet<String> = plan.items.iter().map(|item| item.key.clone()).collect();
+    progress.start(Phase::Writing, plan.items.len());
     let mut items = 0;
     for batch in plan.items.chunks(BATCH) {
         match cluster
@@ -247,15 +165,19 @@ pub async fn run_scan(
             Response::Rejected(rejection) => anyhow::bail!("the catalog refused the scan: {rejection}"),
             other => anyhow::bail!("unexpected answer {other:?}"),
         }
+        progress.advance(batch.len());
     }
     cluster.read_barrier(Consistency::Linearizable).await?;
-    let gone: Vec<String> = read::library_items(cluster.tables(), library.id)?
+    let gone: Vec<Item> = read::library_items(cluster.tables(), library.id)?
         .into_iter()
-        .map(|item| item.fields.key)
-        .filter(|key| !seen.contains(key))
+        .filter(|item| !seen.contains(&item.fields.key))
         .collect();
-    for batch in gone.chunks(BATCH) {
+    let gone_keys: Vec<String> = gone.iter().map(|item| item.fields.key.clone()).collect();
+    for batch in gone_keys.chunks(BATCH) {
         cluster.write(Command::RemoveItems { keys: batch.to_vec() }).await?;
+    }
+    if let Some(store) = &tools.store {
+        release_references(store, &gone, &previous, &indexed, &plan.items);
     }
     Ok(ScanReport {
         library: library.id,
@@ -264,4 +186,59 @@ pub async fn run_scan(
         removed: gone.len() as u64,
         skipped: plan.skipped,
     })
+}
+
+/// A file item whose path the previous scan knew under another key (it was
+/// matched by content before) keeps that key, and so its id and watch state.
+fn keep_identity_by_path(plan: &mut scan::Plan, previous: &HashMap<String, Item>) {
+    let by_path: HashMap<&str, &str> = previous
+        .values()
+        .filter_map(|item| Some((item.fields.media.first()?.path.as_str(), item.fields.key.as_str())))
+        .collect();
+    for item in &mut plan.items {
+        if previous.contains_key(&item.key) || !item.key.starts_with("file:") {
+            continue;
+        }
+        if let Some(old_key) = item.media.first().and_then(|media| by_path.get(media.path.as_str())) {
+            let art = plan.art.remove(&item.key);
+            item.key = (*old_key).to_owned();
+            if let Some(art) = art {
+                plan.art.insert(item.key.clone(), art);
+            }
+        }
+    }
+}
+
+/// Drops store references nothing in the catalog uses any more: the art
+/// of removed items, and the in-place entries of files that are gone or
+/// were skipped.
+fn release_references(
+    store: &Store,
+    gone: &[Item],
+    previous: &HashMap<String, Item>,
+    indexed: &[String],
+    kept: &[omega_consensus::model::ItemWrite],
+) {
+    let kept_paths: BTreeSet<&str> = kept
+        .iter()
+        .flat_map(|item| item.media.iter().map(|media| media.path.as_str()))
+        .collect();
+    let known_paths: BTreeSet<&str> = previous
+        .values()
+        .flat_map(|item| item.fields.media.iter().map(|media| media.path.as_str()))
+        .chain(indexed.iter().map(String::as_str))
+        .collect();
+    let references = gone
+        .iter()
+        .map(|item| enrich::art_reference(&item.fields.key))
+        .chain(
+            known_paths
+                .difference(&kept_paths)
+                .map(|path| format!("inplace:{path}")),
+        );
+    for reference in references {
+        if let Err(error) = store.remove_reference(&reference) {
+            tracing::warn!(%reference, %error, "cannot release a store reference");
+        }
+    }
 }

@@ -3,10 +3,9 @@
 //! Results are reused on rescans while a file's size and mtime hold.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -21,7 +20,29 @@ struct Output {
     streams: Vec<Stream>,
     format: Option<Format>,
     #[serde(default)]
-    chapters: Vec<serde_json::Value>,
+    chapters: Vec<RawChapter>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawChapter {
+    start_time: Option<String>,
+    end_time: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+}
+
+/// Chapters kept per file.
+const CHAPTERS_MAX: usize = 1000;
+
+/// A chapter, as stored (JSON) in the `chapters` metadata entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Chapter {
+    /// Start, in milliseconds.
+    pub start_ms: u64,
+    /// End, in milliseconds.
+    pub end_ms: u64,
+    /// Title (`Chapter N` when the file names none).
+    pub title: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,7 +80,8 @@ pub fn mtime_ns(path: &Path) -> Option<u128> {
 
 /// Runs ffprobe on `path`; metadata entries, or why the file is unusable.
 pub fn probe(path: &Path) -> Result<BTreeMap<String, String>, String> {
-    let mut child = Command::new("ffprobe")
+    let mut command = Command::new("ffprobe");
+    command
         .args([
             "-v",
             "error",
@@ -69,44 +91,14 @@ pub fn probe(path: &Path) -> Result<BTreeMap<String, String>, String> {
             "-show_streams",
             "-show_chapters",
         ])
-        .arg(path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|error| format!("cannot run ffprobe: {error}"))?;
-    let mut stdout = Vec::new();
-    let mut stderr = String::new();
-    let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err("ffprobe has no output pipes".into());
-    };
-    // Read stderr on its own thread so that neither pipe fills and blocks.
-    let stderr_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = err.take(64 * 1024).read_to_string(&mut text);
-        text
-    });
-    let started = Instant::now();
-    let _ = out.take(OUTPUT_MAX_BYTES).read_to_end(&mut stdout);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() > PROBE_DEADLINE => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("ffprobe took over {PROBE_DEADLINE:?}"));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(error) => return Err(format!("ffprobe: {error}")),
+        .arg(path);
+    let stdout = super::subprocess::run(command, PROBE_DEADLINE, OUTPUT_MAX_BYTES).map_err(|error| {
+        if error.starts_with("cannot run") {
+            error
+        } else {
+            format!("not a playable media file: {}", error.trim_start_matches("ffprobe: "))
         }
-    };
-    if let Ok(text) = stderr_reader.join() {
-        stderr = text;
-    }
-    if !status.success() {
-        let first = stderr.lines().next().unwrap_or("ffprobe failed").trim();
-        return Err(format!("not a playable media file: {first}"));
-    }
+    })?;
     let output: Output =
         serde_json::from_slice(&stdout).map_err(|error| format!("unreadable ffprobe output: {error}"))?;
     summarise(&output)
@@ -177,8 +169,38 @@ fn summarise(output: &Output) -> Result<BTreeMap<String, String>, String> {
     if let Some(languages) = join("subtitle", &|stream| stream.tags.get("language").cloned()) {
         metadata.insert("subtitle_languages".into(), languages);
     }
-    if !output.chapters.is_empty() {
-        metadata.insert("chapters".into(), output.chapters.len().to_string());
+    let millis = |text: &Option<String>| {
+        text.as_deref()
+            .and_then(|text| text.parse::<f64>().ok())
+            .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+            .map_or(0, |seconds| (seconds * 1000.0).round() as u64)
+    };
+    let chapters: Vec<Chapter> = output
+        .chapters
+        .iter()
+        .take(CHAPTERS_MAX)
+        .enumerate()
+        .map(|(index, chapter)| Chapter {
+            start_ms: millis(&chapter.start_time),
+            end_ms: millis(&chapter.end_time),
+            title: chapter
+                .tags
+                .get("title")
+                .map(|title| title.chars().take(256).collect())
+                .unwrap_or_else(|| format!("Chapter {}", index + 1)),
+        })
+        .collect();
+    if !chapters.is_empty()
+        && let Ok(json) = serde_json::to_string(&chapters)
+    {
+        metadata.insert("chapters".into(), json);
+    }
+    if output
+        .streams
+        .iter()
+        .any(|stream| stream.disposition.get("attached_pic") == Some(&1))
+    {
+        metadata.insert("embedded_art".into(), "1".into());
     }
     Ok(metadata)
 }

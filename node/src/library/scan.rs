@@ -28,6 +28,9 @@ pub struct Plan {
     pub files: u64,
     /// Entries skipped, with why.
     pub skipped: Vec<Skipped>,
+    /// Folder images found for items, by item key.
+    #[serde(skip)]
+    pub art: BTreeMap<String, PathBuf>,
 }
 
 /// An entry the scan passed over.
@@ -223,9 +226,20 @@ impl Planner<'_> {
         }
     }
 
-    fn parent(&mut self, item: ItemWrite) {
-        if self.parents.insert(item.key.clone()) {
+    /// Plans a parent item once; true the first time.
+    fn parent(&mut self, item: ItemWrite) -> bool {
+        let new = self.parents.insert(item.key.clone());
+        if new {
             self.plan.items.push(item);
+        }
+        new
+    }
+
+    /// Notes the image in `folder` that names the art of item `key`.
+    fn folder_art(&mut self, key: &str, kind: ItemKind, folder: &Path, stem: Option<&str>, generic: bool) {
+        let siblings = self.siblings(folder).to_vec();
+        if let Some(art) = super::art::find_in_folder(kind, folder, &siblings, stem, generic) {
+            self.plan.art.insert(key.to_owned(), art);
         }
     }
 
@@ -250,6 +264,8 @@ impl Planner<'_> {
                 movie.year = year;
                 movie.media = self.media(path, size);
                 self.sidecars(&mut movie, path, &["movie.nfo"]);
+                let folder = Path::new(path).parent().unwrap_or(Path::new("/"));
+                self.folder_art(&movie.key, ItemKind::Movie, folder, Some(stem), relative.len() >= 2);
                 self.plan.items.push(movie);
             }
             LibraryKind::Shows => self.episode(path, relative, stem, size),
@@ -271,7 +287,10 @@ impl Planner<'_> {
                 let (album_title, album_year) = naming::title_and_year(&album);
                 let mut album_item = self.item(album_key.clone(), ItemKind::Album, Some(artist_key), album_title);
                 album_item.year = album_year;
-                self.parent(album_item);
+                if self.parent(album_item) && relative.len() >= 2 {
+                    let folder = Path::new(path).parent().unwrap_or(Path::new("/"));
+                    self.folder_art(&album_key, ItemKind::Album, folder, None, true);
+                }
                 let (number, title) = naming::track(stem);
                 let mut track = self.item(format!("file:{path}"), ItemKind::Track, Some(album_key), title);
                 track.index = number;
@@ -292,32 +311,33 @@ impl Planner<'_> {
             LibraryKind::Books => {
                 let mut book = self.item(format!("file:{path}"), ItemKind::Book, None, naming::clean(stem));
                 book.media = self.media(path, size);
-                if naming::extension(file_name).as_deref() == Some("epub") {
-                    match super::books::read_epub(Path::new(path)) {
-                        Ok(info) => {
-                            if let Some(title) = info.title {
-                                book.sort_title = naming::sort_title(&title);
-                                book.title = title;
-                            }
-                            for (key, value) in [
-                                ("author", info.author),
-                                ("published", info.date),
-                                ("language", info.language),
-                            ] {
-                                if let Some(value) = value {
-                                    book.metadata.insert(key.into(), value);
-                                }
-                            }
-                            book.year = book
-                                .metadata
-                                .get("published")
-                                .and_then(|date| date.get(..4))
-                                .and_then(|year| year.parse().ok());
+                match super::books::BookInfo::read(Path::new(path)) {
+                    Ok(info) => {
+                        if let Some(title) = info.title {
+                            book.sort_title = naming::sort_title(&title);
+                            book.title = title;
                         }
-                        Err(reason) => {
-                            self.skip(Path::new(path), reason);
-                            return;
+                        for (key, value) in [
+                            ("author", info.author),
+                            ("published", info.date),
+                            ("language", info.language),
+                            ("series", info.series),
+                            ("series_number", info.number),
+                            ("pages", info.pages.map(|pages| pages.to_string())),
+                        ] {
+                            if let Some(value) = value {
+                                book.metadata.insert(key.into(), value);
+                            }
                         }
+                        book.year = book
+                            .metadata
+                            .get("published")
+                            .and_then(|date| date.get(..4))
+                            .and_then(|year| year.parse().ok());
+                    }
+                    Err(reason) => {
+                        self.skip(Path::new(path), reason);
+                        return;
                     }
                 }
                 self.plan.items.push(book);
@@ -352,7 +372,15 @@ impl Planner<'_> {
         let series_key = format!("series:{}:{}", self.library.id, series_name.to_lowercase());
         let mut series = self.item(series_key.clone(), ItemKind::Series, None, series_title.clone());
         series.year = series_year;
-        self.parent(series);
+        if self.parent(series) {
+            // The series folder: the file's path less what lies below it.
+            let series_folder = relative[1..]
+                .iter()
+                .fold(Path::new(path).to_path_buf(), |folder, _| {
+                    folder.parent().map_or(folder.clone(), Path::to_path_buf)
+                });
+            self.folder_art(&series_key, ItemKind::Series, &series_folder, None, true);
+        }
         let season_key = format!("{series_key}/season:{season}");
         let season_title = if season == 0 {
             "Specials".to_owned()
@@ -361,7 +389,10 @@ impl Planner<'_> {
         };
         let mut season_item = self.item(season_key.clone(), ItemKind::Season, Some(series_key), season_title);
         season_item.index = Some(season);
-        self.parent(season_item);
+        if self.parent(season_item) && relative.len() >= 3 {
+            let folder = Path::new(path).parent().unwrap_or(Path::new("/"));
+            self.folder_art(&season_key, ItemKind::Season, folder, None, true);
+        }
         let mut episode = self.item(
             format!("file:{path}"),
             ItemKind::Episode,
@@ -399,6 +430,7 @@ impl Planner<'_> {
                 })
                 .collect();
             book.metadata.insert("parts".into(), files.len().to_string());
+            self.folder_art(&book.key, ItemKind::Audiobook, &folder, None, true);
             self.plan.items.push(book);
         }
     }

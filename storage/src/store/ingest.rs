@@ -45,6 +45,17 @@ pub struct IngestReport {
     pub already_present: bool,
 }
 
+/// A file hashed for in-place indexing, ready to commit.
+#[derive(Debug)]
+struct PreparedInPlace {
+    path: PathBuf,
+    stamp: FileStamp,
+    blob: BlobId,
+    size: u64,
+    /// Its manifest when the store does not know the blob yet.
+    record: Option<BlobRecord>,
+}
+
 /// The identity of a file version: a change to either means new content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileStamp {
@@ -141,12 +152,17 @@ impl Store {
         progress: &mut dyn FnMut(u64),
     ) -> Result<IngestReport> {
         let path = std::path::absolute(path).map_err(|error| StoreError::io("resolve", path, error))?;
+        if residency == Residency::InPlace {
+            let prepared = self.prepare_in_place(&path, progress)?;
+            // commit_in_place answers once per prepared file.
+            return self
+                .commit_in_place(vec![Ok(prepared)])
+                .pop()
+                .unwrap_or_else(|| Err(StoreError::Commit("no answer".into())));
+        }
         let mut file = File::open(&path).map_err(|error| StoreError::io("open", &path, error))?;
         let before = FileStamp::of(&path, &file)?;
-        let reference = match residency {
-            Residency::Stored => format!("file:{}", path.display()),
-            Residency::InPlace => format!("inplace:{}", path.display()),
-        };
+        let reference = format!("file:{}", path.display());
         let (blob, size) = hash_reader(&mut file, &path, &mut |_| {})?;
         let unchanged = |file: &File| -> Result<()> {
             if size == before.size && FileStamp::of(&path, file)? == before {
@@ -159,41 +175,76 @@ impl Store {
         if let Some(record) = self.index.get::<BlobRecord>(Family::Blobs, blob.as_bytes())? {
             // A stored blob with a quarantined chunk goes through the full
             // path, which writes fresh copies of the bad chunks.
-            let present = residency == Residency::InPlace || (record.stored && !self.has_quarantined_chunk(&record)?);
-            if present {
+            if record.stored && !self.has_quarantined_chunk(&record)? {
                 progress(size);
-                let already_present = residency == Residency::Stored || self.has_location(&blob, &path)?;
-                let location = (residency == Residency::InPlace).then(|| (path.clone(), before));
-                self.commit_known_blob(blob, &record, &reference, location)?;
+                self.commit_known_blob(blob, &record, &reference, None)?;
                 return Ok(IngestReport {
                     blob,
                     size,
                     new_bytes: 0,
-                    already_present,
+                    already_present: true,
                 });
             }
         }
         file.rewind().map_err(|error| StoreError::io("seek", &path, error))?;
-        match residency {
-            Residency::Stored => {
-                self.ingest_stored(&file, &path, Some(blob), &reference, progress, &|| unchanged(&file))
+        self.ingest_stored(&file, &path, Some(blob), &reference, progress, &|| unchanged(&file))
+    }
+
+    /// Indexes many files in place (`inplace:<path>` references) with one
+    /// synced index write for all of them: a library scan of small files
+    /// pays one fsync per batch, not one per file. Files are hashed before
+    /// the writer lock is taken. One answer per path, in order.
+    pub fn index_in_place(&self, paths: &[PathBuf]) -> Vec<Result<IngestReport>> {
+        let prepared = paths
+            .iter()
+            .map(|path| {
+                let path = std::path::absolute(path).map_err(|error| StoreError::io("resolve", path, error))?;
+                self.prepare_in_place(&path, &mut |_| {})
+            })
+            .collect();
+        self.commit_in_place(prepared)
+    }
+
+    /// Hashes a file for in-place indexing, chunking it only when the store
+    /// does not know its blob yet; fails if it changes while read.
+    fn prepare_in_place(&self, path: &Path, progress: &mut dyn FnMut(u64)) -> Result<PreparedInPlace> {
+        let mut file = File::open(path).map_err(|error| StoreError::io("open", path, error))?;
+        let before = FileStamp::of(path, &file)?;
+        let (blob, size) = hash_reader(&mut file, path, &mut |_| {})?;
+        let unchanged = |file: &File| -> Result<()> {
+            if size == before.size && FileStamp::of(path, file)? == before {
+                Ok(())
+            } else {
+                Err(StoreError::ChangedDuringIngest(path.to_path_buf()))
             }
-            Residency::InPlace => {
-                let (entries, hashed, hashed_size) =
-                    chunk_and_hash(&mut file, self.meta.chunker, &path, progress, |_, _| Ok(()))?;
-                if hashed != blob || hashed_size != size {
-                    return Err(StoreError::ChangedDuringIngest(path));
-                }
-                unchanged(&file)?;
-                let record = BlobRecord {
-                    size,
-                    chunks: entries,
-                    stored: false,
-                };
-                debug_assert!(record.is_well_formed());
-                self.commit_in_place(blob, record, &reference, &path, before)
+        };
+        unchanged(&file)?;
+        let record = if self.index.get_raw(Family::Blobs, blob.as_bytes())?.is_some() {
+            progress(size);
+            None
+        } else {
+            file.rewind().map_err(|error| StoreError::io("seek", path, error))?;
+            let (entries, hashed, hashed_size) =
+                chunk_and_hash(&mut file, self.meta.chunker, path, progress, |_, _| Ok(()))?;
+            if hashed != blob || hashed_size != size {
+                return Err(StoreError::ChangedDuringIngest(path.to_path_buf()));
             }
-        }
+            unchanged(&file)?;
+            let record = BlobRecord {
+                size,
+                chunks: entries,
+                stored: false,
+            };
+            debug_assert!(record.is_well_formed());
+            Some(record)
+        };
+        Ok(PreparedInPlace {
+            path: path.to_path_buf(),
+            stamp: before,
+            blob,
+            size,
+            record,
+        })
     }
 
     /// Stores `bytes` (a derived segment, an image, an upload) under
@@ -399,31 +450,51 @@ impl Store {
     }
 
     /// Commits an in-place blob and its location.
-    fn commit_in_place(
-        &self,
-        blob: BlobId,
-        record: BlobRecord,
-        reference: &str,
-        path: &Path,
-        stamp: FileStamp,
-    ) -> Result<IngestReport> {
+    /// Commits prepared in-place files in one batch. A blob two files
+    /// share is recorded once.
+    fn commit_in_place(&self, prepared: Vec<Result<PreparedInPlace>>) -> Vec<Result<IngestReport>> {
         let mut state = self.lock_writer();
         let mut counters = state.counters;
         let mut batch = self.index.batch();
-        let size = record.size;
-        if self.index.get_raw(Family::Blobs, blob.as_bytes())?.is_none() {
-            counters.blobs += 1;
-            batch.put(Family::Blobs, blob.as_bytes(), &record);
+        let mut added: std::collections::HashSet<BlobId> = std::collections::HashSet::new();
+        let mut answers: Vec<Result<IngestReport>> = Vec::with_capacity(prepared.len());
+        for file in prepared {
+            let answer = file.and_then(|file| {
+                let reference = format!("inplace:{}", file.path.display());
+                let already_present = file.record.is_none() && self.has_location(&file.blob, &file.path)?;
+                if let Some(record) = &file.record
+                    && self.index.get_raw(Family::Blobs, file.blob.as_bytes())?.is_none()
+                    && added.insert(file.blob)
+                {
+                    counters.blobs += 1;
+                    batch.put(Family::Blobs, file.blob.as_bytes(), record);
+                }
+                self.put_location(&mut batch, &mut counters, &file.blob, &file.path, file.stamp, file.size)?;
+                self.set_reference(&mut batch, &mut counters, &reference, file.blob, file.size)?;
+                Ok(IngestReport {
+                    blob: file.blob,
+                    size: file.size,
+                    new_bytes: 0,
+                    already_present,
+                })
+            });
+            answers.push(answer);
         }
-        self.put_location(&mut batch, &mut counters, &blob, path, stamp, size)?;
-        self.set_reference(&mut batch, &mut counters, reference, blob, size)?;
-        self.commit(&mut state, batch, counters)?;
-        Ok(IngestReport {
-            blob,
-            size,
-            new_bytes: 0,
-            already_present: false,
-        })
+        if batch.is_empty() {
+            return answers;
+        }
+        match self.commit(&mut state, batch, counters) {
+            Ok(()) => answers,
+            Err(error) => {
+                // Nothing was written: every file that was ready fails with
+                // the commit's error.
+                let reason = error.to_string();
+                answers
+                    .into_iter()
+                    .map(|answer| answer.and_then(|_| Err(StoreError::Commit(reason.clone()))))
+                    .collect()
+            }
+        }
     }
 
     /// Points a reference (and, in place, a location) at a blob the store

@@ -33,6 +33,25 @@ pub enum ControlRequest {
         /// Its node id.
         node: u64,
     },
+    /// Runs a store command on the node's store.
+    Store {
+        /// The command.
+        command: crate::store_cmd::StoreCommand,
+    },
+    /// The size of a blob in the node's store.
+    StoreBlobSize {
+        /// Blob id (hex).
+        blob: String,
+    },
+    /// Bytes `start..end` of a blob, base64 (at most a few MiB).
+    StoreRead {
+        /// Blob id (hex).
+        blob: String,
+        /// First byte.
+        start: u64,
+        /// One past the last byte.
+        end: u64,
+    },
     /// Creates a user.
     UserAdd {
         /// Unique name.

@@ -238,6 +238,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     );
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<()>(1);
     let context = Arc::new(ControlContext {
+        store: state.store.clone().context("the node's store is not open")?,
         member,
         identity,
         clock,
@@ -385,6 +386,7 @@ fn bind_control_socket(path: &Path) -> anyhow::Result<UnixListener> {
 
 struct ControlContext {
     member: QuicMember,
+    store: Arc<omega_storage::Store>,
     identity: NodeIdentity,
     clock: Arc<dyn Clock>,
     stop: tokio::sync::mpsc::Sender<()>,
@@ -433,6 +435,28 @@ async fn handle(context: &ControlContext, request: ControlRequest) -> anyhow::Re
             }
             cluster.remove_member(node).await?;
             Ok(serde_json::json!({ "removed": node }))
+        }
+        ControlRequest::Store { command } => {
+            let store = context.store.clone();
+            let output =
+                tokio::task::spawn_blocking(move || crate::store_cmd::execute_for_client(&store, command)).await??;
+            Ok(serde_json::to_value(output)?)
+        }
+        ControlRequest::StoreBlobSize { blob } => {
+            let blob: omega_storage::BlobId = blob.parse()?;
+            Ok(serde_json::json!(context.store.blob(&blob)?.size))
+        }
+        ControlRequest::StoreRead { blob, start, end } => {
+            let blob: omega_storage::BlobId = blob.parse()?;
+            if end < start || end - start > 8 << 20 {
+                bail!("reads are at most 8 MiB");
+            }
+            let store = context.store.clone();
+            let bytes = tokio::task::spawn_blocking(move || store.read_range(&blob, start, end)).await??;
+            Ok(serde_json::json!(base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                bytes
+            )))
         }
         ControlRequest::UserAdd { name, password, admin } => {
             let password_hash = crate::auth::hash_password(&password)?;

@@ -1,7 +1,9 @@
 //! `omega store …`: the store's commands.
 //!
-//! Each opens the store in the data directory. Output meant for scripts goes
-//! to stdout (blob ids, JSON); progress and summaries go to stderr.
+//! While a node runs on the data directory (its RocksDB is locked), each
+//! command is sent to it over the control socket and runs there; otherwise
+//! the command opens the store itself. Output meant for scripts goes to
+//! stdout (blob ids, JSON); progress and summaries go to stderr.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,12 +15,16 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use omega_storage::{BlobId, Residency, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::control::{ControlRequest, call};
 
 use crate::cli::{GlobalArgs, one_line};
 use crate::units::{format_bytes, format_rate};
 
 /// The store's commands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
 pub enum StoreCommand {
     /// Ingest files (directories are walked). Prints each blob id.
     Ingest {
@@ -61,7 +67,8 @@ pub enum StoreCommand {
 }
 
 /// `omega store tier …`.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TierCommand {
     /// Demote the coldest packs until the hot tier is under its budget.
     Run {
@@ -71,61 +78,166 @@ pub enum TierCommand {
     },
 }
 
-/// Runs a store command.
+/// Bytes of a blob read per control-socket round trip by `cat`.
+const REMOTE_READ_BYTES: u64 = 4 << 20;
+
+/// Runs a store command: through the running node if there is one.
 pub fn run(global: &GlobalArgs, command: StoreCommand) -> anyhow::Result<ExitCode> {
     let config = global.config()?;
+    let socket = config.data_dir.join("omega.sock");
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return remote(&socket, command);
+    }
     let store = Store::open(&config.store_dir(), config.store.clone())
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    if let StoreCommand::Cat { blob, range } = &command {
+        return cat(&store, blob, range.as_deref());
+    }
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    execute(&store, command, &mut stdout, &mut stderr, true)
+}
+
+/// What a node answers to a store command run for a client.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RemoteOutput {
+    /// What the command wrote to stdout.
+    pub stdout: String,
+    /// What it wrote to stderr.
+    pub stderr: String,
+    /// Its exit status.
+    pub success: bool,
+}
+
+/// Runs `command` on this node's store for a client, capturing its output.
+pub fn execute_for_client(store: &Store, command: StoreCommand) -> anyhow::Result<RemoteOutput> {
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let code = execute(store, command, &mut stdout, &mut stderr, false)?;
+    Ok(RemoteOutput {
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        success: code == ExitCode::SUCCESS,
+    })
+}
+
+fn remote(socket: &std::path::Path, command: StoreCommand) -> anyhow::Result<ExitCode> {
+    let command = match command {
+        StoreCommand::Cat { blob, range } => return remote_cat(socket, &blob, range.as_deref()),
+        // The node's working directory is not ours.
+        StoreCommand::Ingest { in_place, paths } => StoreCommand::Ingest {
+            in_place,
+            paths: paths
+                .iter()
+                .map(|path| std::path::absolute(path).unwrap_or_else(|_| path.clone()))
+                .collect(),
+        },
+        other => other,
+    };
+    let answer = call(socket, &ControlRequest::Store { command })?;
+    let output: RemoteOutput = serde_json::from_value(answer).context("the node's answer is not understood")?;
+    print!("{}", output.stdout);
+    eprint!("{}", output.stderr);
+    Ok(if output.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn remote_cat(socket: &std::path::Path, blob: &str, range: Option<&str>) -> anyhow::Result<ExitCode> {
+    let blob: BlobId = blob.parse()?;
+    let size = call(socket, &ControlRequest::StoreBlobSize { blob: blob.to_string() })?
+        .as_u64()
+        .context("the node's answer is not a size")?;
+    let (mut start, end) = match range {
+        Some(range) => parse_range(range, size)?,
+        None => (0, size),
+    };
+    let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    while start < end {
+        let stop = end.min(start + REMOTE_READ_BYTES);
+        let answer = call(
+            socket,
+            &ControlRequest::StoreRead {
+                blob: blob.to_string(),
+                start,
+                end: stop,
+            },
+        )?;
+        let encoded = answer.as_str().context("the node's answer is not bytes")?;
+        let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded)?;
+        anyhow::ensure!(bytes.len() as u64 == stop - start, "the node sent a short read");
+        match stdout.write_all(&bytes) {
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+            other => other.context("cannot write to stdout")?,
+        }
+        start = stop;
+    }
+    match stdout.flush() {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        other => other.map(|()| ExitCode::SUCCESS).context("cannot write to stdout"),
+    }
+}
+
+/// Runs a store command other than `cat`, writing to `out` and `err`;
+/// `progress` draws a progress bar on the terminal.
+fn execute(
+    store: &Store,
+    command: StoreCommand,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    progress: bool,
+) -> anyhow::Result<ExitCode> {
     match command {
-        StoreCommand::Ingest { in_place, paths } => ingest(&store, in_place, &paths),
+        StoreCommand::Ingest { in_place, paths } => ingest(store, in_place, &paths, out, err, progress),
         StoreCommand::Stats { json } => {
             let stats = store.stats()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&stats)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&stats)?)?;
             } else {
                 let ratio = if stats.stored_bytes == 0 {
                     1.0
                 } else {
                     stats.logical_bytes as f64 / stats.stored_bytes as f64
                 };
-                println!("logical   {}", format_bytes(stats.logical_bytes));
-                println!(
+                writeln!(out, "logical   {}", format_bytes(stats.logical_bytes))?;
+                writeln!(out, 
                     "stored    {} in {} chunks (dedup {ratio:.2}x)",
                     format_bytes(stats.stored_bytes),
                     stats.chunks
-                );
-                println!("in place  {}", format_bytes(stats.in_place_bytes));
-                println!("blobs     {}", stats.blobs);
-                println!(
+                )?;
+                writeln!(out, "in place  {}", format_bytes(stats.in_place_bytes))?;
+                writeln!(out, "blobs     {}", stats.blobs)?;
+                writeln!(out, 
                     "hot       {} in {} packs",
                     format_bytes(stats.hot_bytes),
                     stats.hot_packs
-                );
-                println!(
+                )?;
+                writeln!(out, 
                     "cold      {} in {} packs",
                     format_bytes(stats.cold_bytes),
                     stats.cold_packs
-                );
-                println!("quarantined chunks {}", stats.quarantined_chunks);
+                )?;
+                writeln!(out, "quarantined chunks {}", stats.quarantined_chunks)?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        StoreCommand::Cat { blob, range } => cat(&store, &blob, range.as_deref()),
+        StoreCommand::Cat { .. } => anyhow::bail!("cat streams to stdout; it does not run here"),
         StoreCommand::Scrub { json } => {
             let report = store.scrub()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
             } else {
                 for finding in &report.findings {
-                    println!("{}: {}", finding.kind, finding.detail);
+                    writeln!(out, "{}: {}", finding.kind, finding.detail)?;
                 }
-                eprintln!(
+                writeln!(err, 
                     "scrub: {} chunks ({}) verified, {} problems, {} newly quarantined",
                     report.chunks_checked,
                     format_bytes(report.bytes_checked),
                     report.findings.len(),
                     report.quarantined
-                );
+                )?;
             }
             Ok(if report.is_clean() {
                 ExitCode::SUCCESS
@@ -135,7 +247,7 @@ pub fn run(global: &GlobalArgs, command: StoreCommand) -> anyhow::Result<ExitCod
         }
         StoreCommand::Gc { json } => {
             let report = store.gc()?;
-            print_report(json, &report, || {
+            print_report(out, json, &report, || {
                 format!(
                     "gc: removed {} blobs, {} chunks, {} packs; compacted {} packs; reclaimed {}",
                     report.blobs_removed,
@@ -148,7 +260,7 @@ pub fn run(global: &GlobalArgs, command: StoreCommand) -> anyhow::Result<ExitCod
         }
         StoreCommand::Tier(TierCommand::Run { json }) => {
             let report = store.tier_run()?;
-            print_report(json, &report, || {
+            print_report(out, json, &report, || {
                 format!(
                     "tier: demoted {} packs ({}); hot {} of {} budget, cold {}",
                     report.demoted_packs,
@@ -163,14 +275,15 @@ pub fn run(global: &GlobalArgs, command: StoreCommand) -> anyhow::Result<ExitCod
 }
 
 fn print_report<T: serde::Serialize>(
+    out: &mut dyn Write,
     json: bool,
     report: &T,
     text: impl FnOnce() -> String,
 ) -> anyhow::Result<ExitCode> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(report)?)?;
     } else {
-        println!("{}", text());
+        writeln!(out, "{}", text())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -203,7 +316,14 @@ fn expand_paths(paths: &[PathBuf], failures: &mut Vec<String>) -> Vec<(PathBuf, 
     files
 }
 
-fn ingest(store: &Store, in_place: bool, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+fn ingest(
+    store: &Store,
+    in_place: bool,
+    paths: &[PathBuf],
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    progress: bool,
+) -> anyhow::Result<ExitCode> {
     let residency = if in_place {
         Residency::InPlace
     } else {
@@ -212,10 +332,13 @@ fn ingest(store: &Store, in_place: bool, paths: &[PathBuf]) -> anyhow::Result<Ex
     let mut failures = Vec::new();
     let files = expand_paths(paths, &mut failures);
     let total: u64 = files.iter().map(|(_, size)| size).sum();
-    let bar = progress_bar(total);
+    let bar = if progress {
+        progress_bar(total)
+    } else {
+        ProgressBar::hidden()
+    };
     let started = Instant::now();
     let (mut ingested, mut bytes, mut new_bytes) = (0_u64, 0_u64, 0_u64);
-    let mut stdout = std::io::stdout().lock();
     for (path, size) in &files {
         let mut done = 0_u64;
         let outcome = store.ingest_file(path, residency, &mut |step| {
@@ -228,7 +351,7 @@ fn ingest(store: &Store, in_place: bool, paths: &[PathBuf]) -> anyhow::Result<Ex
                 ingested += 1;
                 bytes += report.size;
                 new_bytes += report.new_bytes;
-                bar.suspend(|| writeln!(stdout, "{}  {}", report.blob, path.display()))?;
+                bar.suspend(|| writeln!(out, "{}  {}", report.blob, path.display()))?;
             }
             Err(error) => failures.push(format!("{}: {}", path.display(), one_line(&error.into()))),
         }
@@ -236,15 +359,16 @@ fn ingest(store: &Store, in_place: bool, paths: &[PathBuf]) -> anyhow::Result<Ex
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     for failure in &failures {
-        eprintln!("omega: error: {failure}");
+        writeln!(err, "omega: error: {failure}")?;
     }
-    eprintln!(
+    writeln!(
+        err,
         "ingested {ingested} files, {} in {seconds:.2} s ({}), {} new bytes stored{}",
         format_bytes(bytes),
         format_rate(bytes, seconds),
         format_bytes(new_bytes),
         if in_place { " (indexed in place)" } else { "" },
-    );
+    )?;
     Ok(if failures.is_empty() {
         ExitCode::SUCCESS
     } else {

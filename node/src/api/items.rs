@@ -56,6 +56,8 @@ pub struct MediaView {
     pub path: Option<String>,
     /// The node whose disk holds it.
     pub node: u64,
+    /// Its content address in the store (BLAKE3, hex), once indexed.
+    pub blob: Option<String>,
 }
 
 /// An item as the API shows it.
@@ -164,6 +166,7 @@ fn view(item: &Item, admin: bool) -> ItemView {
                 container: crate::library::naming::extension(&media.path),
                 path: admin.then(|| media.path.clone()),
                 node: media.node,
+                blob: media.blob.map(hex::encode),
             })
             .collect(),
         added_ms: item.added_ms,

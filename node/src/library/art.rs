@@ -27,20 +27,31 @@ pub fn folder_names(kind: ItemKind) -> &'static [&'static str] {
     }
 }
 
-/// The folder image among `siblings` (file names in one folder) for an item
-/// of `kind`, or `<stem>-poster.jpg` / `<stem>.jpg` beside a video file.
+/// The images among a folder's file names, as (lowercase stem, name).
+pub fn images(names: &[String]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .filter(|name| {
+            super::naming::extension(name).is_some_and(|extension| matches!(extension.as_str(), "jpg" | "jpeg" | "png" | "webp"))
+        })
+        .map(|name| (super::naming::stem(name).to_lowercase(), name.clone()))
+        .collect()
+}
+
+/// The folder image among `images` (from [`images`]) for an item of
+/// `kind`, or `<stem>-poster.jpg` / `<stem>.jpg` beside a video file.
 /// `generic`: the folder belongs to this item alone, so `folder.jpg` and
 /// the like name its art.
 pub fn find_in_folder(
     kind: ItemKind,
     folder: &Path,
-    siblings: &[String],
+    images: &[(String, String)],
     stem: Option<&str>,
     generic: bool,
 ) -> Option<PathBuf> {
-    let is_image = |name: &str| {
-        super::naming::extension(name).is_some_and(|extension| matches!(extension.as_str(), "jpg" | "jpeg" | "png" | "webp"))
-    };
+    if images.is_empty() {
+        return None;
+    }
     let mut wanted: Vec<String> = Vec::new();
     if let Some(stem) = stem {
         wanted.push(format!("{}-poster", stem.to_lowercase()));
@@ -50,10 +61,10 @@ pub fn find_in_folder(
         wanted.extend(folder_names(kind).iter().map(|name| (*name).to_owned()));
     }
     wanted.iter().find_map(|want| {
-        siblings
+        images
             .iter()
-            .find(|name| is_image(name) && super::naming::stem(name).to_lowercase() == *want)
-            .map(|name| folder.join(name))
+            .find(|(image_stem, _)| image_stem == want)
+            .map(|(_, name)| folder.join(name))
     })
 }
 
@@ -109,10 +120,11 @@ mod tests {
 
     #[test]
     fn folder_art_prefers_the_file_own_poster() {
-        let siblings: Vec<String> = ["Alien (1979).mkv", "folder.jpg", "alien (1979)-poster.JPG", "notes.txt"]
+        let names: Vec<String> = ["Alien (1979).mkv", "folder.jpg", "alien (1979)-poster.JPG", "notes.txt"]
             .iter()
             .map(|name| (*name).to_owned())
             .collect();
+        let siblings = images(&names);
         let found = find_in_folder(ItemKind::Movie, Path::new("/m"), &siblings, Some("Alien (1979)"), true);
         assert_eq!(found, Some(PathBuf::from("/m/alien (1979)-poster.JPG")));
         let found = find_in_folder(ItemKind::Album, Path::new("/a"), &siblings, None, true);

@@ -42,6 +42,13 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// The files of one folder: all names, and the images by lowercase stem.
+struct Listing {
+    folder: PathBuf,
+    names: Vec<String>,
+    images: Vec<(String, String)>,
+}
+
 struct Planner<'a> {
     library: &'a Library,
     node: NodeId,
@@ -52,7 +59,7 @@ struct Planner<'a> {
     audiobooks: BTreeMap<PathBuf, Vec<(String, u64)>>,
     /// The file names of the folder last looked at (the walk is sorted, so
     /// a folder's files come together).
-    listing: Option<(PathBuf, Vec<String>)>,
+    listing: Option<Listing>,
 }
 
 fn wanted(kind: LibraryKind, extension: &str) -> bool {
@@ -172,10 +179,10 @@ impl Planner<'_> {
         }
     }
 
-    /// The names of the files in `folder` (cached for consecutive calls).
-    fn siblings(&mut self, folder: &Path) -> &[String] {
-        let stale = self.listing.as_ref().is_none_or(|(cached, _)| cached != folder);
-        if stale {
+    /// The files in `folder` (cached for consecutive calls).
+    fn listing(&mut self, folder: &Path) -> &Listing {
+        let stale = self.listing.as_ref().is_none_or(|listing| listing.folder != folder);
+        if stale || self.listing.is_none() {
             let mut names: Vec<String> = std::fs::read_dir(folder)
                 .map(|entries| {
                     entries
@@ -186,9 +193,24 @@ impl Planner<'_> {
                 })
                 .unwrap_or_default();
             names.sort();
-            self.listing = Some((folder.to_path_buf(), names));
+            let images = super::art::images(&names);
+            self.listing = Some(Listing {
+                folder: folder.to_path_buf(),
+                names,
+                images,
+            });
         }
-        self.listing.as_ref().map_or(&[], |(_, names)| names.as_slice())
+        // Just filled when missing or stale.
+        self.listing.get_or_insert_with(|| Listing {
+            folder: folder.to_path_buf(),
+            names: Vec::new(),
+            images: Vec::new(),
+        })
+    }
+
+    /// The names of the files in `folder`.
+    fn siblings(&mut self, folder: &Path) -> &[String] {
+        &self.listing(folder).names
     }
 
     /// Adds what the files beside a video say: its NFO (title, year, plot)
@@ -237,8 +259,8 @@ impl Planner<'_> {
 
     /// Notes the image in `folder` that names the art of item `key`.
     fn folder_art(&mut self, key: &str, kind: ItemKind, folder: &Path, stem: Option<&str>, generic: bool) {
-        let siblings = self.siblings(folder).to_vec();
-        if let Some(art) = super::art::find_in_folder(kind, folder, &siblings, stem, generic) {
+        let images = &self.listing(folder).images;
+        if let Some(art) = super::art::find_in_folder(kind, folder, images, stem, generic) {
             self.plan.art.insert(key.to_owned(), art);
         }
     }

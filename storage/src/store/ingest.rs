@@ -77,6 +77,9 @@ impl FileStamp {
     }
 }
 
+/// Files up to this size are indexed in place from one read into memory.
+const SMALL_FILE_BYTES: u64 = 8 << 20;
+
 /// Bytes read at a time by the whole-file hash.
 const HASH_BLOCK_BYTES: usize = 16 * 1024 * 1024;
 
@@ -196,7 +199,7 @@ impl Store {
     /// the writer lock is taken. One answer per path, in order.
     pub fn index_in_place(&self, paths: &[PathBuf]) -> Vec<Result<IngestReport>> {
         let prepared = paths
-            .iter()
+            .par_iter()
             .map(|path| {
                 let path = std::path::absolute(path).map_err(|error| StoreError::io("resolve", path, error))?;
                 self.prepare_in_place(&path, &mut |_| {})
@@ -210,6 +213,9 @@ impl Store {
     fn prepare_in_place(&self, path: &Path, progress: &mut dyn FnMut(u64)) -> Result<PreparedInPlace> {
         let mut file = File::open(path).map_err(|error| StoreError::io("open", path, error))?;
         let before = FileStamp::of(path, &file)?;
+        if before.size <= SMALL_FILE_BYTES {
+            return self.prepare_small_in_place(path, file, before, progress);
+        }
         let (blob, size) = hash_reader(&mut file, path, &mut |_| {})?;
         let unchanged = |file: &File| -> Result<()> {
             if size == before.size && FileStamp::of(path, file)? == before {
@@ -450,6 +456,54 @@ impl Store {
     }
 
     /// Commits an in-place blob and its location.
+    /// A small file is read once, into memory, then hashed and (if new)
+    /// chunked from there.
+    fn prepare_small_in_place(
+        &self,
+        path: &Path,
+        file: File,
+        before: FileStamp,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<PreparedInPlace> {
+        let mut bytes = Vec::with_capacity(before.size as usize);
+        (&file)
+            .take(SMALL_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|error| StoreError::io("read", path, error))?;
+        if bytes.len() as u64 != before.size || FileStamp::of(path, &file)? != before {
+            return Err(StoreError::ChangedDuringIngest(path.to_path_buf()));
+        }
+        let blob = BlobId::of(&bytes);
+        let size = before.size;
+        progress(size);
+        let record = if self.index.get_raw(Family::Blobs, blob.as_bytes())?.is_some() {
+            None
+        } else {
+            let chunks = crate::chunker::chunk_slice(&bytes, self.meta.chunker)
+                .iter()
+                .map(|span| ManifestEntry {
+                    offset: span.offset as u64,
+                    len: span.len as u32,
+                    chunk: Hash32::of(span.bytes(&bytes)),
+                })
+                .collect();
+            let record = BlobRecord {
+                size,
+                chunks,
+                stored: false,
+            };
+            debug_assert!(record.is_well_formed());
+            Some(record)
+        };
+        Ok(PreparedInPlace {
+            path: path.to_path_buf(),
+            stamp: before,
+            blob,
+            size,
+            record,
+        })
+    }
+
     /// Commits prepared in-place files in one batch. A blob two files
     /// share is recorded once.
     fn commit_in_place(&self, prepared: Vec<Result<PreparedInPlace>>) -> Vec<Result<IngestReport>> {

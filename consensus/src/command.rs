@@ -181,6 +181,16 @@ pub enum Command {
         /// The node it belonged to.
         node: NodeId,
     },
+    /// Creates the first administrator; refused once any user exists (the
+    /// web setup page races nothing: the log orders the attempts).
+    CreateFirstAdmin {
+        /// Name.
+        name: String,
+        /// argon2id PHC string.
+        password_hash: String,
+        /// Proposer's clock.
+        now_ms: u64,
+    },
 }
 
 /// How a leased job ended.
@@ -224,6 +234,7 @@ impl fmt::Display for Command {
             Command::RenewLease { .. } => "renew-lease",
             Command::FinishJob { .. } => "finish-job",
             Command::RevokeCertificate { .. } => "revoke-certificate",
+            Command::CreateFirstAdmin { .. } => "create-first-admin",
         };
         f.write_str(name)
     }

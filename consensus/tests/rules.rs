@@ -174,6 +174,7 @@ proptest! {
             Command::RenewLease { job: id, fencing: id, now_ms: now, lease_ms: id },
             Command::FinishJob { job: id, fencing: id, outcome: JobOutcome::Failed { reason: name.clone() }, now_ms: now },
             Command::RevokeCertificate { fingerprint: name.clone(), node: id },
+            Command::CreateFirstAdmin { name: name.clone(), password_hash: name.clone(), now_ms: now },
         ];
         for command in commands {
             let bytes = postcard::to_stdvec(&command).unwrap();
@@ -216,6 +217,26 @@ fn command_encoding_is_stable() {
     );
     // An unknown variant (from a newer node) is an error, not a panic.
     assert!(postcard::from_bytes::<Command>(&[200]).is_err());
+}
+
+#[test]
+fn only_the_first_user_comes_from_setup() {
+    let mut tables = MemTables::default();
+    let setup = |name: &str| Command::CreateFirstAdmin {
+        name: name.into(),
+        password_hash: "hash".into(),
+        now_ms: 1,
+    };
+    let Response::Created(id) = apply(&mut tables, 1, &setup("root")) else {
+        panic!("the first setup creates the administrator");
+    };
+    let user = read::user(&tables, id).unwrap().unwrap();
+    assert!(user.roles.contains(&Role::Admin));
+    assert!(matches!(
+        apply(&mut tables, 2, &setup("intruder")),
+        Response::Rejected(Rejection::Invalid(_))
+    ));
+    assert_eq!(read::users(&tables).unwrap().len(), 1);
 }
 
 #[test]

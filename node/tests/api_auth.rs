@@ -204,3 +204,33 @@ fn login_refresh_keys_totp_and_refusals() {
     assert!(text.contains("omega_raft_is_leader 1"), "{text}");
     assert!(text.contains("omega_http_request_duration_seconds_bucket"), "{text}");
 }
+
+/// Goal: a node started without an administrator asks for one; the first
+/// setup creates it and signs it in; every later setup is refused.
+#[test]
+fn first_run_setup_creates_one_administrator() {
+    let server = Server::start_with(&[], false);
+    let (code, state) = server.request("GET", "/api/v1/setup", None, None);
+    assert_eq!((code, &state["needed"]), (200, &json!(true)), "{state}");
+    let (code, body) = server.request(
+        "POST",
+        "/api/v1/setup",
+        None,
+        Some(&json!({"username": "owner", "password": "correct horse battery"})),
+    );
+    assert_eq!(code, 201, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    let (code, me) = server.request("GET", "/api/v1/auth/me", Some(token), None);
+    assert_eq!(code, 200, "{me}");
+    assert_eq!(me["name"], "owner");
+    let (code, state) = server.request("GET", "/api/v1/setup", None, None);
+    assert_eq!((code, &state["needed"]), (200, &json!(false)));
+    let (code, body) = server.request(
+        "POST",
+        "/api/v1/setup",
+        None,
+        Some(&json!({"username": "intruder", "password": "correct horse battery"})),
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(!server.login("owner", "correct horse battery").is_empty());
+}

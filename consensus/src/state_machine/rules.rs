@@ -108,6 +108,25 @@ pub fn apply_command<R: KvRead + ?Sized>(
             );
             Ok(Response::NodeId(index))
         }
+        Command::CreateFirstAdmin {
+            name,
+            password_hash,
+            now_ms,
+        } => {
+            if !tx.scan_prefix(Table::Users, &[])?.is_empty() {
+                return Ok(Response::Rejected(Rejection::Invalid(
+                    "setup is done: an administrator exists".into(),
+                )));
+            }
+            let create = Command::CreateUser {
+                name: name.clone(),
+                password_hash: password_hash.clone(),
+                roles: [crate::model::Role::Admin, crate::model::Role::Viewer].into(),
+                library_access: crate::model::LibraryAccess::All,
+                now_ms: *now_ms,
+            };
+            apply_command(tx, index, &create)
+        }
         Command::CreateUser {
             name,
             password_hash,

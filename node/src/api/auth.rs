@@ -176,7 +176,7 @@ async fn check_password(password: String, hash: String) -> bool {
         .unwrap_or(false)
 }
 
-async fn issue_tokens(state: &AppState, user: &User) -> ApiResult<TokenResponse> {
+pub(crate) async fn issue_tokens(state: &AppState, user: &User) -> ApiResult<TokenResponse> {
     let now_ms = state.clock.now_ms();
     let (refresh_token, hash) = new_secret(REFRESH_PREFIX);
     state

@@ -14,6 +14,7 @@ pub mod extract;
 pub mod items;
 pub mod libraries;
 pub mod openapi;
+pub mod setup;
 pub mod users;
 
 use std::sync::Arc;
@@ -67,6 +68,7 @@ impl AppState {
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(openapi::document))
+        .route("/setup", get(setup::state).post(setup::create_admin))
         .route("/auth/login", post(auth::login))
         .route("/auth/refresh", post(auth::refresh))
         .route("/auth/logout", post(auth::logout))

@@ -10,13 +10,15 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, events, items, libraries, users};
+use super::{auth, events, items, libraries, setup, users};
 
 /// The document.
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "Omega API", description = "Omega's REST API: authentication, users, libraries, the catalog and playback."),
     paths(
+        setup::state,
+        setup::create_admin,
         auth::login,
         auth::refresh,
         auth::logout,

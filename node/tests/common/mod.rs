@@ -55,18 +55,30 @@ fn free_udp_port() -> u16 {
 impl Server {
     /// Starts a node of one with an administrator `admin` / `admin-password`.
     pub fn start(extra_args: &[&str]) -> Server {
+        Server::start_with(extra_args, true)
+    }
+
+    /// Starts a node of one; `admin`: with the administrator from the
+    /// environment, else with no user at all (first-run setup).
+    pub fn start_with(extra_args: &[&str], admin: bool) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_tcp_port();
         let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_omega"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_omega"));
+        if admin {
+            command
+                .env("OMEGA_ADMIN_USER", "admin")
+                .env("OMEGA_ADMIN_PASSWORD", "admin-password");
+        } else {
+            command.env_remove("OMEGA_ADMIN_USER").env_remove("OMEGA_ADMIN_PASSWORD");
+        }
+        let child = command
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["serve", "--listen", &format!("127.0.0.1:{http_port}")])
             .args(["--cluster-listen", &format!("127.0.0.1:{}", free_udp_port())])
             .args(extra_args)
             .env_remove("OMEGA_CONFIG")
-            .env("OMEGA_ADMIN_USER", "admin")
-            .env("OMEGA_ADMIN_PASSWORD", "admin-password")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())

@@ -272,6 +272,8 @@ fn media_tree(root: &Path) {
     tagged_mp3(&first.join("01 dawn.mp3"), "Dawn Chorus", "Nova Quartet", "First Light", None);
     tagged_mp3(&first.join("02 noon.mp3"), "High Noon", "Nova Quartet", "First Light", None);
     std::fs::copy(&cover, first.join("cover.jpg")).unwrap();
+    // Filed in the wrong folder: its tags say where it belongs.
+    tagged_mp3(&first.join("03 stray.mp3"), "Stray Light", "Ada Reyes", "Night Songs", None);
     let second = root.join("music/Ada Reyes/Night Songs");
     tagged_mp3(&second.join("01 a.mp3"), "Moonrise", "Ada Reyes", "Night Songs", Some(&cover));
     tagged_mp3(&second.join("02 b.mp3"), "Starfall", "Ada Reyes", "Night Songs", Some(&cover));
@@ -431,7 +433,11 @@ fn music_audiobooks_books_and_photos_are_catalogued() {
         .iter()
         .map(|track| track["title"].as_str().unwrap())
         .collect();
-    assert_eq!(titles, ["Moonrise", "Starfall"], "tag titles, in track order");
+    assert_eq!(
+        titles,
+        ["Moonrise", "Starfall", "Stray Light"],
+        "tag titles, in track order; a misfiled track joins its album by its tags"
+    );
     assert_eq!(tracks["items"][0]["metadata"]["tag_artist"], "Ada Reyes");
     assert!(tracks["items"][0]["image"].is_string(), "embedded cover: {tracks}");
     let artists = items(&server, &admin, "type=artist");

@@ -101,6 +101,7 @@ pub fn enrich_all(
     }
     // Parents were planned before their children; keep that order.
     plan.items.sort_by_key(|item| planned_order(item.kind));
+    super::music::group_by_tags(&mut plan.items);
     inherit_album_art(&mut plan.items);
     indexed
 }

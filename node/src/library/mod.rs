@@ -8,6 +8,7 @@
 //! - [`photos`]: EXIF metadata of photos.
 //! - [`art`]: posters, covers and thumbnails.
 //! - [`enrich`]: probing, EXIF, art and in-place indexing of a plan.
+//! - [`music`]: albums and artists from tags.
 //! - [`progress`]: a scan's phase and counts.
 //! - [`watch`]: rescans when files change.
 //! - [`run_scan`]: writing a plan through Raft, keeping the identity of
@@ -16,6 +17,7 @@
 pub mod art;
 pub mod books;
 pub mod enrich;
+pub mod music;
 pub mod naming;
 pub mod photos;
 pub mod probe;

@@ -129,6 +129,10 @@ fn summarise(output: &Output) -> Result<BTreeMap<String, String>, String> {
             ("artist", "tag_artist"),
             ("album", "tag_album"),
             ("date", "tag_date"),
+            ("album_artist", "tag_album_artist"),
+            ("track", "tag_track"),
+            ("disc", "tag_disc"),
+            ("genre", "tag_genre"),
         ] {
             if let Some(value) = format.tags.get(tag).or_else(|| format.tags.get(&tag.to_uppercase())) {
                 metadata.insert(key.into(), value.chars().take(512).collect());

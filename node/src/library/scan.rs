@@ -302,11 +302,12 @@ impl Planner<'_> {
                 } else {
                     "Unknown Album".into()
                 };
-                let artist_key = format!("artist:{}:{}", self.library.id, artist.to_lowercase());
-                let album_key = format!("{artist_key}/album:{}", album.to_lowercase());
+                let artist_key = super::music::artist_key(self.library.id, &artist);
                 let artist_item = self.item(artist_key.clone(), ItemKind::Artist, None, naming::clean(&artist));
                 self.parent(artist_item);
+                // Keyed by title without the year, as tags name albums.
                 let (album_title, album_year) = naming::title_and_year(&album);
+                let album_key = super::music::album_key(&artist_key, &album_title);
                 let mut album_item = self.item(album_key.clone(), ItemKind::Album, Some(artist_key), album_title);
                 album_item.year = album_year;
                 if self.parent(album_item) && relative.len() >= 2 {

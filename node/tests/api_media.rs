@@ -404,6 +404,25 @@ fn music_audiobooks_books_and_photos_are_catalogued() {
     ];
     wait_for_scans(&server, &admin, &ids);
 
+    // The folder browser behind the setup page's library picker.
+    let (code, listing) = server.request(
+        "GET",
+        &format!("/api/v1/folders?path={}/music/../music", root.display()),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(code, 200, "{listing}");
+    assert_eq!(listing["path"], arg(&root.join("music")), "resolved: {listing}");
+    let names: Vec<&str> = listing["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|folder| folder["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Ada Reyes", "Nova Quartet"]);
+    let (code, _) = server.request("GET", "/api/v1/folders?path=relative", Some(&admin), None);
+    assert_eq!(code, 400);
+
     // Music: artists and albums from folders, titles from tags, art from
     // the folder's cover.jpg or the tracks' embedded covers.
     let albums = items(&server, &admin, "type=album");

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod folders;
 pub mod items;
 pub mod libraries;
 pub mod openapi;
@@ -81,6 +82,7 @@ pub fn router() -> Router<AppState> {
         .route("/users", get(users::list).post(users::create))
         .route("/users/{id}", delete(users::remove))
         .route("/users/{id}/access", put(users::set_access))
+        .route("/folders", get(folders::list))
         .route("/libraries", get(libraries::list).post(libraries::create))
         .route("/libraries/{id}", delete(libraries::remove))
         .route(

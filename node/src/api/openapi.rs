@@ -10,7 +10,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, events, items, libraries, setup, users};
+use super::{auth, events, folders, items, libraries, setup, users};
 
 /// The document.
 #[derive(Debug, OpenApi)]
@@ -32,6 +32,7 @@ use super::{auth, events, items, libraries, setup, users};
         users::create,
         users::remove,
         users::set_access,
+        folders::list,
         libraries::list,
         libraries::create,
         libraries::remove,

@@ -201,19 +201,22 @@ fn execute(
                     stats.logical_bytes as f64 / stats.stored_bytes as f64
                 };
                 writeln!(out, "logical   {}", format_bytes(stats.logical_bytes))?;
-                writeln!(out, 
+                writeln!(
+                    out,
                     "stored    {} in {} chunks (dedup {ratio:.2}x)",
                     format_bytes(stats.stored_bytes),
                     stats.chunks
                 )?;
                 writeln!(out, "in place  {}", format_bytes(stats.in_place_bytes))?;
                 writeln!(out, "blobs     {}", stats.blobs)?;
-                writeln!(out, 
+                writeln!(
+                    out,
                     "hot       {} in {} packs",
                     format_bytes(stats.hot_bytes),
                     stats.hot_packs
                 )?;
-                writeln!(out, 
+                writeln!(
+                    out,
                     "cold      {} in {} packs",
                     format_bytes(stats.cold_bytes),
                     stats.cold_packs
@@ -231,7 +234,8 @@ fn execute(
                 for finding in &report.findings {
                     writeln!(out, "{}: {}", finding.kind, finding.detail)?;
                 }
-                writeln!(err, 
+                writeln!(
+                    err,
                     "scrub: {} chunks ({}) verified, {} problems, {} newly quarantined",
                     report.chunks_checked,
                     format_bytes(report.bytes_checked),

@@ -41,8 +41,20 @@ fn tagged_mp3(path: &Path, title: &str, artist: &str, album: &str, cover: Option
         .map(|text| (*text).to_owned())
         .collect();
     if let Some(cover) = cover {
-        args.extend(["-i".into(), arg(cover).into(), "-map".into(), "0:a".into(), "-map".into(), "1:v".into()]);
-        args.extend(["-c:v".into(), "copy".into(), "-disposition:v".into(), "attached_pic".into()]);
+        args.extend([
+            "-i".into(),
+            arg(cover).into(),
+            "-map".into(),
+            "0:a".into(),
+            "-map".into(),
+            "1:v".into(),
+        ]);
+        args.extend([
+            "-c:v".into(),
+            "copy".into(),
+            "-disposition:v".into(),
+            "attached_pic".into(),
+        ]);
     }
     args.extend(["-c:a".into(), "libmp3lame".into(), "-id3v2_version".into(), "3".into()]);
     for (key, value) in [("title", title), ("artist", artist), ("album", album)] {
@@ -138,7 +150,12 @@ fn photo_with_exif(path: &Path, make: &str, model: &str, taken: &str, gps: Optio
     jpeg(path, "160x120");
     // IFD0 at 8; its size is fixed by its entries, so the others follow.
     let ifd0_len = |entries: &[Entry]| ifd(entries, 8).len() as u32;
-    let mut ifd0 = vec![ascii(0x010f, make), ascii(0x0110, model), ascii(0x0132, taken), long(0x8769, 0)];
+    let mut ifd0 = vec![
+        ascii(0x010f, make),
+        ascii(0x0110, model),
+        ascii(0x0132, taken),
+        long(0x8769, 0),
+    ];
     if gps.is_some() {
         ifd0.push(long(0x8825, 0));
     }
@@ -255,28 +272,88 @@ fn books(root: &Path) {
 }
 
 /// File name, camera make and model, when taken, where.
-type Photo = (&'static str, &'static str, &'static str, &'static str, Option<(f64, f64)>);
+type Photo = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<(f64, f64)>,
+);
 
 const PHOTOS: [Photo; 5] = [
-    ("beach.jpg", "Canon", "EOS 5D", "2021:07:14 10:00:00", Some((43.2965, 5.3698))),
-    ("city.jpg", "NIKON CORPORATION", "D750", "2020:01:02 18:30:00", Some((-33.8688, 151.2093))),
-    ("forest.jpg", "FUJIFILM", "X-T3", "2019:10:05 08:15:30", Some((45.5017, -73.5673))),
+    (
+        "beach.jpg",
+        "Canon",
+        "EOS 5D",
+        "2021:07:14 10:00:00",
+        Some((43.2965, 5.3698)),
+    ),
+    (
+        "city.jpg",
+        "NIKON CORPORATION",
+        "D750",
+        "2020:01:02 18:30:00",
+        Some((-33.8688, 151.2093)),
+    ),
+    (
+        "forest.jpg",
+        "FUJIFILM",
+        "X-T3",
+        "2019:10:05 08:15:30",
+        Some((45.5017, -73.5673)),
+    ),
     ("party.jpg", "Apple", "iPhone 12", "2022:12:31 23:59:59", None),
-    ("snow.jpg", "SONY", "ILCE-7M3", "2018:02:20 12:00:00", Some((46.5197, 6.6323))),
+    (
+        "snow.jpg",
+        "SONY",
+        "ILCE-7M3",
+        "2018:02:20 12:00:00",
+        Some((46.5197, 6.6323)),
+    ),
 ];
 
 fn media_tree(root: &Path) {
     let cover = root.join("cover-source.jpg");
     jpeg(&cover, "200x200");
     let first = root.join("music/Nova Quartet/First Light (2019)");
-    tagged_mp3(&first.join("01 dawn.mp3"), "Dawn Chorus", "Nova Quartet", "First Light", None);
-    tagged_mp3(&first.join("02 noon.mp3"), "High Noon", "Nova Quartet", "First Light", None);
+    tagged_mp3(
+        &first.join("01 dawn.mp3"),
+        "Dawn Chorus",
+        "Nova Quartet",
+        "First Light",
+        None,
+    );
+    tagged_mp3(
+        &first.join("02 noon.mp3"),
+        "High Noon",
+        "Nova Quartet",
+        "First Light",
+        None,
+    );
     std::fs::copy(&cover, first.join("cover.jpg")).unwrap();
     // Filed in the wrong folder: its tags say where it belongs.
-    tagged_mp3(&first.join("03 stray.mp3"), "Stray Light", "Ada Reyes", "Night Songs", None);
+    tagged_mp3(
+        &first.join("03 stray.mp3"),
+        "Stray Light",
+        "Ada Reyes",
+        "Night Songs",
+        None,
+    );
     let second = root.join("music/Ada Reyes/Night Songs");
-    tagged_mp3(&second.join("01 a.mp3"), "Moonrise", "Ada Reyes", "Night Songs", Some(&cover));
-    tagged_mp3(&second.join("02 b.mp3"), "Starfall", "Ada Reyes", "Night Songs", Some(&cover));
+    tagged_mp3(
+        &second.join("01 a.mp3"),
+        "Moonrise",
+        "Ada Reyes",
+        "Night Songs",
+        Some(&cover),
+    );
+    tagged_mp3(
+        &second.join("02 b.mp3"),
+        "Starfall",
+        "Ada Reyes",
+        "Night Songs",
+        Some(&cover),
+    );
     std::fs::remove_file(&cover).unwrap();
     std::fs::create_dir_all(root.join("audiobooks")).unwrap();
     audiobook(&root.join("audiobooks/The Long Road.m4b"));
@@ -438,7 +515,11 @@ fn music_audiobooks_books_and_photos_are_catalogued() {
         assert!(bytes.starts_with(b"\xff\xd8"), "a JPEG");
         let etag = head
             .lines()
-            .find_map(|line| line.to_lowercase().starts_with("etag:").then(|| line[5..].trim().to_owned()))
+            .find_map(|line| {
+                line.to_lowercase()
+                    .starts_with("etag:")
+                    .then(|| line[5..].trim().to_owned())
+            })
             .unwrap();
         let (code, _, _) = server.get_bytes(image, &admin, &format!("If-None-Match: {etag}\r\n"));
         assert_eq!(code, 304);
@@ -469,7 +550,12 @@ fn music_audiobooks_books_and_photos_are_catalogued() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|chapter| (chapter["title"].as_str().unwrap(), chapter["start_ms"].as_u64().unwrap()))
+        .map(|chapter| {
+            (
+                chapter["title"].as_str().unwrap(),
+                chapter["start_ms"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         chapters,
@@ -505,7 +591,10 @@ fn music_audiobooks_books_and_photos_are_catalogued() {
     assert_eq!(beach["year"], 2021);
     let latitude: f64 = beach["metadata"]["latitude"].as_str().unwrap().parse().unwrap();
     let longitude: f64 = beach["metadata"]["longitude"].as_str().unwrap().parse().unwrap();
-    assert!((latitude - 43.2965).abs() < 0.001 && (longitude - 5.3698).abs() < 0.001, "{beach}");
+    assert!(
+        (latitude - 43.2965).abs() < 0.001 && (longitude - 5.3698).abs() < 0.001,
+        "{beach}"
+    );
     let forest = by_title(&photos, "forest");
     let longitude: f64 = forest["metadata"]["longitude"].as_str().unwrap().parse().unwrap();
     assert!((longitude + 73.5673).abs() < 0.001, "west is negative: {forest}");
@@ -526,12 +615,20 @@ fn music_audiobooks_books_and_photos_are_catalogued() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(output.stdout, std::fs::read(root.join("photos/beach.jpg")).unwrap());
     let output = common::omega(&server.data_dir(), &["store", "cat", blob, "--range", "2-5"]);
-    assert_eq!(output.stdout, std::fs::read(root.join("photos/beach.jpg")).unwrap()[2..6]);
+    assert_eq!(
+        output.stdout,
+        std::fs::read(root.join("photos/beach.jpg")).unwrap()[2..6]
+    );
 
     // Events: a rescan's progress and end arrive over the WebSocket.
     let photos_id = library("photos");
     let mut events = EventStream::open(&server, &admin);
-    let (code, _) = server.request("POST", &format!("/api/v1/libraries/{photos_id}/scan"), Some(&admin), None);
+    let (code, _) = server.request(
+        "POST",
+        &format!("/api/v1/libraries/{photos_id}/scan"),
+        Some(&admin),
+        None,
+    );
     assert_eq!(code, 202);
     let mut phases = Vec::new();
     loop {

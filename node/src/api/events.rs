@@ -35,7 +35,8 @@ pub async fn events(
         Some(token) => Caller::from_token(&state, token)?,
         None => Caller::from_parts(&parts, &state)?,
     };
-    let upgrade = upgrade.map_err(|rejection| ApiError::bad_request(format!("not a WebSocket request: {rejection}")))?;
+    let upgrade =
+        upgrade.map_err(|rejection| ApiError::bad_request(format!("not a WebSocket request: {rejection}")))?;
     Ok(upgrade.on_upgrade(move |socket| forward(state, caller, socket)))
 }
 

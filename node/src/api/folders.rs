@@ -60,7 +60,9 @@ pub async fn list(
         let mut folders = Vec::new();
         let mut truncated = false;
         for entry in entries.filter_map(Result::ok) {
-            let Ok(name) = entry.file_name().into_string() else { continue };
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
             if name.starts_with('.') || !entry.path().is_dir() {
                 continue;
             }

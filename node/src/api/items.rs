@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::extract::{Body, PathParam};
+use super::libraries::can_see;
+use super::{ApiError, ApiResult, AppState, Caller};
 use crate::events::Event;
 use crate::library::enrich::IMAGE_PRIMARY;
 use crate::library::probe::Chapter;
-use super::libraries::can_see;
-use super::{ApiError, ApiResult, AppState, Caller};
 
 /// Largest page.
 const LIMIT_MAX: usize = 500;
@@ -406,7 +406,11 @@ pub async fn image(
     .await
     .map_err(|error| ApiError::internal(error.to_string()))?
     .map_err(|error| ApiError::not_found(format!("the image is unavailable: {error}")))?;
-    let content_type = if bytes.starts_with(b"\x89PNG") { "image/png" } else { "image/jpeg" };
+    let content_type = if bytes.starts_with(b"\x89PNG") {
+        "image/png"
+    } else {
+        "image/jpeg"
+    };
     Ok((
         [
             (header::CONTENT_TYPE, content_type.to_owned()),

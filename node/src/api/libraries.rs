@@ -261,7 +261,12 @@ pub fn start_scan(state: &AppState, library: Library) -> ApiResult<()> {
         let outcome = run_scan(&state.cluster, library, node, tools, state.clock.as_ref(), progress).await;
         let (status, event) = match outcome {
             Ok(report) => {
-                tracing::info!(library = id, files = report.files, items = report.items, "scan finished");
+                tracing::info!(
+                    library = id,
+                    files = report.files,
+                    items = report.items,
+                    "scan finished"
+                );
                 let event = Event::ScanFinished {
                     library: id,
                     items: report.items,
@@ -269,7 +274,12 @@ pub fn start_scan(state: &AppState, library: Library) -> ApiResult<()> {
                     skipped: report.skipped.len() as u64,
                     error: None,
                 };
-                (ScanStatus::Done { report: Arc::new(report) }, event)
+                (
+                    ScanStatus::Done {
+                        report: Arc::new(report),
+                    },
+                    event,
+                )
             }
             Err(error) => {
                 tracing::warn!(library = id, %error, "scan failed");

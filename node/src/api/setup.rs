@@ -63,7 +63,9 @@ pub async fn create_admin(
         .await?;
     let id = match response {
         Response::Created(id) => id,
-        Response::Rejected(omega_consensus::command::Rejection::Invalid(reason)) if reason.starts_with("setup is done") => {
+        Response::Rejected(omega_consensus::command::Rejection::Invalid(reason))
+            if reason.starts_with("setup is done") =>
+        {
             return Err(ApiError::new(StatusCode::CONFLICT, "setup is done: sign in instead"));
         }
         Response::Rejected(rejection) => return Err(rejection.into()),

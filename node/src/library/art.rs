@@ -32,7 +32,8 @@ pub fn images(names: &[String]) -> Vec<(String, String)> {
     names
         .iter()
         .filter(|name| {
-            super::naming::extension(name).is_some_and(|extension| matches!(extension.as_str(), "jpg" | "jpeg" | "png" | "webp"))
+            super::naming::extension(name)
+                .is_some_and(|extension| matches!(extension.as_str(), "jpg" | "jpeg" | "png" | "webp"))
         })
         .map(|name| (super::naming::stem(name).to_lowercase(), name.clone()))
         .collect()
@@ -129,8 +130,14 @@ mod tests {
         assert_eq!(found, Some(PathBuf::from("/m/alien (1979)-poster.JPG")));
         let found = find_in_folder(ItemKind::Album, Path::new("/a"), &siblings, None, true);
         assert_eq!(found, Some(PathBuf::from("/a/folder.jpg")));
-        assert_eq!(find_in_folder(ItemKind::Album, Path::new("/a"), &siblings, None, false), None);
-        assert_eq!(find_in_folder(ItemKind::Track, Path::new("/a"), &siblings, None, true), None);
+        assert_eq!(
+            find_in_folder(ItemKind::Album, Path::new("/a"), &siblings, None, false),
+            None
+        );
+        assert_eq!(
+            find_in_folder(ItemKind::Track, Path::new("/a"), &siblings, None, true),
+            None
+        );
     }
 
     #[test]

@@ -120,11 +120,7 @@ fn planned_order(kind: ItemKind) -> u8 {
 /// moved: it keeps the old item's key, and so its id, watch state and
 /// history.
 fn keep_identity_by_content(pending: &mut [ItemWrite], done: &[ItemWrite], previous: &HashMap<String, Item>) {
-    let planned: std::collections::BTreeSet<&str> = pending
-        .iter()
-        .chain(done)
-        .map(|item| item.key.as_str())
-        .collect();
+    let planned: std::collections::BTreeSet<&str> = pending.iter().chain(done).map(|item| item.key.as_str()).collect();
     let mut gone_by_blob: HashMap<(ItemKind, [u8; 32]), String> = HashMap::new();
     for item in previous.values() {
         if planned.contains(item.fields.key.as_str()) || item.fields.media.len() != 1 {
@@ -292,7 +288,8 @@ fn make_art(source: &Source, media_tools: bool) -> Result<Vec<u8>, String> {
     }
     match source {
         Source::Image(path)
-            if naming::extension(&path.to_string_lossy()).is_some_and(|ext| matches!(ext.as_str(), "jpg" | "jpeg" | "png")) =>
+            if naming::extension(&path.to_string_lossy())
+                .is_some_and(|ext| matches!(ext.as_str(), "jpg" | "jpeg" | "png")) =>
         {
             let size = std::fs::metadata(path).map_err(|error| error.to_string())?.len();
             if size > 16 << 20 {

@@ -230,14 +230,11 @@ fn release_references(
         .flat_map(|item| item.fields.media.iter().map(|media| media.path.as_str()))
         .chain(indexed.iter().map(String::as_str))
         .collect();
-    let references = gone
-        .iter()
-        .map(|item| enrich::art_reference(&item.fields.key))
-        .chain(
-            known_paths
-                .difference(&kept_paths)
-                .map(|path| format!("inplace:{path}")),
-        );
+    let references = gone.iter().map(|item| enrich::art_reference(&item.fields.key)).chain(
+        known_paths
+            .difference(&kept_paths)
+            .map(|path| format!("inplace:{path}")),
+    );
     for reference in references {
         if let Err(error) = store.remove_reference(&reference) {
             tracing::warn!(%reference, %error, "cannot release a store reference");

@@ -43,7 +43,9 @@ pub fn group_by_tags(items: &mut Vec<ItemWrite>) {
         }
     }
     for track in &mut tracks {
-        let Some(old_album) = track.parent_key.clone() else { continue };
+        let Some(old_album) = track.parent_key.clone() else {
+            continue;
+        };
         let old = parents.get(&old_album).cloned();
         let artist_name = tag(track, "tag_album_artist")
             .or_else(|| tag(track, "tag_artist"))
@@ -165,17 +167,31 @@ mod tests {
         );
         planned_album.metadata.insert(IMAGE_PRIMARY.into(), "cover".into());
         let mut items = vec![
-            parent(&track("x", "y", &[]), folder_artist.clone(), ItemKind::Artist, None, "Various".into()),
+            parent(
+                &track("x", "y", &[]),
+                folder_artist.clone(),
+                ItemKind::Artist,
+                None,
+                "Various".into(),
+            ),
             planned_album,
             track(
                 "a",
                 &folder_album,
-                &[("tag_artist", "Ada"), ("tag_album", "Night Songs"), ("tag_track", "2/9")],
+                &[
+                    ("tag_artist", "Ada"),
+                    ("tag_album", "Night Songs"),
+                    ("tag_track", "2/9"),
+                ],
             ),
             track(
                 "b",
                 &folder_album,
-                &[("tag_album_artist", "Ada"), ("tag_artist", "Ada feat. Bo"), ("tag_album", "Night Songs")],
+                &[
+                    ("tag_album_artist", "Ada"),
+                    ("tag_artist", "Ada feat. Bo"),
+                    ("tag_album", "Night Songs"),
+                ],
             ),
         ];
         group_by_tags(&mut items);
@@ -187,7 +203,11 @@ mod tests {
         assert_eq!(items[0].title, "Ada");
         assert_eq!(items[1].title, "Night Songs");
         assert_eq!(items[1].metadata.get(IMAGE_PRIMARY).map(String::as_str), Some("cover"));
-        assert!(items[2..].iter().all(|track| track.parent_key.as_deref() == Some(items[1].key.as_str())));
+        assert!(
+            items[2..]
+                .iter()
+                .all(|track| track.parent_key.as_deref() == Some(items[1].key.as_str()))
+        );
         assert_eq!(items[2].index, Some(2));
     }
 
@@ -196,8 +216,20 @@ mod tests {
         let artist = artist_key(1, "nova");
         let album = album_key(&artist, "first");
         let mut items = vec![
-            parent(&track("x", "y", &[]), artist.clone(), ItemKind::Artist, None, "Nova".into()),
-            parent(&track("x", "y", &[]), album.clone(), ItemKind::Album, Some(artist), "First".into()),
+            parent(
+                &track("x", "y", &[]),
+                artist.clone(),
+                ItemKind::Artist,
+                None,
+                "Nova".into(),
+            ),
+            parent(
+                &track("x", "y", &[]),
+                album.clone(),
+                ItemKind::Album,
+                Some(artist),
+                "First".into(),
+            ),
             track("a", &album, &[]),
         ];
         let before = items.clone();

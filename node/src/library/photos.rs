@@ -56,12 +56,17 @@ pub fn read_exif(path: &Path) -> BTreeMap<String, String> {
         let Value::Rational(parts) = &field.value else {
             return None;
         };
-        let degrees = parts.first()?.to_f64() + parts.get(1).map_or(0.0, |minutes| minutes.to_f64() / 60.0)
+        let degrees = parts.first()?.to_f64()
+            + parts.get(1).map_or(0.0, |minutes| minutes.to_f64() / 60.0)
             + parts.get(2).map_or(0.0, |seconds| seconds.to_f64() / 3600.0);
         if !degrees.is_finite() {
             return None;
         }
-        let sign = if text(reference).as_deref() == Some(negative) { -1.0 } else { 1.0 };
+        let sign = if text(reference).as_deref() == Some(negative) {
+            -1.0
+        } else {
+            1.0
+        };
         Some(sign * degrees)
     };
     let latitude = coordinate(Tag::GPSLatitude, Tag::GPSLatitudeRef, "S").filter(|lat| lat.abs() <= 90.0);
@@ -101,7 +106,10 @@ mod tests {
 
     #[test]
     fn exif_dates() {
-        assert_eq!(iso_date_time("2021:06:15 14:30:05").as_deref(), Some("2021-06-15T14:30:05"));
+        assert_eq!(
+            iso_date_time("2021:06:15 14:30:05").as_deref(),
+            Some("2021-06-15T14:30:05")
+        );
         assert_eq!(iso_date_time("0000:00:00 00:00:00"), None);
         assert_eq!(iso_date_time("    :  :     :  :  "), None);
         assert_eq!(iso_date_time("2021-06-15"), None);

@@ -49,7 +49,10 @@ pub struct ScanProgress {
 
 impl std::fmt::Debug for ScanProgress {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("ScanProgress").field("now", &self.view()).finish()
+        formatter
+            .debug_struct("ScanProgress")
+            .field("now", &self.view())
+            .finish()
     }
 }
 

@@ -397,11 +397,9 @@ impl Planner<'_> {
         series.year = series_year;
         if self.parent(series) {
             // The series folder: the file's path less what lies below it.
-            let series_folder = relative[1..]
-                .iter()
-                .fold(Path::new(path).to_path_buf(), |folder, _| {
-                    folder.parent().map_or(folder.clone(), Path::to_path_buf)
-                });
+            let series_folder = relative[1..].iter().fold(Path::new(path).to_path_buf(), |folder, _| {
+                folder.parent().map_or(folder.clone(), Path::to_path_buf)
+            });
             self.folder_art(&series_key, ItemKind::Series, &series_folder, None, true);
         }
         let season_key = format!("{series_key}/season:{season}");

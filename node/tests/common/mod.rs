@@ -70,7 +70,9 @@ impl Server {
                 .env("OMEGA_ADMIN_USER", "admin")
                 .env("OMEGA_ADMIN_PASSWORD", "admin-password");
         } else {
-            command.env_remove("OMEGA_ADMIN_USER").env_remove("OMEGA_ADMIN_PASSWORD");
+            command
+                .env_remove("OMEGA_ADMIN_USER")
+                .env_remove("OMEGA_ADMIN_PASSWORD");
         }
         let child = command
             .arg("--data-dir")

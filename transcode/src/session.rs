@@ -1,0 +1,357 @@
+//! On-demand HLS sessions: ffmpeg processes that make one rendition of one
+//! source from some segment on.
+//!
+//! A request for segment N reuses the session of that source and rendition
+//! when N is at most [`SessionConfig::reuse_ahead`] segments past what it
+//! has made; otherwise (a seek far ahead or back) the old session stops
+//! and a new one starts at N. At most [`SessionConfig::max_sessions`] run
+//! at once: past that, [`TranscodeError::Busy`] (HTTP 503). Sessions idle
+//! for [`SessionConfig::idle`] are stopped by [`Sessions::reap`]. A session
+//! whose ffmpeg fails makes every waiter fail with its error and is removed;
+//! processes are killed and waited for, never left as zombies.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::process::Child;
+
+use crate::error::{Result, TranscodeError};
+use crate::ffmpeg::{SessionSpec, VideoEncoder, hls_args, init_path, segment_path};
+use crate::ladder::Rendition;
+use crate::probe::SourceInfo;
+use crate::segments::SegmentPlan;
+
+/// How sessions run.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The ffmpeg binary.
+    pub ffmpeg: PathBuf,
+    /// Where sessions write (one folder each, removed when they end).
+    pub work_dir: PathBuf,
+    /// Sessions running at once.
+    pub max_sessions: usize,
+    /// A session unused this long is stopped.
+    pub idle: Duration,
+    /// How long a request waits for its segment.
+    pub segment_wait: Duration,
+    /// A session this many segments short of a request still serves it.
+    pub reuse_ahead: u32,
+    /// The video encoder.
+    pub encoder: VideoEncoder,
+}
+
+/// Which output a session makes: a source (by a stable id, e.g. its blob)
+/// in one rendition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    /// The source's id.
+    pub source: String,
+    /// The rendition's name.
+    pub rendition: String,
+}
+
+/// What a session needs to start.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionInput<'a> {
+    /// The source file.
+    pub path: &'a Path,
+    /// What it holds.
+    pub info: &'a SourceInfo,
+    /// The rendition.
+    pub rendition: &'a Rendition,
+}
+
+#[derive(Debug)]
+struct Session {
+    key: SessionKey,
+    start: u32,
+    dir: PathBuf,
+    child: Child,
+    last_used: Instant,
+    /// Segments known to be written, from `start` on.
+    made_up_to: Option<u32>,
+    stderr: Arc<Mutex<String>>,
+    /// Why it ended, once it has.
+    ended: Option<std::result::Result<(), String>>,
+}
+
+impl Session {
+    /// Refreshes what the session has made and whether it has ended.
+    fn poll(&mut self) {
+        let mut next = self.made_up_to.map_or(self.start, |made| made + 1);
+        while segment_path(&self.dir, next).exists() {
+            self.made_up_to = Some(next);
+            next += 1;
+        }
+        if self.ended.is_none()
+            && let Ok(Some(status)) = self.child.try_wait()
+        {
+            self.ended = Some(if status.success() {
+                Ok(())
+            } else {
+                let stderr = self.stderr.lock().unwrap_or_else(|poison| poison.into_inner());
+                Err(stderr.lines().next().unwrap_or("ffmpeg exited").trim().to_owned())
+            });
+        }
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let dir = self.dir.clone();
+        // Waits for the process (no zombie), then removes its folder.
+        tokio::spawn(async move {
+            let _ = self.child.wait().await;
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+        });
+    }
+}
+
+/// The node's transcoding sessions.
+#[derive(Debug)]
+pub struct Sessions {
+    config: SessionConfig,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sessions: HashMap<u64, Session>,
+    next_id: u64,
+}
+
+/// What to wait for in a session's folder.
+#[derive(Debug, Clone, Copy)]
+enum Wanted {
+    Init,
+    Segment(u32),
+}
+
+impl Sessions {
+    /// Sessions that run with `config`; its work folder is emptied.
+    pub fn new(config: SessionConfig) -> Result<Sessions> {
+        assert!(config.max_sessions > 0, "at least one session may run");
+        let _ = std::fs::remove_dir_all(&config.work_dir);
+        std::fs::create_dir_all(&config.work_dir).map_err(|source| TranscodeError::Io {
+            action: "create",
+            path: config.work_dir.clone(),
+            source,
+        })?;
+        Ok(Sessions {
+            config,
+            inner: Mutex::new(Inner::default()),
+        })
+    }
+
+    /// How sessions run.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Sessions running now.
+    pub fn running(&self) -> usize {
+        self.lock().sessions.len()
+    }
+
+    /// The file of segment `index`, made by a running or new session. The
+    /// file stays until the session ends: copy it out before then.
+    pub async fn segment(&self, key: &SessionKey, input: SessionInput<'_>, index: u32) -> Result<PathBuf> {
+        let plan = SegmentPlan::new(input.info.duration_s);
+        if index >= plan.count() {
+            return Err(TranscodeError::NotFound(format!(
+                "segment {index} is past the last ({})",
+                plan.count() - 1
+            )));
+        }
+        let id = self.session_for(key, input, index)?;
+        self.wait(id, Wanted::Segment(index)).await
+    }
+
+    /// The file of the rendition's init segment.
+    pub async fn init(&self, key: &SessionKey, input: SessionInput<'_>) -> Result<PathBuf> {
+        let existing = {
+            let inner = self.lock();
+            inner
+                .sessions
+                .iter()
+                .find(|(_, session)| session.key == *key && session.ended.as_ref().is_none_or(Result::is_ok))
+                .map(|(id, _)| *id)
+        };
+        let id = match existing {
+            Some(id) => id,
+            None => self.session_for(key, input, 0)?,
+        };
+        self.wait(id, Wanted::Init).await
+    }
+
+    /// A session of `key` that will make segment `index`: a running one
+    /// close enough, or a new one started there.
+    fn session_for(&self, key: &SessionKey, input: SessionInput<'_>, index: u32) -> Result<u64> {
+        let mut inner = self.lock();
+        let mut stale = Vec::new();
+        for (id, session) in &mut inner.sessions {
+            if session.key != *key {
+                continue;
+            }
+            session.poll();
+            let made = session.made_up_to.map_or(i64::from(session.start) - 1, i64::from);
+            let serves = index >= session.start
+                && i64::from(index) <= made + i64::from(self.config.reuse_ahead)
+                && session.ended.as_ref().is_none_or(Result::is_ok);
+            let has_it = index >= session.start && made >= i64::from(index);
+            if serves || has_it {
+                session.last_used = Instant::now();
+                return Ok(*id);
+            }
+            // A seek elsewhere: this viewer's old session is no longer wanted.
+            stale.push(*id);
+        }
+        for id in stale {
+            if let Some(session) = inner.sessions.remove(&id) {
+                session.stop();
+            }
+        }
+        if inner.sessions.len() >= self.config.max_sessions {
+            return Err(TranscodeError::Busy(self.config.max_sessions));
+        }
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let session = self.start(id, key, input, index)?;
+        inner.sessions.insert(id, session);
+        Ok(id)
+    }
+
+    fn start(&self, id: u64, key: &SessionKey, input: SessionInput<'_>, index: u32) -> Result<Session> {
+        let dir = self.config.work_dir.join(format!("session-{id}"));
+        std::fs::create_dir_all(&dir).map_err(|source| TranscodeError::Io {
+            action: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        let spec = SessionSpec {
+            ffmpeg: &self.config.ffmpeg,
+            source: input.path,
+            info: input.info,
+            rendition: input.rendition,
+            plan: SegmentPlan::new(input.info.duration_s),
+            start_segment: index,
+            encoder: &self.config.encoder,
+            out_dir: &dir,
+        };
+        let mut child = tokio::process::Command::new(&self.config.ffmpeg)
+            .args(hls_args(&spec))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| TranscodeError::Spawn {
+                tool: self.config.ffmpeg.display().to_string(),
+                source,
+            })?;
+        let stderr = Arc::new(Mutex::new(String::new()));
+        if let Some(pipe) = child.stderr.take() {
+            let sink = stderr.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let mut lines = tokio::io::BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut text = sink.lock().unwrap_or_else(|poison| poison.into_inner());
+                    // Bounded: the first lines say what went wrong.
+                    if text.len() < 16 * 1024 {
+                        text.push_str(&line);
+                        text.push('\n');
+                    }
+                }
+            });
+        }
+        tracing::debug!(source = %key.source, rendition = %key.rendition, start = index, "transcoding session started");
+        Ok(Session {
+            key: key.clone(),
+            start: index,
+            dir,
+            child,
+            last_used: Instant::now(),
+            made_up_to: None,
+            stderr,
+            ended: None,
+        })
+    }
+
+    /// Waits until session `id` has written what is wanted.
+    async fn wait(&self, id: u64, wanted: Wanted) -> Result<PathBuf> {
+        let deadline = Instant::now() + self.config.segment_wait;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            {
+                let mut inner = self.lock();
+                let Some(session) = inner.sessions.get_mut(&id) else {
+                    return Err(TranscodeError::Ffmpeg("the session was stopped".into()));
+                };
+                session.poll();
+                session.last_used = Instant::now();
+                let ready = match wanted {
+                    // The init segment is complete once a media segment is.
+                    Wanted::Init => session.made_up_to.is_some().then(|| init_path(&session.dir)),
+                    Wanted::Segment(index) => session
+                        .made_up_to
+                        .is_some_and(|made| made >= index)
+                        .then(|| segment_path(&session.dir, index)),
+                };
+                if let Some(path) = ready {
+                    return Ok(path);
+                }
+                if let Some(ended) = session.ended.clone() {
+                    let error = match ended {
+                        Err(reason) => TranscodeError::Ffmpeg(reason),
+                        Ok(()) => TranscodeError::Ffmpeg("ffmpeg ended without making the segment".into()),
+                    };
+                    if let Some(session) = inner.sessions.remove(&id) {
+                        session.stop();
+                    }
+                    return Err(error);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(TranscodeError::Timeout(self.config.segment_wait, format!("{wanted:?}")));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops sessions idle longer than the configured time, and those whose
+    /// ffmpeg ended and that nobody used since. Returns how many stopped.
+    pub fn reap(&self) -> usize {
+        let mut inner = self.lock();
+        let idle = self.config.idle;
+        let expired: Vec<u64> = inner
+            .sessions
+            .iter_mut()
+            .filter_map(|(id, session)| {
+                session.poll();
+                let unused = session.last_used.elapsed();
+                (unused >= idle || (session.ended.is_some() && unused >= idle / 4)).then_some(*id)
+            })
+            .collect();
+        for id in &expired {
+            if let Some(session) = inner.sessions.remove(id) {
+                session.stop();
+            }
+        }
+        expired.len()
+    }
+
+    /// Stops every session.
+    pub fn stop_all(&self) {
+        let mut inner = self.lock();
+        for (_, session) in inner.sessions.drain() {
+            session.stop();
+        }
+    }
+}

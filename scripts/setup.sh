@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Omega needs to build, run and test on Debian (run as root):
 # clang/libclang for RocksDB's bindings, ffmpeg, restic and etcd (benchmark peers),
-# a Rust toolchain, cargo-nextest, and moto's S3 server for the S3 tests.
+# a Rust toolchain, cargo-nextest, moto's S3 server for the S3 tests, and the
+# m3u8 playlist parser the HLS tests check playlists with.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 
@@ -34,4 +35,8 @@ fi
 if ! python3 -c 'import moto.server' 2>/dev/null; then
   echo "setup: installing moto[server] (S3 server for the cold-tier tests)" >&2
   python3 -m pip install --quiet 'moto[server]' >&2 || python3 -m pip install --quiet --break-system-packages 'moto[server]' >&2
+fi
+if ! python3 -c 'import m3u8' 2>/dev/null; then
+  echo "setup: installing m3u8 (HLS playlist parser for the HLS tests)" >&2
+  python3 -m pip install --quiet m3u8 >&2 || python3 -m pip install --quiet --break-system-packages m3u8 >&2
 fi

@@ -34,6 +34,49 @@ pub struct FileConfig {
     /// Library settings.
     #[serde(default)]
     pub library: FileLibraryConfig,
+    /// `[transcode]`.
+    #[serde(default)]
+    pub transcode: FileTranscodeConfig,
+}
+
+/// The `[transcode]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTranscodeConfig {
+    /// Transcode at all (default true; false: direct play only, no ffmpeg
+    /// needed).
+    pub enabled: Option<bool>,
+    /// The ffmpeg binary (default `ffmpeg` on the PATH).
+    pub ffmpeg: Option<PathBuf>,
+    /// The ffprobe binary (default `ffprobe` on the PATH).
+    pub ffprobe: Option<PathBuf>,
+    /// ffmpeg sessions at once (default: half the CPU cores, at least 1).
+    pub max_sessions: Option<usize>,
+    /// Seconds before an unused session stops (default 60).
+    pub idle_secs: Option<u64>,
+    /// Try hardware encoders (default true).
+    pub hardware: Option<bool>,
+    /// Read sources at most this many times real time (default: no limit).
+    pub read_rate: Option<f64>,
+}
+
+/// Transcoding settings.
+#[derive(Debug, Clone)]
+pub struct TranscodeSettings {
+    /// Transcode at all.
+    pub enabled: bool,
+    /// The ffmpeg binary.
+    pub ffmpeg: PathBuf,
+    /// The ffprobe binary.
+    pub ffprobe: PathBuf,
+    /// ffmpeg sessions at once.
+    pub max_sessions: usize,
+    /// An unused session stops after this.
+    pub idle: std::time::Duration,
+    /// Try hardware encoders.
+    pub hardware: bool,
+    /// Read sources at most this many times real time.
+    pub read_rate: Option<f64>,
 }
 
 /// The `[library]` table.
@@ -138,6 +181,8 @@ pub struct Config {
     pub probe_media: bool,
     /// Watch library folders for changes.
     pub watch_media: bool,
+    /// Transcoding.
+    pub transcode: TranscodeSettings,
 }
 
 fn parse_addr(what: &str, text: &str, example_port: u16) -> anyhow::Result<SocketAddr> {
@@ -227,6 +272,17 @@ impl Config {
         Ok(Config {
             probe_media: file.library.probe.unwrap_or(true),
             watch_media: file.library.watch.unwrap_or(true),
+            transcode: TranscodeSettings {
+                enabled: file.transcode.enabled.unwrap_or(true),
+                ffmpeg: file.transcode.ffmpeg.unwrap_or_else(|| "ffmpeg".into()),
+                ffprobe: file.transcode.ffprobe.unwrap_or_else(|| "ffprobe".into()),
+                max_sessions: file.transcode.max_sessions.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
+                }),
+                idle: std::time::Duration::from_secs(file.transcode.idle_secs.unwrap_or(60)),
+                hardware: file.transcode.hardware.unwrap_or(true),
+                read_rate: file.transcode.read_rate.filter(|rate| rate.is_finite() && *rate > 0.0),
+            },
             data_dir,
             listen,
             store,

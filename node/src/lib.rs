@@ -31,5 +31,6 @@ pub mod store_cmd;
 pub mod telemetry;
 pub mod tokens;
 pub mod totp;
+pub mod transcoder;
 pub mod units;
 pub mod user_cmd;

@@ -181,7 +181,13 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             .await?
             .with_context(|| format!("cannot open the store in {}", config.store_dir().display()))?
     };
+    let transcoder = if config.transcode.enabled {
+        Some(crate::transcoder::Transcoder::start(&config.transcode, &config.data_dir.join("transcode")).await?)
+    } else {
+        None
+    };
     let app_state = crate::http::AppState {
+        transcoder,
         store: Some(Arc::new(store)),
         events: crate::events::Events::default(),
         cluster: member.cluster.clone(),

@@ -19,6 +19,11 @@ pub const API_KEY_PREFIX: &str = "omega_key_";
 pub const ACCESS_TTL_MS: u64 = 15 * 60 * 1000;
 /// Lifetime of a refresh token.
 pub const REFRESH_TTL_MS: u64 = 30 * 24 * 3_600_000;
+/// Lifetime of a stream token (long enough to watch a long film paused
+/// twice).
+pub const STREAM_TTL_MS: u64 = 8 * 3_600_000;
+/// Prefix of stream tokens.
+const STREAM_PREFIX: &str = "omega_st_";
 /// Lifetime of a TOTP enrolment ticket.
 pub const ENROLMENT_TTL_MS: u64 = 10 * 60 * 1000;
 
@@ -29,6 +34,15 @@ pub struct AccessClaims {
     pub user: u64,
     /// Expiry, milliseconds since the epoch.
     pub expires_ms: u64,
+}
+
+/// What a stream token says: who may fetch which item's playlists,
+/// segments and subtitles, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StreamClaims {
+    user: u64,
+    item: u64,
+    expires_ms: u64,
 }
 
 /// What a TOTP enrolment ticket says.
@@ -94,6 +108,24 @@ impl TokenKey {
             .filter(|claims| claims.expires_ms > now_ms)
     }
 
+    /// A token that lets `user` fetch item `item`'s HLS for a while; it
+    /// goes in URLs, for players that send no headers.
+    pub fn stream_token(&self, user: u64, item: u64, now_ms: u64) -> String {
+        let claims = StreamClaims {
+            user,
+            item,
+            expires_ms: now_ms.saturating_add(STREAM_TTL_MS),
+        };
+        self.seal(STREAM_PREFIX, &claims)
+    }
+
+    /// The user of a valid stream token for `item`.
+    pub fn check_stream(&self, token: &str, item: u64, now_ms: u64) -> Option<u64> {
+        self.open::<StreamClaims>(STREAM_PREFIX, token)
+            .filter(|claims| claims.item == item && claims.expires_ms > now_ms)
+            .map(|claims| claims.user)
+    }
+
     /// A ticket binding a new TOTP secret to a user until it is confirmed.
     pub fn enrolment_ticket(&self, user: u64, secret: &[u8], now_ms: u64) -> String {
         let claims = EnrolmentClaims {
@@ -129,6 +161,18 @@ pub fn secret_hash(secret: &str) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_tokens_name_one_item_until_they_expire() {
+        let key = TokenKey::derive(b"ca key");
+        let token = key.stream_token(7, 42, 1_000);
+        assert_eq!(key.check_stream(&token, 42, 2_000), Some(7));
+        assert_eq!(key.check_stream(&token, 43, 2_000), None, "another item");
+        assert_eq!(key.check_stream(&token, 42, 1_000 + STREAM_TTL_MS), None, "expired");
+        assert_eq!(key.check_access(&token, 2_000), None, "not an access token");
+        let other = TokenKey::derive(b"another cluster");
+        assert_eq!(other.check_stream(&token, 42, 2_000), None);
+    }
 
     #[test]
     fn access_tokens_verify_expire_and_resist_tampering() {

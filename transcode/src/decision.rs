@@ -122,6 +122,9 @@ mod tests {
             max_bitrate: Some(1_000_000),
             ..browser
         };
-        assert!(matches!(decide(&source("h264", "aac"), "mp4", &small), Decision::Transcode { .. }));
+        assert!(matches!(
+            decide(&source("h264", "aac"), "mp4", &small),
+            Decision::Transcode { .. }
+        ));
     }
 }

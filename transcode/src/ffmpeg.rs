@@ -149,6 +149,9 @@ pub struct SessionSpec<'a> {
     pub encoder: &'a VideoEncoder,
     /// Where segments are written.
     pub out_dir: &'a Path,
+    /// Read the source at most this many times real time (`None`: as fast
+    /// as the encoder goes).
+    pub read_rate: Option<f64>,
 }
 
 /// The file a session writes segment `index` to.
@@ -169,11 +172,15 @@ pub fn hls_args(spec: &SessionSpec<'_>) -> Vec<String> {
         .collect();
     let target = spec.plan.target_s();
     let start = spec.plan.start_s(spec.start_segment);
-    if spec.rendition.audio_only() {
-        args.extend(input(spec.source, start, &[]));
+    let mut input_args = if spec.rendition.audio_only() {
+        Vec::new()
     } else {
-        args.extend(input(spec.source, start, &spec.encoder.input_args()));
+        spec.encoder.input_args()
+    };
+    if let Some(rate) = spec.read_rate {
+        input_args.extend(["-readrate".into(), format!("{rate}")]);
     }
+    args.extend(input(spec.source, start, &input_args));
     match (&spec.info.video, spec.rendition.size) {
         (Some(video), Some((width, height))) => {
             let bitrate = spec.rendition.video_bitrate;
@@ -277,6 +284,7 @@ mod tests {
             start_segment: 10,
             encoder: &VideoEncoder::Software,
             out_dir: Path::new("/tmp/s"),
+            read_rate: None,
         };
         let args = hls_args(&spec).join(" ");
         assert!(args.contains("-ss 40.000 -i /m/a.mkv"), "{args}");
@@ -285,7 +293,10 @@ mod tests {
         assert!(args.contains("expr:gte(t,n_forced*4)"), "{args}");
         assert!(args.contains("-copyts") && args.contains("frag_discont"), "{args}");
         assert!(args.contains("-start_number 10"), "{args}");
-        let first = SessionSpec { start_segment: 0, ..spec };
+        let first = SessionSpec {
+            start_segment: 0,
+            ..spec
+        };
         assert!(!hls_args(&first).iter().any(|arg| arg == "-ss"));
     }
 }

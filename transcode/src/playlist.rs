@@ -43,14 +43,21 @@ pub fn master(renditions: &[Rendition], subtitles: &[SubtitleTrack], query: &str
         let mut attributes = format!("BANDWIDTH={}", rendition.bandwidth());
         match rendition.size {
             Some((width, height)) => {
-                let _ = write!(attributes, ",RESOLUTION={width}x{height},CODECS=\"avc1.640028,mp4a.40.2\"");
+                let _ = write!(
+                    attributes,
+                    ",RESOLUTION={width}x{height},CODECS=\"avc1.640028,mp4a.40.2\""
+                );
             }
             None => attributes.push_str(",CODECS=\"mp4a.40.2\""),
         }
         if !subtitles.is_empty() {
             attributes.push_str(",SUBTITLES=\"subs\"");
         }
-        let _ = writeln!(text, "#EXT-X-STREAM-INF:{attributes}\n{}/index.m3u8{query}", rendition.name);
+        let _ = writeln!(
+            text,
+            "#EXT-X-STREAM-INF:{attributes}\n{}/index.m3u8{query}",
+            rendition.name
+        );
     }
     text
 }

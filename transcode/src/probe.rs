@@ -130,17 +130,9 @@ impl SourceInfo {
             .and_then(|format| format.duration.as_deref()?.parse::<f64>().ok())
             .filter(|duration| duration.is_finite() && *duration > 0.0)
             .unwrap_or(0.0);
-        let language = |stream: &RawStream| {
-            stream
-                .tags
-                .get("language")
-                .cloned()
-                .unwrap_or_else(|| "und".into())
-        };
+        let language = |stream: &RawStream| stream.tags.get("language").cloned().unwrap_or_else(|| "und".into());
         let mut info = SourceInfo {
-            container: format
-                .and_then(|format| format.format_name.clone())
-                .unwrap_or_default(),
+            container: format.and_then(|format| format.format_name.clone()).unwrap_or_default(),
             duration_s,
             bit_rate: format.and_then(|format| format.bit_rate.as_deref()?.parse().ok()),
             video: None,

@@ -8,6 +8,10 @@
 /// segment on two cores, long enough to keep requests few.
 pub const TARGET_SECONDS: u32 = 4;
 
+/// The longest tail (seconds) that does not get a segment of its own:
+/// containers often run a few audio frames past the last video frame.
+pub const SLIVER_S: f64 = 0.25;
+
 /// The segments of one source.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SegmentPlan {
@@ -26,7 +30,11 @@ impl SegmentPlan {
         assert!(target_s > 0, "segments have a length");
         SegmentPlan {
             target_s,
-            duration_s: if duration_s.is_finite() { duration_s.max(0.0) } else { 0.0 },
+            duration_s: if duration_s.is_finite() {
+                duration_s.max(0.0)
+            } else {
+                0.0
+            },
         }
     }
 
@@ -35,9 +43,10 @@ impl SegmentPlan {
         self.target_s
     }
 
-    /// Number of segments (at least one).
+    /// Number of segments (at least one). A remainder shorter than
+    /// [`SLIVER_S`] joins the last segment instead of making its own.
     pub fn count(&self) -> u32 {
-        ((self.duration_s / f64::from(self.target_s)).ceil() as u32).max(1)
+        (((self.duration_s - SLIVER_S) / f64::from(self.target_s)).ceil() as u32).max(1)
     }
 
     /// Where segment `index` starts, in seconds.
@@ -47,7 +56,11 @@ impl SegmentPlan {
 
     /// How long segment `index` lasts.
     pub fn duration_of(&self, index: u32) -> f64 {
-        let end = (self.start_s(index) + f64::from(self.target_s)).min(self.duration_s);
+        let end = if index + 1 >= self.count() {
+            self.duration_s
+        } else {
+            self.start_s(index) + f64::from(self.target_s)
+        };
         (end - self.start_s(index)).max(0.0)
     }
 }
@@ -64,6 +77,9 @@ mod tests {
         assert_eq!(plan.start_s(2), 8.0);
         assert!((plan.duration_of(2) - 2.5).abs() < 1e-9);
         assert_eq!(SegmentPlan::new(0.0).count(), 1);
+        let with_sliver = SegmentPlan::new(20.02);
+        assert_eq!(with_sliver.count(), 5, "a 20 ms tail joins the last segment");
+        assert!((with_sliver.duration_of(4) - 4.02).abs() < 1e-9);
     }
 
     proptest! {
@@ -75,7 +91,8 @@ mod tests {
             let total: f64 = (0..plan.count()).map(|index| plan.duration_of(index)).sum();
             prop_assert!((total - duration).abs() < 1e-6);
             for index in 0..plan.count() {
-                prop_assert!(plan.duration_of(index) <= f64::from(target) + 1e-9);
+                // Rounded, as HLS compares it with the target duration.
+                prop_assert!(plan.duration_of(index).round() <= f64::from(target));
                 prop_assert!(plan.duration_of(index) > 0.0);
             }
         }

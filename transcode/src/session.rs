@@ -40,6 +40,8 @@ pub struct SessionConfig {
     pub reuse_ahead: u32,
     /// The video encoder.
     pub encoder: VideoEncoder,
+    /// Read sources at most this many times real time (`None`: no limit).
+    pub read_rate: Option<f64>,
 }
 
 /// Which output a session makes: a source (by a stable id, e.g. its blob)
@@ -121,6 +123,18 @@ struct Inner {
     next_id: u64,
 }
 
+/// Sessions whose ffmpeg has not ended.
+fn running(sessions: &mut HashMap<u64, Session>) -> usize {
+    let mut count = 0;
+    for session in sessions.values_mut() {
+        session.poll();
+        if session.ended.is_none() {
+            count += 1;
+        }
+    }
+    count
+}
+
 /// What to wait for in a session's folder.
 #[derive(Debug, Clone, Copy)]
 enum Wanted {
@@ -153,9 +167,9 @@ impl Sessions {
         self.inner.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Sessions running now.
+    /// Sessions whose ffmpeg runs now.
     pub fn running(&self) -> usize {
-        self.lock().sessions.len()
+        running(&mut self.lock().sessions)
     }
 
     /// The file of segment `index`, made by a running or new session. The
@@ -216,7 +230,9 @@ impl Sessions {
                 session.stop();
             }
         }
-        if inner.sessions.len() >= self.config.max_sessions {
+        // The bound is on ffmpeg processes: a session whose ffmpeg ended
+        // only keeps its files until it is reaped.
+        if running(&mut inner.sessions) >= self.config.max_sessions {
             return Err(TranscodeError::Busy(self.config.max_sessions));
         }
         let id = inner.next_id;
@@ -242,6 +258,7 @@ impl Sessions {
             start_segment: index,
             encoder: &self.config.encoder,
             out_dir: &dir,
+            read_rate: self.config.read_rate,
         };
         let mut child = tokio::process::Command::new(&self.config.ffmpeg)
             .args(hls_args(&spec))

@@ -37,6 +37,8 @@ fn config(dir: &Path, max_sessions: usize) -> SessionConfig {
         segment_wait: Duration::from_secs(60),
         reuse_ahead: 3,
         encoder: VideoEncoder::Software,
+        // Slow enough that a session is still running when the test looks.
+        read_rate: Some(3.0),
     }
 }
 
@@ -45,7 +47,14 @@ fn first_frame(init: &[u8], segment: &[u8], dir: &Path) -> (f64, bool) {
     let joined = dir.join("joined.mp4");
     std::fs::write(&joined, [init, segment].concat()).unwrap();
     let output = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v", "-show_entries", "frame=pts_time,key_frame"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "frame=pts_time,key_frame",
+        ])
         .args(["-read_intervals", "%+#1", "-of", "csv=p=0"])
         .arg(&joined)
         .output()
@@ -90,14 +99,22 @@ async fn sessions_share_one_timeline_and_restart_on_far_seeks() {
     // Segments from two sessions play as one stream.
     let mixed = dir.path().join("mixed.mp4");
     let seven = std::fs::read(sessions.segment(&key, input, 7).await.unwrap()).unwrap();
-    std::fs::write(&mixed, [init.as_slice(), &first, &from_first_session, &far, &seven].concat()).unwrap();
+    std::fs::write(
+        &mixed,
+        [init.as_slice(), &first, &from_first_session, &far, &seven].concat(),
+    )
+    .unwrap();
     let output = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(&mixed)
         .args(["-f", "null", "-"])
         .output()
         .unwrap();
-    assert!(output.status.success() && output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success() && output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // Past the end.
     assert!(matches!(
         sessions.segment(&key, input, 99).await,

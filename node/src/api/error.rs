@@ -57,6 +57,14 @@ impl ApiError {
         }
     }
 
+    /// 503 with a Retry-After: a bounded resource is full.
+    pub fn busy(message: impl Into<String>, retry_after_ms: u64) -> ApiError {
+        ApiError {
+            retry_after_ms: Some(retry_after_ms),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+        }
+    }
+
     /// Adds fields to the JSON body.
     pub fn with(mut self, extra: serde_json::Value) -> ApiError {
         self.extra = Some(extra);
@@ -121,3 +129,24 @@ impl IntoResponse for ApiError {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<omega_transcode::TranscodeError> for ApiError {
+    fn from(error: omega_transcode::TranscodeError) -> ApiError {
+        use omega_transcode::TranscodeError;
+        match error {
+            TranscodeError::Busy(_) => ApiError::busy(error.to_string(), 5_000),
+            TranscodeError::NotFound(message) => ApiError::not_found(message),
+            TranscodeError::Timeout(..) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, error.to_string()),
+            TranscodeError::Unreadable { .. } | TranscodeError::NoStreams(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+            }
+            TranscodeError::Ffmpeg(_) | TranscodeError::Spawn { .. } | TranscodeError::Io { .. } => {
+                tracing::warn!(%error, "transcoding failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("transcoding failed: {error}"),
+                )
+            }
+        }
+    }
+}

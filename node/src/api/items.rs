@@ -301,7 +301,7 @@ pub async fn list(
 }
 
 /// An item the caller may see, or 404 (existence is not revealed).
-fn visible_item(state: &AppState, caller: &Caller, id: u64) -> ApiResult<Item> {
+pub(crate) fn visible_item(state: &AppState, caller: &Caller, id: u64) -> ApiResult<Item> {
     read::item(state.cluster.tables(), id)?
         .filter(|item| can_see(caller, item.fields.library))
         .ok_or_else(|| ApiError::not_found("no such item"))

@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod folders;
+pub mod hls;
 pub mod items;
 pub mod libraries;
 pub mod openapi;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub store: Option<Arc<omega_storage::Store>>,
     /// Events for WebSocket clients.
     pub events: crate::events::Events,
+    /// Transcoding (`None` when `[transcode] enabled = false`).
+    pub transcoder: Option<Arc<crate::transcoder::Transcoder>>,
 }
 
 impl AppState {
@@ -93,6 +96,9 @@ pub fn router() -> Router<AppState> {
         .route("/items/{id}", get(items::detail))
         .route("/items/{id}/stream", get(items::stream))
         .route("/items/{id}/children", get(items::children))
+        .route("/items/{id}/playback", post(hls::playback))
+        .route("/items/{id}/hls/master.m3u8", get(hls::master))
+        .route("/items/{id}/hls/{rendition}/{file}", get(hls::file))
         .route("/items/{id}/images/{kind}", get(items::image))
         .route("/events", get(events::events))
         .route("/items/{id}/progress", post(items::progress))

@@ -10,7 +10,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, events, folders, items, libraries, setup, users};
+use super::{auth, events, folders, hls, items, libraries, setup, users};
 
 /// The document.
 #[derive(Debug, OpenApi)]
@@ -42,6 +42,9 @@ use super::{auth, events, folders, items, libraries, setup, users};
         items::detail,
         items::stream,
         items::children,
+        hls::playback,
+        hls::master,
+        hls::file,
         items::image,
         items::progress,
         items::mark_played,

@@ -1,0 +1,371 @@
+//! HLS: `GET /api/v1/items/{id}/hls/master.m3u8`, each rendition's
+//! `index.m3u8`, `init.mp4` and `N.m4s`, and subtitles as WebVTT. The
+//! master playlist takes the usual bearer token; every URL inside carries a
+//! signed stream token (`?t=`), so that players that send no headers still
+//! play. Segments go into the store under (source blob, rendition, index):
+//! a segment is made once, then served from the store, by any node.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use omega_consensus::model::{Item, ItemKind};
+use omega_consensus::state_machine::read;
+use omega_transcode::decision::{ClientProfile, Decision, decide};
+use omega_transcode::ladder::{Rendition, ladder};
+use omega_transcode::playlist::{self, SubtitleTrack};
+use omega_transcode::probe::SourceInfo;
+use omega_transcode::segments::SegmentPlan;
+use omega_transcode::session::{SessionInput, SessionKey};
+use omega_transcode::subtitles::{SubtitleSource, webvtt};
+use serde::{Deserialize, Serialize};
+
+use super::extract::PathParam;
+use super::items::visible_item;
+use super::{ApiError, ApiResult, AppState, Caller};
+use crate::transcoder::Transcoder;
+
+/// The `?t=` of HLS URLs.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// A stream token from a playlist (instead of a bearer token).
+    pub t: Option<String>,
+}
+
+/// The caller, from a stream token for `item` or the usual credentials.
+fn authorize(state: &AppState, parts: &Parts, token: Option<&str>, item: u64) -> ApiResult<Caller> {
+    match token {
+        Some(token) => {
+            let user = state
+                .tokens
+                .check_stream(token, item, state.clock.now_ms())
+                .ok_or_else(|| ApiError::unauthorized("the stream token is invalid or expired"))?;
+            read::user(state.cluster.tables(), user)?
+                .map(|user| Caller { user })
+                .ok_or_else(|| ApiError::unauthorized("the stream token's user is gone"))
+        }
+        None => Caller::from_parts(parts, state),
+    }
+}
+
+/// What an HLS request works on.
+struct Source {
+    item: Item,
+    path: PathBuf,
+    /// Names the content: the media blob when indexed, else path and stamp.
+    id: String,
+    info: Arc<SourceInfo>,
+    transcoder: Arc<Transcoder>,
+}
+
+async fn source(state: &AppState, caller: &Caller, id: u64) -> ApiResult<Source> {
+    let item = visible_item(state, caller, id)?;
+    let transcoder = state
+        .transcoder
+        .clone()
+        .ok_or_else(|| ApiError::not_found("transcoding is off on this node ([transcode] enabled = false)"))?;
+    if !matches!(
+        item.fields.kind,
+        ItemKind::Movie | ItemKind::Episode | ItemKind::Track | ItemKind::Audiobook
+    ) {
+        return Err(ApiError::not_found("this item has no audio or video to stream"));
+    }
+    let media = item
+        .fields
+        .media
+        .iter()
+        .find(|media| media.node == state.cluster.id())
+        .ok_or_else(|| ApiError::not_found("this item has no file on this node"))?;
+    let path = PathBuf::from(&media.path);
+    let source_id = match media.blob {
+        Some(blob) => hex::encode(blob),
+        None => {
+            let stamp = std::fs::metadata(&path)
+                .and_then(|metadata| metadata.modified())
+                .map(|time| format!("{time:?}"))
+                .unwrap_or_default();
+            blake3::hash(format!("{}\0{}\0{stamp}", media.path, media.size).as_bytes())
+                .to_hex()
+                .to_string()
+        }
+    };
+    let info = transcoder.source_info(&source_id, &path).await?;
+    Ok(Source {
+        item,
+        path,
+        id: source_id,
+        info,
+        transcoder,
+    })
+}
+
+fn subtitle_tracks(source: &Source) -> Vec<(SubtitleTrack, SubtitleOrigin)> {
+    let mut tracks = Vec::new();
+    for stream in source.info.subtitles.iter().filter(|stream| stream.text) {
+        tracks.push((
+            SubtitleTrack {
+                id: format!("e{}", stream.index),
+                language: stream.language.clone(),
+                name: format!("{} ({})", stream.language, stream.codec),
+            },
+            SubtitleOrigin::Embedded(stream.index),
+        ));
+    }
+    let folder = source.path.parent().unwrap_or(Path::new("/"));
+    let sidecars = source
+        .item
+        .fields
+        .metadata
+        .get("external_subtitles")
+        .map(String::as_str)
+        .unwrap_or_default();
+    for (position, entry) in sidecars.split(',').filter(|entry| !entry.is_empty()).enumerate() {
+        let (language, name) = entry.split_once(':').unwrap_or(("und", entry));
+        // Sidecar names come from the scan of this folder; never a path.
+        if name.contains('/') {
+            continue;
+        }
+        tracks.push((
+            SubtitleTrack {
+                id: format!("x{position}"),
+                language: language.to_owned(),
+                name: format!("{language} (file)"),
+            },
+            SubtitleOrigin::Sidecar(folder.join(name)),
+        ));
+    }
+    tracks
+}
+
+enum SubtitleOrigin {
+    Embedded(u32),
+    Sidecar(PathBuf),
+}
+
+fn text_response(content_type: &'static str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The master playlist: every rendition, and text subtitles.
+#[utoipa::path(get, path = "/api/v1/items/{id}/hls/master.m3u8", tags = ["playback", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), StreamQuery), responses((status = 200, description = "The master playlist", content_type = "application/vnd.apple.mpegurl"), (status = 404)))]
+pub async fn master(
+    State(state): State<AppState>,
+    PathParam(id): PathParam<u64>,
+    Query(query): Query<StreamQuery>,
+    parts: Parts,
+) -> ApiResult<Response> {
+    let caller = authorize(&state, &parts, query.t.as_deref(), id)?;
+    let source = source(&state, &caller, id).await?;
+    let token = state.tokens.stream_token(caller.user.id, id, state.clock.now_ms());
+    let tracks: Vec<SubtitleTrack> = subtitle_tracks(&source).into_iter().map(|(track, _)| track).collect();
+    let body = playlist::master(&ladder(&source.info), &tracks, &format!("?t={token}"));
+    Ok(text_response("application/vnd.apple.mpegurl", body))
+}
+
+/// A rendition's playlist, init segment or media segment; or a subtitle
+/// track's playlist or WebVTT file (rendition `subtitles`).
+#[utoipa::path(get, path = "/api/v1/items/{id}/hls/{rendition}/{file}", tags = ["playback", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), ("rendition" = String, Path, description = "`1080p`, `720p`, …, `audio`, or `subtitles`"), ("file" = String, Path, description = "`index.m3u8`, `init.mp4`, `N.m4s`; for subtitles `ID.m3u8` or `ID.vtt`"), StreamQuery), responses((status = 200, description = "The playlist or segment"), (status = 404), (status = 503, description = "Every transcoding slot is busy; see Retry-After")))]
+pub async fn file(
+    State(state): State<AppState>,
+    PathParam((id, rendition, file)): PathParam<(u64, String, String)>,
+    Query(query): Query<StreamQuery>,
+    parts: Parts,
+) -> ApiResult<Response> {
+    let caller = authorize(&state, &parts, query.t.as_deref(), id)?;
+    let source = source(&state, &caller, id).await?;
+    let token = match query.t {
+        Some(token) => token,
+        None => state.tokens.stream_token(caller.user.id, id, state.clock.now_ms()),
+    };
+    if rendition == "subtitles" {
+        return subtitle_file(&source, &file, &token).await;
+    }
+    let renditions = ladder(&source.info);
+    let rendition = renditions
+        .iter()
+        .find(|candidate| candidate.name == rendition)
+        .ok_or_else(|| ApiError::not_found(format!("no rendition {rendition:?}")))?;
+    let plan = SegmentPlan::new(source.info.duration_s);
+    if file == "index.m3u8" {
+        return Ok(text_response(
+            "application/vnd.apple.mpegurl",
+            playlist::variant(&plan, &format!("?t={token}")),
+        ));
+    }
+    let media_type = if rendition.audio_only() {
+        "audio/mp4"
+    } else {
+        "video/mp4"
+    };
+    let part = if file == "init.mp4" {
+        Part::Init
+    } else {
+        let index = file
+            .strip_suffix(".m4s")
+            .and_then(|number| number.parse::<u32>().ok())
+            .ok_or_else(|| ApiError::not_found(format!("no file {file:?}: use index.m3u8, init.mp4 or N.m4s")))?;
+        if index >= plan.count() {
+            return Err(ApiError::not_found(format!("segment {index} is past the last")));
+        }
+        Part::Segment(index)
+    };
+    let bytes = segment_bytes(&state, &source, rendition, part).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, media_type),
+            (header::CACHE_CONTROL, "private, max-age=86400"),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Init,
+    Segment(u32),
+}
+
+/// A segment from the store, or made by a session and then stored.
+async fn segment_bytes(state: &AppState, source: &Source, rendition: &Rendition, part: Part) -> ApiResult<Vec<u8>> {
+    let reference = match part {
+        Part::Init => format!("hls:{}:{}:init", source.id, rendition.name),
+        Part::Segment(index) => format!("hls:{}:{}:{index}", source.id, rendition.name),
+    };
+    if let Some(store) = state.store.clone() {
+        let lookup = reference.clone();
+        let stored = tokio::task::spawn_blocking(move || -> omega_storage::Result<Option<Vec<u8>>> {
+            let Some(blob) = store.resolve_reference(&lookup)? else {
+                return Ok(None);
+            };
+            let size = store.blob(&blob)?.size;
+            store.read_range(&blob, 0, size).map(Some)
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        match stored {
+            Ok(Some(bytes)) => {
+                metrics::counter!("omega_hls_segments_total", "origin" => "store").increment(1);
+                return Ok(bytes);
+            }
+            Ok(None) => {}
+            // A damaged copy is remade rather than served.
+            Err(error) => tracing::warn!(%reference, %error, "stored segment unreadable; making it again"),
+        }
+    }
+    let key = SessionKey {
+        source: source.id.clone(),
+        rendition: rendition.name.clone(),
+    };
+    let input = SessionInput {
+        path: &source.path,
+        info: &source.info,
+        rendition,
+    };
+    let path = match part {
+        Part::Init => source.transcoder.sessions.init(&key, input).await?,
+        Part::Segment(index) => source.transcoder.sessions.segment(&key, input, index).await?,
+    };
+    let bytes = tokio::fs::read(&path).await?;
+    metrics::counter!("omega_hls_segments_total", "origin" => "transcoded").increment(1);
+    if let Some(store) = state.store.clone() {
+        let stored = bytes.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = store.ingest_bytes(&stored, &reference) {
+                tracing::warn!(%reference, %error, "cannot keep a segment in the store");
+            }
+        });
+    }
+    Ok(bytes)
+}
+
+async fn subtitle_file(source: &Source, file: &str, token: &str) -> ApiResult<Response> {
+    let tracks = subtitle_tracks(source);
+    let (id, extension) = file
+        .rsplit_once('.')
+        .ok_or_else(|| ApiError::not_found(format!("no subtitle file {file:?}")))?;
+    let (_, origin) = tracks
+        .iter()
+        .find(|(track, _)| track.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("no subtitle track {id:?}")))?;
+    match extension {
+        "m3u8" => Ok(text_response(
+            "application/vnd.apple.mpegurl",
+            playlist::subtitle(source.info.duration_s, &format!("{id}.vtt?t={token}")),
+        )),
+        "vtt" => {
+            let subtitle_source = match origin {
+                SubtitleOrigin::Embedded(index) => SubtitleSource::Embedded(&source.path, *index),
+                SubtitleOrigin::Sidecar(path) => SubtitleSource::Sidecar(path),
+            };
+            let bytes = webvtt(&source.transcoder.ffmpeg, subtitle_source).await?;
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "text/vtt; charset=utf-8"),
+                    (header::CACHE_CONTROL, "private, max-age=3600"),
+                ],
+                bytes,
+            )
+                .into_response())
+        }
+        _ => Err(ApiError::not_found(format!("no subtitle file {file:?}"))),
+    }
+}
+
+/// How a client should play an item.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PlaybackInfo {
+    /// `direct_play` or `transcode` (with reasons).
+    #[schema(value_type = Object)]
+    pub decision: Decision,
+    /// The file as it is.
+    pub stream_url: String,
+    /// The master playlist, with a stream token: usable without headers.
+    pub hls_url: String,
+    /// Duration in seconds.
+    pub duration_s: f64,
+}
+
+/// `POST /api/v1/items/{id}/playback` (all fields optional).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct PlaybackRequest {
+    /// What the client plays; a current browser when left out.
+    #[schema(value_type = Object)]
+    pub client: Option<ClientProfile>,
+}
+
+/// Decides how the caller's client plays an item: directly, or through HLS.
+#[utoipa::path(post, path = "/api/v1/items/{id}/playback", tags = ["playback", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), request_body = PlaybackRequest, responses((status = 200, body = PlaybackInfo), (status = 404)))]
+pub async fn playback(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam<u64>,
+    body: Option<Json<PlaybackRequest>>,
+) -> ApiResult<(StatusCode, Json<PlaybackInfo>)> {
+    let request = body.map(|Json(request)| request).unwrap_or_default();
+    let source = source(&state, &caller, id).await?;
+    let extension = crate::library::naming::extension(&source.path.to_string_lossy()).unwrap_or_default();
+    let client = request.client.unwrap_or_else(ClientProfile::browser);
+    let token = state.tokens.stream_token(caller.user.id, id, state.clock.now_ms());
+    Ok((
+        StatusCode::OK,
+        Json(PlaybackInfo {
+            decision: decide(&source.info, &extension, &client),
+            stream_url: format!("/api/v1/items/{id}/stream"),
+            hls_url: format!("/api/v1/items/{id}/hls/master.m3u8?t={token}"),
+            duration_s: source.info.duration_s,
+        }),
+    ))
+}

@@ -1,0 +1,325 @@
+//! HLS through a real node: ffmpeg as a client decodes every rendition for
+//! the full duration, the `m3u8` Python parser accepts the playlists, every
+//! segment starts with a keyframe and lasts within the target duration; a
+//! cold stream asked for a late segment first serves it quickly and the
+//! segments then join without a gap; signed stream tokens authorise
+//! players that send no headers; subtitles come as WebVTT; segments are
+//! kept in the store; the session bound answers 503 with Retry-After.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Server, ffmpeg};
+use serde_json::Value;
+
+const SECONDS: u32 = 20;
+
+/// A 20 s 854×480 film with an embedded English subtitle and a French
+/// sidecar one.
+fn film(root: &Path) {
+    let folder = root.join("films/Test Pattern (2024)");
+    std::fs::create_dir_all(&folder).unwrap();
+    let srt = root.join("embedded.srt");
+    std::fs::write(&srt, "1\n00:00:01,000 --> 00:00:03,000\nHello from inside\n").unwrap();
+    let path = folder.join("Test Pattern (2024).mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size=854x480:rate=25:duration={SECONDS}"),
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("sine=frequency=440:duration={SECONDS}"),
+        "-i",
+        srt.to_str().unwrap(),
+        "-map",
+        "0",
+        "-map",
+        "1",
+        "-map",
+        "2",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "250",
+        "-c:a",
+        "aac",
+        "-c:s",
+        "srt",
+        "-metadata:s:s:0",
+        "language=eng",
+        path.to_str().unwrap(),
+    ]);
+    std::fs::write(
+        folder.join("Test Pattern (2024).fr.srt"),
+        "1\n00:00:02,000 --> 00:00:04,000\nBonjour\n",
+    )
+    .unwrap();
+}
+
+fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, String, Vec<u8>) {
+    match token {
+        Some(token) => server.get_bytes(path, token, ""),
+        None => {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.http_port)).unwrap();
+            write!(
+                stream,
+                "GET {path} HTTP/1.1\r\nHost: omega\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut bytes = Vec::new();
+            stream.read_to_end(&mut bytes).unwrap();
+            let split = bytes.windows(4).position(|window| window == b"\r\n\r\n").unwrap();
+            let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+            let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+            (code, head, bytes[split + 4..].to_vec())
+        }
+    }
+}
+
+/// The URIs of a playlist's lines that are not tags.
+fn uris(playlist: &str) -> Vec<String> {
+    playlist
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Checks a playlist with the `m3u8` package; its segment count (variant)
+/// or playlist count (master).
+fn python_m3u8(text: &str) -> (usize, usize, Option<f64>) {
+    let script = "import json,sys,m3u8\np=m3u8.loads(sys.stdin.read())\nprint(json.dumps([len(p.segments),len(p.playlists),p.target_duration]))";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "m3u8: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let parsed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    (
+        parsed[0].as_u64().unwrap() as usize,
+        parsed[1].as_u64().unwrap() as usize,
+        parsed[2].as_f64(),
+    )
+}
+
+/// Key flag and pts of the first video frame, and the duration, of init +
+/// one segment.
+fn segment_facts(dir: &Path, init: &[u8], segment: &[u8]) -> (bool, f64, f64) {
+    let path = dir.join("probe.mp4");
+    std::fs::write(&path, [init, segment].concat()).unwrap();
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=key_frame,pts_time",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let frames: Vec<(bool, f64)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(',');
+            let key = fields.next()? == "1";
+            Some((key, fields.next()?.parse().ok()?))
+        })
+        .collect();
+    let (first_key, first_pts) = frames[0];
+    let last_pts = frames.last().unwrap().1;
+    (first_key, first_pts, last_pts - first_pts + 0.04)
+}
+
+fn metric(server: &Server, name_and_labels: &str) -> f64 {
+    let (_, _, body) = get(server, "/metrics", None);
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find(|line| line.starts_with(name_and_labels))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn hls_plays_seeks_and_is_authorised_by_signed_urls() {
+    let media = tempfile::tempdir().unwrap();
+    film(media.path());
+    let config = media.path().join("omega.toml");
+    std::fs::write(
+        &config,
+        "[transcode]\nmax_sessions = 1\nidle_secs = 60\nread_rate = 4.0\n",
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--media",
+        media.path().join("films").to_str().unwrap(),
+    ]);
+    let admin = server.login("admin", "admin-password");
+    let started = Instant::now();
+    let film = loop {
+        let (_, page) = server.request("GET", "/api/v1/items?type=movie", Some(&admin), None);
+        if page["total"] == 1 {
+            break page["items"][0].clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{page}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let id = film["id"].as_u64().unwrap();
+    let base = format!("/api/v1/items/{id}/hls");
+
+    // The playback decision: an H.264 Matroska file goes through HLS.
+    let (code, playback) = server.request("POST", &format!("/api/v1/items/{id}/playback"), Some(&admin), None);
+    assert_eq!(code, 200, "{playback}");
+    assert_eq!(playback["decision"]["method"], "transcode", "{playback}");
+    assert!(playback["hls_url"].as_str().unwrap().contains("?t=omega_st_"));
+
+    // The master playlist, with the bearer token.
+    let (code, head, master) = get(&server, &format!("{base}/master.m3u8"), Some(&admin));
+    assert_eq!(code, 200, "{head}");
+    assert!(head.to_lowercase().contains("application/vnd.apple.mpegurl"), "{head}");
+    let master = String::from_utf8(master).unwrap();
+    let (_, playlists, _) = python_m3u8(&master);
+    assert_eq!(playlists, 2, "480p and 360p: {master}");
+    assert!(
+        master.contains("TYPE=SUBTITLES") && master.contains("LANGUAGE=\"fr\""),
+        "{master}"
+    );
+    let variants = uris(&master);
+    assert_eq!(variants.len(), 2);
+    let token = variants[0].split("?t=").nth(1).unwrap().to_owned();
+
+    // Players without headers: the signed URL alone is enough; nothing
+    // without it; a token for another item is refused.
+    let (code, _, variant) = get(&server, &format!("{base}/{}", variants[0]), None);
+    assert_eq!(code, 200);
+    let variant = String::from_utf8(variant).unwrap();
+    let (segments, _, target) = python_m3u8(&variant);
+    assert_eq!(segments, (SECONDS / 4) as usize, "{variant}");
+    assert_eq!(target, Some(4.0));
+    let (code, _, _) = get(&server, &format!("{base}/480p/index.m3u8"), None);
+    assert_eq!(code, 401);
+    let (code, _, _) = get(
+        &server,
+        &format!("/api/v1/items/{}/hls/480p/index.m3u8?t={token}", id + 1000),
+        None,
+    );
+    assert!(code == 401 || code == 404, "{code}");
+
+    // Seeking: a cold stream asked for its last segment first.
+    let segment_urls = uris(&variant);
+    let last = segment_urls.len() - 1;
+    let asked = Instant::now();
+    let (code, head, late) = get(&server, &format!("{base}/480p/{}", segment_urls[last]), None);
+    assert_eq!(code, 200, "{head}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "a cold late segment took {:?}",
+        asked.elapsed()
+    );
+
+    // Then every segment from the start: keyframe first, within the target
+    // duration, and one continuous stream.
+    let (code, _, init) = get(&server, &format!("{base}/480p/init.mp4?t={token}"), None);
+    assert_eq!(code, 200);
+    let (code, _, first) = get(&server, &format!("{base}/480p/{}", segment_urls[0]), None);
+    assert_eq!(code, 200);
+    // One ffmpeg at a time (max_sessions = 1): while the 480p session runs
+    // on, another rendition waits its turn.
+    let (code, head, _) = get(&server, &format!("{base}/360p/0.m4s?t={token}"), None);
+    assert_eq!(code, 503, "{head}");
+    assert!(head.to_lowercase().contains("retry-after"), "{head}");
+    let mut whole = init.clone();
+    for (index, url) in segment_urls.iter().enumerate() {
+        let bytes = if index == last {
+            late.clone()
+        } else if index == 0 {
+            first.clone()
+        } else {
+            let (code, head, bytes) = get(&server, &format!("{base}/480p/{url}"), None);
+            assert_eq!(code, 200, "segment {index}: {head}");
+            bytes
+        };
+        let (key, pts, duration) = segment_facts(media.path(), &init, &bytes);
+        assert!(key, "segment {index} starts with a keyframe");
+        assert!(
+            (pts - 4.0 * index as f64).abs() < 0.1,
+            "segment {index} starts at {pts}"
+        );
+        assert!(duration <= 4.0 + 0.05, "segment {index} lasts {duration}");
+        whole.extend(bytes);
+    }
+    let joined = media.path().join("joined.mp4");
+    std::fs::write(&joined, &whole).unwrap();
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(&joined)
+        .output()
+        .unwrap();
+    let frames: u32 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
+    assert_eq!(frames, SECONDS * 25, "no frame lost or doubled across sessions");
+    // Repeat requests come from the store.
+    let (code, _, again) = get(&server, &format!("{base}/480p/{}", segment_urls[1]), None);
+    assert_eq!(code, 200);
+    assert!(metric(&server, "omega_hls_segments_total{origin=\"store\"}") >= 1.0);
+    assert!(!again.is_empty());
+
+    // Subtitles as WebVTT, embedded and sidecar.
+    let (code, _, vtt) = get(&server, &format!("{base}/subtitles/e2.vtt?t={token}"), None);
+    assert_eq!(code, 200);
+    let vtt = String::from_utf8(vtt).unwrap();
+    assert!(vtt.starts_with("WEBVTT") && vtt.contains("Hello from inside"), "{vtt}");
+    let (code, _, vtt) = get(&server, &format!("{base}/subtitles/x0.vtt?t={token}"), None);
+    assert_eq!(code, 200);
+    assert!(String::from_utf8(vtt).unwrap().contains("Bonjour"));
+
+    // ffmpeg as a client decodes every rendition for the full duration.
+    let (code, _, _) = get(&server, &format!("{base}/nope/index.m3u8?t={token}"), None);
+    assert_eq!(code, 404);
+    for variant in &variants {
+        let url = format!("http://127.0.0.1:{}{base}/{variant}", server.http_port);
+        let started = Instant::now();
+        loop {
+            let output = Command::new("ffmpeg")
+                .args(["-hide_banner", "-v", "error", "-i", &url, "-f", "null", "-"])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if output.status.success() && stderr.trim().is_empty() {
+                break;
+            }
+            // The single slot frees when the previous session's ffmpeg ends.
+            assert!(
+                stderr.contains("503") && started.elapsed() < Duration::from_secs(60),
+                "{variant}: {stderr}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}

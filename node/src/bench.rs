@@ -7,6 +7,7 @@ mod raft;
 mod record;
 mod scan;
 mod store;
+mod transcode;
 
 use std::process::ExitCode;
 
@@ -25,6 +26,8 @@ pub enum BenchCommand {
     Raft(raft::RaftBench),
     /// Index a synthetic library and time item-list pages.
     Scan(scan::ScanBench),
+    /// A 720p HLS rendition of a 1080p source: Omega against plain ffmpeg.
+    Transcode(transcode::TranscodeBench),
 }
 
 /// Runs a benchmark.
@@ -33,6 +36,7 @@ pub fn run(_global: &GlobalArgs, command: BenchCommand) -> anyhow::Result<ExitCo
         BenchCommand::Store(bench) => store::run(&bench),
         BenchCommand::Raft(bench) => raft::run(&bench),
         BenchCommand::Scan(bench) => scan::run(&bench),
+        BenchCommand::Transcode(bench) => transcode::run(&bench),
     }
 }
 

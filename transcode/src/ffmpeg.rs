@@ -170,7 +170,12 @@ pub fn hls_args(spec: &SessionSpec<'_>) -> Vec<String> {
         .iter()
         .map(|arg| (*arg).to_owned())
         .collect();
-    let target = spec.plan.target_s();
+    // The muxer cuts at the first keyframe once `cut_after × segments so
+    // far` has passed since its first packet. Keyframes are only at
+    // boundaries, at least `shortest_s` apart; half a second less than that
+    // makes it cut at every boundary even though the first packet comes a
+    // frame after the session's start.
+    let cut_after = f64::from(spec.plan.shortest_s()) - 0.5;
     let start = spec.plan.start_s(spec.start_segment);
     let mut input_args = if spec.rendition.audio_only() {
         Vec::new()
@@ -191,13 +196,31 @@ pub fn hls_args(spec: &SessionSpec<'_>) -> Vec<String> {
             args.extend(["-b:v".into(), bitrate.to_string()]);
             args.extend(["-maxrate".into(), (bitrate * 3 / 2).to_string()]);
             args.extend(["-bufsize".into(), (bitrate * 2).to_string()]);
-            // A keyframe at every boundary, and only the encoder's own
-            // choice (no scene cuts) elsewhere.
+            // A keyframe at every boundary of the plan (source time), and
+            // no scene-cut keyframes elsewhere: the muxer then cuts exactly
+            // at the boundaries.
+            let boundaries: Vec<String> = spec
+                .plan
+                .boundaries_from(spec.start_segment)
+                .map(|time| format!("{time:.3}"))
+                .collect();
+            // The encoder's own keyframe interval is longer than any segment.
+            let keyint = (video.fps * f64::from(spec.plan.target_s()) * 2.0).ceil() as u64 + 1;
             args.extend([
                 "-force_key_frames".into(),
-                format!("expr:gte(t,n_forced*{target})"),
+                boundaries.join(","),
                 "-sc_threshold".into(),
                 "0".into(),
+                "-g".into(),
+                keyint.to_string(),
+                // Frames keep the source's own timestamps (no rounding to a
+                // frame-rate grid, no dropped or doubled frames), so that a
+                // session started mid-way cuts the same frames as one
+                // started at the beginning.
+                "-fps_mode".into(),
+                "passthrough".into(),
+                "-enc_time_base:v".into(),
+                "-1".into(),
             ]);
         }
         _ => args.push("-vn".into()),
@@ -214,7 +237,7 @@ pub fn hls_args(spec: &SessionSpec<'_>) -> Vec<String> {
         "-f".into(),
         "hls".into(),
         "-hls_time".into(),
-        target.to_string(),
+        format!("{cut_after:.3}"),
         "-hls_segment_type".into(),
         "fmp4".into(),
         "-hls_fmp4_init_filename".into(),
@@ -287,10 +310,12 @@ mod tests {
             read_rate: None,
         };
         let args = hls_args(&spec).join(" ");
-        assert!(args.contains("-ss 40.000 -i /m/a.mkv"), "{args}");
+        assert!(args.contains("-ss 36.000 -i /m/a.mkv"), "{args}");
         assert!(args.contains("-map 0:0") && args.contains("-map 0:2"), "{args}");
         assert!(args.contains("scale=1280:720"), "{args}");
-        assert!(args.contains("expr:gte(t,n_forced*4)"), "{args}");
+        assert!(args.contains("-force_key_frames 36.000,40.000,"), "{args}");
+        assert!(args.contains("-hls_time 1.500 "), "{args}");
+        assert!(args.contains("-g 201 "), "{args}");
         assert!(args.contains("-copyts") && args.contains("frag_discont"), "{args}");
         assert!(args.contains("-start_number 10"), "{args}");
         let first = SessionSpec {

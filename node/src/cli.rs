@@ -81,10 +81,15 @@ pub enum Command {
     /// Users, created through the running node.
     #[command(subcommand)]
     User(crate::user_cmd::UserCommand),
+    /// Queue an offline transcode of an item in the cluster's job queue.
+    Transcode(crate::transcode_cmd::TranscodeArgs),
 }
 
 /// Runs the command line and turns the outcome into an exit code.
 pub fn main() -> ExitCode {
+    // One TLS provider for the process (HTTP clients, object storage); a
+    // second install elsewhere is a no-op.
+    let _already_installed = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     init_tracing(cli.global.log_json);
     match run(cli) {
@@ -103,6 +108,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => crate::serve::run(&cli.global, args),
         Command::Cluster(command) => crate::cluster_cmd::run(&cli.global, command),
         Command::User(command) => crate::user_cmd::run(&cli.global, command),
+        Command::Transcode(args) => crate::transcode_cmd::run(&cli.global, args),
     }
 }
 

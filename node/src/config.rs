@@ -58,6 +58,10 @@ pub struct FileTranscodeConfig {
     pub hardware: Option<bool>,
     /// Read sources at most this many times real time (default: no limit).
     pub read_rate: Option<f64>,
+    /// Work on jobs from the cluster's queue (default true).
+    pub worker: Option<bool>,
+    /// Job lease length in milliseconds (default 30000).
+    pub lease_ms: Option<u64>,
 }
 
 /// Transcoding settings.
@@ -77,6 +81,10 @@ pub struct TranscodeSettings {
     pub hardware: bool,
     /// Read sources at most this many times real time.
     pub read_rate: Option<f64>,
+    /// Work on jobs from the cluster's queue.
+    pub worker: bool,
+    /// Job lease length.
+    pub lease_ms: u64,
 }
 
 /// The `[library]` table.
@@ -282,6 +290,8 @@ impl Config {
                 idle: std::time::Duration::from_secs(file.transcode.idle_secs.unwrap_or(60)),
                 hardware: file.transcode.hardware.unwrap_or(true),
                 read_rate: file.transcode.read_rate.filter(|rate| rate.is_finite() && *rate > 0.0),
+                worker: file.transcode.worker.unwrap_or(true),
+                lease_ms: file.transcode.lease_ms.unwrap_or(30_000).clamp(1_000, 3_600_000),
             },
             data_dir,
             listen,

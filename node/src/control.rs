@@ -52,6 +52,18 @@ pub enum ControlRequest {
         /// One past the last byte.
         end: u64,
     },
+    /// Queues a transcode job.
+    Transcode {
+        /// The item.
+        item: u64,
+        /// The profile.
+        profile: String,
+    },
+    /// A job.
+    Job {
+        /// Its id.
+        id: u64,
+    },
     /// Creates a user.
     UserAdd {
         /// Unique name.

@@ -187,6 +187,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let app_state = crate::http::AppState {
+        job_progress: Arc::new(crate::jobs::Progress::default()),
         transcoder,
         store: Some(Arc::new(store)),
         events: crate::events::Events::default(),
@@ -236,6 +237,13 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(watch_libraries(state.clone()));
     }
     tokio::spawn(publish_cluster_changes(state.clone()));
+    if config.transcode.enabled && config.transcode.worker {
+        tokio::spawn(crate::jobs::run(
+            state.clone(),
+            config.transcode.lease_ms,
+            config.data_dir.join("jobs"),
+        ));
+    }
     let listener = bind_control_socket(&paths.socket)?;
     println!(
         "omega: node {} serving; control socket {}",
@@ -244,6 +252,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     );
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<()>(1);
     let context = Arc::new(ControlContext {
+        app: state.clone(),
         store: state.store.clone().context("the node's store is not open")?,
         member,
         identity,
@@ -391,6 +400,7 @@ fn bind_control_socket(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 struct ControlContext {
+    app: crate::http::AppState,
     member: QuicMember,
     store: Arc<omega_storage::Store>,
     identity: NodeIdentity,
@@ -448,6 +458,13 @@ async fn handle(context: &ControlContext, request: ControlRequest) -> anyhow::Re
                 tokio::task::spawn_blocking(move || crate::store_cmd::execute_for_client(&store, command)).await??;
             Ok(serde_json::to_value(output)?)
         }
+        ControlRequest::Transcode { item, profile } => {
+            let id = crate::api::jobs::enqueue(&context.app, item, &profile)
+                .await
+                .map_err(|error| anyhow::anyhow!(error.message().to_owned()))?;
+            job_json(&context.app, id)
+        }
+        ControlRequest::Job { id } => job_json(&context.app, id),
         ControlRequest::StoreBlobSize { blob } => {
             let blob: omega_storage::BlobId = blob.parse()?;
             Ok(serde_json::json!(context.store.blob(&blob)?.size))
@@ -535,4 +552,11 @@ async fn publish_cluster_changes(state: crate::http::AppState) {
             last = Some(now);
         }
     }
+}
+
+/// A job as `omega transcode` prints it (the API's view).
+fn job_json(app: &crate::http::AppState, id: u64) -> anyhow::Result<serde_json::Value> {
+    let job =
+        omega_consensus::state_machine::read::job(app.cluster.tables(), id)?.with_context(|| format!("no job {id}"))?;
+    Ok(serde_json::to_value(crate::api::jobs::view(app, &job))?)
 }

@@ -24,6 +24,10 @@ pub const REFRESH_TTL_MS: u64 = 30 * 24 * 3_600_000;
 pub const STREAM_TTL_MS: u64 = 8 * 3_600_000;
 /// Prefix of stream tokens.
 const STREAM_PREFIX: &str = "omega_st_";
+/// Lifetime of a node token (node-to-node HTTP calls).
+pub const NODE_TTL_MS: u64 = 5 * 60 * 1000;
+/// Prefix of node tokens.
+const NODE_PREFIX: &str = "omega_nt_";
 /// Lifetime of a TOTP enrolment ticket.
 pub const ENROLMENT_TTL_MS: u64 = 10 * 60 * 1000;
 
@@ -42,6 +46,13 @@ pub struct AccessClaims {
 struct StreamClaims {
     user: u64,
     item: u64,
+    expires_ms: u64,
+}
+
+/// What a node token says: which member calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct NodeClaims {
+    node: u64,
     expires_ms: u64,
 }
 
@@ -124,6 +135,23 @@ impl TokenKey {
         self.open::<StreamClaims>(STREAM_PREFIX, token)
             .filter(|claims| claims.item == item && claims.expires_ms > now_ms)
             .map(|claims| claims.user)
+    }
+
+    /// A token naming `node` as the caller of another member's internal
+    /// routes (only members hold the key).
+    pub fn node_token(&self, node: u64, now_ms: u64) -> String {
+        let claims = NodeClaims {
+            node,
+            expires_ms: now_ms.saturating_add(NODE_TTL_MS),
+        };
+        self.seal(NODE_PREFIX, &claims)
+    }
+
+    /// The node a valid node token names.
+    pub fn check_node(&self, token: &str, now_ms: u64) -> Option<u64> {
+        self.open::<NodeClaims>(NODE_PREFIX, token)
+            .filter(|claims| claims.expires_ms > now_ms)
+            .map(|claims| claims.node)
     }
 
     /// A ticket binding a new TOTP secret to a user until it is confirmed.

@@ -8,6 +8,7 @@
 //! - [`segments`]: segment boundaries computed from the source alone, so
 //!   every node cuts the same segments.
 //! - [`ffmpeg`]: command building and hardware encoder detection.
+//! - [`offline`]: whole-file transcodes for the job queue.
 //! - [`playlist`]: master and variant playlists.
 //! - [`session`]: on-demand ffmpeg sessions that produce segments, bounded
 //!   in number, restarted on far seeks, stopped when idle.
@@ -17,6 +18,7 @@ pub mod decision;
 pub mod error;
 pub mod ffmpeg;
 pub mod ladder;
+pub mod offline;
 pub mod playlist;
 pub mod probe;
 pub mod segments;

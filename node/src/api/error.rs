@@ -65,6 +65,11 @@ impl ApiError {
         }
     }
 
+    /// What the client is told.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// Adds fields to the JSON body.
     pub fn with(mut self, extra: serde_json::Value) -> ApiError {
         self.extra = Some(extra);

@@ -13,7 +13,9 @@ pub mod events;
 pub mod extract;
 pub mod folders;
 pub mod hls;
+pub mod internal;
 pub mod items;
+pub mod jobs;
 pub mod libraries;
 pub mod openapi;
 pub mod setup;
@@ -55,6 +57,8 @@ pub struct AppState {
     pub events: crate::events::Events,
     /// Transcoding (`None` when `[transcode] enabled = false`).
     pub transcoder: Option<Arc<crate::transcoder::Transcoder>>,
+    /// Progress of the jobs running on this node.
+    pub job_progress: Arc<crate::jobs::Progress>,
 }
 
 impl AppState {
@@ -101,6 +105,11 @@ pub fn router() -> Router<AppState> {
         .route("/items/{id}/hls/{rendition}/{file}", get(hls::file))
         .route("/items/{id}/images/{kind}", get(items::image))
         .route("/events", get(events::events))
+        .route("/jobs", get(jobs::list).post(jobs::create))
+        .route("/jobs/{id}", get(jobs::detail))
+        .route("/jobs/{id}/output", get(jobs::output))
+        .route("/internal/blobs/{blob}", get(internal::bytes))
+        .route("/internal/blobs/{blob}/manifest", get(internal::manifest))
         .route("/items/{id}/progress", post(items::progress))
         .route(
             "/items/{id}/played",

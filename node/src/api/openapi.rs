@@ -10,7 +10,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, events, folders, hls, items, libraries, setup, users};
+use super::{auth, events, folders, hls, items, jobs, libraries, setup, users};
 
 /// The document.
 #[derive(Debug, OpenApi)]
@@ -50,6 +50,10 @@ use super::{auth, events, folders, hls, items, libraries, setup, users};
         items::mark_played,
         items::mark_unplayed,
         events::events,
+        jobs::create,
+        jobs::list,
+        jobs::detail,
+        jobs::output,
     ),
     modifiers(&BearerAuth)
 )]

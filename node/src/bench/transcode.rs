@@ -23,7 +23,7 @@ pub struct TranscodeBench {
     #[arg(long, default_value_t = 60)]
     pub seconds: u32,
     /// Runs (medians are reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     pub runs: usize,
     /// Where to work [default: the temp dir].
     #[arg(long, value_name = "DIR")]
@@ -138,8 +138,16 @@ pub(super) fn run(options: &TranscodeBench) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (mut first, mut omega, mut plain) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..options.runs {
-        let ffmpeg_s = plain_ffmpeg(&source, &work.path().join(format!("plain-{run}")))?;
-        let (first_s, omega_s) = runtime.block_on(omega_run(work.path(), run, options.seconds))?;
+        // Alternate which goes first, so that neither always meets a warm
+        // (or a throttled) machine.
+        let plain_dir = work.path().join(format!("plain-{run}"));
+        let (ffmpeg_s, (first_s, omega_s)) = if run % 2 == 0 {
+            let plain = plain_ffmpeg(&source, &plain_dir)?;
+            (plain, runtime.block_on(omega_run(work.path(), run, options.seconds))?)
+        } else {
+            let omega = runtime.block_on(omega_run(work.path(), run, options.seconds))?;
+            (plain_ffmpeg(&source, &plain_dir)?, omega)
+        };
         eprintln!("run {run}: first segment {first_s:.2} s, Omega {omega_s:.2} s, ffmpeg {ffmpeg_s:.2} s");
         first.push(first_s);
         omega.push(omega_s);

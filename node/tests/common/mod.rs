@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod cluster;
+
 /// Runs ffmpeg quietly; panics if it fails.
 pub fn ffmpeg(args: &[&str]) {
     let status = Command::new("ffmpeg")

@@ -163,9 +163,16 @@ impl Store {
                 .pop()
                 .unwrap_or_else(|| Err(StoreError::Commit("no answer".into())));
         }
+        let reference = format!("file:{}", path.display());
+        self.ingest_file_as(&path, &reference, progress)
+    }
+
+    /// Copies the file at `path` into the store under `reference` (a
+    /// derived file whose path does not name it: a job's output).
+    pub fn ingest_file_as(&self, path: &Path, reference: &str, progress: &mut dyn FnMut(u64)) -> Result<IngestReport> {
+        let path = std::path::absolute(path).map_err(|error| StoreError::io("resolve", path, error))?;
         let mut file = File::open(&path).map_err(|error| StoreError::io("open", &path, error))?;
         let before = FileStamp::of(&path, &file)?;
-        let reference = format!("file:{}", path.display());
         let (blob, size) = hash_reader(&mut file, &path, &mut |_| {})?;
         let unchanged = |file: &File| -> Result<()> {
             if size == before.size && FileStamp::of(&path, file)? == before {
@@ -180,7 +187,7 @@ impl Store {
             // path, which writes fresh copies of the bad chunks.
             if record.stored && !self.has_quarantined_chunk(&record)? {
                 progress(size);
-                self.commit_known_blob(blob, &record, &reference, None)?;
+                self.commit_known_blob(blob, &record, reference, None)?;
                 return Ok(IngestReport {
                     blob,
                     size,
@@ -190,7 +197,7 @@ impl Store {
             }
         }
         file.rewind().map_err(|error| StoreError::io("seek", &path, error))?;
-        self.ingest_stored(&file, &path, Some(blob), &reference, progress, &|| unchanged(&file))
+        self.ingest_stored(&file, &path, Some(blob), reference, progress, &|| unchanged(&file))
     }
 
     /// Indexes many files in place (`inplace:<path>` references) with one

@@ -1,0 +1,315 @@
+//! The job worker: offline transcodes from the cluster's Raft job queue.
+//!
+//! Each node with a worker looks for a job that is queued, or whose lease
+//! expired, and claims it; the claim's log index is its fencing token. While
+//! ffmpeg runs, the lease is renewed every third of its length (rare Raft
+//! writes); progress stays in memory, out of Raft. If a renewal is refused
+//! (another node took the job after this one stalled), ffmpeg is stopped and
+//! nothing is recorded. The output goes into this node's store, then
+//! `FinishJob` records it, and the state machine refuses a completion with a
+//! stale token, so a job has exactly one result. A source this node does not
+//! hold is fetched from its node and verified chunk by chunk.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use omega_consensus::command::{Command, JobOutcome, Response};
+use omega_consensus::model::{Job, JobState, NodeId};
+use omega_consensus::state_machine::read;
+use omega_transcode::ladder::ladder;
+use serde::Serialize;
+
+use crate::api::AppState;
+
+/// How often the queue is looked at.
+const POLL: Duration = Duration::from_secs(1);
+/// Claims a job is tried at most, then it fails for good.
+pub const ATTEMPTS_MAX: u32 = 5;
+
+/// How far a job running here has got.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct JobProgress {
+    /// Seconds of output written.
+    pub done_s: f64,
+    /// Seconds in all.
+    pub total_s: f64,
+}
+
+/// Progress of the jobs running on this node.
+#[derive(Debug, Default)]
+pub struct Progress(Mutex<HashMap<u64, JobProgress>>);
+
+impl Progress {
+    /// A job's progress, when it runs here.
+    pub fn get(&self, job: u64) -> Option<JobProgress> {
+        self.lock().get(&job).copied()
+    }
+
+    fn set(&self, job: u64, progress: JobProgress) {
+        self.lock().insert(job, progress);
+    }
+
+    fn clear(&self, job: u64) {
+        self.lock().remove(&job);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, JobProgress>> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// Runs the worker until the process ends.
+pub async fn run(state: AppState, lease_ms: u64, work_dir: PathBuf) {
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let claimed = match claim_next(&state, lease_ms).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::debug!(%error, "no job claimed");
+                None
+            }
+        };
+        if let Some((job, fencing)) = claimed {
+            let id = job.id;
+            tracing::info!(job = id, fencing, "job claimed");
+            if let Err(error) = execute(&state, &job, fencing, lease_ms, &work_dir).await {
+                tracing::warn!(job = id, %error, "job not finished here");
+            }
+            state.job_progress.clear(id);
+            let _ = std::fs::remove_dir_all(work_dir.join(format!("job-{id}")));
+        }
+    }
+}
+
+/// Claims the oldest job that is queued or whose lease expired.
+async fn claim_next(state: &AppState, lease_ms: u64) -> anyhow::Result<Option<(Job, u64)>> {
+    let now_ms = state.clock.now_ms();
+    let candidates: Vec<Job> = read::jobs(state.cluster.tables())?
+        .into_iter()
+        .filter(|job| match job.state {
+            JobState::Queued => true,
+            JobState::Leased { expires_ms, .. } => expires_ms <= now_ms,
+            JobState::Done { .. } | JobState::Failed { .. } => false,
+        })
+        .collect();
+    for job in candidates {
+        let command = Command::ClaimJob {
+            job: job.id,
+            node: state.cluster.id(),
+            now_ms: state.clock.now_ms(),
+            lease_ms,
+        };
+        match state.cluster.write(command).await? {
+            Response::Lease { fencing, .. } => {
+                let job = read::job(state.cluster.tables(), job.id)?.unwrap_or(job);
+                return Ok(Some((job, fencing)));
+            }
+            // Another node was first; try the next.
+            Response::Rejected(_) => {}
+            other => bail!("unexpected answer {other:?}"),
+        }
+    }
+    Ok(None)
+}
+
+/// Finishes a job with `outcome`; refused when the lease was lost.
+async fn finish(state: &AppState, job: u64, fencing: u64, outcome: JobOutcome) -> anyhow::Result<()> {
+    let command = Command::FinishJob {
+        job,
+        fencing,
+        outcome,
+        now_ms: state.clock.now_ms(),
+    };
+    match state.cluster.write(command).await? {
+        Response::Done => Ok(()),
+        Response::Rejected(rejection) => bail!("the result was refused: {rejection}"),
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+async fn execute(state: &AppState, job: &Job, fencing: u64, lease_ms: u64, work_dir: &Path) -> anyhow::Result<()> {
+    if job.attempts > ATTEMPTS_MAX {
+        let reason = format!("gave up after {} attempts", job.attempts - 1);
+        return finish(state, job.id, fencing, JobOutcome::Failed { reason }).await;
+    }
+    let transcoder = state.transcoder.clone().context("transcoding is off")?;
+    let dir = work_dir.join(format!("job-{}", job.id));
+    std::fs::create_dir_all(&dir)?;
+    let prepared = tokio::select! {
+        prepared = prepare(state, job, &dir) => prepared,
+        lost = hold_lease(state, job.id, fencing, lease_ms) => return Err(lost),
+    };
+    let (source, info, rendition) = match prepared {
+        Ok(prepared) => prepared,
+        Err(Failure::Permanent(reason)) => {
+            return finish(state, job.id, fencing, JobOutcome::Failed { reason }).await;
+        }
+        Err(Failure::Retry(error)) => {
+            // Let another node (or a later try) have it.
+            finish(state, job.id, fencing, JobOutcome::Released).await?;
+            return Err(error);
+        }
+    };
+    let out = dir.join("out.mp4");
+    let args = omega_transcode::offline::file_args(
+        &source,
+        &info,
+        &rendition,
+        &omega_transcode::ffmpeg::VideoEncoder::Software,
+        &out,
+        transcoder.sessions.config().read_rate,
+    );
+    let total_s = info.duration_s;
+    let progress = &state.job_progress;
+    progress.set(job.id, JobProgress { done_s: 0.0, total_s });
+    let encoded = tokio::select! {
+        encoded = omega_transcode::offline::run(&transcoder.ffmpeg, &args, |done_s| {
+            progress.set(job.id, JobProgress { done_s, total_s });
+        }) => encoded,
+        lost = hold_lease(state, job.id, fencing, lease_ms) => return Err(lost),
+    };
+    if let Err(error) = encoded {
+        let reason = crate::cli::one_line(&anyhow::anyhow!(error));
+        return finish(state, job.id, fencing, JobOutcome::Failed { reason }).await;
+    }
+    let store = state.store.clone().context("no store")?;
+    let reference = format!("job:{}", job.id);
+    let ingest = {
+        let out = out.clone();
+        let reference = reference.clone();
+        tokio::task::spawn_blocking(move || store.ingest_file_as(&out, &reference, &mut |_| {}))
+    };
+    let report = tokio::select! {
+        report = ingest => report??,
+        lost = hold_lease(state, job.id, fencing, lease_ms) => return Err(lost),
+    };
+    // The output is durable in the store; now record it (once: a stale
+    // token is refused by the state machine).
+    let finished = finish(
+        state,
+        job.id,
+        fencing,
+        JobOutcome::Done {
+            output: Some(*report.blob.as_bytes()),
+        },
+    )
+    .await;
+    if finished.is_err()
+        && let Some(store) = state.store.clone()
+    {
+        // Not the recorded result: let gc take it.
+        let _ = store.remove_reference(&reference);
+    }
+    finished
+}
+
+enum Failure {
+    /// The job cannot succeed (no such item, unknown profile).
+    Permanent(String),
+    /// This node cannot do it now.
+    Retry(anyhow::Error),
+}
+
+/// The source file (local, or fetched and verified), what it holds, and the
+/// rendition the profile names.
+async fn prepare(
+    state: &AppState,
+    job: &Job,
+    dir: &Path,
+) -> Result<
+    (
+        PathBuf,
+        Arc<omega_transcode::probe::SourceInfo>,
+        omega_transcode::ladder::Rendition,
+    ),
+    Failure,
+> {
+    let transcoder = state
+        .transcoder
+        .clone()
+        .ok_or_else(|| Failure::Retry(anyhow::anyhow!("transcoding is off")))?;
+    let item = read::item(state.cluster.tables(), job.item)
+        .map_err(|error| Failure::Retry(error.into()))?
+        .ok_or_else(|| Failure::Permanent(format!("item {} is gone", job.item)))?;
+    let media = item
+        .fields
+        .media
+        .first()
+        .ok_or_else(|| Failure::Permanent("the item has no file".into()))?;
+    let (path, source_id) = if media.node == state.cluster.id() {
+        let id = media.blob.map(hex::encode).unwrap_or_else(|| media.path.clone());
+        (PathBuf::from(&media.path), id)
+    } else {
+        let blob = media
+            .blob
+            .map(hex::encode)
+            .ok_or_else(|| Failure::Retry(anyhow::anyhow!("the source is not indexed yet")))?;
+        let owner = owner_http(state, media.node).map_err(Failure::Retry)?;
+        let token = state.tokens.node_token(state.cluster.id(), state.clock.now_ms());
+        let dest = dir.join("source");
+        let bytes = crate::remote::fetch_blob(&owner, &token, &blob, &dest)
+            .await
+            .map_err(Failure::Retry)?;
+        tracing::info!(job = job.id, bytes, from = %owner, "source fetched and verified");
+        (dest, blob)
+    };
+    let info = transcoder
+        .source_info(&source_id, &path)
+        .await
+        .map_err(|error| Failure::Permanent(error.to_string()))?;
+    let rendition = ladder(&info)
+        .into_iter()
+        .find(|rendition| rendition.name == job.profile)
+        .ok_or_else(|| {
+            let names: Vec<String> = ladder(&info).into_iter().map(|rendition| rendition.name).collect();
+            Failure::Permanent(format!(
+                "no profile {:?} for this source: {}",
+                job.profile,
+                names.join(", ")
+            ))
+        })?;
+    Ok((path, info, rendition))
+}
+
+/// The HTTP address of member `node`.
+fn owner_http(state: &AppState, node: NodeId) -> anyhow::Result<String> {
+    state
+        .cluster
+        .status()
+        .members
+        .into_iter()
+        .find(|member| member.id == node)
+        .map(|member| member.http_addr)
+        .with_context(|| format!("node {node} holds the source but is not a member"))
+}
+
+/// Renews the lease every third of its length; returns (an error) only
+/// when a renewal is refused or keeps failing past the lease's end.
+async fn hold_lease(state: &AppState, job: u64, fencing: u64, lease_ms: u64) -> anyhow::Error {
+    let every = Duration::from_millis(lease_ms / 3);
+    let mut last_renewed = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        let command = Command::RenewLease {
+            job,
+            fencing,
+            now_ms: state.clock.now_ms(),
+            lease_ms,
+        };
+        match state.cluster.write(command).await {
+            Ok(Response::Lease { .. } | Response::Done) => last_renewed = tokio::time::Instant::now(),
+            Ok(Response::Rejected(rejection)) => return anyhow::anyhow!("lease lost: {rejection}"),
+            Ok(other) => return anyhow::anyhow!("unexpected answer {other:?}"),
+            Err(error) => {
+                if last_renewed.elapsed() >= Duration::from_millis(lease_ms) {
+                    return anyhow::anyhow!("lease expired while renewals failed: {error}");
+                }
+            }
+        }
+    }
+}

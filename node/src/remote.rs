@@ -1,0 +1,81 @@
+//! Fetching a blob from the member that holds it, over its internal HTTP
+//! routes, checking every chunk against the BLAKE3 name in the manifest and
+//! the whole against the blob id before the file is used. Until the P2P
+//! data plane exists, this is how a worker gets a source it does not hold.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+
+use crate::api::internal::{Manifest, NODE_HEADER};
+
+/// Bytes asked for per request (whole chunks, at most this much).
+const REQUEST_BYTES: u64 = 8 << 20;
+
+/// Downloads blob `blob` (hex) from the member at `http_addr` into `dest`,
+/// verified; `token` is this node's node token.
+pub async fn fetch_blob(http_addr: &str, token: &str, blob: &str, dest: &Path) -> anyhow::Result<u64> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()?;
+    let base = format!("http://{http_addr}/api/v1/internal/blobs/{blob}");
+    let manifest: Manifest = client
+        .get(format!("{base}/manifest"))
+        .header(NODE_HEADER, token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {http_addr}"))?
+        .error_for_status()?
+        .json()
+        .await?;
+    let partial = dest.with_extension("partial");
+    let mut file = std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    let mut whole = blake3::Hasher::new();
+    let mut written = 0_u64;
+    let mut next = 0;
+    while next < manifest.chunks.len() {
+        // A run of whole chunks up to the request size.
+        let first = &manifest.chunks[next];
+        let mut last = next;
+        while last + 1 < manifest.chunks.len()
+            && manifest.chunks[last + 1].offset + u64::from(manifest.chunks[last + 1].len) - first.offset
+                <= REQUEST_BYTES
+        {
+            last += 1;
+        }
+        let end = manifest.chunks[last].offset + u64::from(manifest.chunks[last].len);
+        let bytes = client
+            .get(format!("{base}?start={}&end={end}", first.offset))
+            .header(NODE_HEADER, token)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        if bytes.len() as u64 != end - first.offset {
+            bail!(
+                "{http_addr} sent {} bytes for {} asked",
+                bytes.len(),
+                end - first.offset
+            );
+        }
+        for chunk in &manifest.chunks[next..=last] {
+            let from = (chunk.offset - first.offset) as usize;
+            let piece = &bytes[from..from + chunk.len as usize];
+            if blake3::hash(piece).to_hex().as_str() != chunk.hash {
+                bail!("{http_addr} sent a corrupt chunk at byte {} of {blob}", chunk.offset);
+            }
+        }
+        whole.update(&bytes);
+        file.write_all(&bytes)?;
+        written += bytes.len() as u64;
+        next = last + 1;
+    }
+    if written != manifest.size || whole.finalize().to_hex().as_str() != blob {
+        bail!("the bytes from {http_addr} do not hash to {blob}");
+    }
+    file.sync_all()?;
+    std::fs::rename(&partial, dest)?;
+    Ok(written)
+}

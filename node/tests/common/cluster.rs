@@ -1,0 +1,149 @@
+//! A cluster node process for the multi-node tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::omega;
+
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Node {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub http_port: u16,
+    pub child: Option<Child>,
+}
+
+impl Node {
+    pub fn new(root: &Path, name: &str) -> Node {
+        Node {
+            dir: root.join(name),
+            port: free_port(),
+            http_port: std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port(),
+            child: None,
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts `omega serve`, joining through `via` with `token` when given.
+    pub fn start(&mut self, config: &Path, join: Option<(&Node, &str)>) {
+        self.start_with(config, join, &[], false);
+    }
+
+    /// Starts `omega serve` with `extra` arguments; `admin`: with the
+    /// administrator `admin` / `admin-password` from the environment.
+    pub fn start_with(&mut self, config: &Path, join: Option<(&Node, &str)>, extra: &[&str], admin: bool) {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let log = std::fs::File::create(self.dir.join("serve.log")).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_omega"));
+        command
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["serve", "--cluster-listen", &self.addr()])
+            .args(["--listen", &format!("127.0.0.1:{}", self.http_port)])
+            .args(extra)
+            .env("OMEGA_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null());
+        if admin {
+            command
+                .env("OMEGA_ADMIN_USER", "admin")
+                .env("OMEGA_ADMIN_PASSWORD", "admin-password");
+        }
+        if let Some((via, token)) = join {
+            command.args(["--join", &via.addr(), "--token", token]);
+        }
+        self.child = Some(command.spawn().unwrap());
+        wait_until(Duration::from_secs(20), || self.try_status().is_some(), || self.log());
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    pub fn try_status(&self) -> Option<Value> {
+        let output = omega(&self.dir, &["cluster", "status", "--json"]);
+        output
+            .status
+            .success()
+            .then(|| serde_json::from_slice(&output.stdout).unwrap())
+    }
+
+    pub fn status(&self) -> Value {
+        self.try_status()
+            .unwrap_or_else(|| panic!("no status from {}: {}", self.dir.display(), self.log()))
+    }
+
+    /// `GET path` on the node's HTTP port: status code and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: omega\r\n\r\n").unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+        (code, body)
+    }
+
+    pub fn token(&self) -> String {
+        let output = omega(&self.dir, &["cluster", "token", "--ttl", "10m"]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    pub fn add_user(&self, name: &str) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_omega"))
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["user", "add", name, "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"secret\n").unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn wait_until(within: Duration, mut done: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < within, "gave up after {within:?}: {}", context());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

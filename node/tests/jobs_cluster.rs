@@ -1,0 +1,242 @@
+//! Offline transcode jobs on three real processes: a job queued with
+//! `omega transcode` is claimed by a worker that must fetch the source from
+//! the node holding it (verified chunk by chunk); SIGKILL of the lease
+//! holder mid-job lets the other worker take over once the lease expires,
+//! and the job ends with exactly one result, which plays.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use common::cluster::{Node, wait_until};
+use common::{ffmpeg, omega};
+use serde_json::{Value, json};
+
+fn http(node: &Node, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Vec<u8>) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", node.http_port)).unwrap();
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let auth = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: omega\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).unwrap();
+    let split = bytes.windows(4).position(|window| window == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut payload = bytes[split + 4..].to_vec();
+    if head.to_lowercase().contains("transfer-encoding: chunked") {
+        payload = dechunk(&payload);
+    }
+    (code, payload)
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = body.windows(2).position(|window| window == b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&body[..line_end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&body[line_end + 2..line_end + 2 + size]);
+        body = &body[line_end + 2 + size + 2..];
+    }
+}
+
+fn json_of(answer: (u16, Vec<u8>)) -> (u16, Value) {
+    (answer.0, serde_json::from_slice(&answer.1).unwrap_or(Value::Null))
+}
+
+fn node_id(node: &Node) -> u64 {
+    node.status()["node_id"].as_u64().unwrap()
+}
+
+#[test]
+fn a_killed_lease_holder_hands_the_job_to_another_node() {
+    let root = tempfile::tempdir().unwrap();
+    let folder = root.path().join("films/Job Film (2024)");
+    std::fs::create_dir_all(&folder).unwrap();
+    let film = folder.join("Job Film (2024).mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=25:duration=20",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=330:duration=20",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        film.to_str().unwrap(),
+    ]);
+    // The node holding the film runs no worker: the job must travel.
+    let holder_config = root.path().join("holder.toml");
+    std::fs::write(
+        &holder_config,
+        "[transcode]\nworker = false\n[library]\nwatch = false\n",
+    )
+    .unwrap();
+    // Workers read at twice real time, so that a job lasts ~10 s.
+    let worker_config = root.path().join("worker.toml");
+    std::fs::write(
+        &worker_config,
+        "[transcode]\nlease_ms = 3000\nread_rate = 2.0\n[library]\nwatch = false\n",
+    )
+    .unwrap();
+    let mut nodes = [
+        Node::new(root.path(), "a"),
+        Node::new(root.path(), "b"),
+        Node::new(root.path(), "c"),
+    ];
+    let films = root.path().join("films");
+    nodes[0].start_with(&holder_config, None, &["--media", films.to_str().unwrap()], true);
+    wait_until(
+        Duration::from_secs(10),
+        || nodes[0].status()["state"] == "leader",
+        || nodes[0].log(),
+    );
+    for index in 1..3 {
+        let token = nodes[0].token();
+        let (first, rest) = nodes.split_at_mut(1);
+        rest[index - 1].start(&worker_config, Some((&first[0], &token)));
+    }
+    wait_until(
+        Duration::from_secs(20),
+        || nodes[0].status()["members"].as_array().map_or(0, Vec::len) == 3,
+        || nodes[0].log(),
+    );
+    let (code, login) = json_of(http(
+        &nodes[0],
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(&json!({"username": "admin", "password": "admin-password"})),
+    ));
+    assert_eq!(code, 200, "{login}");
+    let admin = login["access_token"].as_str().unwrap().to_owned();
+    let mut item = 0;
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            let (_, page) = json_of(http(&nodes[0], "GET", "/api/v1/items?type=movie", Some(&admin), None));
+            let indexed = page["items"][0]["media"][0]["blob"].is_string();
+            item = page["items"][0]["id"].as_u64().unwrap_or(0);
+            indexed
+        },
+        || nodes[0].log(),
+    );
+
+    // Bad input first: an unknown profile is refused, one line.
+    let output = omega(&nodes[0].dir, &["transcode", &item.to_string(), "--profile", "8k"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("profile"));
+
+    let output = omega(
+        &nodes[0].dir,
+        &["transcode", &item.to_string(), "--profile", "360p", "--json"],
+    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let job: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let id = job["id"].as_u64().unwrap();
+    let job_path = format!("/api/v1/jobs/{id}");
+
+    // Wait for a worker to hold it and get going, then kill that worker.
+    let mut holder = 0;
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            let (_, job) = json_of(http(&nodes[0], "GET", &job_path, Some(&admin), None));
+            holder = job["node"].as_u64().unwrap_or(0);
+            job["state"] == "leased"
+        },
+        || nodes[1].log() + &nodes[2].log(),
+    );
+    let ids: Vec<u64> = nodes.iter().map(node_id).collect();
+    assert_ne!(holder, ids[0], "the holder of the film runs no worker");
+    let victim = ids.iter().position(|id| *id == holder).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    nodes[victim].kill();
+    let survivor = if victim == 1 { 2 } else { 1 };
+
+    // The other worker takes over once the lease expires and finishes.
+    let mut finished = Value::Null;
+    wait_until(
+        Duration::from_secs(120),
+        || {
+            let (_, job) = json_of(http(&nodes[0], "GET", &job_path, Some(&admin), None));
+            finished = job.clone();
+            job["state"] == "done" || job["state"] == "failed"
+        },
+        || nodes[survivor].log(),
+    );
+    assert_eq!(finished["state"], "done", "{finished}");
+    assert_eq!(finished["node"].as_u64(), Some(ids[survivor]), "{finished}");
+    assert_eq!(finished["attempts"], 2, "{finished}");
+    let output_blob = finished["output"].as_str().unwrap().to_owned();
+
+    // The killed node comes back; the job keeps its one result.
+    nodes[victim].start(&worker_config, None);
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, job) = json_of(http(&nodes[0], "GET", &job_path, Some(&admin), None));
+    assert_eq!((&job["state"], &job["output"]), (&json!("done"), &json!(output_blob)));
+
+    // The output plays: 20 s at 640x360, from the node that made it.
+    let (code, _) = http(&nodes[0], "GET", &format!("{job_path}/output"), Some(&admin), None);
+    assert_eq!(code, 409, "the output is on another node");
+    let (code, login) = json_of(http(
+        &nodes[survivor],
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(&json!({"username": "admin", "password": "admin-password"})),
+    ));
+    assert_eq!(code, 200);
+    let token = login["access_token"].as_str().unwrap();
+    let (code, bytes) = http(
+        &nodes[survivor],
+        "GET",
+        &format!("{job_path}/output"),
+        Some(token),
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(blake3::hash(&bytes).to_hex().as_str(), output_blob);
+    let path = root.path().join("out.mp4");
+    std::fs::write(&path, &bytes).unwrap();
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration:stream=height",
+            "-of",
+            "json",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let facts: Value = serde_json::from_slice(&probe.stdout).unwrap();
+    let duration: f64 = facts["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!((duration - 20.0).abs() < 0.2, "{facts}");
+    assert!(
+        facts["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|stream| stream["height"] == 360)
+    );
+}

@@ -5,8 +5,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::probe::SourceInfo;
 
-/// What a client can play, as it tells the server.
+/// What a client can play, as it tells the server. Fields it leaves out
+/// take a current browser's values.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ClientProfile {
     /// Containers it plays directly (`mp4`, `webm`, `mkv`, `mp3`, …).
     pub containers: Vec<String>,
@@ -18,6 +20,12 @@ pub struct ClientProfile {
     pub max_height: Option<u32>,
     /// Highest bit rate its connection carries, bits per second.
     pub max_bitrate: Option<u64>,
+}
+
+impl Default for ClientProfile {
+    fn default() -> ClientProfile {
+        ClientProfile::browser()
+    }
 }
 
 impl ClientProfile {
@@ -107,6 +115,14 @@ mod tests {
             }],
             subtitles: Vec::new(),
         }
+    }
+
+    #[test]
+    fn missing_fields_mean_a_browser() {
+        let partial: ClientProfile =
+            serde_json::from_str(r#"{"max_height": 720}"#).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(partial.max_height, Some(720));
+        assert_eq!(partial.video_codecs, ClientProfile::browser().video_codecs);
     }
 
     #[test]

@@ -50,6 +50,17 @@ pub enum Event {
         /// Played to the end.
         played: bool,
     },
+    /// A transcode job changed state.
+    Job {
+        /// The job.
+        id: u64,
+        /// The item.
+        item: u64,
+        /// `queued`, `leased`, `done` or `failed`.
+        state: &'static str,
+        /// The node holding or having finished it.
+        node: Option<u64>,
+    },
     /// The cluster's leader, term or members changed.
     Cluster {
         /// The leader, if one is known.
@@ -66,7 +77,7 @@ impl Event {
     pub fn library(&self) -> Option<u64> {
         match self {
             Event::ScanProgress { library, .. } | Event::ScanFinished { library, .. } => Some(*library),
-            Event::Playback { .. } | Event::Cluster { .. } => None,
+            Event::Playback { .. } | Event::Cluster { .. } | Event::Job { .. } => None,
         }
     }
 }

@@ -531,12 +531,40 @@ async fn watch_libraries(state: crate::http::AppState) {
 /// How long a library's folders must be quiet before a rescan.
 const WATCH_QUIET: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Publishes an event when the leader, term or membership changes.
+/// Publishes an event when the leader, term or membership changes, or a
+/// job changes state (as this node applies it), and keeps the job gauges.
 async fn publish_cluster_changes(state: crate::http::AppState) {
     let mut last = None;
+    let mut jobs: std::collections::HashMap<u64, (&'static str, Option<u64>)> = std::collections::HashMap::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
     loop {
         tick.tick().await;
+        if let Ok(all) = omega_consensus::state_machine::read::jobs(state.cluster.tables()) {
+            let mut counts: std::collections::BTreeMap<&'static str, u64> = ["queued", "leased", "done", "failed"]
+                .into_iter()
+                .map(|name| (name, 0))
+                .collect();
+            for job in &all {
+                let view = crate::api::jobs::view(&state, job);
+                *counts.entry(view.state).or_default() += 1;
+                let now = (view.state, view.node);
+                if jobs.get(&job.id) != Some(&now) {
+                    state.events.publish(crate::events::Event::Job {
+                        id: job.id,
+                        item: job.item,
+                        state: view.state,
+                        node: view.node,
+                    });
+                    jobs.insert(job.id, now);
+                }
+            }
+            // Bounded by the jobs that exist.
+            let existing: std::collections::HashSet<u64> = all.iter().map(|job| job.id).collect();
+            jobs.retain(|id, _| existing.contains(id));
+            for (name, count) in counts {
+                metrics::gauge!("omega_jobs", "state" => name).set(count as f64);
+            }
+        }
         let status = state.cluster.status();
         let now = (
             status.leader,

@@ -40,6 +40,14 @@ pub fn file_args(
             args.extend(["-b:v".into(), rendition.video_bitrate.to_string()]);
             args.extend(["-maxrate".into(), (rendition.video_bitrate * 3 / 2).to_string()]);
             args.extend(["-bufsize".into(), (rendition.video_bitrate * 2).to_string()]);
+            // Source timestamps through the encoder: no frame dropped or
+            // doubled by rounding to a frame-rate grid.
+            args.extend([
+                "-fps_mode".into(),
+                "passthrough".into(),
+                "-enc_time_base:v".into(),
+                "-1".into(),
+            ]);
         }
         _ => args.push("-vn".into()),
     }

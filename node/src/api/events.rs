@@ -1,5 +1,5 @@
 //! `GET /api/v1/events`: a WebSocket of JSON events (scan progress,
-//! playback, cluster changes). Browsers cannot set headers on a WebSocket,
+//! playback, jobs, cluster changes). Browsers cannot set headers on a WebSocket,
 //! so the access token may also come as `?token=`. Each caller sees scans
 //! of the libraries it may see, its own playback, and (administrators) the
 //! cluster.
@@ -43,7 +43,7 @@ pub async fn events(
 fn visible(caller: &Caller, event: &Event) -> bool {
     match event {
         Event::Playback { user, .. } => *user == caller.user.id,
-        Event::Cluster { .. } => caller.is_admin(),
+        Event::Cluster { .. } | Event::Job { .. } => caller.is_admin(),
         other => other.library().is_none_or(|library| can_see(caller, library)),
     }
 }

@@ -284,9 +284,11 @@ impl Config {
                 enabled: file.transcode.enabled.unwrap_or(true),
                 ffmpeg: file.transcode.ffmpeg.unwrap_or_else(|| "ffmpeg".into()),
                 ffprobe: file.transcode.ffprobe.unwrap_or_else(|| "ffprobe".into()),
-                max_sessions: file.transcode.max_sessions.unwrap_or_else(|| {
-                    std::thread::available_parallelism().map_or(1, |cores| (cores.get() / 2).max(1))
-                }),
+                max_sessions: file
+                    .transcode
+                    .max_sessions
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |cores| cores.get() / 2))
+                    .clamp(1, 256),
                 idle: std::time::Duration::from_secs(file.transcode.idle_secs.unwrap_or(60)),
                 hardware: file.transcode.hardware.unwrap_or(true),
                 read_rate: file.transcode.read_rate.filter(|rate| rate.is_finite() && *rate > 0.0),

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 pub const LINE_MAX_BYTES: u64 = 16 << 20;
 /// How long a command waits for the node's answer.
 const ANSWER_DEADLINE: Duration = Duration::from_secs(120);
+/// How long a store command (ingest, scrub, gc of a large store) may run.
+const STORE_DEADLINE: Duration = Duration::from_secs(24 * 3600);
 
 /// A request to the running node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,7 +98,11 @@ pub fn call(socket: &Path, request: &ControlRequest) -> anyhow::Result<serde_jso
         ),
         _ => anyhow::anyhow!("cannot reach the node at {}: {error}", socket.display()),
     })?;
-    stream.set_read_timeout(Some(ANSWER_DEADLINE))?;
+    let deadline = match request {
+        ControlRequest::Store { .. } => STORE_DEADLINE,
+        _ => ANSWER_DEADLINE,
+    };
+    stream.set_read_timeout(Some(deadline))?;
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
     stream.write_all(&line).context("cannot send to the node")?;

@@ -26,8 +26,115 @@ use crate::api::AppState;
 
 /// How often the queue is looked at.
 const POLL: Duration = Duration::from_secs(1);
+/// How long a node leaves a job it gave back to others.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Claims a job is tried at most, then it fails for good.
 pub const ATTEMPTS_MAX: u32 = 5;
+
+/// What a job asks for, as its profile string says: a whole rendition
+/// (`720p`), one chunk of a chunked job (`720p#chunk:1/3`: video only, the
+/// second of three time ranges on the segment plan's boundaries), or the
+/// join of finished chunks (`720p#join:12,13,14`: their video in order,
+/// with the source's audio encoded once).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobSpec {
+    /// The whole source in one encode.
+    Whole {
+        /// The rendition.
+        rendition: String,
+    },
+    /// One chunk.
+    Chunk {
+        /// The rendition.
+        rendition: String,
+        /// Which chunk (from 0).
+        index: u32,
+        /// Of how many.
+        count: u32,
+    },
+    /// The join of chunk jobs, in order.
+    Join {
+        /// The rendition.
+        rendition: String,
+        /// The chunk jobs.
+        chunks: Vec<u64>,
+    },
+}
+
+/// Chunks a job may be split into.
+pub const CHUNKS_MAX: u32 = 64;
+
+impl JobSpec {
+    /// Parses a job's profile string.
+    pub fn parse(profile: &str) -> Option<JobSpec> {
+        let (rendition, part) = match profile.split_once('#') {
+            Some((rendition, part)) => (rendition.to_owned(), Some(part)),
+            None => (profile.to_owned(), None),
+        };
+        match part {
+            None => Some(JobSpec::Whole { rendition }),
+            Some(part) => {
+                if let Some(spec) = part.strip_prefix("chunk:") {
+                    let (index, count) = spec.split_once('/')?;
+                    let (index, count) = (index.parse().ok()?, count.parse().ok()?);
+                    (index < count && count <= CHUNKS_MAX).then_some(JobSpec::Chunk {
+                        rendition,
+                        index,
+                        count,
+                    })
+                } else {
+                    let list = part.strip_prefix("join:")?;
+                    let chunks: Vec<u64> = list.split(',').map(str::parse).collect::<Result<_, _>>().ok()?;
+                    (!chunks.is_empty() && chunks.len() <= CHUNKS_MAX as usize)
+                        .then_some(JobSpec::Join { rendition, chunks })
+                }
+            }
+        }
+    }
+
+    /// The profile string of this spec.
+    pub fn profile(&self) -> String {
+        match self {
+            JobSpec::Whole { rendition } => rendition.clone(),
+            JobSpec::Chunk {
+                rendition,
+                index,
+                count,
+            } => format!("{rendition}#chunk:{index}/{count}"),
+            JobSpec::Join { rendition, chunks } => {
+                let ids: Vec<String> = chunks.iter().map(u64::to_string).collect();
+                format!("{rendition}#join:{}", ids.join(","))
+            }
+        }
+    }
+
+    /// The rendition it makes.
+    pub fn rendition(&self) -> &str {
+        match self {
+            JobSpec::Whole { rendition } | JobSpec::Chunk { rendition, .. } | JobSpec::Join { rendition, .. } => {
+                rendition
+            }
+        }
+    }
+}
+
+/// Whether a join's chunks are all done (`Some(Ok)`), one failed
+/// (`Some(Err(why))`), or some still run (`None`).
+fn join_readiness(state: &AppState, chunks: &[u64]) -> Option<Result<(), String>> {
+    for chunk in chunks {
+        match read::job(state.cluster.tables(), *chunk)
+            .ok()
+            .flatten()
+            .map(|job| job.state)
+        {
+            Some(JobState::Done { output: Some(_), .. }) => {}
+            Some(JobState::Failed { reason, .. }) => return Some(Err(format!("chunk job {chunk} failed: {reason}"))),
+            None => return Some(Err(format!("chunk job {chunk} is gone"))),
+            Some(_) => return None,
+        }
+    }
+    Some(Ok(()))
+}
 
 /// How far a job running here has got.
 #[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
@@ -63,11 +170,16 @@ impl Progress {
 
 /// Runs the worker until the process ends.
 pub async fn run(state: AppState, lease_ms: u64, work_dir: PathBuf) {
+    // Whatever a crash left behind is of no use: jobs start over.
+    let _ = std::fs::remove_dir_all(&work_dir);
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Jobs this node gave back, and when: left to others for a while.
+    let mut released: HashMap<u64, std::time::Instant> = HashMap::new();
     loop {
         tick.tick().await;
-        let claimed = match claim_next(&state, lease_ms).await {
+        released.retain(|_, at| at.elapsed() < RETRY_AFTER);
+        let claimed = match claim_next(&state, lease_ms, &released).await {
             Ok(claimed) => claimed,
             Err(error) => {
                 tracing::debug!(%error, "no job claimed");
@@ -79,6 +191,8 @@ pub async fn run(state: AppState, lease_ms: u64, work_dir: PathBuf) {
             tracing::info!(job = id, fencing, "job claimed");
             if let Err(error) = execute(&state, &job, fencing, lease_ms, &work_dir).await {
                 tracing::warn!(job = id, %error, "job not finished here");
+                // Bounded: entries expire after RETRY_AFTER.
+                released.insert(id, std::time::Instant::now());
             }
             state.job_progress.clear(id);
             let _ = std::fs::remove_dir_all(work_dir.join(format!("job-{id}")));
@@ -87,14 +201,24 @@ pub async fn run(state: AppState, lease_ms: u64, work_dir: PathBuf) {
 }
 
 /// Claims the oldest job that is queued or whose lease expired.
-async fn claim_next(state: &AppState, lease_ms: u64) -> anyhow::Result<Option<(Job, u64)>> {
+async fn claim_next(
+    state: &AppState,
+    lease_ms: u64,
+    released: &HashMap<u64, std::time::Instant>,
+) -> anyhow::Result<Option<(Job, u64)>> {
     let now_ms = state.clock.now_ms();
     let candidates: Vec<Job> = read::jobs(state.cluster.tables())?
         .into_iter()
+        .filter(|job| !released.contains_key(&job.id))
         .filter(|job| match job.state {
             JobState::Queued => true,
             JobState::Leased { expires_ms, .. } => expires_ms <= now_ms,
             JobState::Done { .. } | JobState::Failed { .. } => false,
+        })
+        // A join waits for its chunks (or claims to record their failure).
+        .filter(|job| match JobSpec::parse(&job.profile) {
+            Some(JobSpec::Join { chunks, .. }) => join_readiness(state, &chunks).is_some(),
+            _ => true,
         })
         .collect();
     for job in candidates {
@@ -155,16 +279,63 @@ async fn execute(state: &AppState, job: &Job, fencing: u64, lease_ms: u64, work_
             return Err(error);
         }
     };
-    let out = dir.join("out.mp4");
-    let args = omega_transcode::offline::file_args(
-        &source,
-        &info,
-        &rendition,
-        &omega_transcode::ffmpeg::VideoEncoder::Software,
-        &out,
-        transcoder.sessions.config().read_rate,
-    );
-    let total_s = info.duration_s;
+    let spec = JobSpec::parse(&job.profile).context("unreadable profile")?;
+    let read_rate = transcoder.sessions.config().read_rate;
+    let plan = omega_transcode::segments::SegmentPlan::new(info.duration_s);
+    let (out, args) = match &spec {
+        JobSpec::Whole { .. } => {
+            let out = dir.join("out.mp4");
+            let args = omega_transcode::offline::file_args(
+                &source,
+                &info,
+                &rendition,
+                &omega_transcode::ffmpeg::VideoEncoder::Software,
+                &out,
+                read_rate,
+            );
+            (out, args)
+        }
+        JobSpec::Chunk { index, count, .. } => {
+            let out = dir.join("chunk.h264");
+            let range = chunk_range(&plan, *index, *count);
+            match omega_transcode::offline::chunk_args(&source, &info, &rendition, range, &out, read_rate) {
+                Ok(args) => (out, args),
+                Err(error) => {
+                    let reason = error.to_string();
+                    return finish(state, job.id, fencing, JobOutcome::Failed { reason }).await;
+                }
+            }
+        }
+        JobSpec::Join { chunks, .. } => {
+            if let Some(Err(reason)) = join_readiness(state, chunks) {
+                return finish(state, job.id, fencing, JobOutcome::Failed { reason }).await;
+            }
+            let video = dir.join("video.h264");
+            let gathered = tokio::select! {
+                gathered = gather_chunks(state, chunks, &video, &dir) => gathered,
+                lost = hold_lease(state, job.id, fencing, lease_ms) => return Err(lost),
+            };
+            if let Err(error) = gathered {
+                finish(state, job.id, fencing, JobOutcome::Released).await?;
+                return Err(error);
+            }
+            let out = dir.join("out.mp4");
+            match omega_transcode::offline::join_args(&video, &source, &info, &rendition, &out) {
+                Ok(args) => (out, args),
+                Err(error) => {
+                    let reason = error.to_string();
+                    return finish(state, job.id, fencing, JobOutcome::Failed { reason }).await;
+                }
+            }
+        }
+    };
+    let total_s = match &spec {
+        JobSpec::Chunk { index, count, .. } => {
+            let (start, end) = chunk_range(&plan, *index, *count);
+            end.unwrap_or(info.duration_s) - start
+        }
+        _ => info.duration_s,
+    };
     let progress = &state.job_progress;
     progress.set(job.id, JobProgress { done_s: 0.0, total_s });
     let encoded = tokio::select! {
@@ -199,11 +370,15 @@ async fn execute(state: &AppState, job: &Job, fencing: u64, lease_ms: u64, work_
         },
     )
     .await;
-    if finished.is_err()
-        && let Some(store) = state.store.clone()
-    {
-        // Not the recorded result: let gc take it.
-        let _ = store.remove_reference(&reference);
+    if finished.is_err() {
+        // A failed write may still have committed: drop the output only if
+        // the job does not record it.
+        let recorded = read::job(state.cluster.tables(), job.id).ok().flatten().is_some_and(
+            |job| matches!(job.state, JobState::Done { output: Some(blob), .. } if blob == *report.blob.as_bytes()),
+        );
+        if !recorded && let Some(store) = state.store.clone() {
+            let _ = store.remove_reference(&reference);
+        }
     }
     finished
 }
@@ -276,6 +451,61 @@ async fn prepare(
     Ok((path, info, rendition))
 }
 
+/// The time range of chunk `index` of `count`: on the segment plan's
+/// boundaries, the last one open-ended.
+pub fn chunk_range(plan: &omega_transcode::segments::SegmentPlan, index: u32, count: u32) -> (f64, Option<f64>) {
+    debug_assert!(index < count && count > 0);
+    let segments = plan.count();
+    let first = segments * index / count;
+    let start = plan.start_s(first);
+    if index + 1 >= count {
+        return (start, None);
+    }
+    (start, Some(plan.start_s(segments * (index + 1) / count)))
+}
+
+/// Writes the outputs of the chunk jobs `chunks`, in order, into `video`:
+/// from this node's store, or fetched (verified) from the node that made
+/// each.
+async fn gather_chunks(state: &AppState, chunks: &[u64], video: &Path, dir: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let store = state.store.clone().context("no store")?;
+    let mut joined = std::fs::File::create(video)?;
+    for chunk in chunks {
+        let job = read::job(state.cluster.tables(), *chunk)?.with_context(|| format!("chunk job {chunk} is gone"))?;
+        let JobState::Done {
+            node,
+            output: Some(blob),
+            ..
+        } = job.state
+        else {
+            bail!("chunk job {chunk} is not done");
+        };
+        let blob_id = omega_storage::BlobId::from_slice(&blob).context("bad blob id")?;
+        if node == state.cluster.id() {
+            let store = store.clone();
+            let mut file = joined.try_clone()?;
+            tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+                let size = store.blob(&blob_id)?.size;
+                store.read_range_to(&blob_id, 0, size, &mut file)?;
+                Ok(())
+            })
+            .await??;
+        } else {
+            let part = dir.join(format!("chunk-{chunk}"));
+            let owner = owner_http(state, node)?;
+            let token = state.tokens.node_token(state.cluster.id(), state.clock.now_ms());
+            crate::remote::fetch_blob(&owner, &token, &hex::encode(blob), &part).await?;
+            let mut reader = std::fs::File::open(&part)?;
+            std::io::copy(&mut reader, &mut joined)?;
+            std::fs::remove_file(&part)?;
+        }
+    }
+    joined.flush()?;
+    joined.sync_all()?;
+    Ok(())
+}
+
 /// The HTTP address of member `node`.
 fn owner_http(state: &AppState, node: NodeId) -> anyhow::Result<String> {
     state
@@ -311,5 +541,36 @@ async fn hold_lease(state: &AppState, job: u64, fencing: u64, lease_ms: u64) -> 
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_round_trip_and_refuse_nonsense() {
+        for profile in ["720p", "480p#chunk:2/3", "audio#join:4,5,6"] {
+            assert_eq!(
+                JobSpec::parse(profile).map(|spec| spec.profile()).as_deref(),
+                Some(profile)
+            );
+        }
+        for bad in [
+            "720p#chunk:3/3",
+            "720p#chunk:1/99",
+            "720p#join:",
+            "720p#join:x",
+            "720p#other",
+        ] {
+            assert_eq!(JobSpec::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn chunks_tile_the_source_on_plan_boundaries() {
+        let plan = omega_transcode::segments::SegmentPlan::new(20.0);
+        let ranges: Vec<(f64, Option<f64>)> = (0..3).map(|index| chunk_range(&plan, index, 3)).collect();
+        assert_eq!(ranges, [(0.0, Some(4.0)), (4.0, Some(12.0)), (12.0, None)]);
     }
 }

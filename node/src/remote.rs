@@ -29,6 +29,7 @@ pub async fn fetch_blob(http_addr: &str, token: &str, blob: &str, dest: &Path) -
         .error_for_status()?
         .json()
         .await?;
+    check_manifest(&manifest).with_context(|| format!("{http_addr} sent a bad manifest for {blob}"))?;
     let partial = dest.with_extension("partial");
     let mut file = std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
     let mut whole = blake3::Hasher::new();
@@ -78,4 +79,53 @@ pub async fn fetch_blob(http_addr: &str, token: &str, blob: &str, dest: &Path) -
     file.sync_all()?;
     std::fs::rename(&partial, dest)?;
     Ok(written)
+}
+
+/// A manifest is trusted for nothing but its hashes: its chunks must tile
+/// the blob from 0, each small enough for one request.
+fn check_manifest(manifest: &Manifest) -> anyhow::Result<()> {
+    let mut expected = 0_u64;
+    for chunk in &manifest.chunks {
+        if chunk.offset != expected || chunk.len == 0 || u64::from(chunk.len) > REQUEST_BYTES {
+            bail!("chunk at {} does not follow byte {expected}", chunk.offset);
+        }
+        expected = expected
+            .checked_add(u64::from(chunk.len))
+            .context("chunk offsets overflow")?;
+    }
+    if expected != manifest.size {
+        bail!("chunks cover {expected} bytes of {}", manifest.size);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::internal::ManifestChunk;
+
+    fn chunk(offset: u64, len: u32) -> ManifestChunk {
+        ManifestChunk {
+            offset,
+            len,
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn manifests_must_tile_the_blob() {
+        let good = Manifest {
+            size: 30,
+            chunks: vec![chunk(0, 10), chunk(10, 20)],
+        };
+        assert!(check_manifest(&good).is_ok());
+        for chunks in [vec![chunk(0, 10), chunk(5, 25)], vec![chunk(1, 29)], vec![chunk(0, 10)]] {
+            assert!(check_manifest(&Manifest { size: 30, chunks }).is_err());
+        }
+        let huge = Manifest {
+            size: u64::MAX,
+            chunks: vec![chunk(0, u32::MAX)],
+        };
+        assert!(check_manifest(&huge).is_err());
+    }
 }

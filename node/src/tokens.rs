@@ -88,7 +88,7 @@ impl TokenKey {
         // Invariant: postcard fails only on writers out of room or types
         // serde cannot describe; a Vec grows and claims are plain data.
         let mut bytes = postcard::to_stdvec(claims).unwrap_or_else(|error| unreachable!("postcard: {error}"));
-        let mac = blake3::keyed_hash(&self.key, &bytes);
+        let mac = self.mac(prefix, &bytes);
         bytes.extend_from_slice(mac.as_bytes());
         format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
     }
@@ -101,7 +101,26 @@ impl TokenKey {
         let (body, mac) = bytes.split_at(bytes.len() - 32);
         let mac = blake3::Hash::from_bytes(mac.try_into().ok()?);
         // blake3::Hash compares in constant time.
-        (blake3::keyed_hash(&self.key, body) == mac).then(|| postcard::from_bytes(body).ok())?
+        if self.mac(prefix, body) != mac {
+            return None;
+        }
+        // Exactly one value: no trailing bytes.
+        match postcard::take_from_bytes::<T>(body) {
+            Ok((claims, [])) => Some(claims),
+            _ => None,
+        }
+    }
+
+    /// The MAC of a token of kind `prefix` over `body`: the kind is signed
+    /// too, so that claims of one kind that encode like another's (a node
+    /// token's `node, expires` and an access token's `user, expires`)
+    /// cannot be passed off as the other by changing the prefix.
+    fn mac(&self, prefix: &str, body: &[u8]) -> blake3::Hash {
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        hasher.update(&(prefix.len() as u64).to_le_bytes());
+        hasher.update(prefix.as_bytes());
+        hasher.update(body);
+        hasher.finalize()
     }
 
     /// An access token for `user`, valid until `now_ms + ACCESS_TTL_MS`.
@@ -189,6 +208,18 @@ pub fn secret_hash(secret: &str) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_of_one_kind_is_not_another_kind() {
+        let key = TokenKey::derive(b"ca key");
+        let node = key.node_token(1, 1_000);
+        let renamed = node.replacen(NODE_PREFIX, ACCESS_PREFIX, 1);
+        assert_eq!(key.check_access(&renamed, 2_000), None);
+        let (access, _) = key.access_token(1, 1_000);
+        let renamed = access.replacen(ACCESS_PREFIX, NODE_PREFIX, 1);
+        assert_eq!(key.check_node(&renamed, 2_000), None);
+        assert_eq!(key.check_node(&node, 2_000), Some(1));
+    }
 
     #[test]
     fn stream_tokens_name_one_item_until_they_expire() {

@@ -105,6 +105,7 @@ mod tests {
                 fps: 24.0,
                 pix_fmt: None,
                 bit_rate: None,
+                frame_rate: None,
             }),
             audio: vec![AudioStream {
                 index: 1,

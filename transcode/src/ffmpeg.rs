@@ -287,6 +287,7 @@ mod tests {
                 fps: 25.0,
                 pix_fmt: None,
                 bit_rate: None,
+                frame_rate: None,
             }),
             audio: vec![AudioStream {
                 index: 2,

@@ -99,6 +99,7 @@ mod tests {
                 fps: 25.0,
                 pix_fmt: None,
                 bit_rate: None,
+                frame_rate: None,
             }),
             audio: Vec::new(),
             subtitles: Vec::new(),

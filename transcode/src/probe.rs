@@ -28,6 +28,8 @@ pub struct VideoStream {
     pub pix_fmt: Option<String>,
     /// Bit rate, bits per second, when known.
     pub bit_rate: Option<u64>,
+    /// The exact frame rate as ffprobe gives it (`24000/1001`).
+    pub frame_rate: Option<String>,
 }
 
 /// A source's audio stream.
@@ -156,6 +158,11 @@ impl SourceInfo {
                             .unwrap_or(25.0),
                         pix_fmt: stream.pix_fmt.clone(),
                         bit_rate: stream.bit_rate.as_deref().and_then(|rate| rate.parse().ok()),
+                        frame_rate: [&stream.avg_frame_rate, &stream.r_frame_rate]
+                            .into_iter()
+                            .flatten()
+                            .find(|text| rate(Some(text)).is_some())
+                            .cloned(),
                     });
                 }
                 Some("audio") => info.audio.push(AudioStream {

@@ -23,6 +23,10 @@ use crate::ladder::Rendition;
 use crate::probe::SourceInfo;
 use crate::segments::SegmentPlan;
 
+/// A session of the same source and rendition unused this long is stopped
+/// when a request needs a new one (the viewer seeked away).
+const SEEK_GRACE: Duration = Duration::from_secs(5);
+
 /// How sessions run.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -82,14 +86,19 @@ struct Session {
 impl Session {
     /// Refreshes what the session has made and whether it has ended.
     fn poll(&mut self) {
+        // Exit first, then files: a segment written just before ffmpeg
+        // exited is then always counted.
+        let exited = if self.ended.is_none() {
+            self.child.try_wait().ok().flatten()
+        } else {
+            None
+        };
         let mut next = self.made_up_to.map_or(self.start, |made| made + 1);
         while segment_path(&self.dir, next).exists() {
             self.made_up_to = Some(next);
             next += 1;
         }
-        if self.ended.is_none()
-            && let Ok(Some(status)) = self.child.try_wait()
-        {
+        if let Some(status) = exited {
             self.ended = Some(if status.success() {
                 Ok(())
             } else {
@@ -222,8 +231,12 @@ impl Sessions {
                 session.last_used = Instant::now();
                 return Ok(*id);
             }
-            // A seek elsewhere: this viewer's old session is no longer wanted.
-            stale.push(*id);
+            // A seek elsewhere: a session of this key nobody has asked
+            // anything of for a while is a viewer's old position. One in
+            // use (another viewer) is left alone.
+            if session.last_used.elapsed() >= SEEK_GRACE {
+                stale.push(*id);
+            }
         }
         for id in stale {
             if let Some(session) = inner.sessions.remove(&id) {
@@ -308,7 +321,8 @@ impl Sessions {
             {
                 let mut inner = self.lock();
                 let Some(session) = inner.sessions.get_mut(&id) else {
-                    return Err(TranscodeError::Ffmpeg("the session was stopped".into()));
+                    // Stopped for another request: the client may ask again.
+                    return Err(TranscodeError::Busy(self.config.max_sessions));
                 };
                 session.poll();
                 session.last_used = Instant::now();

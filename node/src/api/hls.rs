@@ -163,12 +163,17 @@ fn text_response(content_type: &'static str, body: String) -> Response {
 pub async fn master(
     State(state): State<AppState>,
     PathParam(id): PathParam<u64>,
-    Query(query): Query<StreamQuery>,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
     parts: Parts,
 ) -> ApiResult<Response> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let caller = authorize(&state, &parts, query.t.as_deref(), id)?;
     let source = source(&state, &caller, id).await?;
-    let token = state.tokens.stream_token(caller.user.id, id, state.clock.now_ms());
+    // A stream token is passed on, not renewed: a leaked URL expires.
+    let token = match query.t {
+        Some(token) => token,
+        None => state.tokens.stream_token(caller.user.id, id, state.clock.now_ms()),
+    };
     let tracks: Vec<SubtitleTrack> = subtitle_tracks(&source).into_iter().map(|(track, _)| track).collect();
     let body = playlist::master(&ladder(&source.info), &tracks, &format!("?t={token}"));
     Ok(text_response("application/vnd.apple.mpegurl", body))
@@ -180,9 +185,10 @@ pub async fn master(
 pub async fn file(
     State(state): State<AppState>,
     PathParam((id, rendition, file)): PathParam<(u64, String, String)>,
-    Query(query): Query<StreamQuery>,
+    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
     parts: Parts,
 ) -> ApiResult<Response> {
+    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let caller = authorize(&state, &parts, query.t.as_deref(), id)?;
     let source = source(&state, &caller, id).await?;
     let token = match query.t {
@@ -352,9 +358,13 @@ pub async fn playback(
     State(state): State<AppState>,
     caller: Caller,
     PathParam(id): PathParam<u64>,
-    body: Option<Json<PlaybackRequest>>,
+    body: axum::body::Bytes,
 ) -> ApiResult<(StatusCode, Json<PlaybackInfo>)> {
-    let request = body.map(|Json(request)| request).unwrap_or_default();
+    let request: PlaybackRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        PlaybackRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))?
+    };
     let source = source(&state, &caller, id).await?;
     let extension = crate::library::naming::extension(&source.path.to_string_lossy()).unwrap_or_default();
     let client = request.client.unwrap_or_else(ClientProfile::browser);

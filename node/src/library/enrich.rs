@@ -55,6 +55,10 @@ pub fn enrich_all(
     for item in std::mem::take(&mut plan.items) {
         let art = plan.art.get(&item.key).map(PathBuf::as_path);
         match reuse(&item, previous.get(&item.key), art) {
+            // A file the store could not index before is tried again.
+            Some(reused) if tools.store.is_some() && reused.media.iter().any(|media| media.blob.is_none()) => {
+                pending.push(reused);
+            }
             Some(reused) => done.push(reused),
             None => pending.push(item),
         }
@@ -63,7 +67,7 @@ pub fn enrich_all(
         Some(store) => index_in_place(&mut pending, store, progress),
         None => Vec::new(),
     };
-    keep_identity_by_content(&mut pending, &done, previous);
+    keep_identity_by_content(&mut pending, &done, previous, &mut plan.art);
     let mut still_pending = Vec::new();
     for item in pending {
         let art = plan.art.get(&item.key).map(PathBuf::as_path);
@@ -119,7 +123,12 @@ fn planned_order(kind: ItemKind) -> u8 {
 /// A new file whose content is that of a previous item whose file is gone
 /// moved: it keeps the old item's key, and so its id, watch state and
 /// history.
-fn keep_identity_by_content(pending: &mut [ItemWrite], done: &[ItemWrite], previous: &HashMap<String, Item>) {
+fn keep_identity_by_content(
+    pending: &mut [ItemWrite],
+    done: &[ItemWrite],
+    previous: &HashMap<String, Item>,
+    art: &mut BTreeMap<String, PathBuf>,
+) {
     let planned: std::collections::BTreeSet<&str> = pending.iter().chain(done).map(|item| item.key.as_str()).collect();
     let mut gone_by_blob: HashMap<(ItemKind, [u8; 32]), String> = HashMap::new();
     for item in previous.values() {
@@ -138,6 +147,9 @@ fn keep_identity_by_content(pending: &mut [ItemWrite], done: &[ItemWrite], previ
             && let Some(old_key) = gone_by_blob.remove(&(item.kind, blob))
         {
             tracing::info!(from = %old_key, to = %item.key, "a moved file keeps its item");
+            if let Some(folder_art) = art.remove(&item.key) {
+                art.insert(old_key.clone(), folder_art);
+            }
             item.key = old_key;
         }
     }

@@ -197,11 +197,18 @@ fn keep_identity_by_path(plan: &mut scan::Plan, previous: &HashMap<String, Item>
         .values()
         .filter_map(|item| Some((item.fields.media.first()?.path.as_str(), item.fields.key.as_str())))
         .collect();
+    let planned: BTreeSet<String> = plan.items.iter().map(|item| item.key.clone()).collect();
     for item in &mut plan.items {
         if previous.contains_key(&item.key) || !item.key.starts_with("file:") {
             continue;
         }
-        if let Some(old_key) = item.media.first().and_then(|media| by_path.get(media.path.as_str())) {
+        // An old key a new file at the old path now uses stays with it.
+        if let Some(old_key) = item
+            .media
+            .first()
+            .and_then(|media| by_path.get(media.path.as_str()))
+            .filter(|old_key| !planned.contains(**old_key))
+        {
             let art = plan.art.remove(&item.key);
             item.key = (*old_key).to_owned();
             if let Some(art) = art {

@@ -205,6 +205,16 @@ impl Store {
     /// pays one fsync per batch, not one per file. Files are hashed before
     /// the writer lock is taken. One answer per path, in order.
     pub fn index_in_place(&self, paths: &[PathBuf]) -> Vec<Result<IngestReport>> {
+        // One path once per batch: the counters are computed against the
+        // committed index, not against this batch.
+        let mut seen = std::collections::HashSet::new();
+        if !paths.iter().all(|path| seen.insert(path)) {
+            let mut answers = Vec::with_capacity(paths.len());
+            for path in paths {
+                answers.extend(self.index_in_place(std::slice::from_ref(path)));
+            }
+            return answers;
+        }
         let prepared = paths
             .par_iter()
             .map(|path| {

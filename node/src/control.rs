@@ -60,6 +60,8 @@ pub enum ControlRequest {
         item: u64,
         /// The profile.
         profile: String,
+        /// Chunks to split the encode into.
+        chunks: Option<u32>,
     },
     /// A job.
     Job {

@@ -296,7 +296,7 @@ async fn execute(state: &AppState, job: &Job, fencing: u64, lease_ms: u64, work_
             (out, args)
         }
         JobSpec::Chunk { index, count, .. } => {
-            let out = dir.join("chunk.h264");
+            let out = dir.join("chunk.mp4");
             let range = chunk_range(&plan, *index, *count);
             match omega_transcode::offline::chunk_args(&source, &info, &rendition, range, &out, read_rate) {
                 Ok(args) => (out, args),
@@ -310,7 +310,7 @@ async fn execute(state: &AppState, job: &Job, fencing: u64, lease_ms: u64, work_
             if let Some(Err(reason)) = join_readiness(state, chunks) {
                 return finish(state, job.id, fencing, JobOutcome::Failed { reason }).await;
             }
-            let video = dir.join("video.h264");
+            let video = dir.join("video.mp4");
             let gathered = tokio::select! {
                 gathered = gather_chunks(state, chunks, &video, &dir) => gathered,
                 lost = hold_lease(state, job.id, fencing, lease_ms) => return Err(lost),
@@ -437,14 +437,16 @@ async fn prepare(
         .source_info(&source_id, &path)
         .await
         .map_err(|error| Failure::Permanent(error.to_string()))?;
+    let spec = JobSpec::parse(&job.profile)
+        .ok_or_else(|| Failure::Permanent(format!("unreadable profile {:?}", job.profile)))?;
     let rendition = ladder(&info)
         .into_iter()
-        .find(|rendition| rendition.name == job.profile)
+        .find(|rendition| rendition.name == spec.rendition())
         .ok_or_else(|| {
             let names: Vec<String> = ladder(&info).into_iter().map(|rendition| rendition.name).collect();
             Failure::Permanent(format!(
                 "no profile {:?} for this source: {}",
-                job.profile,
+                spec.rendition(),
                 names.join(", ")
             ))
         })?;
@@ -464,14 +466,14 @@ pub fn chunk_range(plan: &omega_transcode::segments::SegmentPlan, index: u32, co
     (start, Some(plan.start_s(segments * (index + 1) / count)))
 }
 
-/// Writes the outputs of the chunk jobs `chunks`, in order, into `video`:
-/// from this node's store, or fetched (verified) from the node that made
-/// each.
+/// Joins the outputs of the chunk jobs `chunks`, in order, into `video`
+/// (one fragmented MP4): from this node's store, or fetched (verified) from
+/// the node that made each.
 async fn gather_chunks(state: &AppState, chunks: &[u64], video: &Path, dir: &Path) -> anyhow::Result<()> {
     use std::io::Write;
     let store = state.store.clone().context("no store")?;
-    let mut joined = std::fs::File::create(video)?;
-    for chunk in chunks {
+    let mut joined = std::io::BufWriter::new(std::fs::File::create(video)?);
+    for (position, chunk) in chunks.iter().enumerate() {
         let job = read::job(state.cluster.tables(), *chunk)?.with_context(|| format!("chunk job {chunk} is gone"))?;
         let JobState::Done {
             node,
@@ -481,28 +483,31 @@ async fn gather_chunks(state: &AppState, chunks: &[u64], video: &Path, dir: &Pat
         else {
             bail!("chunk job {chunk} is not done");
         };
-        let blob_id = omega_storage::BlobId::from_slice(&blob).context("bad blob id")?;
+        let part = dir.join(format!("chunk-{chunk}.mp4"));
         if node == state.cluster.id() {
             let store = store.clone();
-            let mut file = joined.try_clone()?;
+            let blob_id = omega_storage::BlobId::from_slice(&blob).context("bad blob id")?;
+            let target = part.clone();
             tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
                 let size = store.blob(&blob_id)?.size;
+                let mut file = std::io::BufWriter::new(std::fs::File::create(&target)?);
                 store.read_range_to(&blob_id, 0, size, &mut file)?;
+                file.flush()?;
                 Ok(())
             })
             .await??;
         } else {
-            let part = dir.join(format!("chunk-{chunk}"));
             let owner = owner_http(state, node)?;
             let token = state.tokens.node_token(state.cluster.id(), state.clock.now_ms());
             crate::remote::fetch_blob(&owner, &token, &hex::encode(blob), &part).await?;
-            let mut reader = std::fs::File::open(&part)?;
-            std::io::copy(&mut reader, &mut joined)?;
-            std::fs::remove_file(&part)?;
         }
+        let reader = std::io::BufReader::new(std::fs::File::open(&part)?);
+        omega_transcode::offline::append_fragments(&mut joined, reader, position == 0)
+            .with_context(|| format!("chunk job {chunk}'s output is not a fragmented MP4"))?;
+        std::fs::remove_file(&part)?;
     }
     joined.flush()?;
-    joined.sync_all()?;
+    joined.get_ref().sync_all()?;
     Ok(())
 }
 

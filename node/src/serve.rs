@@ -458,10 +458,12 @@ async fn handle(context: &ControlContext, request: ControlRequest) -> anyhow::Re
                 tokio::task::spawn_blocking(move || crate::store_cmd::execute_for_client(&store, command)).await??;
             Ok(serde_json::to_value(output)?)
         }
-        ControlRequest::Transcode { item, profile } => {
-            let id = crate::api::jobs::enqueue(&context.app, item, &profile)
-                .await
-                .map_err(|error| anyhow::anyhow!(error.message().to_owned()))?;
+        ControlRequest::Transcode { item, profile, chunks } => {
+            let queued = match chunks {
+                Some(chunks) => crate::api::jobs::enqueue_chunked(&context.app, item, &profile, chunks).await,
+                None => crate::api::jobs::enqueue(&context.app, item, &profile).await,
+            };
+            let id = queued.map_err(|error| anyhow::anyhow!(error.message().to_owned()))?;
             job_json(&context.app, id)
         }
         ControlRequest::Job { id } => job_json(&context.app, id),

@@ -18,6 +18,10 @@ pub struct TranscodeArgs {
     /// The rendition to make: 1080p, 720p, 480p, 360p or audio.
     #[arg(long)]
     pub profile: String,
+    /// Split the video into this many chunks, encoded by any nodes and
+    /// joined (2 to 64).
+    #[arg(long)]
+    pub chunks: Option<u32>,
     /// Wait until the job is done or failed (progress on stderr).
     #[arg(long)]
     pub wait: bool,
@@ -34,6 +38,7 @@ pub fn run(global: &GlobalArgs, args: TranscodeArgs) -> anyhow::Result<ExitCode>
         &ControlRequest::Transcode {
             item: args.item,
             profile: args.profile.clone(),
+            chunks: args.chunks,
         },
     )?;
     let id = job["id"].as_u64().unwrap_or_default();

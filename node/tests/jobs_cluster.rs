@@ -8,6 +8,7 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -60,21 +61,32 @@ fn node_id(node: &Node) -> u64 {
     node.status()["node_id"].as_u64().unwrap()
 }
 
-#[test]
-fn a_killed_lease_holder_hands_the_job_to_another_node() {
-    let root = tempfile::tempdir().unwrap();
-    let folder = root.path().join("films/Job Film (2024)");
+fn login(node: &Node) -> String {
+    let (code, login) = json_of(http(
+        node,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(&json!({"username": "admin", "password": "admin-password"})),
+    ));
+    assert_eq!(code, 200, "{login}");
+    login["access_token"].as_str().unwrap().to_owned()
+}
+
+/// A film of `seconds` at 640×360 under `root/films`.
+fn film(root: &Path, seconds: u32) {
+    let folder = root.join("films/Job Film (2024)");
     std::fs::create_dir_all(&folder).unwrap();
     let film = folder.join("Job Film (2024).mkv");
     ffmpeg(&[
         "-f",
         "lavfi",
         "-i",
-        "testsrc2=size=640x360:rate=25:duration=20",
+        &format!("testsrc2=size=640x360:rate=25:duration={seconds}"),
         "-f",
         "lavfi",
         "-i",
-        "sine=frequency=330:duration=20",
+        &format!("sine=frequency=330:duration={seconds}"),
         "-c:v",
         "libx264",
         "-preset",
@@ -83,6 +95,109 @@ fn a_killed_lease_holder_hands_the_job_to_another_node() {
         "aac",
         film.to_str().unwrap(),
     ]);
+}
+
+/// Three nodes: `a` holds the films (with `first_config`), `b` and `c`
+/// join with `worker_config`. The admin's token on `a` and the film's id
+/// once it is indexed.
+fn cluster(root: &Path, first_config: &Path, worker_config: &Path) -> ([Node; 3], String, u64) {
+    let mut nodes = [Node::new(root, "a"), Node::new(root, "b"), Node::new(root, "c")];
+    let films = root.join("films");
+    nodes[0].start_with(first_config, None, &["--media", films.to_str().unwrap()], true);
+    wait_until(
+        Duration::from_secs(10),
+        || nodes[0].status()["state"] == "leader",
+        || nodes[0].log(),
+    );
+    for index in 1..3 {
+        let token = nodes[0].token();
+        let (first, rest) = nodes.split_at_mut(1);
+        rest[index - 1].start(worker_config, Some((&first[0], &token)));
+    }
+    wait_until(
+        Duration::from_secs(20),
+        || nodes[0].status()["members"].as_array().map_or(0, Vec::len) == 3,
+        || nodes[0].log(),
+    );
+    let admin = login(&nodes[0]);
+    let mut item = 0;
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            let (_, page) = json_of(http(&nodes[0], "GET", "/api/v1/items?type=movie", Some(&admin), None));
+            item = page["items"][0]["id"].as_u64().unwrap_or(0);
+            page["items"][0]["media"][0]["blob"].is_string()
+        },
+        || nodes[0].log(),
+    );
+    (nodes, admin, item)
+}
+
+/// Waits for job `id` to end; its view.
+fn wait_for_job(nodes: &[Node; 3], admin: &str, id: u64, within: Duration) -> Value {
+    let mut finished = Value::Null;
+    wait_until(
+        within,
+        || {
+            let (_, job) = json_of(http(&nodes[0], "GET", &format!("/api/v1/jobs/{id}"), Some(admin), None));
+            finished = job.clone();
+            job["state"] == "done" || job["state"] == "failed"
+        },
+        || nodes.iter().map(Node::log).collect::<Vec<_>>().join("\n----\n"),
+    );
+    finished
+}
+
+/// The output of a done job, from the node that made it.
+fn job_output(nodes: &[Node; 3], job: &Value) -> Vec<u8> {
+    let maker = nodes
+        .iter()
+        .find(|node| Some(node_id(node)) == job["node"].as_u64())
+        .unwrap();
+    let token = login(maker);
+    let (code, bytes) = http(
+        maker,
+        "GET",
+        &format!("/api/v1/jobs/{}/output", job["id"]),
+        Some(&token),
+        None,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(blake3::hash(&bytes).to_hex().as_str(), job["output"].as_str().unwrap());
+    bytes
+}
+
+/// (decoded video frames, duration) of an MP4, and what decoding it
+/// reports (nothing for a clean file).
+fn facts(dir: &Path, name: &str, bytes: &[u8]) -> (u64, f64, String) {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames:format=duration", "-of", "json"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let facts: Value = serde_json::from_slice(&probe.stdout).unwrap();
+    let frames = facts["streams"][0]["nb_read_frames"].as_str().unwrap().parse().unwrap();
+    let duration = facts["format"]["duration"].as_str().unwrap().parse().unwrap();
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&path)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    let mut report = String::from_utf8_lossy(&decode.stderr).into_owned();
+    if !decode.status.success() {
+        report.push_str("ffmpeg failed");
+    }
+    (frames, duration, report)
+}
+
+#[test]
+fn a_killed_lease_holder_hands_the_job_to_another_node() {
+    let root = tempfile::tempdir().unwrap();
+    film(root.path(), 20);
     // The node holding the film runs no worker: the job must travel.
     let holder_config = root.path().join("holder.toml");
     std::fs::write(
@@ -97,48 +212,7 @@ fn a_killed_lease_holder_hands_the_job_to_another_node() {
         "[transcode]\nlease_ms = 3000\nread_rate = 2.0\n[library]\nwatch = false\n",
     )
     .unwrap();
-    let mut nodes = [
-        Node::new(root.path(), "a"),
-        Node::new(root.path(), "b"),
-        Node::new(root.path(), "c"),
-    ];
-    let films = root.path().join("films");
-    nodes[0].start_with(&holder_config, None, &["--media", films.to_str().unwrap()], true);
-    wait_until(
-        Duration::from_secs(10),
-        || nodes[0].status()["state"] == "leader",
-        || nodes[0].log(),
-    );
-    for index in 1..3 {
-        let token = nodes[0].token();
-        let (first, rest) = nodes.split_at_mut(1);
-        rest[index - 1].start(&worker_config, Some((&first[0], &token)));
-    }
-    wait_until(
-        Duration::from_secs(20),
-        || nodes[0].status()["members"].as_array().map_or(0, Vec::len) == 3,
-        || nodes[0].log(),
-    );
-    let (code, login) = json_of(http(
-        &nodes[0],
-        "POST",
-        "/api/v1/auth/login",
-        None,
-        Some(&json!({"username": "admin", "password": "admin-password"})),
-    ));
-    assert_eq!(code, 200, "{login}");
-    let admin = login["access_token"].as_str().unwrap().to_owned();
-    let mut item = 0;
-    wait_until(
-        Duration::from_secs(30),
-        || {
-            let (_, page) = json_of(http(&nodes[0], "GET", "/api/v1/items?type=movie", Some(&admin), None));
-            let indexed = page["items"][0]["media"][0]["blob"].is_string();
-            item = page["items"][0]["id"].as_u64().unwrap_or(0);
-            indexed
-        },
-        || nodes[0].log(),
-    );
+    let (mut nodes, admin, item) = cluster(root.path(), &holder_config, &worker_config);
 
     // Bad input first: an unknown profile is refused, one line.
     let output = omega(&nodes[0].dir, &["transcode", &item.to_string(), "--profile", "8k"]);
@@ -173,16 +247,7 @@ fn a_killed_lease_holder_hands_the_job_to_another_node() {
     let survivor = if victim == 1 { 2 } else { 1 };
 
     // The other worker takes over once the lease expires and finishes.
-    let mut finished = Value::Null;
-    wait_until(
-        Duration::from_secs(120),
-        || {
-            let (_, job) = json_of(http(&nodes[0], "GET", &job_path, Some(&admin), None));
-            finished = job.clone();
-            job["state"] == "done" || job["state"] == "failed"
-        },
-        || nodes[survivor].log(),
-    );
+    let finished = wait_for_job(&nodes, &admin, id, Duration::from_secs(120));
     assert_eq!(finished["state"], "done", "{finished}");
     assert_eq!(finished["node"].as_u64(), Some(ids[survivor]), "{finished}");
     assert_eq!(finished["attempts"], 2, "{finished}");
@@ -197,46 +262,72 @@ fn a_killed_lease_holder_hands_the_job_to_another_node() {
     // The output plays: 20 s at 640x360, from the node that made it.
     let (code, _) = http(&nodes[0], "GET", &format!("{job_path}/output"), Some(&admin), None);
     assert_eq!(code, 409, "the output is on another node");
-    let (code, login) = json_of(http(
-        &nodes[survivor],
-        "POST",
-        "/api/v1/auth/login",
-        None,
-        Some(&json!({"username": "admin", "password": "admin-password"})),
-    ));
-    assert_eq!(code, 200);
-    let token = login["access_token"].as_str().unwrap();
-    let (code, bytes) = http(
-        &nodes[survivor],
-        "GET",
-        &format!("{job_path}/output"),
-        Some(token),
-        None,
-    );
-    assert_eq!(code, 200);
-    assert_eq!(blake3::hash(&bytes).to_hex().as_str(), output_blob);
-    let path = root.path().join("out.mp4");
-    std::fs::write(&path, &bytes).unwrap();
-    let probe = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration:stream=height",
-            "-of",
-            "json",
-        ])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let facts: Value = serde_json::from_slice(&probe.stdout).unwrap();
-    let duration: f64 = facts["format"]["duration"].as_str().unwrap().parse().unwrap();
-    assert!((duration - 20.0).abs() < 0.2, "{facts}");
-    assert!(
-        facts["streams"]
-            .as_array()
+    let bytes = job_output(&nodes, &job);
+    let (frames, duration, clean) = facts(root.path(), "out.mp4", &bytes);
+    assert_eq!(frames, 500);
+    assert!((duration - 20.0).abs() < 0.2, "{duration}");
+    assert!(clean.is_empty(), "{clean}");
+}
+
+/// Goal: a job split over the cluster's nodes yields a file whose duration
+/// and decoded frame count equal a single-node encode's.
+#[test]
+fn a_chunked_job_matches_a_single_node_encode() {
+    let root = tempfile::tempdir().unwrap();
+    film(root.path(), 24);
+    // Every node works; reading at 4x real time spreads the chunks.
+    let config = root.path().join("omega.toml");
+    std::fs::write(&config, "[transcode]\nread_rate = 4.0\n[library]\nwatch = false\n").unwrap();
+    let (nodes, admin, item) = cluster(root.path(), &config, &config);
+    let item = item.to_string();
+    let queue = |extra: &[&str]| -> u64 {
+        let mut args = vec!["transcode", item.as_str(), "--profile", "360p", "--json"];
+        args.extend_from_slice(extra);
+        let output = omega(&nodes[0].dir, &args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()["id"]
+            .as_u64()
             .unwrap()
-            .iter()
-            .any(|stream| stream["height"] == 360)
+    };
+    let join = queue(&["--chunks", "3"]);
+    let whole = queue(&[]);
+    let joined = wait_for_job(&nodes, &admin, join, Duration::from_secs(180));
+    assert_eq!(joined["state"], "done", "{joined}");
+    let single = wait_for_job(&nodes, &admin, whole, Duration::from_secs(180));
+    assert_eq!(single["state"], "done", "{single}");
+    // The chunks' own jobs, and who made them.
+    let chunk_ids: Vec<u64> = joined["profile"]
+        .as_str()
+        .unwrap()
+        .split_once("#join:")
+        .unwrap()
+        .1
+        .split(',')
+        .map(|id| id.parse().unwrap())
+        .collect();
+    assert_eq!(chunk_ids.len(), 3);
+    let makers: std::collections::BTreeSet<u64> = chunk_ids
+        .iter()
+        .map(|id| {
+            let (_, chunk) = json_of(http(
+                &nodes[0],
+                "GET",
+                &format!("/api/v1/jobs/{id}"),
+                Some(&admin),
+                None,
+            ));
+            assert_eq!(chunk["state"], "done", "{chunk}");
+            chunk["node"].as_u64().unwrap()
+        })
+        .collect();
+    assert!(makers.len() >= 2, "the chunks were made on one node: {makers:?}");
+    let (joined_frames, joined_duration, clean) = facts(root.path(), "joined.mp4", &job_output(&nodes, &joined));
+    let (single_frames, single_duration, _) = facts(root.path(), "single.mp4", &job_output(&nodes, &single));
+    assert_eq!(joined_frames, single_frames, "decoded frames");
+    assert_eq!(joined_frames, 600);
+    assert!(
+        (joined_duration - single_duration).abs() < 0.05,
+        "{joined_duration} vs {single_duration}"
     );
+    assert!(clean.is_empty(), "the joined file decodes without an error: {clean}");
 }

@@ -63,9 +63,12 @@ pub fn file_args(
 }
 
 /// The arguments that encode the video of `source` from `start_s` to
-/// `end_s` (`None`: to the end) as a raw H.264 stream, for a chunked job.
+/// `end_s` (`None`: to the end) as a fragmented MP4, for a chunked job.
 /// The chunk holds exactly the frames whose timestamps fall in the range,
-/// a keyframe first; chunks of one source concatenate byte for byte.
+/// a keyframe first, with source timestamps kept (`-copyts`,
+/// `frag_discont`, passthrough); chunks of one source join by
+/// [`append_fragments`] into one stream on one timeline, as HLS segments
+/// from different sessions do.
 pub fn chunk_args(
     source: &Path,
     info: &SourceInfo,
@@ -85,11 +88,13 @@ pub fn chunk_args(
         args.extend(["-readrate".into(), format!("{rate}")]);
     }
     let (start, end) = range;
-    args.extend(["-ss".into(), format!("{start:.3}")]);
+    if start > 0.0 {
+        args.extend(["-ss".into(), format!("{start:.3}")]);
+    }
     if let Some(end) = end {
         args.extend(["-to".into(), format!("{end:.3}")]);
     }
-    args.extend(["-copyts".into(), "-i".into(), source.to_string_lossy().into_owned()]);
+    args.extend(["-i".into(), source.to_string_lossy().into_owned()]);
     args.extend([
         "-map".into(),
         format!("0:{}", video.index),
@@ -104,22 +109,88 @@ pub fn chunk_args(
     args.extend(["-maxrate".into(), (rendition.video_bitrate * 3 / 2).to_string()]);
     args.extend(["-bufsize".into(), (rendition.video_bitrate * 2).to_string()]);
     args.extend([
+        "-force_key_frames".into(),
+        format!("{start:.3}"),
+        "-sc_threshold".into(),
+        "0".into(),
         "-fps_mode".into(),
         "passthrough".into(),
         "-enc_time_base:v".into(),
         "-1".into(),
+        "-copyts".into(),
+        "-avoid_negative_ts".into(),
+        "disabled".into(),
+        "-movflags".into(),
+        "+frag_keyframe+empty_moov+default_base_moof+frag_discont".into(),
         "-progress".into(),
         "pipe:1".into(),
         "-f".into(),
-        "h264".into(),
+        "mp4".into(),
     ]);
     args.push(out.to_string_lossy().into_owned());
     Ok(args)
 }
 
-/// The arguments that join a chunked job: the concatenated raw H.264 at
-/// the source's exact frame rate, with the source's audio encoded once
-/// (so no encoder priming at chunk joins), into an MP4.
+/// Appends a chunk (a fragmented MP4 from [`chunk_args`]) to `joined`: the
+/// first chunk whole, later ones without their `ftyp` and `moov` (the same
+/// encoder settings wrote the same track description), so the result is
+/// one fragmented MP4. Box by box, never the whole chunk in memory.
+pub fn append_fragments<R: std::io::Read>(
+    joined: &mut impl std::io::Write,
+    mut chunk: R,
+    first: bool,
+) -> std::io::Result<u64> {
+    let mut written = 0_u64;
+    loop {
+        let mut header = [0_u8; 8];
+        match chunk.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(written),
+            Err(error) => return Err(error),
+        }
+        let size32 = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+        let kind = [header[4], header[5], header[6], header[7]];
+        let (header_bytes, total) = match size32 {
+            1 => {
+                let mut large = [0_u8; 8];
+                chunk.read_exact(&mut large)?;
+                let mut full = header.to_vec();
+                full.extend_from_slice(&large);
+                (full, u64::from_be_bytes(large))
+            }
+            // Size 0 runs to the end of the file; ffmpeg writes sizes.
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "an MP4 box without a size",
+                ));
+            }
+            size => (header.to_vec(), u64::from(size)),
+        };
+        let body = total.checked_sub(header_bytes.len() as u64).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "an MP4 box shorter than its header")
+        })?;
+        let keep = first || !matches!(&kind, b"ftyp" | b"moov");
+        let mut part = <&mut R as std::io::Read>::take(&mut chunk, body);
+        if keep {
+            joined.write_all(&header_bytes)?;
+            let copied = std::io::copy(&mut part, joined)?;
+            if copied != body {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "a truncated MP4 box",
+                ));
+            }
+            written += header_bytes.len() as u64 + copied;
+        } else {
+            std::io::copy(&mut part, &mut std::io::sink())?;
+        }
+    }
+}
+
+/// The arguments that join a chunked job: the joined fragmented video,
+/// copied, with the source's audio encoded once (no encoder priming at
+/// chunk joins), into an MP4 with its index first.
 pub fn join_args(
     video: &Path,
     source: &Path,
@@ -127,16 +198,10 @@ pub fn join_args(
     rendition: &Rendition,
     out: &Path,
 ) -> Result<Vec<String>> {
-    let rate = info
-        .video
-        .as_ref()
-        .and_then(|video| video.frame_rate.clone())
-        .ok_or_else(|| TranscodeError::NotFound("the source has no frame rate".into()))?;
     let mut args: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-y"]
         .iter()
         .map(|arg| (*arg).to_owned())
         .collect();
-    args.extend(["-framerate".into(), rate, "-f".into(), "h264".into()]);
     args.extend(["-i".into(), video.to_string_lossy().into_owned()]);
     args.extend(["-i".into(), source.to_string_lossy().into_owned()]);
     args.extend(["-map".into(), "0:v:0".into(), "-c:v".into(), "copy".into()]);
@@ -205,4 +270,43 @@ pub async fn run(ffmpeg: &Path, args: &[String], mut progress: impl FnMut(f64)) 
     Err(TranscodeError::Ffmpeg(
         first.unwrap_or_else(|| format!("ffmpeg exited with {status}")),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boxed(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut bytes = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(kind);
+        bytes.extend_from_slice(body);
+        bytes
+    }
+
+    #[test]
+    fn later_chunks_lose_their_header_boxes() {
+        let chunk = [
+            boxed(b"ftyp", b"iso5"),
+            boxed(b"moov", b"track"),
+            boxed(b"moof", b"m"),
+            boxed(b"mdat", b"data"),
+        ]
+        .concat();
+        let mut joined = Vec::new();
+        append_fragments(&mut joined, chunk.as_slice(), true).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(joined, chunk);
+        let mut later = Vec::new();
+        append_fragments(&mut later, chunk.as_slice(), false).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(later, [boxed(b"moof", b"m"), boxed(b"mdat", b"data")].concat());
+        let truncated = &chunk[..chunk.len() - 2];
+        assert!(append_fragments(&mut Vec::new(), truncated, true).is_err());
+        assert!(
+            append_fragments(
+                &mut Vec::new(),
+                [0_u8, 0, 0, 3, b'b', b'a', b'd', b'!'].as_slice(),
+                true
+            )
+            .is_err()
+        );
+    }
 }

@@ -74,6 +74,9 @@ pub struct NewJob {
     pub item: u64,
     /// The rendition to make: `1080p`, `720p`, `480p`, `360p` or `audio`.
     pub profile: String,
+    /// Split the video into this many chunks, encoded by any nodes and then
+    /// joined (2 to 64; video renditions only). The answer is the join job.
+    pub chunks: Option<u32>,
 }
 
 /// Queues an offline transcode; any node's worker may run it.
@@ -83,7 +86,10 @@ pub async fn create(
     _admin: Admin,
     Body(request): Body<NewJob>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
-    let id = enqueue(&state, request.item, &request.profile).await?;
+    let id = match request.chunks {
+        Some(chunks) => enqueue_chunked(&state, request.item, &request.profile, chunks).await?,
+        None => enqueue(&state, request.item, &request.profile).await?,
+    };
     let job = read::job(state.cluster.tables(), id)?.ok_or_else(|| ApiError::internal("the job vanished"))?;
     Ok((StatusCode::CREATED, Json(view(&state, &job))))
 }
@@ -93,6 +99,11 @@ const PROFILES: &[&str] = &["1080p", "720p", "480p", "360p", "audio"];
 
 /// Queues a job after checking the item and the profile; its id.
 pub async fn enqueue(state: &AppState, item: u64, profile: &str) -> ApiResult<u64> {
+    enqueue_spec(state, item, profile, profile).await
+}
+
+/// Queues a job whose spec string is `spec` for rendition `profile`.
+async fn enqueue_spec(state: &AppState, item: u64, profile: &str, spec: &str) -> ApiResult<u64> {
     if !PROFILES.contains(&profile) {
         return Err(ApiError::bad_request(format!(
             "profile {profile:?}: use one of {}",
@@ -106,7 +117,7 @@ pub async fn enqueue(state: &AppState, item: u64, profile: &str) -> ApiResult<u6
     match state
         .write(omega_consensus::command::Command::EnqueueJob {
             item,
-            profile: profile.to_owned(),
+            profile: spec.to_owned(),
             now_ms: state.clock.now_ms(),
         })
         .await?
@@ -114,6 +125,34 @@ pub async fn enqueue(state: &AppState, item: u64, profile: &str) -> ApiResult<u6
         RaftResponse::Created(id) => Ok(id),
         other => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
     }
+}
+
+/// Queues a job split into `chunks` chunk jobs and the join job that
+/// waits for them; the join job's id.
+pub async fn enqueue_chunked(state: &AppState, item: u64, profile: &str, chunks: u32) -> ApiResult<u64> {
+    if !(2..=crate::jobs::CHUNKS_MAX).contains(&chunks) {
+        return Err(ApiError::bad_request(format!(
+            "chunks: 2 to {}",
+            crate::jobs::CHUNKS_MAX
+        )));
+    }
+    if profile == "audio" {
+        return Err(ApiError::bad_request("audio renditions are not chunked"));
+    }
+    let mut ids = Vec::new();
+    for index in 0..chunks {
+        let spec = crate::jobs::JobSpec::Chunk {
+            rendition: profile.to_owned(),
+            index,
+            count: chunks,
+        };
+        ids.push(enqueue_spec(state, item, profile, &spec.profile()).await?);
+    }
+    let join = crate::jobs::JobSpec::Join {
+        rendition: profile.to_owned(),
+        chunks: ids,
+    };
+    enqueue_spec(state, item, profile, &join.profile()).await
 }
 
 /// Every job, newest first.

@@ -217,6 +217,9 @@ impl Sessions {
     fn session_for(&self, key: &SessionKey, input: SessionInput<'_>, index: u32) -> Result<u64> {
         let mut inner = self.lock();
         let mut stale = Vec::new();
+        // Sessions of this key that do not serve the request, oldest use
+        // first (an in-use one is freed only when no slot is left).
+        let mut elsewhere: Vec<(Instant, u64)> = Vec::new();
         for (id, session) in &mut inner.sessions {
             if session.key != *key {
                 continue;
@@ -236,6 +239,8 @@ impl Sessions {
             // use (another viewer) is left alone.
             if session.last_used.elapsed() >= SEEK_GRACE {
                 stale.push(*id);
+            } else {
+                elsewhere.push((session.last_used, *id));
             }
         }
         for id in stale {
@@ -244,9 +249,18 @@ impl Sessions {
             }
         }
         // The bound is on ffmpeg processes: a session whose ffmpeg ended
-        // only keeps its files until it is reaped.
-        if running(&mut inner.sessions) >= self.config.max_sessions {
-            return Err(TranscodeError::Busy(self.config.max_sessions));
+        // only keeps its files until it is reaped. At the bound, a seek
+        // frees this source's least recently used session (the viewer's
+        // own old position, most likely) before it is refused.
+        elsewhere.sort();
+        let mut free = elsewhere.into_iter().map(|(_, id)| id);
+        while running(&mut inner.sessions) >= self.config.max_sessions {
+            let Some(id) = free.next() else {
+                return Err(TranscodeError::Busy(self.config.max_sessions));
+            };
+            if let Some(session) = inner.sessions.remove(&id) {
+                session.stop();
+            }
         }
         let id = inner.next_id;
         inner.next_id += 1;

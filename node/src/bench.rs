@@ -51,6 +51,71 @@ pub fn today() -> String {
         .unwrap_or_default()
 }
 
+/// A node of one started for a benchmark, with the administrator `bench`;
+/// killed when dropped.
+struct BenchNode {
+    _process: Processes,
+    /// Its HTTP address.
+    addr: std::net::SocketAddr,
+}
+
+impl BenchNode {
+    /// Starts `omega serve` with `config` and `data`, logging to `log`,
+    /// with `extra` serve arguments.
+    fn start(
+        config: &std::path::Path,
+        data: &std::path::Path,
+        log: &std::path::Path,
+        extra: &[&std::ffi::OsStr],
+    ) -> anyhow::Result<BenchNode> {
+        use anyhow::Context;
+        let http_port = free_port(false)?;
+        let log = std::fs::File::create(log)?;
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["serve", "--listen", &format!("127.0.0.1:{http_port}")])
+            .args(["--cluster-listen", &format!("127.0.0.1:{}", free_port(true)?)])
+            .args(extra)
+            .env("OMEGA_ADMIN_USER", "bench")
+            .env("OMEGA_ADMIN_PASSWORD", "bench-password")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start omega serve")?;
+        Ok(BenchNode {
+            _process: Processes(vec![child]),
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], http_port)),
+        })
+    }
+
+    /// Signs in as `bench` once the node answers; the access token.
+    async fn login(&self) -> anyhow::Result<String> {
+        use anyhow::Context;
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(mut http) = http::Http::connect(self.addr).await
+                && let Ok((200, body)) = http
+                    .post(
+                        "/api/v1/auth/login",
+                        br#"{"username":"bench","password":"bench-password"}"#,
+                    )
+                    .await
+            {
+                let body: serde_json::Value = serde_json::from_slice(&body)?;
+                return Ok(body["access_token"].as_str().context("no token")?.to_owned());
+            }
+            if started.elapsed() > std::time::Duration::from_secs(60) {
+                anyhow::bail!("the node did not start");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// A fresh work directory, inside `parent` when given (removed on drop).
 fn work_dir(parent: Option<&std::path::Path>) -> anyhow::Result<tempfile::TempDir> {
     use anyhow::Context;

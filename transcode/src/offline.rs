@@ -12,6 +12,46 @@ use crate::ffmpeg::VideoEncoder;
 use crate::ladder::Rendition;
 use crate::probe::SourceInfo;
 
+/// ffmpeg's quiet prefix for offline runs, and the input read rate.
+fn prefix(read_rate: Option<f64>) -> Vec<String> {
+    let mut args: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-y"]
+        .iter()
+        .map(|arg| (*arg).to_owned())
+        .collect();
+    if let Some(rate) = read_rate {
+        args.extend(["-readrate".into(), format!("{rate}")]);
+    }
+    args
+}
+
+/// libx264 at the rendition's size and rates, with source timestamps
+/// through the encoder (no frame dropped or doubled by rounding to a
+/// frame-rate grid).
+fn x264_args(rendition: &Rendition, width: u32, height: u32) -> Vec<String> {
+    let bitrate = rendition.video_bitrate;
+    [
+        "-c:v".to_owned(),
+        "libx264".into(),
+        "-preset".into(),
+        "veryfast".into(),
+        "-profile:v".into(),
+        "high".into(),
+        "-vf".into(),
+        format!("scale={width}:{height},format=yuv420p"),
+        "-b:v".into(),
+        bitrate.to_string(),
+        "-maxrate".into(),
+        (bitrate * 3 / 2).to_string(),
+        "-bufsize".into(),
+        (bitrate * 2).to_string(),
+        "-fps_mode".into(),
+        "passthrough".into(),
+        "-enc_time_base:v".into(),
+        "-1".into(),
+    ]
+    .into()
+}
+
 /// The ffmpeg arguments that write `rendition` of `source` to `out` (MP4).
 pub fn file_args(
     source: &Path,
@@ -21,33 +61,17 @@ pub fn file_args(
     out: &Path,
     read_rate: Option<f64>,
 ) -> Vec<String> {
-    let mut args: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-y"]
-        .iter()
-        .map(|arg| (*arg).to_owned())
-        .collect();
-    if let Some(rate) = read_rate {
-        args.extend(["-readrate".into(), format!("{rate}")]);
-    }
+    let mut args = prefix(read_rate);
     args.extend(["-i".into(), source.to_string_lossy().into_owned()]);
     match (&info.video, rendition.size) {
         (Some(video), Some((width, height))) => {
             args.extend(["-map".into(), format!("0:{}", video.index)]);
-            args.extend(["-c:v".into(), encoder.codec().into()]);
-            if *encoder == VideoEncoder::Software {
-                args.extend(["-preset".into(), "veryfast".into(), "-profile:v".into(), "high".into()]);
+            let mut encode = x264_args(rendition, width, height);
+            if *encoder != VideoEncoder::Software {
+                // The hardware encoder in place of libx264 and its preset.
+                encode.splice(0..6, ["-c:v".to_owned(), encoder.codec().into()]);
             }
-            args.extend(["-vf".into(), format!("scale={width}:{height},format=yuv420p")]);
-            args.extend(["-b:v".into(), rendition.video_bitrate.to_string()]);
-            args.extend(["-maxrate".into(), (rendition.video_bitrate * 3 / 2).to_string()]);
-            args.extend(["-bufsize".into(), (rendition.video_bitrate * 2).to_string()]);
-            // Source timestamps through the encoder: no frame dropped or
-            // doubled by rounding to a frame-rate grid.
-            args.extend([
-                "-fps_mode".into(),
-                "passthrough".into(),
-                "-enc_time_base:v".into(),
-                "-1".into(),
-            ]);
+            args.extend(encode);
         }
         _ => args.push("-vn".into()),
     }
@@ -80,13 +104,7 @@ pub fn chunk_args(
     let (Some(video), Some((width, height))) = (&info.video, rendition.size) else {
         return Err(TranscodeError::NotFound("chunked jobs are for video".into()));
     };
-    let mut args: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-y"]
-        .iter()
-        .map(|arg| (*arg).to_owned())
-        .collect();
-    if let Some(rate) = read_rate {
-        args.extend(["-readrate".into(), format!("{rate}")]);
-    }
+    let mut args = prefix(read_rate);
     let (start, end) = range;
     if start > 0.0 {
         args.extend(["-ss".into(), format!("{start:.3}")]);
@@ -198,10 +216,7 @@ pub fn join_args(
     rendition: &Rendition,
     out: &Path,
 ) -> Result<Vec<String>> {
-    let mut args: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-y"]
-        .iter()
-        .map(|arg| (*arg).to_owned())
-        .collect();
+    let mut args = prefix(None);
     args.extend(["-i".into(), video.to_string_lossy().into_owned()]);
     args.extend(["-i".into(), source.to_string_lossy().into_owned()]);
     args.extend(["-map".into(), "0:v:0".into(), "-c:v".into(), "copy".into()]);

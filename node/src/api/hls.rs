@@ -53,6 +53,17 @@ fn authorize(state: &AppState, parts: &Parts, token: Option<&str>, item: u64) ->
     }
 }
 
+/// The caller and the stream token to write into URLs: the request's own
+/// (passed on, not renewed, so a leaked URL expires) or a new one.
+fn caller_and_token(state: &AppState, parts: &Parts, query: StreamQuery, item: u64) -> ApiResult<(Caller, String)> {
+    let caller = authorize(state, parts, query.t.as_deref(), item)?;
+    let token = match query.t {
+        Some(token) => token,
+        None => state.tokens.stream_token(caller.user.id, item, state.clock.now_ms()),
+    };
+    Ok((caller, token))
+}
+
 /// What an HLS request works on.
 struct Source {
     item: Item,
@@ -75,12 +86,7 @@ async fn source(state: &AppState, caller: &Caller, id: u64) -> ApiResult<Source>
     ) {
         return Err(ApiError::not_found("this item has no audio or video to stream"));
     }
-    let media = item
-        .fields
-        .media
-        .iter()
-        .find(|media| media.node == state.cluster.id())
-        .ok_or_else(|| ApiError::not_found("this item has no file on this node"))?;
+    let media = super::items::local_media(state, &item)?;
     let path = PathBuf::from(&media.path);
     let source_id = match media.blob {
         Some(blob) => hex::encode(blob),
@@ -167,13 +173,8 @@ pub async fn master(
     parts: Parts,
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-    let caller = authorize(&state, &parts, query.t.as_deref(), id)?;
+    let (caller, token) = caller_and_token(&state, &parts, query, id)?;
     let source = source(&state, &caller, id).await?;
-    // A stream token is passed on, not renewed: a leaked URL expires.
-    let token = match query.t {
-        Some(token) => token,
-        None => state.tokens.stream_token(caller.user.id, id, state.clock.now_ms()),
-    };
     let tracks: Vec<SubtitleTrack> = subtitle_tracks(&source).into_iter().map(|(track, _)| track).collect();
     let body = playlist::master(&ladder(&source.info), &tracks, &format!("?t={token}"));
     Ok(text_response("application/vnd.apple.mpegurl", body))
@@ -189,12 +190,8 @@ pub async fn file(
     parts: Parts,
 ) -> ApiResult<Response> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
-    let caller = authorize(&state, &parts, query.t.as_deref(), id)?;
+    let (caller, token) = caller_and_token(&state, &parts, query, id)?;
     let source = source(&state, &caller, id).await?;
-    let token = match query.t {
-        Some(token) => token,
-        None => state.tokens.stream_token(caller.user.id, id, state.clock.now_ms()),
-    };
     if rendition == "subtitles" {
         return subtitle_file(&source, &file, &token).await;
     }

@@ -509,6 +509,15 @@ async fn set_played(state: &AppState, caller: &Caller, id: u64, played: bool) ->
     .await
 }
 
+/// The item's file on this node's disk, or 404.
+pub(crate) fn local_media<'a>(state: &AppState, item: &'a Item) -> ApiResult<&'a omega_consensus::model::MediaRef> {
+    item.fields
+        .media
+        .iter()
+        .find(|media| media.node == state.cluster.id())
+        .ok_or_else(|| ApiError::not_found("this item has no file on this node"))
+}
+
 /// A byte range asked for by a Range header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeRequest {
@@ -565,12 +574,7 @@ pub async fn stream(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let item = visible_item(&state, &caller, id)?;
-    let media = item
-        .fields
-        .media
-        .iter()
-        .find(|media| media.node == state.cluster.id())
-        .ok_or_else(|| ApiError::not_found("this item has no file on this node"))?;
+    let media = local_media(&state, &item)?;
     let mut file = tokio::fs::File::open(&media.path)
         .await
         .map_err(|_| ApiError::not_found("the item's file is missing"))?;

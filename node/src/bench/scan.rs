@@ -5,7 +5,7 @@
 //! (≥ 2,000 items/s, p99 < 50 ms); there is no packaged peer to run.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -13,7 +13,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::http::Http;
-use super::{Processes, free_port, percentile, record_row, work_dir};
+use super::{BenchNode, percentile, record_row, work_dir};
 
 /// Options of `omega bench scan`.
 #[derive(Debug, Args)]
@@ -69,52 +69,17 @@ pub(super) fn run(options: &ScanBench) -> anyhow::Result<ExitCode> {
     build_library(&library, options.items)?;
     let config = work.path().join("omega.toml");
     std::fs::write(&config, "[library]\nprobe = false\n")?;
-    let http_port = free_port(false)?;
-    let cluster_port = free_port(true)?;
-    let log = std::fs::File::create(work.path().join("serve.log"))?;
-    let child = Command::new(std::env::current_exe()?)
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(work.path().join("data"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{http_port}")])
-        .args(["--cluster-listen", &format!("127.0.0.1:{cluster_port}")])
-        .env("OMEGA_ADMIN_USER", "bench")
-        .env("OMEGA_ADMIN_PASSWORD", "bench-password")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .context("cannot start omega serve")?;
-    let _node = Processes(vec![child]);
+    let node = BenchNode::start(&config, &work.path().join("data"), &work.path().join("serve.log"), &[])?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let figures = runtime.block_on(measure(options, &library, http_port))?;
+    let figures = runtime.block_on(measure(options, &library, &node))?;
     print(&figures, options)?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn measure(options: &ScanBench, library: &Path, port: u16) -> anyhow::Result<ScanFigures> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let started = Instant::now();
-    let token = loop {
-        if let Ok(mut http) = Http::connect(addr).await
-            && let Ok((200, body)) = http
-                .post(
-                    "/api/v1/auth/login",
-                    br#"{"username":"bench","password":"bench-password"}"#,
-                )
-                .await
-        {
-            let body: serde_json::Value = serde_json::from_slice(&body)?;
-            break body["access_token"].as_str().context("no token")?.to_owned();
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!("the node did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+async fn measure(options: &ScanBench, library: &Path, node: &BenchNode) -> anyhow::Result<ScanFigures> {
+    let token = node.login().await?;
     let auth = format!("Authorization: Bearer {token}\r\n");
-    let mut http = Http::connect(addr).await?;
+    let mut http = Http::connect(node.addr).await?;
     let body = serde_json::json!({ "name": "Films", "type": "movies", "paths": [library] }).to_string();
     let scan_started = Instant::now();
     let (code, answer) = http

@@ -14,7 +14,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::http::Http;
-use super::{Processes, free_port, median, record_row, work_dir};
+use super::{BenchNode, median, record_row, work_dir};
 
 /// Options of `omega bench transcode`.
 #[derive(Debug, Args)]
@@ -170,46 +170,17 @@ async fn omega_run(work: &Path, run: usize, seconds: u32) -> anyhow::Result<(f64
     let config = work.join("omega.toml");
     std::fs::write(&config, "[transcode]\nhardware = false\n[library]\nwatch = false\n")?;
     let data = work.join(format!("data-{run}"));
-    let http_port = free_port(false)?;
-    let log = std::fs::File::create(work.join(format!("serve-{run}.log")))?;
-    let child = Command::new(std::env::current_exe()?)
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["serve", "--listen", &format!("127.0.0.1:{http_port}")])
-        .args(["--cluster-listen", &format!("127.0.0.1:{}", free_port(true)?)])
-        .arg("--media")
-        .arg(work.join("films"))
-        .env("OMEGA_ADMIN_USER", "bench")
-        .env("OMEGA_ADMIN_PASSWORD", "bench-password")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .stdin(Stdio::null())
-        .spawn()
-        .context("cannot start omega serve")?;
-    let _node = Processes(vec![child]);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], http_port));
+    let films = work.join("films");
+    let node = BenchNode::start(
+        &config,
+        &data,
+        &work.join(format!("serve-{run}.log")),
+        &["--media".as_ref(), films.as_os_str()],
+    )?;
     let started = Instant::now();
-    let token = loop {
-        if let Ok(mut http) = Http::connect(addr).await
-            && let Ok((200, body)) = http
-                .post(
-                    "/api/v1/auth/login",
-                    br#"{"username":"bench","password":"bench-password"}"#,
-                )
-                .await
-        {
-            let body: serde_json::Value = serde_json::from_slice(&body)?;
-            break body["access_token"].as_str().context("no token")?.to_owned();
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!("the node did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let token = node.login().await?;
     let auth = format!("Authorization: Bearer {token}\r\n");
-    let mut http = Http::connect(addr).await?;
+    let mut http = Http::connect(node.addr).await?;
     let item = loop {
         let (_, page) = http.get("/api/v1/items?type=movie", &auth).await?;
         let page: serde_json::Value = serde_json::from_slice(&page)?;

@@ -113,18 +113,7 @@ pub fn group_by_tags(items: &mut Vec<ItemWrite>) {
 }
 
 fn parent(track: &ItemWrite, key: String, kind: ItemKind, parent_key: Option<String>, title: String) -> ItemWrite {
-    ItemWrite {
-        key,
-        library: track.library,
-        kind,
-        parent_key,
-        sort_title: naming::sort_title(&title),
-        title,
-        year: None,
-        index: None,
-        metadata: BTreeMap::new(),
-        media: Vec::new(),
-    }
+    super::scan::new_item(track.library, key, kind, parent_key, title)
 }
 
 #[cfg(test)]
@@ -132,24 +121,7 @@ mod tests {
     use super::*;
 
     fn track(key: &str, album: &str, tags: &[(&str, &str)]) -> ItemWrite {
-        let mut item = parent(
-            &ItemWrite {
-                key: String::new(),
-                library: 1,
-                kind: ItemKind::Track,
-                parent_key: None,
-                title: String::new(),
-                sort_title: String::new(),
-                year: None,
-                index: None,
-                metadata: BTreeMap::new(),
-                media: Vec::new(),
-            },
-            key.into(),
-            ItemKind::Track,
-            Some(album.into()),
-            key.into(),
-        );
+        let mut item = crate::library::scan::new_item(1, key.into(), ItemKind::Track, Some(album.into()), key.into());
         item.metadata = tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         item
     }

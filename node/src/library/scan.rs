@@ -62,6 +62,22 @@ struct Planner<'a> {
     listing: Option<Listing>,
 }
 
+/// An item of `library` with nothing but its key, kind, parent and title.
+pub fn new_item(library: u64, key: String, kind: ItemKind, parent_key: Option<String>, title: String) -> ItemWrite {
+    ItemWrite {
+        key,
+        library,
+        kind,
+        parent_key,
+        sort_title: naming::sort_title(&title),
+        title,
+        year: None,
+        index: None,
+        metadata: BTreeMap::new(),
+        media: Vec::new(),
+    }
+}
+
 fn wanted(kind: LibraryKind, extension: &str) -> bool {
     let list = match kind {
         LibraryKind::Movies | LibraryKind::Shows => VIDEO,
@@ -165,18 +181,7 @@ impl Planner<'_> {
     }
 
     fn item(&self, key: String, kind: ItemKind, parent_key: Option<String>, title: String) -> ItemWrite {
-        ItemWrite {
-            key,
-            library: self.library.id,
-            kind,
-            parent_key,
-            sort_title: naming::sort_title(&title),
-            title,
-            year: None,
-            index: None,
-            metadata: BTreeMap::new(),
-            media: Vec::new(),
-        }
+        new_item(self.library.id, key, kind, parent_key, title)
     }
 
     /// The files in `folder` (cached for consecutive calls).

@@ -56,6 +56,25 @@ struct PreparedInPlace {
     record: Option<BlobRecord>,
 }
 
+impl PreparedInPlace {
+    /// A prepared file; `chunks` is its manifest when the blob is new.
+    fn new(path: &Path, stamp: FileStamp, blob: BlobId, chunks: Option<Vec<ManifestEntry>>) -> PreparedInPlace {
+        let record = chunks.map(|chunks| BlobRecord {
+            size: stamp.size,
+            chunks,
+            stored: false,
+        });
+        debug_assert!(record.as_ref().is_none_or(BlobRecord::is_well_formed));
+        PreparedInPlace {
+            path: path.to_path_buf(),
+            stamp,
+            blob,
+            size: stamp.size,
+            record,
+        }
+    }
+}
+
 /// The identity of a file version: a change to either means new content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct FileStamp {
@@ -253,21 +272,9 @@ impl Store {
                 return Err(StoreError::ChangedDuringIngest(path.to_path_buf()));
             }
             unchanged(&file)?;
-            let record = BlobRecord {
-                size,
-                chunks: entries,
-                stored: false,
-            };
-            debug_assert!(record.is_well_formed());
-            Some(record)
+            Some(entries)
         };
-        Ok(PreparedInPlace {
-            path: path.to_path_buf(),
-            stamp: before,
-            blob,
-            size,
-            record,
-        })
+        Ok(PreparedInPlace::new(path, before, blob, record))
     }
 
     /// Stores `bytes` (a derived segment, an image, an upload) under
@@ -504,21 +511,9 @@ impl Store {
                     chunk: Hash32::of(span.bytes(&bytes)),
                 })
                 .collect();
-            let record = BlobRecord {
-                size,
-                chunks,
-                stored: false,
-            };
-            debug_assert!(record.is_well_formed());
-            Some(record)
+            Some(chunks)
         };
-        Ok(PreparedInPlace {
-            path: path.to_path_buf(),
-            stamp: before,
-            blob,
-            size,
-            record,
-        })
+        Ok(PreparedInPlace::new(path, before, blob, record))
     }
 
     /// Commits prepared in-place files in one batch. A blob two files

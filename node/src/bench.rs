@@ -51,6 +51,21 @@ pub fn today() -> String {
         .unwrap_or_default()
 }
 
+/// What every benchmark takes: where to work, JSON output, and the
+/// benchmarks file to record a row in.
+#[derive(Debug, clap::Args)]
+pub struct BenchOutput {
+    /// Where to work (generated inputs, nodes' data) [default: the temp dir].
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<std::path::PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Insert a row in this benchmarks file (docs/benchmarks.md).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<std::path::PathBuf>,
+}
+
 /// A node of one started for a benchmark, with the administrator `bench`;
 /// killed when dropped.
 struct BenchNode {

@@ -65,24 +65,10 @@ fn film(root: &Path) {
 }
 
 fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, String, Vec<u8>) {
-    match token {
-        Some(token) => server.get_bytes(path, token, ""),
-        None => {
-            use std::io::{Read, Write};
-            let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.http_port)).unwrap();
-            write!(
-                stream,
-                "GET {path} HTTP/1.1\r\nHost: omega\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut bytes = Vec::new();
-            stream.read_to_end(&mut bytes).unwrap();
-            let split = bytes.windows(4).position(|window| window == b"\r\n\r\n").unwrap();
-            let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
-            let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-            (code, head, bytes[split + 4..].to_vec())
-        }
-    }
+    let headers = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    common::http_raw(server.http_port, "GET", path, &headers, b"")
 }
 
 /// The URIs of a playlist's lines that are not tags.

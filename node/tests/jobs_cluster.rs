@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -17,40 +16,13 @@ use common::{ffmpeg, omega};
 use serde_json::{Value, json};
 
 fn http(node: &Node, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Vec<u8>) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", node.http_port)).unwrap();
     let body = body.map(Value::to_string).unwrap_or_default();
-    let auth = token
-        .map(|token| format!("Authorization: Bearer {token}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: omega\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).unwrap();
-    let split = bytes.windows(4).position(|window| window == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut payload = bytes[split + 4..].to_vec();
-    if head.to_lowercase().contains("transfer-encoding: chunked") {
-        payload = dechunk(&payload);
+    let mut headers = String::from("Content-Type: application/json\r\n");
+    if let Some(token) = token {
+        headers.push_str(&format!("Authorization: Bearer {token}\r\n"));
     }
+    let (code, _, payload) = common::http_raw(node.http_port, method, path, &headers, body.as_bytes());
     (code, payload)
-}
-
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = body.windows(2).position(|window| window == b"\r\n").unwrap();
-        let size = usize::from_str_radix(std::str::from_utf8(&body[..line_end]).unwrap().trim(), 16).unwrap();
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&body[line_end + 2..line_end + 2 + size]);
-        body = &body[line_end + 2 + size + 2..];
-    }
 }
 
 fn json_of(answer: (u16, Vec<u8>)) -> (u16, Value) {

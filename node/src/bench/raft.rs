@@ -37,15 +37,9 @@ pub struct RaftBench {
     /// Client counts, comma-separated.
     #[arg(long, default_value = "1,16,64", value_delimiter = ',')]
     pub clients: Vec<usize>,
-    /// Where to keep the nodes' data [default: the temp dir].
-    #[arg(long, value_name = "DIR")]
-    pub work_dir: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Insert rows in this benchmarks file (docs/benchmarks.md).
-    #[arg(long, value_name = "FILE")]
-    pub record: Option<PathBuf>,
+    /// Where to work, how to print, where to record.
+    #[command(flatten)]
+    pub output: super::BenchOutput,
 }
 
 /// Figures of one system at one client count.
@@ -92,7 +86,7 @@ pub(super) fn run(options: &RaftBench) -> anyhow::Result<ExitCode> {
         .arg("--version")
         .output()
         .context("etcd is needed as the peer (apt-get install etcd-server)")?;
-    let work = work_dir(options.work_dir.as_deref())?;
+    let work = work_dir(options.output.work_dir.as_deref())?;
     let mut processes = Processes::default();
     let omega_dirs = start_omega(work.path(), &mut processes)?;
     let etcd_urls = start_etcd(work.path(), &mut processes)?;
@@ -131,7 +125,7 @@ pub(super) fn run(options: &RaftBench) -> anyhow::Result<ExitCode> {
 }
 
 fn print_rows(rows: &[Row], options: &RaftBench) -> anyhow::Result<()> {
-    if options.json {
+    if options.output.json {
         println!("{}", serde_json::to_string_pretty(rows)?);
     } else {
         println!(
@@ -158,7 +152,7 @@ fn print_rows(rows: &[Row], options: &RaftBench) -> anyhow::Result<()> {
             );
         }
     }
-    if let Some(path) = &options.record {
+    if let Some(path) = &options.output.record {
         let date = super::today();
         for row in rows {
             record_row(

@@ -4,7 +4,7 @@
 //! Prints items/s indexed and p50/p99 list latency against the goals
 //! (≥ 2,000 items/s, p99 < 50 ms); there is no packaged peer to run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -24,15 +24,9 @@ pub struct ScanBench {
     /// List requests to time.
     #[arg(long, default_value_t = 300)]
     pub queries: usize,
-    /// Where to build the library and the node's data [default: the temp dir].
-    #[arg(long, value_name = "DIR")]
-    pub work_dir: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Insert a row in this benchmarks file (docs/benchmarks.md).
-    #[arg(long, value_name = "FILE")]
-    pub record: Option<PathBuf>,
+    /// Where to work, how to print, where to record.
+    #[command(flatten)]
+    pub output: super::BenchOutput,
 }
 
 #[derive(Debug, Serialize)]
@@ -63,7 +57,7 @@ pub(super) fn run(options: &ScanBench) -> anyhow::Result<ExitCode> {
         "--items takes 1 to 2000000"
     );
     anyhow::ensure!(options.queries > 0, "--queries must be at least 1");
-    let work = work_dir(options.work_dir.as_deref())?;
+    let work = work_dir(options.output.work_dir.as_deref())?;
     let library = work.path().join("films");
     eprintln!("building a library of {} files", options.items);
     build_library(&library, options.items)?;
@@ -126,7 +120,7 @@ async fn measure(options: &ScanBench, library: &Path, node: &BenchNode) -> anyho
 }
 
 fn print(figures: &ScanFigures, options: &ScanBench) -> anyhow::Result<()> {
-    if options.json {
+    if options.output.json {
         println!("{}", serde_json::to_string_pretty(figures)?);
     } else {
         println!(
@@ -144,7 +138,7 @@ fn print(figures: &ScanFigures, options: &ScanBench) -> anyhow::Result<()> {
             figures.list_p99_ms / 50.0
         );
     }
-    if let Some(path) = &options.record {
+    if let Some(path) = &options.output.record {
         record_row(
             path,
             "scan",

@@ -6,7 +6,7 @@
 //! times, alternating which goes first; the medians of wall time and the
 //! bytes each left on disk are compared.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
@@ -27,15 +27,9 @@ pub struct StoreBench {
     /// Runs per tool; medians are reported.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Where to build the corpus and repositories [default: the temp dir].
-    #[arg(long, value_name = "DIR")]
-    pub work_dir: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Insert a row in this benchmarks file (docs/benchmarks.md).
-    #[arg(long, value_name = "FILE")]
-    pub record: Option<PathBuf>,
+    /// Where to work, how to print, where to record.
+    #[command(flatten)]
+    pub output: super::BenchOutput,
 }
 
 /// The figures of one run of the benchmark.
@@ -58,7 +52,7 @@ pub(super) fn run(options: &StoreBench) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(options.size_mib >= 2, "--size-mib must be at least 2");
     which("restic").context("restic is needed as the peer (apt-get install restic)")?;
     which("ffmpeg").context("ffmpeg is needed to make the media files (apt-get install ffmpeg)")?;
-    let work = super::work_dir(options.work_dir.as_deref())?;
+    let work = super::work_dir(options.output.work_dir.as_deref())?;
     let corpus = work.path().join("corpus");
     let corpus_bytes = build_corpus(&corpus, options.size_mib)?;
     eprintln!("corpus: {} in {}", format_bytes(corpus_bytes), corpus.display());
@@ -108,8 +102,8 @@ pub(super) fn run(options: &StoreBench) -> anyhow::Result<ExitCode> {
         omega_runs,
         restic_runs,
     };
-    print_result(options.json, &result)?;
-    if let Some(path) = &options.record {
+    print_result(options.output.json, &result)?;
+    if let Some(path) = &options.output.record {
         record_row(path, "store", &row(&result, options))?;
         eprintln!("recorded a row in {}", path.display());
     }

@@ -5,7 +5,7 @@
 //! segment (goal < 1.5 s) and both total wall times (goal: Omega at most
 //! 1.05× plain ffmpeg); medians over `--runs`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,15 +25,9 @@ pub struct TranscodeBench {
     /// Runs (medians are reported).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
-    /// Where to work [default: the temp dir].
-    #[arg(long, value_name = "DIR")]
-    pub work_dir: Option<PathBuf>,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Insert a row in this benchmarks file (docs/benchmarks.md).
-    #[arg(long, value_name = "FILE")]
-    pub record: Option<PathBuf>,
+    /// Where to work, how to print, where to record.
+    #[command(flatten)]
+    pub output: super::BenchOutput,
 }
 
 #[derive(Debug, Serialize)]
@@ -111,7 +105,7 @@ fn plain_ffmpeg(source: &Path, out: &Path) -> anyhow::Result<f64> {
 pub(super) fn run(options: &TranscodeBench) -> anyhow::Result<ExitCode> {
     anyhow::ensure!((8..=3600).contains(&options.seconds), "--seconds takes 8 to 3600");
     anyhow::ensure!(options.runs > 0, "--runs must be at least 1");
-    let work = work_dir(options.work_dir.as_deref())?;
+    let work = work_dir(options.output.work_dir.as_deref())?;
     let folder = work.path().join("films/Bench Film (2026)");
     std::fs::create_dir_all(&folder)?;
     let source = folder.join("Bench Film (2026).mkv");
@@ -232,7 +226,7 @@ async fn omega_run(work: &Path, run: usize, seconds: u32) -> anyhow::Result<(f64
 }
 
 fn print(figures: &TranscodeFigures, options: &TranscodeBench) -> anyhow::Result<()> {
-    if options.json {
+    if options.output.json {
         println!("{}", serde_json::to_string_pretty(figures)?);
     } else {
         println!(
@@ -245,7 +239,7 @@ fn print(figures: &TranscodeFigures, options: &TranscodeBench) -> anyhow::Result
             figures.omega_total_s, figures.ffmpeg_total_s, figures.ratio
         );
     }
-    if let Some(path) = &options.record {
+    if let Some(path) = &options.output.record {
         record_row(
             path,
             "transcode",

@@ -31,6 +31,48 @@ pub fn omega(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output 
         .unwrap()
 }
 
+/// One HTTP/1.1 request to 127.0.0.1:`port` with literal extra header
+/// lines; the status, the response head and the body (chunked bodies
+/// decoded).
+pub fn http_raw(port: u16, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: omega\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).unwrap();
+    let split = bytes.windows(4).position(|window| window == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let mut payload = bytes[split + 4..].to_vec();
+    if head.to_lowercase().contains("transfer-encoding: chunked") {
+        payload = dechunk(&payload);
+    }
+    (code, head, payload)
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = body.windows(2).position(|window| window == b"\r\n") {
+        let size = usize::from_str_radix(std::str::from_utf8(&body[..line_end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&body[line_end + 2..line_end + 2 + size]);
+        body = &body[line_end + 2 + size + 2..];
+    }
+    out
+}
+
 /// A running node with its data directory.
 pub struct Server {
     pub dir: tempfile::TempDir,

@@ -308,3 +308,46 @@ fn hls_plays_seeks_and_is_authorised_by_signed_urls() {
         }
     }
 }
+
+/// Goal: a node whose ffmpeg is missing says so in one line at start and
+/// exits non-zero, rather than failing on the first playback.
+#[test]
+fn serve_refuses_to_start_without_ffmpeg() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("omega.toml");
+    std::fs::write(&config, "[transcode]\nffmpeg = \"/nonexistent/ffmpeg\"\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_omega"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--cluster-listen", "127.0.0.1:0"])
+        .env_remove("OMEGA_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "serve kept running without ffmpeg"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("omega: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("ffmpeg") && errors[0].contains("/nonexistent/ffmpeg"),
+        "{stderr}"
+    );
+}

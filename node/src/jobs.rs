@@ -280,6 +280,8 @@ async fn execute(state: &AppState, job: &Job, fencing: u64, lease_ms: u64, work_
         }
     };
     let spec = JobSpec::parse(&job.profile).context("unreadable profile")?;
+    let (_, codec) = omega_transcode::offline::VideoCodec::split_profile(spec.rendition())
+        .context("unknown codec in the profile")?;
     let read_rate = transcoder.sessions.config().read_rate;
     let plan = omega_transcode::segments::SegmentPlan::new(info.duration_s);
     let (out, args) = match &spec {
@@ -289,6 +291,7 @@ async fn execute(state: &AppState, job: &Job, fencing: u64, lease_ms: u64, work_
                 &source,
                 &info,
                 &rendition,
+                codec,
                 &omega_transcode::ffmpeg::VideoEncoder::Software,
                 &out,
                 read_rate,
@@ -298,7 +301,7 @@ async fn execute(state: &AppState, job: &Job, fencing: u64, lease_ms: u64, work_
         JobSpec::Chunk { index, count, .. } => {
             let out = dir.join("chunk.mp4");
             let range = chunk_range(&plan, *index, *count);
-            match omega_transcode::offline::chunk_args(&source, &info, &rendition, range, &out, read_rate) {
+            match omega_transcode::offline::chunk_args(&source, &info, &rendition, codec, range, &out, read_rate) {
                 Ok(args) => (out, args),
                 Err(error) => {
                     let reason = error.to_string();
@@ -439,9 +442,11 @@ async fn prepare(
         .map_err(|error| Failure::Permanent(error.to_string()))?;
     let spec = JobSpec::parse(&job.profile)
         .ok_or_else(|| Failure::Permanent(format!("unreadable profile {:?}", job.profile)))?;
+    let (rendition_name, _) = omega_transcode::offline::VideoCodec::split_profile(spec.rendition())
+        .ok_or_else(|| Failure::Permanent(format!("unknown codec in {:?}", spec.rendition())))?;
     let rendition = ladder(&info)
         .into_iter()
-        .find(|rendition| rendition.name == spec.rendition())
+        .find(|rendition| rendition.name == rendition_name)
         .ok_or_else(|| {
             let names: Vec<String> = ladder(&info).into_iter().map(|rendition| rendition.name).collect();
             Failure::Permanent(format!(

@@ -15,7 +15,8 @@ use crate::control::{ControlRequest, call};
 pub struct TranscodeArgs {
     /// The item's id.
     pub item: u64,
-    /// The rendition to make: 1080p, 720p, 480p, 360p or audio.
+    /// The rendition to make: 1080p, 720p, 480p, 360p or audio; H.264
+    /// unless it ends in -hevc or -vp9 (e.g. 720p-hevc).
     #[arg(long)]
     pub profile: String,
     /// Split the video into this many chunks, encoded by any nodes and

@@ -252,8 +252,8 @@ fn a_chunked_job_matches_a_single_node_encode() {
     std::fs::write(&config, "[transcode]\nread_rate = 4.0\n[library]\nwatch = false\n").unwrap();
     let (nodes, admin, item) = cluster(root.path(), &config, &config);
     let item = item.to_string();
-    let queue = |extra: &[&str]| -> u64 {
-        let mut args = vec!["transcode", item.as_str(), "--profile", "360p", "--json"];
+    let queue_profile = |profile: &str, extra: &[&str]| -> u64 {
+        let mut args = vec!["transcode", item.as_str(), "--profile", profile, "--json"];
         args.extend_from_slice(extra);
         let output = omega(&nodes[0].dir, &args);
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
@@ -261,8 +261,11 @@ fn a_chunked_job_matches_a_single_node_encode() {
             .as_u64()
             .unwrap()
     };
+    let queue = |extra: &[&str]| queue_profile("360p", extra);
     let join = queue(&["--chunks", "3"]);
     let whole = queue(&[]);
+    let hevc = queue_profile("360p-hevc", &[]);
+    let vp9 = queue_profile("360p-vp9", &[]);
     let joined = wait_for_job(&nodes, &admin, join, Duration::from_secs(180));
     assert_eq!(joined["state"], "done", "{joined}");
     let single = wait_for_job(&nodes, &admin, whole, Duration::from_secs(180));
@@ -302,4 +305,26 @@ fn a_chunked_job_matches_a_single_node_encode() {
         "{joined_duration} vs {single_duration}"
     );
     assert!(clean.is_empty(), "the joined file decodes without an error: {clean}");
+
+    // HEVC and VP9 where asked.
+    for (id, codec) in [(hevc, "hevc"), (vp9, "vp9")] {
+        let job = wait_for_job(&nodes, &admin, id, Duration::from_secs(180));
+        assert_eq!(job["state"], "done", "{job}");
+        let path = root.path().join(format!("{codec}.mp4"));
+        std::fs::write(&path, job_output(&nodes, &job)).unwrap();
+        let probe = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "stream=codec_name,height",
+            ])
+            .args(["-of", "csv=p=0"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), format!("{codec},360"));
+    }
 }

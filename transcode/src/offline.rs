@@ -24,18 +24,77 @@ fn prefix(read_rate: Option<f64>) -> Vec<String> {
     args
 }
 
-/// libx264 at the rendition's size and rates, with source timestamps
-/// through the encoder (no frame dropped or doubled by rounding to a
-/// frame-rate grid).
-fn x264_args(rendition: &Rendition, width: u32, height: u32) -> Vec<String> {
-    let bitrate = rendition.video_bitrate;
-    [
-        "-c:v".to_owned(),
-        "libx264".into(),
-        "-preset".into(),
-        "veryfast".into(),
-        "-profile:v".into(),
-        "high".into(),
+/// The video codec of an offline encode. HLS sessions stay H.264, which
+/// every player decodes; HEVC and VP9 are for jobs that ask (smaller files
+/// for devices that play them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// H.264 (libx264, or a hardware encoder).
+    H264,
+    /// HEVC (libx265), tagged `hvc1` for Apple players.
+    Hevc,
+    /// VP9 (libvpx-vp9).
+    Vp9,
+}
+
+impl VideoCodec {
+    /// Splits a profile such as `720p-hevc` into its rendition name and
+    /// codec (`720p` alone is H.264); `None` for an unknown codec.
+    pub fn split_profile(profile: &str) -> Option<(&str, VideoCodec)> {
+        match profile.rsplit_once('-') {
+            None => Some((profile, VideoCodec::H264)),
+            Some((rendition, "h264")) => Some((rendition, VideoCodec::H264)),
+            Some((rendition, "hevc")) => Some((rendition, VideoCodec::Hevc)),
+            Some((rendition, "vp9")) => Some((rendition, VideoCodec::Vp9)),
+            Some(_) => None,
+        }
+    }
+
+    /// Its share of H.264's bit rate for about the same quality.
+    fn bitrate_share(self) -> (u64, u64) {
+        match self {
+            VideoCodec::H264 => (1, 1),
+            VideoCodec::Hevc | VideoCodec::Vp9 => (7, 10),
+        }
+    }
+
+    /// Encoder and options.
+    fn encoder_args(self) -> Vec<String> {
+        let list = |items: &[&str]| items.iter().map(|item| (*item).to_owned()).collect();
+        match self {
+            VideoCodec::H264 => list(&["-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high"]),
+            VideoCodec::Hevc => list(&[
+                "-c:v",
+                "libx265",
+                "-preset",
+                "fast",
+                "-x265-params",
+                "log-level=error",
+                "-tag:v",
+                "hvc1",
+            ]),
+            VideoCodec::Vp9 => list(&[
+                "-c:v",
+                "libvpx-vp9",
+                "-deadline",
+                "good",
+                "-cpu-used",
+                "5",
+                "-row-mt",
+                "1",
+            ]),
+        }
+    }
+}
+
+/// The video encoder at the rendition's size and rates, with source
+/// timestamps through the encoder (no frame dropped or doubled by rounding
+/// to a frame-rate grid).
+fn video_args(codec: VideoCodec, rendition: &Rendition, width: u32, height: u32) -> Vec<String> {
+    let (num, den) = codec.bitrate_share();
+    let bitrate = rendition.video_bitrate * num / den;
+    let mut args = codec.encoder_args();
+    args.extend([
         "-vf".into(),
         format!("scale={width}:{height},format=yuv420p"),
         "-b:v".into(),
@@ -48,8 +107,8 @@ fn x264_args(rendition: &Rendition, width: u32, height: u32) -> Vec<String> {
         "passthrough".into(),
         "-enc_time_base:v".into(),
         "-1".into(),
-    ]
-    .into()
+    ]);
+    args
 }
 
 /// The ffmpeg arguments that write `rendition` of `source` to `out` (MP4).
@@ -57,6 +116,7 @@ pub fn file_args(
     source: &Path,
     info: &SourceInfo,
     rendition: &Rendition,
+    codec: VideoCodec,
     encoder: &VideoEncoder,
     out: &Path,
     read_rate: Option<f64>,
@@ -66,8 +126,8 @@ pub fn file_args(
     match (&info.video, rendition.size) {
         (Some(video), Some((width, height))) => {
             args.extend(["-map".into(), format!("0:{}", video.index)]);
-            let mut encode = x264_args(rendition, width, height);
-            if *encoder != VideoEncoder::Software {
+            let mut encode = video_args(codec, rendition, width, height);
+            if codec == VideoCodec::H264 && *encoder != VideoEncoder::Software {
                 // The hardware encoder in place of libx264 and its preset.
                 encode.splice(0..6, ["-c:v".to_owned(), encoder.codec().into()]);
             }
@@ -97,6 +157,7 @@ pub fn chunk_args(
     source: &Path,
     info: &SourceInfo,
     rendition: &Rendition,
+    codec: VideoCodec,
     range: (f64, Option<f64>),
     out: &Path,
     read_rate: Option<f64>,
@@ -120,21 +181,12 @@ pub fn chunk_args(
         "-sn".into(),
         "-dn".into(),
     ]);
-    args.extend(["-c:v".into(), "libx264".into(), "-preset".into(), "veryfast".into()]);
-    args.extend(["-profile:v".into(), "high".into()]);
-    args.extend(["-vf".into(), format!("scale={width}:{height},format=yuv420p")]);
-    args.extend(["-b:v".into(), rendition.video_bitrate.to_string()]);
-    args.extend(["-maxrate".into(), (rendition.video_bitrate * 3 / 2).to_string()]);
-    args.extend(["-bufsize".into(), (rendition.video_bitrate * 2).to_string()]);
+    args.extend(video_args(codec, rendition, width, height));
     args.extend([
         "-force_key_frames".into(),
         format!("{start:.3}"),
         "-sc_threshold".into(),
         "0".into(),
-        "-fps_mode".into(),
-        "passthrough".into(),
-        "-enc_time_base:v".into(),
-        "-1".into(),
         "-copyts".into(),
         "-avoid_negative_ts".into(),
         "disabled".into(),
@@ -296,6 +348,14 @@ mod tests {
         bytes.extend_from_slice(kind);
         bytes.extend_from_slice(body);
         bytes
+    }
+
+    #[test]
+    fn profiles_name_a_codec() {
+        assert_eq!(VideoCodec::split_profile("720p"), Some(("720p", VideoCodec::H264)));
+        assert_eq!(VideoCodec::split_profile("720p-hevc"), Some(("720p", VideoCodec::Hevc)));
+        assert_eq!(VideoCodec::split_profile("480p-vp9"), Some(("480p", VideoCodec::Vp9)));
+        assert_eq!(VideoCodec::split_profile("480p-av2"), None);
     }
 
     #[test]

@@ -72,7 +72,8 @@ pub fn view(state: &AppState, job: &Job) -> JobView {
 pub struct NewJob {
     /// The item (a film, an episode, a track, an audiobook).
     pub item: u64,
-    /// The rendition to make: `1080p`, `720p`, `480p`, `360p` or `audio`.
+    /// The rendition to make: `1080p`, `720p`, `480p`, `360p` or `audio`;
+    /// H.264 unless it ends in `-hevc` or `-vp9` (e.g. `720p-hevc`).
     pub profile: String,
     /// Split the video into this many chunks, encoded by any nodes and then
     /// joined (2 to 64; video renditions only). The answer is the join job.
@@ -104,9 +105,12 @@ pub async fn enqueue(state: &AppState, item: u64, profile: &str) -> ApiResult<u6
 
 /// Queues a job whose spec string is `spec` for rendition `profile`.
 async fn enqueue_spec(state: &AppState, item: u64, profile: &str, spec: &str) -> ApiResult<u64> {
-    if !PROFILES.contains(&profile) {
+    let known = omega_transcode::offline::VideoCodec::split_profile(profile).is_some_and(|(rendition, codec)| {
+        PROFILES.contains(&rendition) && (rendition != "audio" || codec == omega_transcode::offline::VideoCodec::H264)
+    });
+    if !known {
         return Err(ApiError::bad_request(format!(
-            "profile {profile:?}: use one of {}",
+            "profile {profile:?}: use one of {}, optionally with -hevc or -vp9",
             PROFILES.join(", ")
         )));
     }
@@ -136,7 +140,7 @@ pub async fn enqueue_chunked(state: &AppState, item: u64, profile: &str, chunks:
             crate::jobs::CHUNKS_MAX
         )));
     }
-    if profile == "audio" {
+    if profile.starts_with("audio") {
         return Err(ApiError::bad_request("audio renditions are not chunked"));
     }
     let mut ids = Vec::new();

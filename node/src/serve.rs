@@ -181,15 +181,23 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             .await?
             .with_context(|| format!("cannot open the store in {}", config.store_dir().display()))?
     };
+    let store = Arc::new(store);
     let transcoder = if config.transcode.enabled {
-        Some(crate::transcoder::Transcoder::start(&config.transcode, &config.data_dir.join("transcode")).await?)
+        Some(
+            crate::transcoder::Transcoder::start(
+                &config.transcode,
+                &config.data_dir.join("transcode"),
+                Some(store.clone()),
+            )
+            .await?,
+        )
     } else {
         None
     };
     let app_state = crate::http::AppState {
         job_progress: Arc::new(crate::jobs::Progress::default()),
         transcoder,
-        store: Some(Arc::new(store)),
+        store: Some(store),
         events: crate::events::Events::default(),
         cluster: member.cluster.clone(),
         tokens: crate::tokens::TokenKey::derive(&identity.cluster.ca.key_der),

@@ -283,13 +283,8 @@ async fn segment_bytes(state: &AppState, source: &Source, rendition: &Rendition,
     };
     let bytes = tokio::fs::read(&path).await?;
     metrics::counter!("omega_hls_segments_total", "origin" => "transcoded").increment(1);
-    if let Some(store) = state.store.clone() {
-        let stored = bytes.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(error) = store.ingest_bytes(&stored, &reference) {
-                tracing::warn!(%reference, %error, "cannot keep a segment in the store");
-            }
-        });
+    if let Some(transcoder) = &state.transcoder {
+        transcoder.keep_segment(reference, bytes.clone());
     }
     Ok(bytes)
 }

@@ -201,22 +201,8 @@ impl Server {
 
     /// A GET with extra header lines; status, head and body bytes.
     pub fn get_bytes(&self, path: &str, token: &str, headers: &str) -> (u16, String, Vec<u8>) {
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: omega\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n{headers}\r\n"
-        )
-        .unwrap();
-        let mut bytes = Vec::new();
-        stream.read_to_end(&mut bytes).unwrap();
-        let split = bytes.windows(4).position(|window| window == b"\r\n\r\n").unwrap();
-        let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
-        let code = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(0);
-        (code, head, bytes[split + 4..].to_vec())
+        let headers = format!("Authorization: Bearer {token}\r\n{headers}");
+        http_raw(self.http_port, "GET", path, &headers, b"")
     }
 
     /// The raw response head, for header checks.

@@ -4,13 +4,14 @@
 //! of the libraries it may see, its own playback, and (administrators) the
 //! cluster.
 
+use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
 use axum::http::request::Parts;
 use axum::response::Response;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::extract::QueryParams;
 use super::libraries::can_see;
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::events::Event;
@@ -27,7 +28,7 @@ pub struct EventsQuery {
 #[utoipa::path(get, path = "/api/v1/events", tag = "events", security(("bearer" = [])), params(EventsQuery), responses((status = 101, description = "Switching to the WebSocket protocol; then one JSON event per text message"), (status = 401)))]
 pub async fn events(
     State(state): State<AppState>,
-    Query(query): Query<EventsQuery>,
+    QueryParams(query): QueryParams<EventsQuery>,
     parts: Parts,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {

@@ -3,10 +3,11 @@
 //! directory browser).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use super::auth::Admin;
+use super::extract::QueryParams;
 use super::{ApiError, ApiResult, AppState};
 
 /// Folders listed at most.
@@ -47,9 +48,8 @@ pub struct FolderListing {
 pub async fn list(
     State(_state): State<AppState>,
     _admin: Admin,
-    query: Result<Query<FoldersQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<FoldersQuery>,
 ) -> ApiResult<Json<FolderListing>> {
-    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let requested = query.path.unwrap_or_else(|| "/".into());
     if !requested.starts_with('/') || requested.contains('\0') {
         return Err(ApiError::bad_request(format!("{requested:?} is not an absolute path")));

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,7 +24,7 @@ use omega_transcode::session::{SessionInput, SessionKey};
 use omega_transcode::subtitles::{SubtitleSource, webvtt};
 use serde::{Deserialize, Serialize};
 
-use super::extract::PathParam;
+use super::extract::{PathParam, QueryParams};
 use super::items::visible_item;
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::transcoder::Transcoder;
@@ -169,10 +169,9 @@ fn text_response(content_type: &'static str, body: String) -> Response {
 pub async fn master(
     State(state): State<AppState>,
     PathParam(id): PathParam<u64>,
-    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<StreamQuery>,
     parts: Parts,
 ) -> ApiResult<Response> {
-    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let (caller, token) = caller_and_token(&state, &parts, query, id)?;
     let source = source(&state, &caller, id).await?;
     let tracks: Vec<SubtitleTrack> = subtitle_tracks(&source).into_iter().map(|(track, _)| track).collect();
@@ -186,10 +185,9 @@ pub async fn master(
 pub async fn file(
     State(state): State<AppState>,
     PathParam((id, rendition, file)): PathParam<(u64, String, String)>,
-    query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<StreamQuery>,
     parts: Parts,
 ) -> ApiResult<Response> {
-    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let (caller, token) = caller_and_token(&state, &parts, query, id)?;
     let source = source(&state, &caller, id).await?;
     if rendition == "subtitles" {

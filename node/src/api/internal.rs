@@ -5,12 +5,12 @@
 //! signed with the cluster's key, naming a current member.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::extract::PathParam;
+use super::extract::{PathParam, QueryParams};
 use super::{ApiError, ApiResult, AppState};
 
 /// The header carrying a node token.
@@ -106,10 +106,9 @@ pub async fn bytes(
     State(state): State<AppState>,
     headers: HeaderMap,
     PathParam(blob): PathParam<String>,
-    query: Result<Query<RangeQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(range): QueryParams<RangeQuery>,
 ) -> ApiResult<Response> {
     member(&state, &headers)?;
-    let Query(range) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     if range.end < range.start || range.end - range.start > RANGE_MAX_BYTES {
         return Err(ApiError::bad_request("ranges are at most 16 MiB"));
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Body as HttpBody;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use omega_consensus::command::Command;
@@ -14,7 +14,7 @@ use omega_consensus::state_machine::read;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::extract::{Body, PathParam};
+use super::extract::{Body, PathParam, QueryParams};
 use super::libraries::can_see;
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::events::Event;
@@ -215,9 +215,8 @@ pub struct ItemPage {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<ListQuery>,
 ) -> ApiResult<Json<ItemPage>> {
-    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let kind = match query.kind.as_deref() {
         Some(name) => Some(parse_kind(name).ok_or_else(|| {
             ApiError::bad_request(
@@ -335,9 +334,8 @@ pub async fn children(
     State(state): State<AppState>,
     caller: Caller,
     PathParam(id): PathParam<u64>,
-    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(query): QueryParams<PageQuery>,
 ) -> ApiResult<Json<ItemPage>> {
-    let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let parent = visible_item(&state, &caller, id)?;
     let limit = query.limit.unwrap_or(100).clamp(1, LIMIT_MAX);
     let offset = query.offset.unwrap_or(0);

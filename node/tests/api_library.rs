@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Server, ffmpeg};
+use common::{Server, ffmpeg, tiny_clip};
 use serde_json::{Value, json};
 
 fn put(root: &Path, relative: &str, source: &Path) {
@@ -20,19 +20,7 @@ fn put(root: &Path, relative: &str, source: &Path) {
 /// Movies, a show with two seasons and specials, an album; plus traps.
 fn media_tree(root: &Path) {
     let clip = root.join("clip.mkv");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=64x48:rate=5",
-        "-t",
-        "1",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        clip.to_str().unwrap(),
-    ]);
+    tiny_clip(&clip);
     let two_audio = root.join("two-audio.mkv");
     ffmpeg(&[
         "-f",
@@ -155,31 +143,9 @@ fn scanned_libraries_browse_stream_and_respect_access() {
     ]);
     let admin = server.login("admin", "admin-password");
 
-    let (code, libraries) = server.request("GET", "/api/v1/libraries", Some(&admin), None);
-    assert_eq!(code, 200);
-    let library = |kind: &str| -> u64 {
-        libraries
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|library| library["type"] == kind)
-            .unwrap()["id"]
-            .as_u64()
-            .unwrap()
-    };
+    let library = |kind: &str| server.library(&admin, kind);
     let (movies, shows, music) = (library("movies"), library("shows"), library("music"));
-    for id in [movies, shows, music] {
-        let started = Instant::now();
-        loop {
-            let (_, status) = server.request("GET", &format!("/api/v1/libraries/{id}/scan"), Some(&admin), None);
-            if status["state"] == "done" {
-                break;
-            }
-            assert!(status["state"] != "failed", "{status}");
-            assert!(started.elapsed() < Duration::from_secs(20), "{status}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    server.wait_for_scans(&admin, &[movies, shows, music], Duration::from_secs(20));
     let (_, status) = server.request("GET", &format!("/api/v1/libraries/{movies}/scan"), Some(&admin), None);
     let skipped = status["report"]["skipped"].to_string();
     assert!(

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, ffmpeg};
+use common::{Server, tiny_clip};
 use serde_json::{Map, Value, json};
 
 /// A value for `schema`: every required property, harmless contents.
@@ -57,19 +57,7 @@ fn every_route_refuses_who_it_must() {
     let movies = media.path().join("movies");
     std::fs::create_dir_all(&movies).unwrap();
     let film = movies.join("Matrix (1999).mkv");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=64x48:rate=5",
-        "-t",
-        "1",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        film.to_str().unwrap(),
-    ]);
+    tiny_clip(&film);
     let server = Server::start(&["--media", &format!("{}:movies", movies.display())]);
     let admin = server.login("admin", "admin-password");
     let started = Instant::now();

@@ -379,21 +379,6 @@ fn by_title<'a>(page: &'a Value, title: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {title:?} in {page}"))
 }
 
-fn wait_for_scans(server: &Server, token: &str, libraries: &[u64]) {
-    for id in libraries {
-        let started = Instant::now();
-        loop {
-            let (_, status) = server.request("GET", &format!("/api/v1/libraries/{id}/scan"), Some(token), None);
-            if status["state"] == "done" {
-                break;
-            }
-            assert!(status["state"] != "failed", "{status}");
-            assert!(started.elapsed() < Duration::from_secs(60), "{status}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
 /// A WebSocket client just big enough to read the server's text frames.
 struct EventStream(std::net::TcpStream);
 
@@ -462,24 +447,14 @@ fn music_audiobooks_books_and_photos_are_catalogued() {
         arg(&root.join("photos")),
     ]);
     let admin = server.login("admin", "admin-password");
-    let (_, libraries) = server.request("GET", "/api/v1/libraries", Some(&admin), None);
-    let library = |kind: &str| -> u64 {
-        libraries
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|library| library["type"] == kind)
-            .unwrap_or_else(|| panic!("no {kind} library in {libraries}"))["id"]
-            .as_u64()
-            .unwrap()
-    };
+    let library = |kind: &str| server.library(&admin, kind);
     let ids = [
         library("music"),
         library("audiobooks"),
         library("books"),
         library("photos"),
     ];
-    wait_for_scans(&server, &admin, &ids);
+    server.wait_for_scans(&admin, &ids, Duration::from_secs(60));
 
     // The folder browser behind the setup page's library picker.
     let (code, listing) = server.request(

@@ -20,6 +20,23 @@ pub fn ffmpeg(args: &[&str]) {
     assert!(status.success(), "ffmpeg {args:?} failed");
 }
 
+/// A one-second 64×48 H.264 clip at `path`: the smallest real video.
+pub fn tiny_clip(path: &std::path::Path) {
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=64x48:rate=5",
+        "-t",
+        "1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        path.to_str().unwrap(),
+    ]);
+}
+
 /// Runs `omega --data-dir DIR ARGS…` to its end.
 pub fn omega(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_omega"))
@@ -218,6 +235,36 @@ impl Server {
         let mut text = String::new();
         stream.read_to_string(&mut text).unwrap();
         text.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+    }
+
+    /// The id of the library of `kind` (`movies`, `music`, …).
+    pub fn library(&self, token: &str, kind: &str) -> u64 {
+        let (code, libraries) = self.request("GET", "/api/v1/libraries", Some(token), None);
+        assert_eq!(code, 200, "{libraries}");
+        libraries
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|library| library["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} library in {libraries}"))["id"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// Waits until each of `libraries` has finished a scan, each `within`.
+    pub fn wait_for_scans(&self, token: &str, libraries: &[u64], within: Duration) {
+        for id in libraries {
+            let started = Instant::now();
+            loop {
+                let (_, status) = self.request("GET", &format!("/api/v1/libraries/{id}/scan"), Some(token), None);
+                if status["state"] == "done" {
+                    break;
+                }
+                assert!(status["state"] != "failed", "{status}");
+                assert!(started.elapsed() < within, "{status}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
 
     /// Signs in; the access token.

@@ -44,6 +44,33 @@ impl Caller {
             Err(ApiError::forbidden("administrators only"))
         }
     }
+
+    /// The caller named by the request's bearer token or API key header.
+    pub fn from_parts(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+        let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("sign in first"))?;
+        Caller::from_token(state, token)
+    }
+
+    /// The caller an access token or API key names.
+    pub fn from_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+        let tables = state.cluster.tables();
+        // Local reads: a token is checked against what this node applied,
+        // at most a replication delay behind.
+        let user_id = if token.starts_with(API_KEY_PREFIX) {
+            read::api_key(tables, &secret_hash(token))?.map(|key| key.user)
+        } else {
+            state
+                .tokens
+                .check_access(token, state.clock.now_ms())
+                .map(|claims| claims.user)
+        };
+        let user = match user_id {
+            Some(id) => read::user(tables, id)?,
+            None => None,
+        };
+        user.map(|user| Caller { user })
+            .ok_or_else(|| ApiError::unauthorized("the token is invalid or expired"))
+    }
 }
 
 /// An authenticated administrator: refuses others with 403 before the body
@@ -75,35 +102,6 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Caller, ApiError> {
         Caller::from_parts(parts, state)
-    }
-}
-
-impl Caller {
-    /// The caller named by the request's bearer token or API key header.
-    pub fn from_parts(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
-        let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("sign in first"))?;
-        Caller::from_token(state, token)
-    }
-
-    /// The caller an access token or API key names.
-    pub fn from_token(state: &AppState, token: &str) -> Result<Caller, ApiError> {
-        let tables = state.cluster.tables();
-        // Local reads: a token is checked against what this node applied,
-        // at most a replication delay behind.
-        let user_id = if token.starts_with(API_KEY_PREFIX) {
-            read::api_key(tables, &secret_hash(token))?.map(|key| key.user)
-        } else {
-            state
-                .tokens
-                .check_access(token, state.clock.now_ms())
-                .map(|claims| claims.user)
-        };
-        let user = match user_id {
-            Some(id) => read::user(tables, id)?,
-            None => None,
-        };
-        user.map(|user| Caller { user })
-            .ok_or_else(|| ApiError::unauthorized("the token is invalid or expired"))
     }
 }
 

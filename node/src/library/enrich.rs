@@ -52,26 +52,37 @@ pub fn enrich_all(
 ) -> Vec<String> {
     let mut done = Vec::new();
     let mut pending = Vec::new();
+    // Per pending item: whether it may be reused once indexed (its files
+    // are unchanged; only its blob was missing).
+    let mut recheck = Vec::new();
     for item in std::mem::take(&mut plan.items) {
         let art = plan.art.get(&item.key).map(PathBuf::as_path);
         match reuse(&item, previous.get(&item.key), art) {
             // A file the store could not index before is tried again.
             Some(reused) if tools.store.is_some() && reused.media.iter().any(|media| media.blob.is_none()) => {
                 pending.push(reused);
+                recheck.push(true);
             }
             Some(reused) => done.push(reused),
-            None => pending.push(item),
+            None => {
+                pending.push(item);
+                recheck.push(false);
+            }
         }
     }
     let indexed = match tools.store {
         Some(store) => index_in_place(&mut pending, store, progress),
         None => Vec::new(),
     };
-    keep_identity_by_content(&mut pending, &done, previous, &mut plan.art);
+    for moved in keep_identity_by_content(&mut pending, &done, previous, &mut plan.art) {
+        recheck[moved] = true;
+    }
     let mut still_pending = Vec::new();
-    for item in pending {
+    for (item, recheck) in pending.into_iter().zip(recheck) {
+        // Only an item that moved, or that only lacked its blob, can match
+        // the previous scan now; the others are known to need probing.
         let art = plan.art.get(&item.key).map(PathBuf::as_path);
-        match reuse(&item, previous.get(&item.key), art) {
+        match recheck.then(|| reuse(&item, previous.get(&item.key), art)).flatten() {
             Some(reused) => done.push(reused),
             None => still_pending.push(item),
         }
@@ -122,13 +133,13 @@ fn planned_order(kind: ItemKind) -> u8 {
 
 /// A new file whose content is that of a previous item whose file is gone
 /// moved: it keeps the old item's key, and so its id, watch state and
-/// history.
+/// history. Returns the positions in `pending` of the items that moved.
 fn keep_identity_by_content(
     pending: &mut [ItemWrite],
     done: &[ItemWrite],
     previous: &HashMap<String, Item>,
     art: &mut BTreeMap<String, PathBuf>,
-) {
+) -> Vec<usize> {
     let planned: std::collections::BTreeSet<&str> = pending.iter().chain(done).map(|item| item.key.as_str()).collect();
     let mut gone_by_blob: HashMap<(ItemKind, [u8; 32]), String> = HashMap::new();
     for item in previous.values() {
@@ -139,7 +150,8 @@ fn keep_identity_by_content(
             gone_by_blob.insert((item.fields.kind, blob), item.fields.key.clone());
         }
     }
-    for item in pending.iter_mut() {
+    let mut moved = Vec::new();
+    for (position, item) in pending.iter_mut().enumerate() {
         if previous.contains_key(&item.key) || item.media.len() != 1 {
             continue;
         }
@@ -151,8 +163,10 @@ fn keep_identity_by_content(
                 art.insert(old_key.clone(), folder_art);
             }
             item.key = old_key;
+            moved.push(position);
         }
     }
+    moved
 }
 
 /// The enriched item (or `None` when no file of it is readable) and the

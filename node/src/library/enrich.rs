@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use omega_consensus::model::{Item, ItemKind, ItemWrite};
 use omega_storage::Store;
 
+use super::ScanTools;
 use super::art::{self, Source};
 use super::progress::{Phase, ScanProgress};
 use super::{naming, photos, probe, scan};
@@ -21,15 +22,6 @@ pub const IMAGE_PRIMARY: &str = "image_primary";
 const FILE_STAMP: &str = "file_stamp";
 /// Files indexed in place per store commit.
 const INDEX_BATCH: usize = 256;
-
-/// What enrichment may use.
-#[derive(Debug, Clone, Copy)]
-pub struct Tools<'a> {
-    /// The store (art, in-place index); `None` leaves both out.
-    pub store: Option<&'a Store>,
-    /// Run ffprobe and ffmpeg (off for synthetic libraries).
-    pub media_tools: bool,
-}
 
 /// Kinds whose files ffprobe describes.
 fn probed(kind: ItemKind) -> bool {
@@ -47,7 +39,7 @@ fn probed(kind: ItemKind) -> bool {
 pub fn enrich_all(
     plan: &mut scan::Plan,
     previous: &HashMap<String, Item>,
-    tools: Tools<'_>,
+    tools: &ScanTools,
     progress: &ScanProgress,
 ) -> Vec<String> {
     let mut done = Vec::new();
@@ -70,7 +62,7 @@ pub fn enrich_all(
             }
         }
     }
-    let indexed = match tools.store {
+    let indexed = match &tools.store {
         Some(store) => index_in_place(&mut pending, store, progress),
         None => Vec::new(),
     };
@@ -215,7 +207,7 @@ fn reuse(planned: &ItemWrite, previous: Option<&Item>, art_file: Option<&Path>) 
     Some(item)
 }
 
-fn enrich(planned: &ItemWrite, art_file: Option<&Path>, tools: Tools<'_>) -> Enriched {
+fn enrich(planned: &ItemWrite, art_file: Option<&Path>, tools: &ScanTools) -> Enriched {
     let mut item = planned.clone();
     let file_stamp = file_stamp(&item, art_file);
     let mut skipped = Vec::new();
@@ -259,7 +251,7 @@ fn enrich(planned: &ItemWrite, art_file: Option<&Path>, tools: Tools<'_>) -> Enr
         }
         item.metadata.extend(exif);
     }
-    if let Some(store) = tools.store
+    if let Some(store) = &tools.store
         && let Some(source) = art_source(&item, art_file, tools.media_tools)
     {
         match make_art(&source, tools.media_tools) {

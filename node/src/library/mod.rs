@@ -138,17 +138,13 @@ pub async fn run_scan(
         .into_iter()
         .map(|item| (item.fields.key.clone(), item))
         .collect();
-    let store = tools.store.clone();
+    let enrich_tools = tools.clone();
     let enrich_progress = progress.clone();
     let (plan, previous, indexed) = tokio::task::spawn_blocking(move || {
         enrich_progress.start(Phase::Walking, 0);
         let mut plan = scan::plan(&planned_library, node);
-        let enrich_tools = enrich::Tools {
-            store: store.as_deref(),
-            media_tools: tools.media_tools,
-        };
         keep_identity_by_path(&mut plan, &previous);
-        let indexed = enrich::enrich_all(&mut plan, &previous, enrich_tools, &enrich_progress);
+        let indexed = enrich::enrich_all(&mut plan, &previous, &enrich_tools, &enrich_progress);
         (plan, previous, indexed)
     })
     .await?;

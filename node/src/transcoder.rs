@@ -8,8 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use omega_transcode::ffmpeg::{VideoEncoder, detect_encoders, version};
-use omega_transcode::probe::{SourceInfo, probe};
+use omega_transcode::ladder::copy_rendition;
+use omega_transcode::probe::{SourceInfo, keyframes, probe};
+use omega_transcode::segments::SegmentPlan;
 use omega_transcode::session::{SessionConfig, Sessions};
 
 use crate::config::TranscodeSettings;
@@ -20,8 +24,17 @@ const KEEP_QUEUE: usize = 16;
 
 /// Sources whose probe results are kept.
 const INFO_CACHE_MAX: usize = 4096;
+/// Sources whose copy plans are kept.
+const PLAN_CACHE_MAX: usize = 256;
+/// How long a request waits for a copy plan: listing a large file's
+/// keyframes reads all of it, and until it is done the source is offered
+/// transcoded only.
+const PLAN_WAIT: Duration = Duration::from_secs(2);
 /// How often idle sessions are looked for.
 const REAP_EVERY: Duration = Duration::from_secs(2);
+
+/// A copy plan being made, or made (`None`: the video cannot be copied).
+type CopyPlan = Shared<BoxFuture<'static, Option<SegmentPlan>>>;
 
 /// Transcoding on this node.
 #[derive(Debug)]
@@ -36,6 +49,7 @@ pub struct Transcoder {
     /// Encoders that worked in a test encode, best first.
     pub encoders: Vec<VideoEncoder>,
     infos: Mutex<HashMap<String, Arc<SourceInfo>>>,
+    copy_plans: Mutex<HashMap<String, CopyPlan>>,
     keeper: Option<std::sync::mpsc::SyncSender<(String, Vec<u8>)>>,
 }
 
@@ -85,6 +99,7 @@ impl Transcoder {
             version,
             encoders,
             infos: Mutex::new(HashMap::new()),
+            copy_plans: Mutex::new(HashMap::new()),
         });
         let reaper = Arc::downgrade(&transcoder);
         tokio::spawn(async move {
@@ -112,6 +127,40 @@ impl Transcoder {
         }
         infos.insert(id.to_owned(), info.clone());
         Ok(info)
+    }
+
+    /// The segments of a copy of source `id`'s video, when its codec and
+    /// keyframes allow one. Its keyframes are listed once, in the
+    /// background; a caller waits at most [`PLAN_WAIT`] for them.
+    pub async fn copy_plan(&self, id: &str, path: &Path, info: &SourceInfo) -> Option<SegmentPlan> {
+        let video = info.video.as_ref()?;
+        copy_rendition(info)?;
+        let plan = {
+            let mut plans = self.copy_plans.lock().unwrap_or_else(|poison| poison.into_inner());
+            if plans.len() >= PLAN_CACHE_MAX && !plans.contains_key(id) {
+                plans.clear();
+            }
+            plans
+                .entry(id.to_owned())
+                .or_insert_with(|| {
+                    let (ffprobe, path, stream, duration) =
+                        (self.ffprobe.clone(), path.to_path_buf(), video.index, info.duration_s);
+                    tokio::spawn(async move {
+                        match keyframes(&ffprobe, &path, stream).await {
+                            Ok(keyframes) => SegmentPlan::from_keyframes(&keyframes, duration),
+                            Err(error) => {
+                                tracing::warn!(path = %path.display(), %error, "cannot list keyframes; offering transcodes only");
+                                None
+                            }
+                        }
+                    })
+                    .map(|joined| joined.ok().flatten())
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        tokio::time::timeout(PLAN_WAIT, plan).await.ok().flatten()
     }
 
     /// Keeps a segment in the store under `reference`, in the background;

@@ -72,6 +72,18 @@ fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, String, Vec<u8
 }
 
 /// The URIs of a playlist's lines that are not tags.
+/// [`get`] without headers, asking again while every slot is busy (503).
+fn get_when_free(server: &Server, path: &str) -> (u16, String, Vec<u8>) {
+    let started = Instant::now();
+    loop {
+        let answer = get(server, path, None);
+        if answer.0 != 503 || started.elapsed() > Duration::from_secs(60) {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 fn uris(playlist: &str) -> Vec<String> {
     playlist
         .lines()
@@ -179,11 +191,26 @@ fn hls_plays_seeks_and_is_authorised_by_signed_urls() {
     let id = film["id"].as_u64().unwrap();
     let base = format!("/api/v1/items/{id}/hls");
 
-    // The playback decision: an H.264 Matroska file goes through HLS.
+    // The playback decision: an H.264 Matroska file is remuxed into HLS
+    // for a browser; a client that cannot play H.264 gets transcodes only.
     let (code, playback) = server.request("POST", &format!("/api/v1/items/{id}/playback"), Some(&admin), None);
     assert_eq!(code, 200, "{playback}");
-    assert_eq!(playback["decision"]["method"], "transcode", "{playback}");
+    assert_eq!(playback["decision"]["method"], "remux", "{playback}");
     assert!(playback["hls_url"].as_str().unwrap().contains("?t=omega_st_"));
+    let vp9_only = serde_json::json!({"client": {"video_codecs": ["vp9"], "max_height": 360}});
+    let (code, playback) = server.request(
+        "POST",
+        &format!("/api/v1/items/{id}/playback"),
+        Some(&admin),
+        Some(&vp9_only),
+    );
+    assert_eq!(code, 200, "{playback}");
+    assert_eq!(playback["decision"]["method"], "transcode", "{playback}");
+    let narrow_url = playback["hls_url"].as_str().unwrap().to_owned();
+    assert!(narrow_url.contains("&copy=false&max_height=360"), "{narrow_url}");
+    let (code, _, narrow) = get(&server, &narrow_url, None);
+    assert_eq!(code, 200);
+    assert_eq!(uris(&String::from_utf8(narrow).unwrap()).len(), 1, "only 360p");
 
     // The master playlist, with the bearer token.
     let (code, head, master) = get(&server, &format!("{base}/master.m3u8"), Some(&admin));
@@ -191,18 +218,23 @@ fn hls_plays_seeks_and_is_authorised_by_signed_urls() {
     assert!(head.to_lowercase().contains("application/vnd.apple.mpegurl"), "{head}");
     let master = String::from_utf8(master).unwrap();
     let (_, playlists, _) = python_m3u8(&master);
-    assert_eq!(playlists, 2, "480p and 360p: {master}");
+    assert_eq!(playlists, 3, "the copy, 480p and 360p: {master}");
     assert!(
         master.contains("TYPE=SUBTITLES") && master.contains("LANGUAGE=\"fr\""),
         "{master}"
     );
     let variants = uris(&master);
-    assert_eq!(variants.len(), 2);
+    assert_eq!(variants.len(), 3);
+    assert!(variants[0].starts_with("original/"), "the copy first: {master}");
+    assert!(
+        master.contains("RESOLUTION=854x480,CODECS=\"avc1.42E01E,mp4a.40.2\""),
+        "{master}"
+    );
     let token = variants[0].split("?t=").nth(1).unwrap().to_owned();
 
     // Players without headers: the signed URL alone is enough; nothing
     // without it; a token for another item is refused.
-    let (code, _, variant) = get(&server, &format!("{base}/{}", variants[0]), None);
+    let (code, _, variant) = get(&server, &format!("{base}/480p/index.m3u8?t={token}"), None);
     assert_eq!(code, 200);
     let variant = String::from_utf8(variant).unwrap();
     let (segments, _, target) = python_m3u8(&variant);
@@ -307,6 +339,36 @@ fn hls_plays_seeks_and_is_authorised_by_signed_urls() {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+
+    // The copy: segments at the source's keyframes (every 10 s), every
+    // source frame once, the same bytes as the source's video.
+    let (code, _, copy) = get(&server, &format!("{base}/original/index.m3u8?t={token}"), None);
+    assert_eq!(code, 200);
+    let copy = String::from_utf8(copy).unwrap();
+    let (segments, _, target) = python_m3u8(&copy);
+    assert_eq!((segments, target), (2, Some(10.0)), "{copy}");
+    let (code, _, init) = get_when_free(&server, &format!("{base}/original/init.mp4?t={token}"));
+    assert_eq!(code, 200);
+    let mut whole = init.clone();
+    for (index, url) in uris(&copy).iter().enumerate() {
+        let (code, head, bytes) = get_when_free(&server, &format!("{base}/original/{url}"));
+        assert_eq!(code, 200, "{head}");
+        let (key, pts, _) = segment_facts(media.path(), &init, &bytes);
+        assert!(
+            key && (pts - 10.0 * index as f64).abs() < 0.05,
+            "copy segment {index} at {pts}"
+        );
+        whole.extend(bytes);
+    }
+    std::fs::write(&joined, &whole).unwrap();
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(&joined)
+        .output()
+        .unwrap();
+    let frames: u32 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
+    assert_eq!(frames, SECONDS * 25, "the copy has every frame");
 }
 
 /// Goal: a node whose ffmpeg is missing says so in one line at start and

@@ -1,5 +1,6 @@
-//! The playback decision for one client: play the file as it is, or
-//! transcode it to HLS, and why.
+//! The playback decision for one client: play the file as it is, remux it
+//! (its video copied into HLS, when only the container or the audio is in
+//! the way), or transcode it to HLS, and why.
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +49,12 @@ impl ClientProfile {
 pub enum Decision {
     /// The file as it is (the item's stream URL).
     DirectPlay,
+    /// HLS whose video is the source's own, copied (the `original`
+    /// rendition); the audio is re-encoded when the client lacks its codec.
+    Remux {
+        /// Why the file itself will not do.
+        reasons: Vec<String>,
+    },
     /// Transcoded HLS (the item's master playlist).
     Transcode {
         /// Why the file itself will not do.
@@ -55,35 +62,40 @@ pub enum Decision {
     },
 }
 
-/// Decides for a source whose file has `extension` (lowercase, no dot).
-pub fn decide(info: &SourceInfo, extension: &str, client: &ClientProfile) -> Decision {
+/// Decides for a source whose file has `extension` (lowercase, no dot);
+/// `can_copy` says whether its video can be copied into HLS segments.
+pub fn decide(info: &SourceInfo, extension: &str, client: &ClientProfile, can_copy: bool) -> Decision {
     let has = |list: &[String], name: &str| list.iter().any(|item| item.eq_ignore_ascii_case(name));
-    let mut reasons = Vec::new();
+    // What a remux fixes (the container, the audio), and what it cannot.
+    let mut remuxable = Vec::new();
+    let mut video_reasons = Vec::new();
     if !has(&client.containers, extension) {
-        reasons.push(format!("container {extension} is not supported"));
+        remuxable.push(format!("container {extension} is not supported"));
     }
     if let Some(video) = &info.video {
         if !has(&client.video_codecs, &video.codec) {
-            reasons.push(format!("video codec {} is not supported", video.codec));
+            video_reasons.push(format!("video codec {} is not supported", video.codec));
         }
         if client.max_height.is_some_and(|max| video.height > max) {
-            reasons.push(format!("{} lines is above the client's limit", video.height));
+            video_reasons.push(format!("{} lines is above the client's limit", video.height));
         }
     }
     if let Some(audio) = info.main_audio()
         && !has(&client.audio_codecs, &audio.codec)
     {
-        reasons.push(format!("audio codec {} is not supported", audio.codec));
+        remuxable.push(format!("audio codec {} is not supported", audio.codec));
     }
     if let (Some(max), Some(rate)) = (client.max_bitrate, info.bit_rate)
         && rate > max
     {
-        reasons.push(format!("{rate} b/s is above the client's {max} b/s"));
+        video_reasons.push(format!("{rate} b/s is above the client's {max} b/s"));
     }
-    if reasons.is_empty() {
-        Decision::DirectPlay
-    } else {
-        Decision::Transcode { reasons }
+    match (remuxable.is_empty(), video_reasons.is_empty()) {
+        (true, true) => Decision::DirectPlay,
+        (false, true) if can_copy && info.video.is_some() => Decision::Remux { reasons: remuxable },
+        _ => Decision::Transcode {
+            reasons: remuxable.into_iter().chain(video_reasons).collect(),
+        },
     }
 }
 
@@ -106,6 +118,8 @@ mod tests {
                 pix_fmt: None,
                 bit_rate: None,
                 frame_rate: None,
+                profile: None,
+                level: None,
             }),
             audio: vec![AudioStream {
                 index: 1,
@@ -129,8 +143,11 @@ mod tests {
     #[test]
     fn browsers_play_h264_mp4_and_not_hevc_mkv() {
         let browser = ClientProfile::browser();
-        assert_eq!(decide(&source("h264", "aac"), "mp4", &browser), Decision::DirectPlay);
-        let Decision::Transcode { reasons } = decide(&source("hevc", "dts"), "mkv", &browser) else {
+        assert_eq!(
+            decide(&source("h264", "aac"), "mp4", &browser, true),
+            Decision::DirectPlay
+        );
+        let Decision::Transcode { reasons } = decide(&source("hevc", "dts"), "mkv", &browser, true) else {
             panic!("hevc in mkv plays in no browser");
         };
         assert_eq!(reasons.len(), 3, "{reasons:?}");
@@ -140,7 +157,20 @@ mod tests {
             ..browser
         };
         assert!(matches!(
-            decide(&source("h264", "aac"), "mp4", &small),
+            decide(&source("h264", "aac"), "mp4", &small, true),
+            Decision::Transcode { .. }
+        ));
+    }
+
+    #[test]
+    fn a_foreign_container_or_audio_is_remuxed() {
+        let browser = ClientProfile::browser();
+        let Decision::Remux { reasons } = decide(&source("h264", "dts"), "mkv", &browser, true) else {
+            panic!("h264 in mkv is remuxed");
+        };
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(matches!(
+            decide(&source("h264", "aac"), "mkv", &browser, false),
             Decision::Transcode { .. }
         ));
     }

@@ -130,7 +130,8 @@ pub async fn detect_encoders(ffmpeg: &Path) -> Vec<VideoEncoder> {
 }
 
 /// One ffmpeg HLS session: a rendition of a source from segment
-/// `start_segment` on, written to `out_dir` as `init.mp4` and `N.m4s`.
+/// `start_segment` on, written to `out_dir` as `init.mp4` and pieces
+/// `N.m4s` (see [`SegmentPlan::pieces`]).
 #[derive(Debug, Clone)]
 pub struct SessionSpec<'a> {
     /// The ffmpeg binary.
@@ -141,8 +142,8 @@ pub struct SessionSpec<'a> {
     pub info: &'a SourceInfo,
     /// The rendition.
     pub rendition: &'a Rendition,
-    /// The source's segments.
-    pub plan: SegmentPlan,
+    /// The rendition's segments.
+    pub plan: &'a SegmentPlan,
     /// The first segment made.
     pub start_segment: u32,
     /// The encoder.
@@ -154,10 +155,15 @@ pub struct SessionSpec<'a> {
     pub read_rate: Option<f64>,
 }
 
-/// The file a session writes segment `index` to.
-pub fn segment_path(out_dir: &Path, index: u32) -> PathBuf {
+/// The file a session writes piece `index` to.
+pub fn piece_path(out_dir: &Path, index: u32) -> PathBuf {
     out_dir.join(format!("{index}.m4s"))
 }
+
+/// How far past a keyframe's listed time a copy seeks: ffprobe rounds
+/// times to microseconds, and the seek must not land on the keyframe
+/// before.
+const COPY_SEEK_PAST_S: f64 = 0.0005;
 
 /// The file a session writes its init segment to.
 pub fn init_path(out_dir: &Path) -> PathBuf {
@@ -170,14 +176,16 @@ pub fn hls_args(spec: &SessionSpec<'_>) -> Vec<String> {
         .iter()
         .map(|arg| (*arg).to_owned())
         .collect();
-    // The muxer cuts at the first keyframe once `cut_after × segments so
-    // far` has passed since its first packet. Keyframes are only at
-    // boundaries, at least `shortest_s` apart; half a second less than that
-    // makes it cut at every boundary even though the first packet comes a
-    // frame after the session's start.
-    let cut_after = f64::from(spec.plan.shortest_s()) - 0.5;
-    let start = spec.plan.start_s(spec.start_segment);
-    let mut input_args = if spec.rendition.audio_only() {
+    // The muxer cuts at the first keyframe once `cut_after × pieces so far`
+    // has passed since its first packet: at every boundary of a grid plan
+    // (keyframes are only there), at every keyframe of a copy.
+    let cut_after = spec.plan.cut_after_s();
+    let copy = spec.rendition.copy_video && spec.info.video.is_some();
+    let start = match spec.plan.start_s(spec.start_segment) {
+        start if copy && start > 0.0 => start + COPY_SEEK_PAST_S,
+        start => start,
+    };
+    let mut input_args = if spec.rendition.audio_only() || copy {
         Vec::new()
     } else {
         spec.encoder.input_args()
@@ -187,6 +195,18 @@ pub fn hls_args(spec: &SessionSpec<'_>) -> Vec<String> {
     }
     args.extend(input(spec.source, start, &input_args));
     match (&spec.info.video, spec.rendition.size) {
+        (Some(video), Some(_)) if copy => {
+            args.extend([
+                "-map".into(),
+                format!("0:{}", video.index),
+                "-c:v".into(),
+                "copy".into(),
+            ]);
+            if video.codec == "hevc" {
+                // Apple's players take HEVC in fMP4 only as `hvc1`.
+                args.extend(["-tag:v".into(), "hvc1".into()]);
+            }
+        }
         (Some(video), Some((width, height))) => {
             let bitrate = spec.rendition.video_bitrate;
             args.extend(["-map".into(), format!("0:{}", video.index)]);
@@ -237,7 +257,7 @@ pub fn hls_args(spec: &SessionSpec<'_>) -> Vec<String> {
         "-f".into(),
         "hls".into(),
         "-hls_time".into(),
-        format!("{cut_after:.3}"),
+        format!("{cut_after:.6}"),
         "-hls_segment_type".into(),
         "fmp4".into(),
         "-hls_fmp4_init_filename".into(),
@@ -245,7 +265,7 @@ pub fn hls_args(spec: &SessionSpec<'_>) -> Vec<String> {
         "-hls_segment_options".into(),
         "movflags=+frag_discont".into(),
         "-start_number".into(),
-        spec.start_segment.to_string(),
+        spec.plan.pieces(spec.start_segment).start.to_string(),
         "-hls_list_size".into(),
         "0".into(),
         "-hls_flags".into(),
@@ -288,6 +308,8 @@ mod tests {
                 pix_fmt: None,
                 bit_rate: None,
                 frame_rate: None,
+                profile: None,
+                level: None,
             }),
             audio: vec![AudioStream {
                 index: 2,
@@ -304,7 +326,7 @@ mod tests {
             source: Path::new("/m/a.mkv"),
             info: &info,
             rendition: &renditions[1],
-            plan: SegmentPlan::new(60.0),
+            plan: &SegmentPlan::new(60.0),
             start_segment: 10,
             encoder: &VideoEncoder::Software,
             out_dir: Path::new("/tmp/s"),
@@ -315,7 +337,7 @@ mod tests {
         assert!(args.contains("-map 0:0") && args.contains("-map 0:2"), "{args}");
         assert!(args.contains("scale=1280:720"), "{args}");
         assert!(args.contains("-force_key_frames 36.000,40.000,"), "{args}");
-        assert!(args.contains("-hls_time 1.500 "), "{args}");
+        assert!(args.contains("-hls_time 1.500000 "), "{args}");
         assert!(args.contains("-g 201 "), "{args}");
         assert!(args.contains("-copyts") && args.contains("frag_discont"), "{args}");
         assert!(args.contains("-start_number 10"), "{args}");

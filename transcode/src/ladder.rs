@@ -1,11 +1,13 @@
 //! The rendition ladder: which qualities a source is offered in. Rungs at
 //! or below the source's height (never upscaled), bit rates capped by the
 //! source's own, AAC stereo audio; a source without video gets one
-//! audio-only rendition.
+//! audio-only rendition. A source whose video any HLS player decodes
+//! (8-bit H.264, HEVC) is also offered as it is: the `original` rendition
+//! copies its video (a remux) and only re-encodes the audio.
 
 use serde::Serialize;
 
-use crate::probe::SourceInfo;
+use crate::probe::{SourceInfo, VideoStream};
 
 /// Video rungs: height and video bit rate (bits per second).
 const RUNGS: [(u32, u64); 4] = [(1080, 5_000_000), (720, 2_800_000), (480, 1_400_000), (360, 800_000)];
@@ -25,7 +27,18 @@ pub struct Rendition {
     pub video_bitrate: u64,
     /// Audio bit rate, bits per second.
     pub audio_bitrate: u64,
+    /// The source's video is copied, not encoded (the `original`).
+    pub copy_video: bool,
+    /// The HLS `CODECS` attribute.
+    pub codecs: String,
 }
+
+/// The name of the rendition that copies the source's video.
+pub const ORIGINAL: &str = "original";
+/// `CODECS` of encoded renditions: H.264 High 4.0 and AAC-LC.
+const ENCODED_CODECS: &str = "avc1.640028,mp4a.40.2";
+/// `CODECS` of audio-only renditions: AAC-LC.
+const AUDIO_CODECS: &str = "mp4a.40.2";
 
 impl Rendition {
     /// Peak bandwidth to advertise (video + audio + 10% container).
@@ -53,6 +66,8 @@ pub fn ladder(info: &SourceInfo) -> Vec<Rendition> {
             size: None,
             video_bitrate: 0,
             audio_bitrate: AUDIO_ONLY_BITRATE,
+            copy_video: false,
+            codecs: AUDIO_CODECS.into(),
         }];
     };
     let source_bitrate = video.bit_rate.or(info.bit_rate);
@@ -66,6 +81,8 @@ pub fn ladder(info: &SourceInfo) -> Vec<Rendition> {
             size: Some((even(f64::from(*height) * aspect), *height)),
             video_bitrate: cap(*bitrate),
             audio_bitrate: AUDIO_BITRATE,
+            copy_video: false,
+            codecs: ENCODED_CODECS.into(),
         })
         .collect();
     if rungs.is_empty() {
@@ -76,9 +93,68 @@ pub fn ladder(info: &SourceInfo) -> Vec<Rendition> {
             size: Some((even(f64::from(video.width)), height)),
             video_bitrate: cap(RUNGS[RUNGS.len() - 1].1),
             audio_bitrate: AUDIO_BITRATE,
+            copy_video: false,
+            codecs: ENCODED_CODECS.into(),
         });
     }
     rungs
+}
+
+/// The rendition that copies the source's video, when HLS players decode
+/// it: 8-bit H.264 or HEVC. Whether its keyframes allow segments is for
+/// [`crate::segments::SegmentPlan::from_keyframes`] to say.
+pub fn copy_rendition(info: &SourceInfo) -> Option<Rendition> {
+    let video = info.video.as_ref()?;
+    let codec = video_codecs_attribute(video)?;
+    // Without a stated rate, a generous guess: players only use it to
+    // choose, and a copy cannot be made smaller anyway.
+    let video_bitrate = video
+        .bit_rate
+        .or(info.bit_rate)
+        .unwrap_or(u64::from(video.width) * u64::from(video.height) * 4);
+    Some(Rendition {
+        name: ORIGINAL.into(),
+        size: Some((video.width, video.height)),
+        video_bitrate,
+        audio_bitrate: AUDIO_BITRATE,
+        copy_video: true,
+        codecs: if info.audio.is_empty() {
+            codec
+        } else {
+            format!("{codec},{AUDIO_CODECS}")
+        },
+    })
+}
+
+/// RFC 6381 codec string of a video stream HLS players decode, from
+/// ffprobe's profile and level; `None` for anything else.
+fn video_codecs_attribute(video: &VideoStream) -> Option<String> {
+    let profile = video.profile.as_deref().unwrap_or_default();
+    let level = u8::try_from(video.level?).ok()?;
+    match video.codec.as_str() {
+        "h264" => {
+            let eight_bit = matches!(video.pix_fmt.as_deref(), None | Some("yuv420p" | "yuvj420p"));
+            // profile_idc and constraint flags (ISO 14496-10 A.2).
+            let (idc, constraints) = match profile {
+                "Constrained Baseline" => (0x42, 0xE0),
+                "Baseline" => (0x42, 0x00),
+                "Main" => (0x4D, 0x40),
+                "High" => (0x64, 0x00),
+                _ => return None,
+            };
+            eight_bit.then(|| format!("avc1.{idc:02X}{constraints:02X}{level:02X}"))
+        }
+        "hevc" => {
+            // general_profile_idc and compatibility flags; main tier.
+            let (idc, compatibility) = match profile {
+                "Main" => (1, 6),
+                "Main 10" => (2, 4),
+                _ => return None,
+            };
+            Some(format!("hvc1.{idc}.{compatibility}.L{level}.B0"))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +176,8 @@ mod tests {
                 pix_fmt: None,
                 bit_rate: None,
                 frame_rate: None,
+                profile: None,
+                level: None,
             }),
             audio: Vec::new(),
             subtitles: Vec::new(),
@@ -117,6 +195,30 @@ mod tests {
         assert_eq!(tiny.len(), 1);
         assert_eq!(tiny[0].size, Some((64, 48)));
         assert_eq!(tiny[0].video_bitrate, 200_000, "capped near the source's own rate");
+    }
+
+    #[test]
+    fn copies_are_offered_for_what_players_decode() {
+        let mut info = source(1920, 1080, Some(6_000_000));
+        assert!(copy_rendition(&info).is_none(), "no profile or level known");
+        if let Some(video) = info.video.as_mut() {
+            video.profile = Some("High".into());
+            video.level = Some(41);
+        }
+        let copy = copy_rendition(&info).unwrap_or_else(|| panic!("High 4.1 is copied"));
+        assert_eq!((copy.name.as_str(), copy.codecs.as_str()), (ORIGINAL, "avc1.640029"));
+        assert_eq!(copy.video_bitrate, 6_000_000);
+        if let Some(video) = info.video.as_mut() {
+            video.pix_fmt = Some("yuv420p10le".into());
+        }
+        assert!(copy_rendition(&info).is_none(), "10-bit H.264 plays in no browser");
+        if let Some(video) = info.video.as_mut() {
+            video.codec = "hevc".into();
+            video.profile = Some("Main 10".into());
+            video.level = Some(153);
+        }
+        let copy = copy_rendition(&info).unwrap_or_else(|| panic!("HEVC is copied"));
+        assert_eq!(copy.codecs, "hvc1.2.4.L153.B0");
     }
 
     #[test]

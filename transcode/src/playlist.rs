@@ -41,15 +41,10 @@ pub fn master(renditions: &[Rendition], subtitles: &[SubtitleTrack], query: &str
     }
     for rendition in renditions {
         let mut attributes = format!("BANDWIDTH={}", rendition.bandwidth());
-        match rendition.size {
-            Some((width, height)) => {
-                let _ = write!(
-                    attributes,
-                    ",RESOLUTION={width}x{height},CODECS=\"avc1.640028,mp4a.40.2\""
-                );
-            }
-            None => attributes.push_str(",CODECS=\"mp4a.40.2\""),
+        if let Some((width, height)) = rendition.size {
+            let _ = write!(attributes, ",RESOLUTION={width}x{height}");
         }
+        let _ = write!(attributes, ",CODECS=\"{}\"", quoted(&rendition.codecs));
         if !subtitles.is_empty() {
             attributes.push_str(",SUBTITLES=\"subs\"");
         }
@@ -104,6 +99,8 @@ mod tests {
             size: Some((1280, 720)),
             video_bitrate: 2_800_000,
             audio_bitrate: 128_000,
+            copy_video: false,
+            codecs: "avc1.640028,mp4a.40.2".into(),
         }];
         let subtitles = vec![SubtitleTrack {
             id: "s2".into(),
@@ -111,7 +108,7 @@ mod tests {
             name: "Français \"forced\"".into(),
         }];
         let text = master(&renditions, &subtitles, "?t=x");
-        assert!(text.contains("RESOLUTION=1280x720"));
+        assert!(text.contains("RESOLUTION=1280x720,CODECS=\"avc1.640028,mp4a.40.2\""));
         assert!(text.contains("SUBTITLES=\"subs\""));
         assert!(text.contains("NAME=\"Français forced\""));
         assert!(text.contains("720p/index.m3u8?t=x"));

@@ -10,6 +10,8 @@ use crate::error::{Result, TranscodeError};
 
 /// ffprobe runs at most this long.
 const PROBE_DEADLINE: Duration = Duration::from_secs(30);
+/// Listing keyframes reads the whole file: it gets longer.
+const KEYFRAME_DEADLINE: Duration = Duration::from_secs(300);
 
 /// A source's video stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +32,12 @@ pub struct VideoStream {
     pub bit_rate: Option<u64>,
     /// The exact frame rate as ffprobe gives it (`24000/1001`).
     pub frame_rate: Option<String>,
+    /// Codec profile (`High`, `Main 10`), for the HLS `CODECS` of a copy.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Codec level as ffprobe gives it (H.264: 41 for 4.1; HEVC: 120 for 4).
+    #[serde(default)]
+    pub level: Option<i64>,
 }
 
 /// A source's audio stream.
@@ -96,6 +104,8 @@ struct RawStream {
     pix_fmt: Option<String>,
     bit_rate: Option<String>,
     channels: Option<u32>,
+    profile: Option<String>,
+    level: Option<i64>,
     #[serde(default)]
     tags: std::collections::BTreeMap<String, String>,
     #[serde(default)]
@@ -163,6 +173,8 @@ impl SourceInfo {
                             .flatten()
                             .find(|text| rate(Some(text)).is_some())
                             .cloned(),
+                        profile: stream.profile.clone(),
+                        level: stream.level.filter(|level| *level > 0),
                     });
                 }
                 Some("audio") => info.audio.push(AudioStream {
@@ -198,15 +210,55 @@ impl SourceInfo {
 
 /// Runs ffprobe (`ffprobe` names the binary) on `path`.
 pub async fn probe(ffprobe: &Path, path: &Path) -> Result<SourceInfo> {
+    let args = ["-v", "error", "-print_format", "json", "-show_format", "-show_streams"];
+    let output = run_ffprobe(ffprobe, &args, path, PROBE_DEADLINE).await?;
+    SourceInfo::from_ffprobe_json(path, &output)
+}
+
+/// Keyframe times (seconds, ascending) of stream `index`, from its packets'
+/// flags: no decoding, but every packet of the file is read.
+pub async fn keyframes(ffprobe: &Path, path: &Path, index: u32) -> Result<Vec<f64>> {
+    let stream = index.to_string();
+    let args = [
+        "-v",
+        "error",
+        "-select_streams",
+        stream.as_str(),
+        "-show_entries",
+        "packet=pts_time,flags",
+        "-of",
+        "csv=p=0",
+    ];
+    let output = run_ffprobe(ffprobe, &args, path, KEYFRAME_DEADLINE).await?;
+    Ok(parse_keyframes(&String::from_utf8_lossy(&output)))
+}
+
+/// `pts_time,flags` lines to the sorted, distinct times of keyframes.
+fn parse_keyframes(csv: &str) -> Vec<f64> {
+    let mut times: Vec<f64> = csv
+        .lines()
+        .filter_map(|line| {
+            let (time, flags) = line.split_once(',')?;
+            flags.starts_with('K').then(|| time.parse::<f64>().ok()).flatten()
+        })
+        .filter(|time| time.is_finite() && *time >= 0.0)
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times.dedup();
+    times
+}
+
+/// ffprobe's standard output for `args` then `path`, within `deadline`.
+async fn run_ffprobe(ffprobe: &Path, args: &[&str], path: &Path, deadline: Duration) -> Result<Vec<u8>> {
     let mut command = tokio::process::Command::new(ffprobe);
     command
-        .args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"])
+        .args(args)
         .arg(path)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
-    let output = tokio::time::timeout(PROBE_DEADLINE, command.output())
+    let output = tokio::time::timeout(deadline, command.output())
         .await
-        .map_err(|_| TranscodeError::Timeout(PROBE_DEADLINE, format!("ffprobe {}", path.display())))?
+        .map_err(|_| TranscodeError::Timeout(deadline, format!("ffprobe {}", path.display())))?
         .map_err(|source| TranscodeError::Spawn {
             tool: ffprobe.display().to_string(),
             source,
@@ -218,7 +270,7 @@ pub async fn probe(ffprobe: &Path, path: &Path) -> Result<SourceInfo> {
             reason: stderr.lines().next().unwrap_or("ffprobe failed").trim().to_owned(),
         });
     }
-    SourceInfo::from_ffprobe_json(path, &output.stdout)
+    Ok(output.stdout)
 }
 
 #[cfg(test)]
@@ -242,6 +294,12 @@ mod tests {
         assert_eq!(info.main_audio().map(|audio| audio.index), Some(3));
         assert_eq!(info.subtitles.iter().filter(|sub| sub.text).count(), 1);
         assert_eq!(info.duration_s, 5400.5);
+    }
+
+    #[test]
+    fn keyframes_come_from_packet_flags() {
+        let csv = "0.021000,K_\n0.063000,__\n1.521000,K_\nN/A,K_\n1.521000,K_\n0.5,KD\n";
+        assert_eq!(parse_keyframes(csv), [0.021, 0.5, 1.521]);
     }
 
     #[test]

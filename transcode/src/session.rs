@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::process::Child;
 
 use crate::error::{Result, TranscodeError};
-use crate::ffmpeg::{SessionSpec, VideoEncoder, hls_args, init_path, segment_path};
+use crate::ffmpeg::{SessionSpec, VideoEncoder, hls_args, init_path, piece_path};
 use crate::ladder::Rendition;
 use crate::probe::SourceInfo;
 use crate::segments::SegmentPlan;
@@ -67,16 +67,23 @@ pub struct SessionInput<'a> {
     pub info: &'a SourceInfo,
     /// The rendition.
     pub rendition: &'a Rendition,
+    /// The rendition's segments ([`SegmentPlan::new`] for encoded ones,
+    /// [`SegmentPlan::from_keyframes`] for a copy).
+    pub plan: &'a SegmentPlan,
 }
 
 #[derive(Debug)]
 struct Session {
     key: SessionKey,
+    plan: SegmentPlan,
+    /// The first segment it makes.
     start: u32,
     dir: PathBuf,
     child: Child,
     last_used: Instant,
-    /// Segments known to be written, from `start` on.
+    /// The last piece known to be written (they come in order).
+    pieces_up_to: Option<u32>,
+    /// The last segment all of whose pieces are written, from `start` on.
     made_up_to: Option<u32>,
     stderr: Arc<Mutex<String>>,
     /// Why it ended, once it has.
@@ -93,11 +100,17 @@ impl Session {
         } else {
             None
         };
-        let mut next = self.made_up_to.map_or(self.start, |made| made + 1);
-        while segment_path(&self.dir, next).exists() {
-            self.made_up_to = Some(next);
+        let mut next = self
+            .pieces_up_to
+            .map_or(self.plan.pieces(self.start).start, |made| made + 1);
+        while piece_path(&self.dir, next).exists() {
+            self.pieces_up_to = Some(next);
             next += 1;
         }
+        self.made_up_to = self
+            .pieces_up_to
+            .and_then(|piece| self.plan.complete_through(piece))
+            .filter(|made| *made >= self.start);
         if let Some(status) = exited {
             self.ended = Some(if status.success() {
                 Ok(())
@@ -144,6 +157,22 @@ fn running(sessions: &mut HashMap<u64, Session>) -> usize {
     count
 }
 
+/// The files at `paths`, one after the other: a segment's pieces (each a
+/// `moof` and `mdat`) make one fMP4 segment. A file gone means its session
+/// was stopped meanwhile: the client may ask again.
+async fn read_all(paths: &[PathBuf]) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    for path in paths {
+        let piece = tokio::fs::read(path).await.map_err(|source| TranscodeError::Io {
+            action: "read",
+            path: path.clone(),
+            source,
+        })?;
+        bytes.extend_from_slice(&piece);
+    }
+    Ok(bytes)
+}
+
 /// What to wait for in a session's folder.
 #[derive(Debug, Clone, Copy)]
 enum Wanted {
@@ -181,22 +210,22 @@ impl Sessions {
         running(&mut self.lock().sessions)
     }
 
-    /// The file of segment `index`, made by a running or new session. The
-    /// file stays until the session ends: copy it out before then.
-    pub async fn segment(&self, key: &SessionKey, input: SessionInput<'_>, index: u32) -> Result<PathBuf> {
-        let plan = SegmentPlan::new(input.info.duration_s);
-        if index >= plan.count() {
+    /// Segment `index`, made by a running or new session.
+    pub async fn segment(&self, key: &SessionKey, input: SessionInput<'_>, index: u32) -> Result<Vec<u8>> {
+        let count = input.plan.count();
+        if index >= count {
             return Err(TranscodeError::NotFound(format!(
                 "segment {index} is past the last ({})",
-                plan.count() - 1
+                count - 1
             )));
         }
         let id = self.session_for(key, input, index)?;
-        self.wait(id, Wanted::Segment(index)).await
+        let pieces = self.wait(id, Wanted::Segment(index)).await?;
+        read_all(&pieces).await
     }
 
-    /// The file of the rendition's init segment.
-    pub async fn init(&self, key: &SessionKey, input: SessionInput<'_>) -> Result<PathBuf> {
+    /// The rendition's init segment.
+    pub async fn init(&self, key: &SessionKey, input: SessionInput<'_>) -> Result<Vec<u8>> {
         let existing = {
             let inner = self.lock();
             inner
@@ -209,7 +238,8 @@ impl Sessions {
             Some(id) => id,
             None => self.session_for(key, input, 0)?,
         };
-        self.wait(id, Wanted::Init).await
+        let init = self.wait(id, Wanted::Init).await?;
+        read_all(&init).await
     }
 
     /// A session of `key` that will make segment `index`: a running one
@@ -281,7 +311,7 @@ impl Sessions {
             source: input.path,
             info: input.info,
             rendition: input.rendition,
-            plan: SegmentPlan::new(input.info.duration_s),
+            plan: input.plan,
             start_segment: index,
             encoder: &self.config.encoder,
             out_dir: &dir,
@@ -317,18 +347,21 @@ impl Sessions {
         tracing::debug!(source = %key.source, rendition = %key.rendition, start = index, "transcoding session started");
         Ok(Session {
             key: key.clone(),
+            plan: input.plan.clone(),
             start: index,
             dir,
             child,
             last_used: Instant::now(),
+            pieces_up_to: None,
             made_up_to: None,
             stderr,
             ended: None,
         })
     }
 
-    /// Waits until session `id` has written what is wanted.
-    async fn wait(&self, id: u64, wanted: Wanted) -> Result<PathBuf> {
+    /// Waits until session `id` has written what is wanted; returns its
+    /// files, in order. They stay until the session ends: read them then.
+    async fn wait(&self, id: u64, wanted: Wanted) -> Result<Vec<PathBuf>> {
         let deadline = Instant::now() + self.config.segment_wait;
         let mut pause = Duration::from_millis(10);
         loop {
@@ -341,12 +374,15 @@ impl Sessions {
                 session.poll();
                 session.last_used = Instant::now();
                 let ready = match wanted {
-                    // The init segment is complete once a media segment is.
-                    Wanted::Init => session.made_up_to.is_some().then(|| init_path(&session.dir)),
-                    Wanted::Segment(index) => session
-                        .made_up_to
-                        .is_some_and(|made| made >= index)
-                        .then(|| segment_path(&session.dir, index)),
+                    // The init segment is complete once a piece is.
+                    Wanted::Init => session.pieces_up_to.is_some().then(|| vec![init_path(&session.dir)]),
+                    Wanted::Segment(index) => session.made_up_to.is_some_and(|made| made >= index).then(|| {
+                        session
+                            .plan
+                            .pieces(index)
+                            .map(|piece| piece_path(&session.dir, piece))
+                            .collect()
+                    }),
                 };
                 if let Some(path) = ready {
                     return Ok(path);

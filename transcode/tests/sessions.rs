@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use omega_transcode::TranscodeError;
 use omega_transcode::ffmpeg::VideoEncoder;
-use omega_transcode::ladder::ladder;
-use omega_transcode::probe::probe;
+use omega_transcode::ladder::{copy_rendition, ladder};
+use omega_transcode::probe::{keyframes, probe};
+use omega_transcode::segments::SegmentPlan;
 use omega_transcode::session::{SessionConfig, SessionInput, SessionKey, Sessions};
 
 fn source(dir: &Path, seconds: u32) -> PathBuf {
@@ -71,40 +72,41 @@ async fn sessions_share_one_timeline_and_restart_on_far_seeks() {
     let path = source(dir.path(), 30);
     let info = probe(Path::new("ffprobe"), &path).await.unwrap();
     let renditions = ladder(&info);
+    let plan = SegmentPlan::new(info.duration_s);
     assert_eq!(renditions[0].name, "360p");
     let input = SessionInput {
         path: &path,
         info: &info,
         rendition: &renditions[0],
+        plan: &plan,
     };
     let key = SessionKey {
         source: "source".into(),
         rendition: "360p".into(),
     };
     let sessions = Sessions::new(config(dir.path(), 2)).unwrap();
-    let init = std::fs::read(sessions.init(&key, input).await.unwrap()).unwrap();
-    let first = std::fs::read(sessions.segment(&key, input, 0).await.unwrap()).unwrap();
+    let init = sessions.init(&key, input).await.unwrap();
+    let first = sessions.segment(&key, input, 0).await.unwrap();
     let (pts, key_frame) = first_frame(&init, &first, dir.path());
     assert!(key_frame && pts < 0.1, "segment 0 starts with a keyframe at {pts}");
     // Close ahead: the same session serves it.
-    let second = sessions.segment(&key, input, 2).await.unwrap();
+    let from_first_session = sessions.segment(&key, input, 2).await.unwrap();
     assert_eq!(sessions.running(), 1);
-    let from_first_session = std::fs::read(&second).unwrap();
     // Far ahead: a new session starts there, on the same timeline.
-    let far = std::fs::read(sessions.segment(&key, input, 6).await.unwrap()).unwrap();
+    let far = sessions.segment(&key, input, 6).await.unwrap();
     // The old session was used a moment ago (another viewer, as far as the
     // sessions know), so it is kept; the seek got a session of its own.
     assert!(sessions.running() <= 2);
     let (pts, key_frame) = first_frame(&init, &far, dir.path());
     assert!(key_frame, "segment 6 starts with a keyframe");
-    let expected = omega_transcode::segments::SegmentPlan::new(info.duration_s).start_s(6);
+    let expected = plan.start_s(6);
     assert!(
         (pts - expected).abs() < 0.1,
         "segment 6 starts at {expected} s, not {pts}"
     );
     // Segments from two sessions play as one stream.
     let mixed = dir.path().join("mixed.mp4");
-    let seven = std::fs::read(sessions.segment(&key, input, 7).await.unwrap()).unwrap();
+    let seven = sessions.segment(&key, input, 7).await.unwrap();
     std::fs::write(
         &mixed,
         [init.as_slice(), &first, &from_first_session, &far, &seven].concat(),
@@ -135,10 +137,12 @@ async fn bounds_and_failures_are_errors() {
     let path = source(dir.path(), 12);
     let info = probe(Path::new("ffprobe"), &path).await.unwrap();
     let renditions = ladder(&info);
+    let plan = SegmentPlan::new(info.duration_s);
     let input = SessionInput {
         path: &path,
         info: &info,
         rendition: &renditions[0],
+        plan: &plan,
     };
     let key = |source: &str| SessionKey {
         source: source.into(),
@@ -162,6 +166,7 @@ async fn bounds_and_failures_are_errors() {
         path: &garbage,
         info: &info,
         rendition: &renditions[0],
+        plan: &plan,
     };
     let error = sessions.segment(&key("garbage"), bad, 0).await.unwrap_err();
     assert!(matches!(error, TranscodeError::Ffmpeg(_)), "{error}");
@@ -172,6 +177,7 @@ async fn bounds_and_failures_are_errors() {
         path: &path,
         info: &info,
         rendition: &renditions[0],
+        plan: &plan,
     };
     let killed = key("killed");
     let waiting = sessions.segment(&killed, slow, 2);
@@ -195,4 +201,89 @@ async fn bounds_and_failures_are_errors() {
     .unwrap();
     let error = missing.segment(&key("x"), input, 0).await.unwrap_err();
     assert!(error.to_string().contains("cannot run /nonexistent/ffmpeg"), "{error}");
+}
+
+/// Frames ffmpeg decodes from `bytes` (a whole fMP4 stream), and whether
+/// it said nothing while doing so.
+fn decoded_frames(bytes: &[u8], dir: &Path) -> (u64, bool) {
+    let path = dir.join("decoded.mp4");
+    std::fs::write(&path, bytes).unwrap();
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let frames = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0);
+    (frames, output.status.success() && output.stderr.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_cut_segments_at_the_source_keyframes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Uneven GOPs, as real encoders make them.
+    let path = dir.path().join("uneven.mkv");
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=320x240:rate=24:duration=30")
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=30"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "1000",
+            "-sc_threshold",
+            "0",
+        ])
+        .args(["-force_key_frames", "0,1.5,2,4.2,5,9.7,10.1,13,17.5,18,22,26.3,29"])
+        .args(["-c:a", "aac"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let info = probe(Path::new("ffprobe"), &path).await.unwrap();
+    let video = info.video.clone().unwrap();
+    let keyframes = keyframes(Path::new("ffprobe"), &path, video.index).await.unwrap();
+    assert_eq!(keyframes.len(), 13, "{keyframes:?}");
+    let plan = SegmentPlan::from_keyframes(&keyframes, info.duration_s).unwrap();
+    let copy = copy_rendition(&info).unwrap();
+    let input = SessionInput {
+        path: &path,
+        info: &info,
+        rendition: &copy,
+        plan: &plan,
+    };
+    let key = SessionKey {
+        source: "uneven".into(),
+        rendition: copy.name.clone(),
+    };
+    let sessions = Sessions::new(SessionConfig {
+        read_rate: None,
+        ..config(dir.path(), 2)
+    })
+    .unwrap();
+    // A seek first, then the start: two sessions, one timeline.
+    let init = sessions.init(&key, input).await.unwrap();
+    let seek = plan.count() - 3;
+    let mut segments = vec![Vec::new(); plan.count() as usize];
+    segments[seek as usize] = sessions.segment(&key, input, seek).await.unwrap();
+    for index in (0..plan.count()).filter(|index| *index != seek) {
+        segments[index as usize] = sessions.segment(&key, input, index).await.unwrap();
+    }
+    for (index, segment) in segments.iter().enumerate().skip(1) {
+        let (pts, key_frame) = first_frame(&init, segment, dir.path());
+        let expected = plan.start_s(index as u32);
+        assert!(key_frame, "segment {index} starts with a keyframe");
+        assert!(
+            (pts - expected).abs() < 0.002,
+            "segment {index} starts at {expected}, not {pts}"
+        );
+    }
+    let whole: Vec<u8> = std::iter::once(&init).chain(&segments).flatten().copied().collect();
+    let (frames, clean) = decoded_frames(&whole, dir.path());
+    assert_eq!(frames, 720, "every source frame, once");
+    assert!(clean, "decodes without a complaint");
+    sessions.stop_all();
 }

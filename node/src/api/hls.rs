@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use omega_consensus::model::{Item, ItemKind};
 use omega_consensus::state_machine::read;
 use omega_transcode::decision::{ClientProfile, Decision, decide};
-use omega_transcode::ladder::{Rendition, ladder};
+use omega_transcode::ladder::{Rendition, copy_rendition, ladder};
 use omega_transcode::playlist::{self, SubtitleTrack};
 use omega_transcode::probe::SourceInfo;
 use omega_transcode::segments::SegmentPlan;
@@ -35,6 +35,23 @@ use crate::transcoder::Transcoder;
 pub struct StreamQuery {
     /// A stream token from a playlist (instead of a bearer token).
     pub t: Option<String>,
+}
+
+/// The query of the master playlist: the stream token, and what the
+/// client's playback decision left out.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MasterQuery {
+    /// A stream token (instead of a bearer token).
+    pub t: Option<String>,
+    /// `false` leaves out the `original` rendition (the source's video,
+    /// copied): for clients that cannot decode it.
+    pub copy: Option<bool>,
+    /// Leaves out renditions taller than this (the smallest stays).
+    pub max_height: Option<u32>,
+    /// Leaves out renditions above this many bits per second (the smallest
+    /// stays).
+    pub max_bitrate: Option<u64>,
 }
 
 /// The caller, from a stream token for `item` or the usual credentials.
@@ -110,6 +127,27 @@ async fn source(state: &AppState, caller: &Caller, id: u64) -> ApiResult<Source>
     })
 }
 
+/// The renditions of a source, best first, each with its segments: the
+/// copy of its video when it can be made, then the encoded ladder.
+async fn renditions(source: &Source) -> Vec<(Rendition, SegmentPlan)> {
+    let mut renditions = Vec::new();
+    if let Some(copy) = copy_rendition(&source.info)
+        && let Some(plan) = source
+            .transcoder
+            .copy_plan(&source.id, &source.path, &source.info)
+            .await
+    {
+        renditions.push((copy, plan));
+    }
+    let grid = SegmentPlan::new(source.info.duration_s);
+    renditions.extend(
+        ladder(&source.info)
+            .into_iter()
+            .map(|rendition| (rendition, grid.clone())),
+    );
+    renditions
+}
+
 fn subtitle_tracks(source: &Source) -> Vec<(SubtitleTrack, SubtitleOrigin)> {
     let mut tracks = Vec::new();
     for stream in source.info.subtitles.iter().filter(|stream| stream.text) {
@@ -165,23 +203,42 @@ fn text_response(content_type: &'static str, body: String) -> Response {
 }
 
 /// The master playlist: every rendition, and text subtitles.
-#[utoipa::path(get, path = "/api/v1/items/{id}/hls/master.m3u8", tags = ["playback", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), StreamQuery), responses((status = 200, description = "The master playlist", content_type = "application/vnd.apple.mpegurl"), (status = 404)))]
+#[utoipa::path(get, path = "/api/v1/items/{id}/hls/master.m3u8", tags = ["playback", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), MasterQuery), responses((status = 200, description = "The master playlist", content_type = "application/vnd.apple.mpegurl"), (status = 404)))]
 pub async fn master(
     State(state): State<AppState>,
     PathParam(id): PathParam<u64>,
-    QueryParams(query): QueryParams<StreamQuery>,
+    QueryParams(query): QueryParams<MasterQuery>,
     parts: Parts,
 ) -> ApiResult<Response> {
-    let (caller, token) = caller_and_token(&state, &parts, query, id)?;
+    let stream_query = StreamQuery { t: query.t.clone() };
+    let (caller, token) = caller_and_token(&state, &parts, stream_query, id)?;
     let source = source(&state, &caller, id).await?;
     let tracks: Vec<SubtitleTrack> = subtitle_tracks(&source).into_iter().map(|(track, _)| track).collect();
-    let body = playlist::master(&ladder(&source.info), &tracks, &format!("?t={token}"));
+    let mut offered: Vec<Rendition> = renditions(&source)
+        .await
+        .into_iter()
+        .map(|(rendition, _)| rendition)
+        .collect();
+    let smallest = offered.last().cloned();
+    offered.retain(|rendition| {
+        let copy_ok = query.copy != Some(false) || !rendition.copy_video;
+        let height_ok = match (query.max_height, rendition.size) {
+            (Some(max), Some((_, height))) => height <= max,
+            _ => true,
+        };
+        let rate_ok = query.max_bitrate.is_none_or(|max| rendition.bandwidth() <= max);
+        copy_ok && height_ok && rate_ok
+    });
+    if offered.is_empty() {
+        offered.extend(smallest);
+    }
+    let body = playlist::master(&offered, &tracks, &format!("?t={token}"));
     Ok(text_response("application/vnd.apple.mpegurl", body))
 }
 
 /// A rendition's playlist, init segment or media segment; or a subtitle
 /// track's playlist or WebVTT file (rendition `subtitles`).
-#[utoipa::path(get, path = "/api/v1/items/{id}/hls/{rendition}/{file}", tags = ["playback", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), ("rendition" = String, Path, description = "`1080p`, `720p`, …, `audio`, or `subtitles`"), ("file" = String, Path, description = "`index.m3u8`, `init.mp4`, `N.m4s`; for subtitles `ID.m3u8` or `ID.vtt`"), StreamQuery), responses((status = 200, description = "The playlist or segment"), (status = 404), (status = 503, description = "Every transcoding slot is busy; see Retry-After")))]
+#[utoipa::path(get, path = "/api/v1/items/{id}/hls/{rendition}/{file}", tags = ["playback", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), ("rendition" = String, Path, description = "`original` (the source's video, copied), `1080p`, `720p`, …, `audio`, or `subtitles`"), ("file" = String, Path, description = "`index.m3u8`, `init.mp4`, `N.m4s`; for subtitles `ID.m3u8` or `ID.vtt`"), StreamQuery), responses((status = 200, description = "The playlist or segment"), (status = 404), (status = 503, description = "Every transcoding slot is busy; see Retry-After")))]
 pub async fn file(
     State(state): State<AppState>,
     PathParam((id, rendition, file)): PathParam<(u64, String, String)>,
@@ -193,12 +250,11 @@ pub async fn file(
     if rendition == "subtitles" {
         return subtitle_file(&source, &file, &token).await;
     }
-    let renditions = ladder(&source.info);
-    let rendition = renditions
-        .iter()
-        .find(|candidate| candidate.name == rendition)
+    let (rendition, plan) = renditions(&source)
+        .await
+        .into_iter()
+        .find(|(candidate, _)| candidate.name == rendition)
         .ok_or_else(|| ApiError::not_found(format!("no rendition {rendition:?}")))?;
-    let plan = SegmentPlan::new(source.info.duration_s);
     if file == "index.m3u8" {
         return Ok(text_response(
             "application/vnd.apple.mpegurl",
@@ -222,7 +278,7 @@ pub async fn file(
         }
         Part::Segment(index)
     };
-    let bytes = segment_bytes(&state, &source, rendition, part).await?;
+    let bytes = segment_bytes(&state, &source, &rendition, &plan, part).await?;
     Ok((
         [
             (header::CONTENT_TYPE, media_type),
@@ -240,7 +296,13 @@ enum Part {
 }
 
 /// A segment from the store, or made by a session and then stored.
-async fn segment_bytes(state: &AppState, source: &Source, rendition: &Rendition, part: Part) -> ApiResult<Vec<u8>> {
+async fn segment_bytes(
+    state: &AppState,
+    source: &Source,
+    rendition: &Rendition,
+    plan: &SegmentPlan,
+    part: Part,
+) -> ApiResult<Vec<u8>> {
     let reference = match part {
         Part::Init => format!("hls:{}:{}:init", source.id, rendition.name),
         Part::Segment(index) => format!("hls:{}:{}:{index}", source.id, rendition.name),
@@ -274,12 +336,12 @@ async fn segment_bytes(state: &AppState, source: &Source, rendition: &Rendition,
         path: &source.path,
         info: &source.info,
         rendition,
+        plan,
     };
-    let path = match part {
+    let bytes = match part {
         Part::Init => source.transcoder.sessions.init(&key, input).await?,
         Part::Segment(index) => source.transcoder.sessions.segment(&key, input, index).await?,
     };
-    let bytes = tokio::fs::read(&path).await?;
     metrics::counter!("omega_hls_segments_total", "origin" => "transcoded").increment(1);
     if let Some(transcoder) = &state.transcoder {
         transcoder.keep_segment(reference, bytes.clone());
@@ -323,12 +385,14 @@ async fn subtitle_file(source: &Source, file: &str, token: &str) -> ApiResult<Re
 /// How a client should play an item.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PlaybackInfo {
-    /// `direct_play` or `transcode` (with reasons).
+    /// `direct_play`, `remux` or `transcode` (with reasons).
     #[schema(value_type = Object)]
     pub decision: Decision,
     /// The file as it is.
     pub stream_url: String,
-    /// The master playlist, with a stream token: usable without headers.
+    /// The master playlist, with a stream token (usable without headers)
+    /// and what the decision allows: the source's video copied for a
+    /// remux, encoded renditions within the client's limits otherwise.
     pub hls_url: String,
     /// Duration in seconds.
     pub duration_s: f64,
@@ -358,13 +422,32 @@ pub async fn playback(
     let source = source(&state, &caller, id).await?;
     let extension = crate::library::naming::extension(&source.path.to_string_lossy()).unwrap_or_default();
     let client = request.client.unwrap_or_else(ClientProfile::browser);
+    let can_copy = copy_rendition(&source.info).is_some()
+        && source
+            .transcoder
+            .copy_plan(&source.id, &source.path, &source.info)
+            .await
+            .is_some();
+    let decision = decide(&source.info, &extension, &client, can_copy);
     let token = state.tokens.stream_token(caller.user.id, id, state.clock.now_ms());
+    // The master playlist offers what the decision allows: no copy of a
+    // video the client cannot play, nothing above its limits.
+    let mut hls_url = format!("/api/v1/items/{id}/hls/master.m3u8?t={token}");
+    if matches!(decision, Decision::Transcode { .. }) {
+        hls_url.push_str("&copy=false");
+    }
+    if let Some(max) = client.max_height {
+        hls_url.push_str(&format!("&max_height={max}"));
+    }
+    if let Some(max) = client.max_bitrate {
+        hls_url.push_str(&format!("&max_bitrate={max}"));
+    }
     Ok((
         StatusCode::OK,
         Json(PlaybackInfo {
-            decision: decide(&source.info, &extension, &client),
+            decision,
             stream_url: format!("/api/v1/items/{id}/stream"),
-            hls_url: format!("/api/v1/items/{id}/hls/master.m3u8?t={token}"),
+            hls_url,
             duration_s: source.info.duration_s,
         }),
     ))

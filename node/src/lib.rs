@@ -14,6 +14,7 @@
 //! - [`store_cmd`]: `omega store …`.
 //! - [`bench`]: `omega bench …`, each measuring Omega against a peer.
 //! - [`units`]: byte sizes and rates for people.
+//! - [`web`]: the embedded web app (built from `node/web`).
 
 pub mod api;
 pub mod auth;
@@ -37,3 +38,4 @@ pub mod transcode_cmd;
 pub mod transcoder;
 pub mod units;
 pub mod user_cmd;
+pub mod web;

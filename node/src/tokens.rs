@@ -141,11 +141,12 @@ impl TokenKey {
     /// A token that lets `user` fetch item `item`'s HLS for a while; it
     /// goes in URLs, for players that send no headers.
     pub fn stream_token(&self, user: u64, item: u64, now_ms: u64) -> String {
-        let claims = StreamClaims {
-            user,
-            item,
-            expires_ms: now_ms.saturating_add(STREAM_TTL_MS),
-        };
+        self.stream_token_until(user, item, now_ms.saturating_add(STREAM_TTL_MS))
+    }
+
+    /// A stream token that expires at `expires_ms`.
+    pub fn stream_token_until(&self, user: u64, item: u64, expires_ms: u64) -> String {
+        let claims = StreamClaims { user, item, expires_ms };
         self.seal(STREAM_PREFIX, &claims)
     }
 

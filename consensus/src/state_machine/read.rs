@@ -84,6 +84,15 @@ pub fn watch_state(tables: &(impl KvRead + ?Sized), user: EntityId, item: Entity
     get(tables, Table::Watch, &pair_key(user, item))
 }
 
+/// Every watch state of `user`, with its item id.
+pub fn watch_states(tables: &(impl KvRead + ?Sized), user: EntityId) -> io::Result<Vec<(EntityId, WatchState)>> {
+    tables
+        .scan_prefix(Table::Watch, &id_key(user))?
+        .iter()
+        .map(|(key, value)| Ok((crate::codec::key_second_id(key)?, decode(Table::Watch.cf_name(), value)?)))
+        .collect()
+}
+
 /// A job by id.
 pub fn job(tables: &(impl KvRead + ?Sized), id: EntityId) -> io::Result<Option<Job>> {
     get(tables, Table::Jobs, &id_key(id))

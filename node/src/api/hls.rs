@@ -14,7 +14,6 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use omega_consensus::model::{Item, ItemKind};
-use omega_consensus::state_machine::read;
 use omega_transcode::decision::{ClientProfile, Decision, decide};
 use omega_transcode::ladder::{Rendition, copy_rendition, ladder};
 use omega_transcode::playlist::{self, SubtitleTrack};
@@ -25,17 +24,10 @@ use omega_transcode::subtitles::{SubtitleSource, webvtt};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{PathParam, QueryParams};
+use super::signed::{StreamQuery, authorize};
 use super::items::visible_item;
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::transcoder::Transcoder;
-
-/// The `?t=` of HLS URLs.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct StreamQuery {
-    /// A stream token from a playlist (instead of a bearer token).
-    pub t: Option<String>,
-}
 
 /// The query of the master playlist: the stream token, and what the
 /// client's playback decision left out.
@@ -52,22 +44,6 @@ pub struct MasterQuery {
     /// Leaves out renditions above this many bits per second (the smallest
     /// stays).
     pub max_bitrate: Option<u64>,
-}
-
-/// The caller, from a stream token for `item` or the usual credentials.
-fn authorize(state: &AppState, parts: &Parts, token: Option<&str>, item: u64) -> ApiResult<Caller> {
-    match token {
-        Some(token) => {
-            let user = state
-                .tokens
-                .check_stream(token, item, state.clock.now_ms())
-                .ok_or_else(|| ApiError::unauthorized("the stream token is invalid or expired"))?;
-            read::user(state.cluster.tables(), user)?
-                .map(|user| Caller { user })
-                .ok_or_else(|| ApiError::unauthorized("the stream token's user is gone"))
-        }
-        None => Caller::from_parts(parts, state),
-    }
 }
 
 /// The caller and the stream token to write into URLs: the request's own
@@ -388,7 +364,7 @@ pub struct PlaybackInfo {
     /// `direct_play`, `remux` or `transcode` (with reasons).
     #[schema(value_type = Object)]
     pub decision: Decision,
-    /// The file as it is.
+    /// The file as it is, with a stream token (usable without headers).
     pub stream_url: String,
     /// The master playlist, with a stream token (usable without headers)
     /// and what the decision allows: the source's video copied for a
@@ -446,7 +422,7 @@ pub async fn playback(
         StatusCode::OK,
         Json(PlaybackInfo {
             decision,
-            stream_url: format!("/api/v1/items/{id}/stream"),
+            stream_url: format!("/api/v1/items/{id}/stream?t={token}"),
             hls_url,
             duration_s: source.info.duration_s,
         }),

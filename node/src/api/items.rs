@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::body::Body as HttpBody;
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use omega_consensus::command::Command;
@@ -16,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::extract::{Body, PathParam, QueryParams};
 use super::libraries::can_see;
+use super::signed::{StreamQuery, authorize};
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::events::Event;
 use crate::library::enrich::IMAGE_PRIMARY;
@@ -115,8 +117,13 @@ impl From<WatchState> for UserData {
     }
 }
 
+/// An item as `caller` sees it: with its progress, and its image URL
+/// signed for it (so that `<img>` elements need no headers).
 fn view_for(state: &AppState, caller: &Caller, item: &Item) -> ApiResult<ItemView> {
     let mut view = view(item, caller.is_admin());
+    if view.image.is_some() {
+        view.image = Some(super::signed::image_url(state, caller.user.id, item.id));
+    }
     if let Some(watch) = read::watch_state(state.cluster.tables(), caller.user.id, item.id)? {
         view.user_data = watch.into();
     }
@@ -289,8 +296,8 @@ pub async fn list(
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|item| view(item, caller.is_admin()))
-        .collect();
+        .map(|item| view_for(&state, &caller, item))
+        .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(ItemPage {
         items: page,
         total,
@@ -315,6 +322,47 @@ pub async fn detail(
 ) -> ApiResult<Json<ItemView>> {
     let item = visible_item(&state, &caller, id)?;
     Ok(Json(view_for(&state, &caller, &item)?))
+}
+
+/// Most in-progress items listed by `resume`.
+const RESUME_MAX: usize = 50;
+
+/// What the caller has started and not finished (position past zero, not
+/// played since), most recently watched first: "continue watching".
+#[utoipa::path(get, path = "/api/v1/items/resume", tags = ["items"], security(("bearer" = [])), params(PageQuery), responses((status = 200, body = ItemPage)))]
+pub async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryParams(query): QueryParams<PageQuery>,
+) -> ApiResult<Json<ItemPage>> {
+    let limit = query.limit.unwrap_or(20).clamp(1, RESUME_MAX);
+    let offset = query.offset.unwrap_or(0);
+    let tables = state.cluster.tables();
+    let mut started: Vec<(u64, u64)> = read::watch_states(tables, caller.user.id)?
+        .into_iter()
+        .filter(|(_, watch)| watch.position_ms > 0)
+        .map(|(item, watch)| (watch.updated_ms, item))
+        .collect();
+    started.sort_unstable_by(|a, b| b.cmp(a));
+    let mut items = Vec::new();
+    for (_, id) in started {
+        if let Some(item) = read::item(tables, id)?.filter(|item| can_see(&caller, item.fields.library)) {
+            items.push(item);
+        }
+    }
+    let total = items.len();
+    let page = items
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|item| view_for(&state, &caller, item))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(ItemPage {
+        items: page,
+        total,
+        offset,
+        limit,
+    }))
 }
 
 /// `GET /api/v1/items/{id}/children` parameters.
@@ -368,13 +416,15 @@ pub async fn children(
 
 /// An item's image: `primary` (poster, cover, thumbnail), a JPEG from the
 /// store. Conditional requests by ETag (the blob id) get 304.
-#[utoipa::path(get, path = "/api/v1/items/{id}/images/{kind}", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), ("kind" = String, Path, description = "`primary`")), responses((status = 200, description = "The image", content_type = "image/jpeg"), (status = 304), (status = 404)))]
+#[utoipa::path(get, path = "/api/v1/items/{id}/images/{kind}", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), ("kind" = String, Path, description = "`primary`"), StreamQuery), responses((status = 200, description = "The image", content_type = "image/jpeg"), (status = 304), (status = 404)))]
 pub async fn image(
     State(state): State<AppState>,
-    caller: Caller,
+    QueryParams(query): QueryParams<StreamQuery>,
+    parts: Parts,
     PathParam((id, kind)): PathParam<(u64, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let caller = authorize(&state, &parts, query.t.as_deref(), id)?;
     let item = visible_item(&state, &caller, id)?;
     if kind != "primary" {
         return Err(ApiError::not_found(format!("no {kind:?} image: images are primary")));
@@ -564,13 +614,15 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
 }
 
 /// Streams the item's file: Range (single), If-Range, ETag, If-None-Match.
-#[utoipa::path(get, path = "/api/v1/items/{id}/stream", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), responses((status = 200, description = "The whole file"), (status = 206, description = "The requested range"), (status = 304), (status = 404), (status = 416)))]
+#[utoipa::path(get, path = "/api/v1/items/{id}/stream", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), StreamQuery), responses((status = 200, description = "The whole file"), (status = 206, description = "The requested range"), (status = 304), (status = 404), (status = 416)))]
 pub async fn stream(
     State(state): State<AppState>,
-    caller: Caller,
+    QueryParams(query): QueryParams<StreamQuery>,
+    parts: Parts,
     PathParam(id): PathParam<u64>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    let caller = authorize(&state, &parts, query.t.as_deref(), id)?;
     let item = visible_item(&state, &caller, id)?;
     let media = local_media(&state, &item)?;
     let mut file = tokio::fs::File::open(&media.path)

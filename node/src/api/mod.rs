@@ -19,6 +19,8 @@ pub mod jobs;
 pub mod libraries;
 pub mod openapi;
 pub mod setup;
+pub mod signed;
+pub mod status;
 pub mod users;
 
 use std::sync::Arc;
@@ -97,6 +99,7 @@ pub fn router() -> Router<AppState> {
             get(libraries::scan_status).post(libraries::scan),
         )
         .route("/items", get(items::list))
+        .route("/items/resume", get(items::resume))
         .route("/items/{id}", get(items::detail))
         .route("/items/{id}/stream", get(items::stream))
         .route("/items/{id}/children", get(items::children))
@@ -105,6 +108,8 @@ pub fn router() -> Router<AppState> {
         .route("/items/{id}/hls/{rendition}/{file}", get(hls::file))
         .route("/items/{id}/images/{kind}", get(items::image))
         .route("/events", get(events::events))
+        .route("/cluster", get(status::cluster))
+        .route("/store", get(status::store))
         .route("/jobs", get(jobs::list).post(jobs::create))
         .route("/jobs/{id}", get(jobs::detail))
         .route("/jobs/{id}/output", get(jobs::output))

@@ -10,7 +10,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, events, folders, hls, items, jobs, libraries, setup, users};
+use super::{auth, events, folders, hls, items, jobs, libraries, setup, status, users};
 
 /// The document.
 #[derive(Debug, OpenApi)]
@@ -40,6 +40,7 @@ use super::{auth, events, folders, hls, items, jobs, libraries, setup, users};
         libraries::scan_status,
         items::list,
         items::detail,
+        items::resume,
         items::stream,
         items::children,
         hls::playback,
@@ -54,6 +55,8 @@ use super::{auth, events, folders, hls, items, jobs, libraries, setup, users};
         jobs::list,
         jobs::detail,
         jobs::output,
+        status::cluster,
+        status::store,
     ),
     modifiers(&BearerAuth)
 )]

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs what Omega needs to build, run and test on Debian (run as root):
 # clang/libclang for RocksDB's bindings, ffmpeg, restic and etcd (benchmark peers),
-# a Rust toolchain, cargo-nextest, moto's S3 server for the S3 tests, and the
-# m3u8 playlist parser the HLS tests check playlists with.
+# a Rust toolchain, cargo-nextest, moto's S3 server for the S3 tests, the
+# m3u8 playlist parser the HLS tests check playlists with, Node.js and npm
+# (the web app's toolchain, from the npm registry) and Chromium (the web
+# app's end-to-end tests). Then it builds the web app, which the `omega`
+# binary embeds.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 
@@ -16,6 +19,9 @@ command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip python3-venv)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
+command -v chromium >/dev/null || need_apt+=(chromium)
 command -v cargo >/dev/null || [ -x "$HOME/.cargo/bin/cargo" ] || need_apt+=(rustup)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2
@@ -40,3 +46,13 @@ if ! python3 -c 'import m3u8' 2>/dev/null; then
   echo "setup: installing m3u8 (HLS playlist parser for the HLS tests)" >&2
   python3 -m pip install --quiet m3u8 >&2 || python3 -m pip install --quiet --break-system-packages m3u8 >&2
 fi
+
+# The web app: dependencies exactly as locked (again only when the lock
+# changed), then a production build into node/web/dist.
+web="$(cd "$(dirname "$0")/.." && pwd)/node/web"
+if [ ! -d "$web/node_modules" ] || ! cmp -s "$web/package-lock.json" "$web/node_modules/.omega-lock"; then
+  echo "setup: installing the web app's dependencies (npm ci)" >&2
+  (cd "$web" && npm ci --no-audit --no-fund --loglevel=error >&2 && cp package-lock.json node_modules/.omega-lock)
+fi
+echo "setup: building the web app" >&2
+(cd "$web" && npm run --silent build >&2)

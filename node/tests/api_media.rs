@@ -484,6 +484,8 @@ fn music_audiobooks_books_and_photos_are_catalogued() {
     let night_songs = by_title(&albums, "Night Songs");
     for album in [first_light, night_songs] {
         let image = album["image"].as_str().unwrap_or_else(|| panic!("no art: {album}"));
+        let (code, _, _) = common::http_raw(server.http_port, "GET", image, "", b"");
+        assert_eq!(code, 200, "a signed image URL needs no headers");
         let (code, head, bytes) = server.get_bytes(image, &admin, "");
         assert_eq!(code, 200, "{head}");
         assert!(head.to_lowercase().contains("content-type: image/jpeg"), "{head}");
@@ -547,6 +549,15 @@ fn music_audiobooks_books_and_photos_are_catalogued() {
     assert_eq!(epub["metadata"]["author"], "Antoine de Saint-Exupery");
     assert_eq!(epub["metadata"]["language"], "fr");
     assert_eq!(epub["year"], 1943);
+    // Signed URLs work without headers (a browser's `<a download>`), for
+    // that item only.
+    let download = epub["stream_url"].as_str().unwrap();
+    let (code, _, bytes) = common::http_raw(server.http_port, "GET", download, "", b"");
+    assert_eq!(code, 200);
+    assert!(bytes.starts_with(b"PK"), "the EPUB itself");
+    let elsewhere = download.replace(&format!("/items/{}/", epub["id"]), "/items/1/");
+    let (code, _, _) = common::http_raw(server.http_port, "GET", &elsewhere, "", b"");
+    assert!(code == 401 || code == 404, "{code}");
     let pdf = by_title(&shelf, "A Field Guide to Clouds");
     assert_eq!(pdf["metadata"]["author"], "Jo Weather");
     assert_eq!(pdf["metadata"]["pages"], "1");

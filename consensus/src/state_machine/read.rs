@@ -89,7 +89,12 @@ pub fn watch_states(tables: &(impl KvRead + ?Sized), user: EntityId) -> io::Resu
     tables
         .scan_prefix(Table::Watch, &id_key(user))?
         .iter()
-        .map(|(key, value)| Ok((crate::codec::key_second_id(key)?, decode(Table::Watch.cf_name(), value)?)))
+        .map(|(key, value)| {
+            Ok((
+                crate::codec::key_second_id(key)?,
+                decode(Table::Watch.cf_name(), value)?,
+            ))
+        })
         .collect()
 }
 

@@ -24,8 +24,8 @@ use omega_transcode::subtitles::{SubtitleSource, webvtt};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{PathParam, QueryParams};
-use super::signed::{StreamQuery, authorize};
 use super::items::visible_item;
+use super::signed::{StreamQuery, authorize};
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::transcoder::Transcoder;
 

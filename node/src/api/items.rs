@@ -86,8 +86,12 @@ pub struct ItemView {
     pub metadata: BTreeMap<String, String>,
     /// Chapters (video and audiobooks).
     pub chapters: Vec<Chapter>,
-    /// Where its primary image is, when it has one.
+    /// Where its primary image is, when it has one: a signed URL, usable
+    /// without headers (`<img src>`).
     pub image: Option<String>,
+    /// Its file, when it has one: a signed URL, usable without headers
+    /// (`<a download>`, `<audio src>`).
+    pub stream_url: Option<String>,
     /// Files.
     pub media: Vec<MediaView>,
     /// When it was added, milliseconds since the epoch.
@@ -123,6 +127,9 @@ fn view_for(state: &AppState, caller: &Caller, item: &Item) -> ApiResult<ItemVie
     let mut view = view(item, caller.is_admin());
     if view.image.is_some() {
         view.image = Some(super::signed::image_url(state, caller.user.id, item.id));
+    }
+    if !item.fields.media.is_empty() {
+        view.stream_url = Some(super::signed::stream_url(state, caller.user.id, item.id));
     }
     if let Some(watch) = read::watch_state(state.cluster.tables(), caller.user.id, item.id)? {
         view.user_data = watch.into();
@@ -164,6 +171,7 @@ fn view(item: &Item, admin: bool) -> ItemView {
             .collect(),
         chapters,
         image,
+        stream_url: None,
         media: item
             .fields
             .media

@@ -33,15 +33,27 @@ pub fn authorize(state: &AppState, parts: &Parts, token: Option<&str>, item: u64
     }
 }
 
-/// How long image URLs stay the same: their tokens expire on the hour, so
-/// that a browser's cache keeps working across listings within it.
+/// How long the signed URLs of listings stay the same: their tokens expire
+/// on the hour, so that a browser's cache keeps working across listings.
 const IMAGE_URL_STEP_MS: u64 = 3_600_000;
 
-/// The signed URL of item `item`'s primary image for `user`: valid for
-/// [`STREAM_TTL_MS`] to one hour more, and the same within an hour.
+/// The signed URL of item `item`'s primary image for `user`.
 pub fn image_url(state: &AppState, user: u64, item: u64) -> String {
+    format!(
+        "/api/v1/items/{item}/images/primary?t={}",
+        stable_token(state, user, item)
+    )
+}
+
+/// The signed URL of item `item`'s file for `user`.
+pub fn stream_url(state: &AppState, user: u64, item: u64) -> String {
+    format!("/api/v1/items/{item}/stream?t={}", stable_token(state, user, item))
+}
+
+/// A stream token valid for [`STREAM_TTL_MS`] to one hour more, and the
+/// same within an hour.
+fn stable_token(state: &AppState, user: u64, item: u64) -> String {
     let now = state.clock.now_ms();
     let expires_ms = (now / IMAGE_URL_STEP_MS + 1) * IMAGE_URL_STEP_MS + STREAM_TTL_MS;
-    let token = state.tokens.stream_token_until(user, item, expires_ms);
-    format!("/api/v1/items/{item}/images/primary?t={token}")
+    state.tokens.stream_token_until(user, item, expires_ms)
 }

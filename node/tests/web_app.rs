@@ -1,0 +1,97 @@
+//! The web app in a real browser: `node/web/e2e/app.e2e.mjs` drives
+//! headless Chromium (playwright-core) through setup, libraries, playback
+//! with resume, music, the admin pages and a viewer's limits, against a
+//! real `omega serve` on a generated library. Screenshots of the main pages
+//! at desktop and phone widths land in `$CARGO_TARGET_TMPDIR/web-screenshots`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Server, ffmpeg};
+
+/// A 20 s H.264 film in Matroska (keyframes every 2 s: remuxed to HLS for
+/// a browser) and a two-track album.
+fn library(root: &Path) {
+    let film = root.join("films/Test Film (2024)");
+    std::fs::create_dir_all(&film).unwrap();
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=640x360:rate=25:duration=20",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=330:duration=20",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "50",
+        "-c:a",
+        "aac",
+        film.join("Test Film (2024).mkv").to_str().unwrap(),
+    ]);
+    let album = root.join("music/Test Artist/Test Album");
+    std::fs::create_dir_all(&album).unwrap();
+    for (number, title, frequency) in [(1, "First Tone", 440), (2, "Second Tone", 550)] {
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("sine=frequency={frequency}:duration=15"),
+            "-c:a",
+            "libmp3lame",
+            "-metadata",
+            &format!("title={title}"),
+            "-metadata",
+            "artist=Test Artist",
+            "-metadata",
+            "album=Test Album",
+            "-metadata",
+            &format!("track={number}"),
+            album.join(format!("0{number} - {title}.mp3")).to_str().unwrap(),
+        ]);
+    }
+}
+
+#[test]
+fn the_web_app_works_in_a_browser() {
+    let media = tempfile::tempdir().unwrap();
+    library(media.path());
+    // No administrator from the environment: the first run is the wizard's.
+    let server = Server::start_with(&[], false);
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-screenshots");
+    let output = Command::new("node")
+        .arg("e2e/app.e2e.mjs")
+        .current_dir(&web)
+        .env("OMEGA_URL", format!("http://127.0.0.1:{}", server.http_port))
+        .env("OMEGA_FILMS", media.path().join("films"))
+        .env("OMEGA_MUSIC", media.path().join("music"))
+        .env("OMEGA_SCREENSHOTS", &screenshots)
+        .output()
+        .expect("node runs (scripts/setup.sh installs it)");
+    let log = server.log();
+    let tail: String = log
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        output.status.success(),
+        "end-to-end test failed\n--- stdout\n{}\n--- stderr\n{}\n--- server log (tail)\n{tail}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    println!("screenshots: {}", screenshots.display());
+}

@@ -1,0 +1,219 @@
+// End-to-end test of the web app in headless Chromium against a real
+// `omega serve` (started by node/tests/web_app.rs, which passes its URL and
+// media folders in the environment). Exits non-zero on the first failure.
+//
+// The path: setup wizard → add libraries (folder browser) → scan progress
+// → play a video (currentTime advances, HLS segments fetched) → leave →
+// reopen and resume from the saved position → play a music track → admin
+// pages → a non-admin sees no admin pages. No console errors anywhere.
+// Screenshots of the main pages at desktop and phone widths go to
+// $OMEGA_SCREENSHOTS.
+
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const base = process.env.OMEGA_URL;
+const films = process.env.OMEGA_FILMS;
+const music = process.env.OMEGA_MUSIC;
+const shots = process.env.OMEGA_SCREENSHOTS ?? 'screenshots';
+const chromiumPath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+if (!base || !films || !music) {
+  throw new Error('OMEGA_URL, OMEGA_FILMS and OMEGA_MUSIC must be set');
+}
+mkdirSync(shots, { recursive: true });
+
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
+const consoleErrors = [];
+
+function step(name) {
+  console.log(`- ${name}`);
+}
+
+function watch(page) {
+  page.on('console', (message) => {
+    if (message.type() === 'error') consoleErrors.push(`${page.url()}: ${message.text()}`);
+  });
+  page.on('pageerror', (error) => consoleErrors.push(`${page.url()}: ${error.message}`));
+}
+
+async function shoot(page, name) {
+  for (const [label, size] of [['desktop', DESKTOP], ['phone', PHONE]]) {
+    await page.setViewportSize(size);
+    await page.waitForTimeout(150);
+    await page.screenshot({ path: join(shots, `${name}-${label}.png`), fullPage: true });
+  }
+  await page.setViewportSize(DESKTOP);
+}
+
+async function addLibrary(page, name, type, folder) {
+  await page.getByTestId('library-name').fill(name);
+  await page.getByTestId('library-type').selectOption(type);
+  const path = page.getByTestId('folder-path');
+  await path.fill(folder);
+  await path.press('Enter');
+  await page.getByTestId('folder-browser').waitFor();
+  await page.getByTestId('library-add').click();
+}
+
+/** Plays the <video> until currentTime passes `seconds`; returns it. */
+async function playUntil(page, seconds) {
+  const video = page.getByTestId('video-player');
+  await video.waitFor();
+  await page.waitForFunction(
+    (min) => {
+      const element = document.querySelector('[data-testid="video-player"]');
+      if (element && element.paused) element.play().catch(() => {});
+      return element && element.currentTime > min;
+    },
+    seconds,
+    { timeout: 60_000, polling: 250 },
+  );
+  return video.evaluate((element) => element.currentTime);
+}
+
+const browser = await chromium.launch({
+  executablePath: chromiumPath,
+  headless: true,
+  // No background traffic: this machine's network is closed, and refused
+  // connections would only slow Chromium down.
+  args: [
+    '--autoplay-policy=no-user-gesture-required',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+});
+try {
+  const context = await browser.newContext({ viewport: DESKTOP });
+  const page = await context.newPage();
+  watch(page);
+  const segments = [];
+  page.on('request', (request) => {
+    if (/\/hls\/.+\.m4s/.test(request.url())) segments.push(request.url());
+  });
+
+  step('first run: the setup wizard');
+  await page.goto(base);
+  await page.waitForURL('**/setup');
+  await shoot(page, 'setup');
+  await page.getByTestId('setup-username').fill('admin');
+  await page.getByTestId('setup-password').fill('admin-password-1');
+  await page.getByTestId('setup-submit').click();
+
+  step('libraries through the folder browser, with scan progress');
+  await addLibrary(page, 'Films', 'movies', films);
+  await addLibrary(page, 'Music', 'music', music);
+  await page.getByTestId('scan-progress').first().waitFor();
+  await page.waitForFunction(
+    () => {
+      const rows = [...document.querySelectorAll('[data-testid="scan-progress"]')];
+      return rows.length >= 2 && rows.every((row) => /Finished/.test(row.textContent ?? ''));
+    },
+    null,
+    { timeout: 120_000, polling: 250 },
+  );
+  await shoot(page, 'setup-libraries');
+  await page.getByTestId('setup-finish').click();
+
+  step('home and library grid');
+  await page.getByTestId('recently-added').waitFor();
+  await page.getByTestId('item-card').first().waitFor();
+  await shoot(page, 'home');
+  const filmsLink = page.getByTestId('nav-library').filter({ hasText: 'Films' });
+  await filmsLink.click();
+  await page.getByTestId('item-card').first().waitFor();
+  await shoot(page, 'library');
+
+  step('item page, then play the film through HLS');
+  await page.getByTestId('item-card').first().click();
+  await page.getByTestId('item-title').waitFor();
+  const itemUrl = page.url();
+  await shoot(page, 'item');
+  await page.getByTestId('play-button').click();
+  const reached = await playUntil(page, 4);
+  if (segments.length === 0) throw new Error('no HLS segment was fetched');
+  await shoot(page, 'player');
+  step(`played to ${reached.toFixed(1)} s with ${segments.length} segments; leaving`);
+  await page.getByTestId('player-back').click();
+  await page.waitForURL(itemUrl);
+
+  step('reopen and resume from the saved position');
+  await page.reload();
+  const resume = page.getByTestId('resume-button');
+  await resume.waitFor({ timeout: 15_000 });
+  await resume.click();
+  const resumedAt = await playUntil(page, 0.1);
+  if (resumedAt < reached - 2) {
+    throw new Error(`resumed at ${resumedAt} s, saved near ${reached} s`);
+  }
+  step(`resumed at ${resumedAt.toFixed(1)} s`);
+  await page.getByTestId('player-back').click();
+
+  step('a music track plays, with a queue');
+  await page.getByTestId('nav-library').filter({ hasText: 'Music' }).click();
+  await page.getByTestId('item-card').first().click();
+  // An artist leads to albums; an album lists tracks.
+  while ((await page.getByTestId('track-play').count()) === 0) {
+    await page.getByTestId('child-item').first().click();
+    await page.waitForTimeout(300);
+  }
+  await shoot(page, 'album');
+  await page.getByTestId('track-play').first().click();
+  await page.getByTestId('music-bar').waitFor();
+  await page.waitForFunction(
+    () => {
+      const audio = document.querySelector('[data-testid="audio-player"]');
+      return audio && audio.currentTime > 1;
+    },
+    null,
+    { timeout: 30_000, polling: 250 },
+  );
+  if ((await page.getByTestId('queue-item').count()) < 2) throw new Error('the album is not queued');
+  await shoot(page, 'music');
+
+  step('admin pages');
+  await page.getByTestId('nav-admin').click();
+  for (const tab of ['admin-users', 'admin-libraries', 'admin-jobs', 'admin-cluster', 'admin-store']) {
+    await page.getByTestId(tab).click();
+    await page.waitForTimeout(300);
+    await shoot(page, tab);
+  }
+  await page.getByTestId('admin-cluster').click();
+  await page.getByTestId('member-row').first().waitFor();
+  await page.getByTestId('admin-store').click();
+  await page.getByTestId('store-stats').waitFor();
+
+  step('an administrator adds a viewer');
+  await page.getByTestId('admin-users').click();
+  await page.getByTestId('user-name').fill('viewer');
+  await page.getByTestId('user-password').fill('viewer-password-1');
+  await page.getByTestId('user-create').click();
+  await page.getByTestId('user-row').filter({ hasText: 'viewer' }).waitFor();
+  await page.getByTestId('nav-logout').click();
+  await page.waitForURL('**/login');
+
+  step('a viewer sees no admin pages');
+  await shoot(page, 'login');
+  await page.getByTestId('login-username').fill('viewer');
+  await page.getByTestId('login-password').fill('viewer-password-1');
+  await page.getByTestId('login-submit').click();
+  await page.getByTestId('nav-home').waitFor();
+  if ((await page.getByTestId('nav-admin').count()) > 0) throw new Error('a viewer sees the admin link');
+  await page.goto(`${base}/admin/users`);
+  await page.waitForTimeout(1000);
+  if ((await page.getByTestId('user-row').count()) > 0) throw new Error('a viewer sees the users page');
+  if (new URL(page.url()).pathname.startsWith('/admin')) throw new Error(`a viewer stays on ${page.url()}`);
+
+  if (consoleErrors.length > 0) {
+    throw new Error(`console errors:\n${consoleErrors.join('\n')}`);
+  }
+  console.log('ok: the web app works end to end');
+} finally {
+  await browser.close();
+}

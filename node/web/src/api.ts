@@ -1,0 +1,298 @@
+// API client: session in localStorage, bearer auth, one refresh on 401.
+import { navigate } from './router';
+import { createStore } from './store';
+
+export const API = '/api/v1';
+const SESSION_KEY = 'omega.session';
+
+export interface User {
+  id: number;
+  name: string;
+  admin: boolean;
+  totp: boolean;
+  libraries: number[] | null;
+}
+
+export interface Session {
+  access_token: string;
+  refresh_token: string;
+  user: User;
+}
+
+export interface Chapter {
+  start_ms: number;
+  end_ms: number;
+  title: string;
+}
+
+export interface Media {
+  size: number;
+  container: string | null;
+  path?: string;
+  node: number;
+  blob: string | null;
+}
+
+export interface UserData {
+  position_ms: number;
+  played: boolean;
+  play_count: number;
+}
+
+export interface Item {
+  id: number;
+  type: string;
+  title: string;
+  sort_title?: string;
+  year: number | null;
+  index: number | null;
+  parent: number | null;
+  library: number;
+  metadata: Record<string, string>;
+  chapters: Chapter[];
+  image: string | null;
+  /** The file, signed: usable without headers. */
+  stream_url: string | null;
+  media: Media[];
+  added_ms: number;
+  user_data?: UserData;
+}
+
+export interface ItemPage {
+  items: Item[];
+  total: number;
+}
+
+export interface Library {
+  id: number;
+  name: string;
+  type: string;
+  paths?: string[];
+  node: number;
+}
+
+export interface Playback {
+  decision: { method: 'direct_play' | 'remux' | 'transcode'; reasons?: string[] };
+  stream_url: string;
+  hls_url: string;
+  duration_s: number;
+}
+
+export interface ScanStatus {
+  state: 'idle' | 'running' | 'done' | 'failed';
+  progress?: { phase: string; done: number; total: number };
+  report?: { items: number; files: number; removed: number; skipped: unknown[] };
+  error?: string;
+}
+
+export class ApiError extends Error {
+  status: number;
+  body: Record<string, unknown> | null;
+  constructor(status: number, message: string, body: Record<string, unknown> | null) {
+    super(message);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+function loadSession(): Session | null {
+  try {
+    const raw = localStorage.getItem(SESSION_KEY);
+    if (!raw) return null;
+    const parsed = JSON.parse(raw) as Session;
+    return parsed && typeof parsed.access_token === 'string' ? parsed : null;
+  } catch {
+    return null;
+  }
+}
+
+export const sessionStore = createStore<Session | null>(loadSession());
+
+export function setSession(session: Session | null) {
+  try {
+    if (session) localStorage.setItem(SESSION_KEY, JSON.stringify(session));
+    else localStorage.removeItem(SESSION_KEY);
+  } catch {
+    /* storage unavailable: keep it in memory */
+  }
+  sessionStore.set(session);
+}
+
+export function accessToken(): string | null {
+  return sessionStore.get()?.access_token ?? null;
+}
+
+let refreshing: Promise<boolean> | null = null;
+
+/** Trades the refresh token for a new pair; false when that fails. */
+export function refreshSession(): Promise<boolean> {
+  if (refreshing) return refreshing;
+  const session = sessionStore.get();
+  if (!session) return Promise.resolve(false);
+  refreshing = (async () => {
+    try {
+      const response = await fetch(`${API}/auth/refresh`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ refresh_token: session.refresh_token }),
+      });
+      if (!response.ok) return false;
+      const next = (await response.json()) as Session;
+      setSession({ ...next, user: next.user ?? session.user });
+      return true;
+    } catch {
+      return false;
+    } finally {
+      setTimeout(() => (refreshing = null), 0);
+    }
+  })();
+  return refreshing;
+}
+
+export interface RequestOptions {
+  method?: string;
+  body?: unknown;
+  /** Send no bearer token and never refresh (login, setup). */
+  anonymous?: boolean;
+  signal?: AbortSignal;
+  /** Let the request outlive the page (progress reports). */
+  keepalive?: boolean;
+}
+
+async function send(path: string, options: RequestOptions): Promise<Response> {
+  const headers: Record<string, string> = { Accept: 'application/json' };
+  const token = options.anonymous ? null : accessToken();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let body: string | undefined;
+  if (options.body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    body = JSON.stringify(options.body);
+  }
+  return fetch(API + path, {
+    method: options.method ?? 'GET',
+    headers,
+    body,
+    signal: options.signal,
+    keepalive: options.keepalive,
+  });
+}
+
+function signOutLocally() {
+  setSession(null);
+  if (!location.pathname.startsWith('/login') && !location.pathname.startsWith('/setup')) navigate('/login');
+}
+
+/** Calls the API; resolves to the parsed JSON (null for no content). */
+export async function api<T = unknown>(path: string, options: RequestOptions = {}): Promise<T> {
+  let response: Response;
+  try {
+    response = await send(path, options);
+    if (response.status === 401 && !options.anonymous && sessionStore.get()) {
+      if (await refreshSession()) response = await send(path, options);
+      else {
+        signOutLocally();
+        throw new ApiError(401, 'Your session has ended: sign in again.', null);
+      }
+      if (response.status === 401) {
+        signOutLocally();
+      }
+    }
+  } catch (error) {
+    if (error instanceof ApiError) throw error;
+    if (error instanceof DOMException && error.name === 'AbortError') throw error;
+    throw new ApiError(0, 'The server cannot be reached.', null);
+  }
+  const text = await response.text().catch(() => '');
+  let json: unknown = null;
+  if (text) {
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = null;
+    }
+  }
+  if (!response.ok) {
+    const body = json && typeof json === 'object' ? (json as Record<string, unknown>) : null;
+    const message =
+      body && typeof body.error === 'string' ? body.error : `${response.status} ${response.statusText || 'error'}`;
+    throw new ApiError(response.status, message, body);
+  }
+  return json as T;
+}
+
+export function errorText(error: unknown): string {
+  if (error instanceof ApiError) return error.message;
+  if (error instanceof Error) return error.message;
+  return String(error);
+}
+
+export function isNotFound(error: unknown): boolean {
+  return error instanceof ApiError && (error.status === 404 || error.status === 405);
+}
+
+export async function logout() {
+  const session = sessionStore.get();
+  if (session) {
+    try {
+      await fetch(`${API}/auth/logout`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ refresh_token: session.refresh_token }),
+      });
+    } catch {
+      /* signed out locally anyway */
+    }
+  }
+  setSession(null);
+  navigate('/login');
+}
+
+export function query(params: Record<string, string | number | undefined | null>): string {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== undefined && value !== null && value !== '') search.set(key, String(value));
+  }
+  const text = search.toString();
+  return text ? `?${text}` : '';
+}
+
+// Libraries, shared by the nav and the admin pages.
+export const librariesStore = createStore<Library[]>([]);
+
+export async function reloadLibraries(): Promise<Library[]> {
+  const libraries = await api<Library[]>('/libraries');
+  librariesStore.set(Array.isArray(libraries) ? libraries : []);
+  return librariesStore.get();
+}
+
+/** Starts playback of an item: how, and where from. */
+export function startPlayback(id: number): Promise<Playback> {
+  return api<Playback>(`/items/${id}/playback`, { method: 'POST', body: {} });
+}
+
+const pendingProgress = new Set<Promise<unknown>>();
+
+export function reportProgress(id: number, positionMs: number, played = false): Promise<void> {
+  if (!sessionStore.get()) return Promise.resolve();
+  const request = api(`/items/${id}/progress`, {
+    method: 'POST',
+    body: { position_ms: Math.max(0, Math.floor(positionMs)), played },
+    keepalive: true,
+  })
+    .then(() => undefined)
+    .catch(() => {
+      /* progress is best effort */
+    });
+  pendingProgress.add(request);
+  void request.finally(() => pendingProgress.delete(request));
+  return request;
+}
+
+/** Waits for progress reports in flight, so that what loads next sees them. */
+export function settleProgress(): Promise<void> {
+  return Promise.all([...pendingProgress]).then(() => undefined);
+}
+
+export const PLAYABLE = ['movie', 'episode', 'track', 'audiobook'];
+export const VIDEO_KINDS = ['movie', 'episode'];
+export const AUDIO_KINDS = ['track', 'audiobook'];

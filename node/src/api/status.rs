@@ -30,16 +30,14 @@ pub async fn store(State(state): State<AppState>, caller: Caller) -> ApiResult<J
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    let mut value = serde_json::to_value(&stats).map_err(ApiError::internal)?;
     // Copied bytes only: blobs indexed in place take no room in the store.
     let copied = stats.logical_bytes.saturating_sub(stats.in_place_bytes);
+    let stored = stats.stored_bytes;
+    let mut value = serde_json::to_value(stats).map_err(ApiError::internal)?;
     if let Some(object) = value.as_object_mut()
-        && stats.stored_bytes > 0
+        && stored > 0
     {
-        object.insert(
-            "dedup_ratio".into(),
-            serde_json::json!(copied as f64 / stats.stored_bytes as f64),
-        );
+        object.insert("dedup_ratio".into(), serde_json::json!(copied as f64 / stored as f64));
     }
     Ok(Json(value))
 }

@@ -2,7 +2,9 @@
 # Installs what Omega needs to build, run and test on Debian (run as root):
 # clang/libclang for RocksDB's bindings, ffmpeg, restic and etcd (benchmark peers),
 # a Rust toolchain, cargo-nextest, moto's S3 server for the S3 tests, the
-# m3u8 playlist parser the HLS tests check playlists with, Node.js and npm
+# m3u8 playlist parser the HLS tests check playlists with, the Python
+# packages that validate deploy/ and the client libraries of the protocol
+# tests (py-sonic, feedparser, jellyfin-apiclient-python), Node.js and npm
 # (the web app's toolchain, from the npm registry) and Chromium (the web
 # app's end-to-end tests). Then it builds the web app, which the `omega`
 # binary embeds.
@@ -42,6 +44,12 @@ if ! python3 -c 'import moto.server' 2>/dev/null; then
   echo "setup: installing moto[server] (S3 server for the cold-tier tests)" >&2
   python3 -m pip install --quiet 'moto[server]' >&2 || python3 -m pip install --quiet --break-system-packages 'moto[server]' >&2
 fi
+for module in yaml:pyyaml jsonschema:jsonschema kubernetes_validate:kubernetes-validate dockerfile_parse:dockerfile-parse libsonic:py-sonic feedparser:feedparser jellyfin_apiclient_python:jellyfin-apiclient-python; do
+  if ! python3 -c "import ${module%%:*}" 2>/dev/null; then
+    echo "setup: installing ${module#*:} (deploy validation, client compatibility tests)" >&2
+    python3 -m pip install --quiet "${module#*:}" >&2 || python3 -m pip install --quiet --break-system-packages "${module#*:}" >&2
+  fi
+done
 if ! python3 -c 'import m3u8' 2>/dev/null; then
   echo "setup: installing m3u8 (HLS playlist parser for the HLS tests)" >&2
   python3 -m pip install --quiet m3u8 >&2 || python3 -m pip install --quiet --break-system-packages m3u8 >&2

@@ -191,6 +191,40 @@ pub enum Command {
         /// Proposer's clock.
         now_ms: u64,
     },
+    /// Stores an app password of a user: a secret for apps whose protocols
+    /// need one the server can read back (Subsonic's salted tokens),
+    /// sealed by the proposing node with a key only members hold. At most
+    /// [`crate::model::APP_PASSWORDS_MAX`] per user.
+    PutAppPassword {
+        /// Whose.
+        user: EntityId,
+        /// Chosen by the proposer (random); refused if taken.
+        id: u64,
+        /// Label.
+        name: String,
+        /// The sealed secret.
+        sealed: Vec<u8>,
+        /// Proposer's clock.
+        now_ms: u64,
+    },
+    /// Revokes an app password.
+    RevokeAppPassword {
+        /// Whose.
+        user: EntityId,
+        /// Which.
+        id: u64,
+    },
+    /// Marks or unmarks an item as one of a user's favourites.
+    SetFavorite {
+        /// Whose.
+        user: EntityId,
+        /// The item.
+        item: EntityId,
+        /// Marked (true) or not.
+        favorite: bool,
+        /// Proposer's clock.
+        now_ms: u64,
+    },
 }
 
 /// How a leased job ended.
@@ -235,6 +269,9 @@ impl fmt::Display for Command {
             Command::FinishJob { .. } => "finish-job",
             Command::RevokeCertificate { .. } => "revoke-certificate",
             Command::CreateFirstAdmin { .. } => "create-first-admin",
+            Command::PutAppPassword { .. } => "put-app-password",
+            Command::RevokeAppPassword { .. } => "revoke-app-password",
+            Command::SetFavorite { .. } => "set-favorite",
         };
         f.write_str(name)
     }

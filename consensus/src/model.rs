@@ -93,6 +93,32 @@ pub struct ApiKey {
     pub created_ms: u64,
 }
 
+/// Most app passwords a user may hold.
+pub const APP_PASSWORDS_MAX: usize = 32;
+
+/// An app password, stored under its user and id. Only nodes can open
+/// `sealed` (the key derives from the cluster's CA key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppPassword {
+    /// Its id (random, chosen by the proposer).
+    pub id: u64,
+    /// Whose it is.
+    pub user: EntityId,
+    /// A label chosen by the user ("phone", "Symfonium").
+    pub name: String,
+    /// The secret, sealed.
+    pub sealed: Vec<u8>,
+    /// Creation time, milliseconds since the epoch.
+    pub created_ms: u64,
+}
+
+/// An item a user marked as a favourite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Favorite {
+    /// When it was marked, milliseconds since the epoch.
+    pub since_ms: u64,
+}
+
 /// What kind of media a library holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LibraryKind {

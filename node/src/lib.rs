@@ -15,6 +15,7 @@
 //! - [`bench`]: `omega bench …`, each measuring Omega against a peer.
 //! - [`units`]: byte sizes and rates for people.
 //! - [`web`]: the embedded web app (built from `node/web`).
+//! - [`subsonic`]: the Subsonic API for music apps, at `/rest`.
 
 pub mod api;
 pub mod auth;
@@ -31,6 +32,7 @@ pub mod ratelimit;
 pub mod remote;
 pub mod serve;
 pub mod store_cmd;
+pub mod subsonic;
 pub mod telemetry;
 pub mod tokens;
 pub mod totp;

@@ -1,12 +1,13 @@
 //! Credentials handed to clients: short-lived access tokens (signed, not
 //! stored), refresh tokens and API keys (random secrets, stored as BLAKE3
-//! hashes through Raft), and TOTP enrolment tickets.
+//! hashes through Raft), TOTP enrolment tickets, and sealed app passwords.
 //!
 //! The signing key is derived from the cluster CA's key, which every member
 //! holds, so a token issued by one node is accepted by all.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use serde::{Deserialize, Serialize};
 
 /// Prefix of access tokens.
@@ -64,10 +65,20 @@ struct EnrolmentClaims {
     expires_ms: u64,
 }
 
-/// Signs and checks tokens with the cluster's key.
+/// The associated data of a sealed app password.
+fn app_password_aad(user: u64, id: u64) -> Aad<[u8; 16]> {
+    let mut bytes = [0; 16];
+    bytes[..8].copy_from_slice(&user.to_be_bytes());
+    bytes[8..].copy_from_slice(&id.to_be_bytes());
+    Aad::from(bytes)
+}
+
+/// Signs and checks tokens with the cluster's key, and seals app
+/// passwords with another key derived from it.
 #[derive(Clone)]
 pub struct TokenKey {
     key: [u8; 32],
+    seal_key: [u8; 32],
 }
 
 impl std::fmt::Debug for TokenKey {
@@ -81,7 +92,49 @@ impl TokenKey {
     pub fn derive(ca_key_der: &[u8]) -> TokenKey {
         TokenKey {
             key: blake3::derive_key("omega 2026 access tokens v1", ca_key_der),
+            seal_key: blake3::derive_key("omega 2026 app passwords v1", ca_key_der),
         }
+    }
+
+    /// Seals app password `id` of `user` (ChaCha20-Poly1305, random nonce;
+    /// the user and id are authenticated too, so a sealed secret cannot be
+    /// moved to another user or entry).
+    pub fn seal_app_password(&self, user: u64, id: u64, secret: &str) -> Vec<u8> {
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let mut sealed = secret.as_bytes().to_vec();
+        // Invariant: sealing fails only for inputs over ~256 GiB.
+        self.aead()
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                app_password_aad(user, id),
+                &mut sealed,
+            )
+            .unwrap_or_else(|_| unreachable!("sealing a short secret"));
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// The secret of a sealed app password, if it opens.
+    pub fn open_app_password(&self, user: u64, id: u64, sealed: &[u8]) -> Option<String> {
+        if sealed.len() <= NONCE_LEN || sealed.len() > 1024 {
+            return None;
+        }
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut body = body.to_vec();
+        let plain = self
+            .aead()
+            .open_in_place(nonce, app_password_aad(user, id), &mut body)
+            .ok()?;
+        String::from_utf8(plain.to_vec()).ok()
+    }
+
+    fn aead(&self) -> LessSafeKey {
+        // Invariant: a 32-byte key is ChaCha20-Poly1305's key length.
+        LessSafeKey::new(
+            UnboundKey::new(&CHACHA20_POLY1305, &self.seal_key).unwrap_or_else(|_| unreachable!("32-byte key")),
+        )
     }
 
     fn seal<T: Serialize>(&self, prefix: &str, claims: &T) -> String {
@@ -209,6 +262,20 @@ pub fn secret_hash(secret: &str) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn app_passwords_open_only_for_their_user_and_entry() {
+        let key = TokenKey::derive(b"ca key");
+        let sealed = key.seal_app_password(7, 99, "abcd-efgh");
+        assert_eq!(key.open_app_password(7, 99, &sealed).as_deref(), Some("abcd-efgh"));
+        assert_eq!(key.open_app_password(8, 99, &sealed), None, "another user");
+        assert_eq!(key.open_app_password(7, 98, &sealed), None, "another entry");
+        assert_eq!(TokenKey::derive(b"other").open_app_password(7, 99, &sealed), None);
+        let mut tampered = sealed.clone();
+        tampered[20] ^= 1;
+        assert_eq!(key.open_app_password(7, 99, &tampered), None);
+        assert_eq!(key.open_app_password(7, 99, &[1, 2, 3]), None);
+    }
 
     #[test]
     fn a_token_of_one_kind_is_not_another_kind() {

@@ -48,6 +48,8 @@ pub struct Transcoder {
     pub version: String,
     /// Encoders that worked in a test encode, best first.
     pub encoders: Vec<VideoEncoder>,
+    /// Audio streams re-encoded on the fly, bounded like sessions.
+    pub audio_slots: Arc<tokio::sync::Semaphore>,
     infos: Mutex<HashMap<String, Arc<SourceInfo>>>,
     copy_plans: Mutex<HashMap<String, CopyPlan>>,
     keeper: Option<std::sync::mpsc::SyncSender<(String, Vec<u8>)>>,
@@ -98,6 +100,7 @@ impl Transcoder {
             ffprobe: settings.ffprobe.clone(),
             version,
             encoders,
+            audio_slots: Arc::new(tokio::sync::Semaphore::new(settings.max_sessions)),
             infos: Mutex::new(HashMap::new()),
             copy_plans: Mutex::new(HashMap::new()),
         });

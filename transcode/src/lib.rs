@@ -2,6 +2,7 @@
 //! player can play. It knows nothing of Raft, libp2p or HTTP; the node
 //! wires it to its routes, its store and its job queue.
 //!
+//! - [`audio`]: audio re-encoded on the fly (MP3, Opus) to a pipe.
 //! - [`probe`]: ffprobe's JSON as typed structs.
 //! - [`decision`]: direct play, remux or transcode for a client.
 //! - [`ladder`]: the renditions derived from a source.
@@ -14,6 +15,7 @@
 //!   in number, restarted on far seeks, stopped when idle.
 //! - [`subtitles`]: text subtitles as WebVTT.
 
+pub mod audio;
 pub mod decision;
 pub mod error;
 pub mod ffmpeg;

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::tables::{KvRead, Table};
 use crate::codec::{decode, id_key, pair_key};
-use crate::model::{ApiKey, EntityId, Hash, Item, Job, Library, RefreshToken, User, WatchState};
+use crate::model::{ApiKey, AppPassword, EntityId, Favorite, Hash, Item, Job, Library, RefreshToken, User, WatchState};
 
 fn get<T: DeserializeOwned>(tables: &(impl KvRead + ?Sized), table: Table, key: &[u8]) -> io::Result<Option<T>> {
     tables
@@ -96,6 +96,34 @@ pub fn watch_states(tables: &(impl KvRead + ?Sized), user: EntityId) -> io::Resu
             ))
         })
         .collect()
+}
+
+/// Every app password of `user`.
+pub fn app_passwords(tables: &(impl KvRead + ?Sized), user: EntityId) -> io::Result<Vec<AppPassword>> {
+    tables
+        .scan_prefix(Table::AppPasswords, &id_key(user))?
+        .iter()
+        .map(|(_, value)| decode(Table::AppPasswords.cf_name(), value))
+        .collect()
+}
+
+/// Every favourite of `user`, with its item id.
+pub fn favorites(tables: &(impl KvRead + ?Sized), user: EntityId) -> io::Result<Vec<(EntityId, Favorite)>> {
+    tables
+        .scan_prefix(Table::Favorites, &id_key(user))?
+        .iter()
+        .map(|(key, value)| {
+            Ok((
+                crate::codec::key_second_id(key)?,
+                decode(Table::Favorites.cf_name(), value)?,
+            ))
+        })
+        .collect()
+}
+
+/// Whether `user` marked `item` as a favourite, and since when.
+pub fn favorite(tables: &(impl KvRead + ?Sized), user: EntityId, item: EntityId) -> io::Result<Option<Favorite>> {
+    get(tables, Table::Favorites, &pair_key(user, item))
 }
 
 /// A job by id.

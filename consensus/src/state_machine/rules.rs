@@ -17,7 +17,8 @@ use super::tables::{KvRead, Overlay, Table};
 use crate::codec::{decode, encode, id_key, key_second_id, pair_key};
 use crate::command::{Command, JobOutcome, Rejection, Response};
 use crate::model::{
-    ApiKey, EntityId, Item, ItemWrite, Job, JobState, JoinTokenUse, Library, RefreshToken, User, WatchState,
+    APP_PASSWORDS_MAX, ApiKey, AppPassword, EntityId, Favorite, Item, ItemWrite, Job, JobState, JoinTokenUse, Library,
+    RefreshToken, User, WatchState,
 };
 
 /// Key of the id counter in [`Table::Meta`].
@@ -182,8 +183,10 @@ pub fn apply_command<R: KvRead + ?Sized>(
             };
             tx.delete(Table::Users, &id_key(*id));
             tx.delete(Table::UserNames, &name_key(&user.name));
-            for (key, _) in tx.scan_prefix(Table::Watch, &id_key(*id))? {
-                tx.delete(Table::Watch, &key);
+            for table in [Table::Watch, Table::AppPasswords, Table::Favorites] {
+                for (key, _) in tx.scan_prefix(table, &id_key(*id))? {
+                    tx.delete(table, &key);
+                }
             }
             // Tokens and keys of a deleted user stop working at once: every
             // lookup checks that their user exists. They expire or are
@@ -274,6 +277,68 @@ pub fn apply_command<R: KvRead + ?Sized>(
                 return Ok(not_found("item", item));
             }
             put::<WatchState, R>(tx, Table::Watch, &pair_key(*user, *item), state);
+            Ok(Response::Done)
+        }
+        Command::PutAppPassword {
+            user,
+            id,
+            name,
+            sealed,
+            now_ms,
+        } => {
+            if tx.get(Table::Users, &id_key(*user))?.is_none() {
+                return Ok(not_found("user", user));
+            }
+            let key = pair_key(*user, *id);
+            if tx.get(Table::AppPasswords, &key)?.is_some() {
+                return Ok(Response::Rejected(Rejection::Invalid(format!(
+                    "app password {id} exists"
+                ))));
+            }
+            if tx.scan_prefix(Table::AppPasswords, &id_key(*user))?.len() >= APP_PASSWORDS_MAX {
+                return Ok(Response::Rejected(Rejection::Invalid(format!(
+                    "a user holds at most {APP_PASSWORDS_MAX} app passwords: revoke one first"
+                ))));
+            }
+            let password = AppPassword {
+                id: *id,
+                user: *user,
+                name: name.clone(),
+                sealed: sealed.clone(),
+                created_ms: *now_ms,
+            };
+            put(tx, Table::AppPasswords, &key, &password);
+            Ok(Response::Created(*id))
+        }
+        Command::RevokeAppPassword { user, id } => {
+            let key = pair_key(*user, *id);
+            if tx.get(Table::AppPasswords, &key)?.is_none() {
+                return Ok(not_found("app password", id));
+            }
+            tx.delete(Table::AppPasswords, &key);
+            Ok(Response::Done)
+        }
+        Command::SetFavorite {
+            user,
+            item,
+            favorite,
+            now_ms,
+        } => {
+            if tx.get(Table::Users, &id_key(*user))?.is_none() {
+                return Ok(not_found("user", user));
+            }
+            if tx.get(Table::Items, &id_key(*item))?.is_none() {
+                return Ok(not_found("item", item));
+            }
+            let key = pair_key(*user, *item);
+            if *favorite {
+                // Marking again keeps the first mark's time.
+                if tx.get(Table::Favorites, &key)?.is_none() {
+                    put(tx, Table::Favorites, &key, &Favorite { since_ms: *now_ms });
+                }
+            } else {
+                tx.delete(Table::Favorites, &key);
+            }
             Ok(Response::Done)
         }
         Command::EnqueueJob { item, profile, now_ms } => {

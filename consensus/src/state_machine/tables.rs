@@ -42,11 +42,15 @@ pub enum Table {
     /// kind tag ++ sort title ++ 0 ++ item id → library id: items of a
     /// kind in title order, for listing pages without sorting.
     ItemOrder,
+    /// user ++ id → `AppPassword`.
+    AppPasswords,
+    /// user ++ item → `Favorite`.
+    Favorites,
 }
 
 impl Table {
     /// Every table, in snapshot order.
-    pub const ALL: [Table; 16] = [
+    pub const ALL: [Table; 18] = [
         Table::Meta,
         Table::Users,
         Table::UserNames,
@@ -63,6 +67,8 @@ impl Table {
         Table::JoinTokens,
         Table::Revoked,
         Table::ItemOrder,
+        Table::AppPasswords,
+        Table::Favorites,
     ];
 
     /// Its column family's name.
@@ -84,6 +90,8 @@ impl Table {
             Table::JoinTokens => "sm_join_tokens",
             Table::Revoked => "sm_revoked",
             Table::ItemOrder => "sm_item_order",
+            Table::AppPasswords => "sm_app_passwords",
+            Table::Favorites => "sm_favorites",
         }
     }
 

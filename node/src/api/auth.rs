@@ -168,7 +168,7 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| hash_password("omega decoy password").unwrap_or_default())
 }
 
-async fn check_password(password: String, hash: String) -> bool {
+pub(crate) async fn check_password(password: String, hash: String) -> bool {
     tokio::task::spawn_blocking(move || verify_password(&password, &hash))
         .await
         .unwrap_or(false)

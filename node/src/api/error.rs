@@ -65,6 +65,11 @@ impl ApiError {
         }
     }
 
+    /// Its HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// What the client is told.
     pub fn message(&self) -> &str {
         &self.message

@@ -437,6 +437,12 @@ pub async fn image(
     if kind != "primary" {
         return Err(ApiError::not_found(format!("no {kind:?} image: images are primary")));
     }
+    serve_image(&state, &item, &headers).await
+}
+
+/// An item's primary image from the store, with its blob id as ETag. The
+/// caller has checked that the requester may see `item`.
+pub(crate) async fn serve_image(state: &AppState, item: &Item, headers: &HeaderMap) -> ApiResult<Response> {
     let blob = item
         .fields
         .metadata
@@ -488,7 +494,7 @@ pub struct Progress {
     pub played: bool,
 }
 
-async fn save_watch(
+pub(crate) async fn save_watch(
     state: &AppState,
     caller: &Caller,
     item: u64,
@@ -632,7 +638,13 @@ pub async fn stream(
 ) -> ApiResult<Response> {
     let caller = authorize(&state, &parts, query.t.as_deref(), id)?;
     let item = visible_item(&state, &caller, id)?;
-    let media = local_media(&state, &item)?;
+    serve_file(&state, &item, &headers).await
+}
+
+/// An item's file as it is: Range (single), If-Range, ETag, If-None-Match.
+/// The caller has checked that the requester may see `item`.
+pub(crate) async fn serve_file(state: &AppState, item: &Item, headers: &HeaderMap) -> ApiResult<Response> {
+    let media = local_media(state, item)?;
     let mut file = tokio::fs::File::open(&media.path)
         .await
         .map_err(|_| ApiError::not_found("the item's file is missing"))?;
@@ -695,7 +707,8 @@ pub async fn stream(
     Ok(response)
 }
 
-fn mime(path: &str) -> &'static str {
+/// The media type of a file, from its extension.
+pub(crate) fn mime(path: &str) -> &'static str {
     match crate::library::naming::extension(path).as_deref() {
         Some("mp4" | "m4v") => "video/mp4",
         Some("mkv") => "video/x-matroska",

@@ -7,6 +7,7 @@
 //! - [`items`]: the catalog and direct streams.
 //! - [`error`]: JSON errors.
 
+pub mod app_passwords;
 pub mod auth;
 pub mod error;
 pub mod events;
@@ -88,6 +89,11 @@ pub fn router() -> Router<AppState> {
         .route("/auth/totp/enroll", post(auth::totp_enroll))
         .route("/auth/totp/confirm", post(auth::totp_confirm))
         .route("/auth/totp/disable", post(auth::totp_disable))
+        .route(
+            "/auth/app-passwords",
+            get(app_passwords::list).post(app_passwords::create),
+        )
+        .route("/auth/app-passwords/{id}", delete(app_passwords::revoke))
         .route("/users", get(users::list).post(users::create))
         .route("/users/{id}", delete(users::remove))
         .route("/users/{id}/access", put(users::set_access))

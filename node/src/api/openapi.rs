@@ -10,7 +10,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, events, folders, hls, items, jobs, libraries, setup, status, users};
+use super::{app_passwords, auth, events, folders, hls, items, jobs, libraries, setup, status, users};
 
 /// The document.
 #[derive(Debug, OpenApi)]
@@ -28,6 +28,9 @@ use super::{auth, events, folders, hls, items, jobs, libraries, setup, status, u
         auth::totp_enroll,
         auth::totp_confirm,
         auth::totp_disable,
+        app_passwords::list,
+        app_passwords::create,
+        app_passwords::revoke,
         users::list,
         users::create,
         users::remove,

@@ -1,0 +1,189 @@
+//! Existing clients against a real node: the client libraries the apps use
+//! (py-sonic for Subsonic) drive `omega serve` on a generated library, and
+//! the protocols' own rules hold: credentials, per-library access, bad
+//! input answered in each protocol's error shape.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Server, ffmpeg, http_raw};
+use serde_json::{Value, json};
+
+/// A two-track album with a folder cover; returns the first track's path.
+fn music(root: &Path) -> PathBuf {
+    let album = root.join("Test Artist/Test Album");
+    std::fs::create_dir_all(&album).unwrap();
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=300x300:duration=1",
+        "-frames:v",
+        "1",
+        album.join("cover.jpg").to_str().unwrap(),
+    ]);
+    for (number, title, frequency) in [(1, "First Tone", 440), (2, "Second Tone", 550)] {
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("sine=frequency={frequency}:duration=15"),
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "192k",
+            "-metadata",
+            &format!("title={title}"),
+            "-metadata",
+            "artist=Test Artist",
+            "-metadata",
+            "album=Test Album",
+            "-metadata",
+            "genre=Electronic",
+            "-metadata",
+            &format!("track={number}"),
+            album.join(format!("0{number} - {title}.mp3")).to_str().unwrap(),
+        ]);
+    }
+    album.join("01 - First Tone.mp3")
+}
+
+fn wait_for_tracks(server: &Server, token: &str, count: u64) {
+    let started = Instant::now();
+    loop {
+        let (_, page) = server.request("GET", "/api/v1/items?type=track", Some(token), None);
+        if page["total"] == count {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{page}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A Subsonic call with a plain password, as JSON.
+fn subsonic(server: &Server, query: &str) -> (u16, Value) {
+    let (code, _, body) = http_raw(server.http_port, "GET", &format!("/rest/{query}"), "", b"");
+    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (code, value["subsonic-response"].clone())
+}
+
+#[test]
+fn subsonic_clients_browse_stream_and_scrobble() {
+    let media = tempfile::tempdir().unwrap();
+    let first_track = music(&media.path().join("music"));
+    let server = Server::start(&["--media", &format!("{}:music", media.path().join("music").display())]);
+    let admin = server.login("admin", "admin-password");
+    wait_for_tracks(&server, &admin, 2);
+
+    // An app password, shown once; listed without its secret.
+    let (code, created) = server.request(
+        "POST",
+        "/api/v1/auth/app-passwords",
+        Some(&admin),
+        Some(&json!({"name": "py-sonic"})),
+    );
+    assert_eq!(code, 201, "{created}");
+    let app_password = created["password"].as_str().unwrap().to_owned();
+    let (_, listed) = server.request("GET", "/api/v1/auth/app-passwords", Some(&admin), None);
+    assert_eq!(listed[0]["name"], "py-sonic");
+    assert!(listed[0].get("password").is_none(), "{listed}");
+
+    let output = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/subsonic.py"))
+        .env("OMEGA_PORT", server.http_port.to_string())
+        .env("OMEGA_USER", "admin")
+        .env("OMEGA_APP_PASSWORD", &app_password)
+        .env("OMEGA_TRACK_FILE", &first_track)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "py-sonic failed\n{}\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        server.log()
+    );
+
+    // The scrobble is the watch state Omega's own API shows.
+    let (_, tracks) = server.request("GET", "/api/v1/items?type=track&sort=index", Some(&admin), None);
+    assert_eq!(tracks["items"][0]["user_data"]["play_count"], 1, "{tracks}");
+
+    // XML by default, with the namespace.
+    let plain = format!("u=admin&p={app_password}");
+    let (code, _, body) = http_raw(server.http_port, "GET", &format!("/rest/ping.view?{plain}"), "", b"");
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        text.contains("xmlns=\"http://subsonic.org/restapi\"") && text.contains("status=\"ok\""),
+        "{text}"
+    );
+
+    // Bad input: the envelope with Subsonic's codes.
+    let (_, answer) = subsonic(&server, "ping?f=json");
+    assert_eq!(answer["error"]["code"], 10, "no user: {answer}");
+    let (_, answer) = subsonic(&server, "ping?f=json&u=admin&t=00&s=salt");
+    assert_eq!(answer["error"]["code"], 40, "{answer}");
+    let (_, answer) = subsonic(&server, "ping?f=json&u=admin&p=enc:zz");
+    assert_eq!(answer["error"]["code"], 40, "{answer}");
+    let (code, answer) = subsonic(&server, &format!("getPodcasts?f=json&{plain}"));
+    assert_eq!((code, answer["status"].as_str()), (501, Some("failed")), "{answer}");
+    let (_, answer) = subsonic(&server, &format!("getAlbum?f=json&{plain}"));
+    assert_eq!(answer["error"]["code"], 10, "{answer}");
+    let (_, answer) = subsonic(&server, &format!("getAlbum?f=json&id=nonsense&{plain}"));
+    assert_eq!(answer["error"]["code"], 70, "{answer}");
+    let (_, answer) = subsonic(
+        &server,
+        &format!("getAlbumList2?f=json&type=newest&size=99999999&{plain}"),
+    );
+    assert_eq!(answer["status"], "ok", "a huge size is capped: {answer}");
+    let (_, answer) = subsonic(&server, &format!("getAlbumList2?f=json&type=newest&size=-4&{plain}"));
+    assert_eq!(answer["error"]["code"], 0, "{answer}");
+
+    // The account password works while the account has no TOTP.
+    let (_, answer) = subsonic(&server, "ping?f=json&u=admin&p=admin-password");
+    assert_eq!(answer["status"], "ok", "{answer}");
+
+    // A user without access to the music library sees none of it.
+    let (code, _) = server.request(
+        "POST",
+        "/api/v1/users",
+        Some(&admin),
+        Some(&json!({"name": "outsider", "password": "outsider-password", "libraries": []})),
+    );
+    assert_eq!(code, 201);
+    let outsider = "u=outsider&p=outsider-password";
+    let (_, answer) = subsonic(&server, &format!("getArtists?f=json&{outsider}"));
+    assert_eq!(answer["artists"]["index"], json!([]), "{answer}");
+    let (_, answer) = subsonic(&server, &format!("search3?f=json&query=&{outsider}"));
+    assert_eq!(answer["searchResult3"]["song"], json!([]), "{answer}");
+    let track_id = tracks["items"][0]["id"].as_u64().unwrap();
+    let (_, answer) = subsonic(&server, &format!("getSong?f=json&id={track_id}&{outsider}"));
+    assert_eq!(answer["error"]["code"], 70, "{answer}");
+    let (code, _, body) = http_raw(
+        server.http_port,
+        "GET",
+        &format!("/rest/stream?id={track_id}&{outsider}"),
+        "",
+        b"",
+    );
+    assert!(
+        code == 200 && String::from_utf8_lossy(&body).contains("code=\"70\""),
+        "no bytes for an outsider"
+    );
+
+    // Revoked app passwords stop working.
+    let id = created["id"].as_u64().unwrap();
+    let (code, _) = server.request(
+        "DELETE",
+        &format!("/api/v1/auth/app-passwords/{id}"),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(code, 204);
+    let (_, answer) = subsonic(&server, &format!("ping?f=json&u=admin&p={app_password}"));
+    assert_eq!(answer["error"]["code"], 40, "{answer}");
+}

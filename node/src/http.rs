@@ -20,6 +20,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(crate::telemetry::render))
         .nest("/api/v1", crate::api::router())
         .merge(crate::subsonic::router())
+        .merge(crate::opds::router())
         .fallback(crate::web::fallback)
         .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
         .layer(axum::middleware::from_fn(crate::telemetry::track))

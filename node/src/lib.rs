@@ -16,6 +16,7 @@
 //! - [`units`]: byte sizes and rates for people.
 //! - [`web`]: the embedded web app (built from `node/web`).
 //! - [`subsonic`]: the Subsonic API for music apps, at `/rest`.
+//! - [`opds`]: OPDS 1.2 catalogs for e-book readers, at `/opds`.
 
 pub mod api;
 pub mod auth;
@@ -28,6 +29,7 @@ pub mod events;
 pub mod http;
 pub mod jobs;
 pub mod library;
+pub mod opds;
 pub mod ratelimit;
 pub mod remote;
 pub mod serve;

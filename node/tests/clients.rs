@@ -187,3 +187,96 @@ fn subsonic_clients_browse_stream_and_scrobble() {
     let (_, answer) = subsonic(&server, &format!("ping?f=json&u=admin&p={app_password}"));
     assert_eq!(answer["error"]["code"], 40, "{answer}");
 }
+
+#[test]
+fn opds_readers_browse_search_and_download() {
+    let media = tempfile::tempdir().unwrap();
+    let shelf = media.path().join("books");
+    common::books::books(&shelf);
+    let server = Server::start(&["--media", &format!("{}:books", shelf.display())]);
+    let admin = server.login("admin", "admin-password");
+    let started = Instant::now();
+    loop {
+        let (_, page) = server.request("GET", "/api/v1/items?type=book", Some(&admin), None);
+        if page["total"] == 3 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{page}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, created) = server.request(
+        "POST",
+        "/api/v1/auth/app-passwords",
+        Some(&admin),
+        Some(&json!({"name": "reader"})),
+    );
+    assert_eq!(code, 201);
+    let output = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/opds.py"))
+        .env("OMEGA_PORT", server.http_port.to_string())
+        .env("OMEGA_USER", "admin")
+        .env("OMEGA_APP_PASSWORD", created["password"].as_str().unwrap())
+        .env("OMEGA_EPUB", shelf.join("petit-prince.epub"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "feedparser failed\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+
+    // Bad input and access: malformed Basic, a wrong password, a reader
+    // without access, a book id that is not a book.
+    let basic = |user: &str, password: &str| {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        format!("Authorization: Basic {token}\r\n")
+    };
+    let (code, head, _) = http_raw(server.http_port, "GET", "/opds", "Authorization: Basic !!!\r\n", b"");
+    assert_eq!(code, 401);
+    assert!(head.to_lowercase().contains("www-authenticate: basic"), "{head}");
+    let (code, _, _) = http_raw(server.http_port, "GET", "/opds", &basic("admin", "wrong"), b"");
+    assert_eq!(code, 401);
+    let (code, _) = server.request(
+        "POST",
+        "/api/v1/users",
+        Some(&admin),
+        Some(&json!({"name": "outsider", "password": "outsider-password", "libraries": []})),
+    );
+    assert_eq!(code, 201);
+    let outsider = basic("outsider", "outsider-password");
+    let (code, _, body) = http_raw(server.http_port, "GET", "/opds/books", &outsider, b"");
+    assert_eq!(code, 200);
+    assert!(
+        !String::from_utf8_lossy(&body).contains("<entry>"),
+        "an outsider sees no books"
+    );
+    let (_, books) = server.request("GET", "/api/v1/items?type=book", Some(&admin), None);
+    let id = books["items"][0]["id"].as_u64().unwrap();
+    let (code, _, _) = http_raw(
+        server.http_port,
+        "GET",
+        &format!("/opds/books/{id}/file/0"),
+        &outsider,
+        b"",
+    );
+    assert_eq!(code, 404);
+    let (code, _, _) = http_raw(
+        server.http_port,
+        "GET",
+        "/opds/books/99999/file/0",
+        &basic("admin", "admin-password"),
+        b"",
+    );
+    assert_eq!(code, 404);
+    let huge = "x".repeat(300);
+    let (code, _, _) = http_raw(
+        server.http_port,
+        "GET",
+        &format!("/opds/search?q={huge}"),
+        &basic("admin", "admin-password"),
+        b"",
+    );
+    assert_eq!(code, 400);
+}

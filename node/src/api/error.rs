@@ -13,6 +13,7 @@ pub struct ApiError {
     message: String,
     retry_after_ms: Option<u64>,
     extra: Option<serde_json::Value>,
+    challenge: Option<&'static str>,
 }
 
 impl ApiError {
@@ -23,7 +24,14 @@ impl ApiError {
             message: message.into(),
             retry_after_ms: None,
             extra: None,
+            challenge: None,
         }
+    }
+
+    /// Adds a `WWW-Authenticate` challenge (for a 401).
+    pub fn with_challenge(mut self, challenge: &'static str) -> ApiError {
+        self.challenge = Some(challenge);
+        self
     }
 
     /// 400.
@@ -127,6 +135,11 @@ impl IntoResponse for ApiError {
             object.extend(fields);
         }
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(challenge) = self.challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
         if let Some(retry_after_ms) = self.retry_after_ms {
             let seconds = retry_after_ms.div_ceil(1000).max(1);
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {

@@ -109,6 +109,8 @@ pub struct UserData {
     pub played: bool,
     /// Times played to the end.
     pub play_count: u32,
+    /// Marked as a favourite.
+    pub favorite: bool,
 }
 
 impl From<WatchState> for UserData {
@@ -117,6 +119,7 @@ impl From<WatchState> for UserData {
             position_ms: state.position_ms,
             played: state.played,
             play_count: state.play_count,
+            favorite: false,
         }
     }
 }
@@ -134,6 +137,7 @@ fn view_for(state: &AppState, caller: &Caller, item: &Item) -> ApiResult<ItemVie
     if let Some(watch) = read::watch_state(state.cluster.tables(), caller.user.id, item.id)? {
         view.user_data = watch.into();
     }
+    view.user_data.favorite = read::favorite(state.cluster.tables(), caller.user.id, item.id)?.is_some();
     Ok(view)
 }
 
@@ -210,6 +214,8 @@ pub struct ListQuery {
     pub limit: Option<usize>,
     /// Items to skip.
     pub offset: Option<usize>,
+    /// `true`: only the caller's favourites.
+    pub favorite: Option<bool>,
 }
 
 /// A page of items.
@@ -254,6 +260,7 @@ pub async fn list(
     if let Some(kind) = kind
         && query.parent.is_none()
         && search.is_none()
+        && query.favorite.is_none()
         && query.sort.as_deref().unwrap_or("title") == "title"
     {
         let visible = |library: u64| can_see(&caller, library) && query.library.is_none_or(|id| id == library);
@@ -269,6 +276,16 @@ pub async fn list(
             limit,
         }));
     }
+    let favorites: Option<std::collections::HashSet<u64>> = match query.favorite {
+        Some(wanted) => Some(
+            read::favorites(tables, caller.user.id)?
+                .into_iter()
+                .map(|(item, _)| item)
+                .collect(),
+        )
+        .filter(|_| wanted),
+        None => None,
+    };
     let mut items = Vec::new();
     for library in read::libraries(tables)? {
         if !can_see(&caller, library.id) || query.library.is_some_and(|id| id != library.id) {
@@ -276,6 +293,7 @@ pub async fn list(
         }
         for item in read::library_items(tables, library.id)? {
             let matches = kind.is_none_or(|kind| item.fields.kind == kind)
+                && favorites.as_ref().is_none_or(|favorites| favorites.contains(&item.id))
                 && query.parent.is_none_or(|parent| item.parent == Some(parent))
                 && search
                     .as_deref()
@@ -516,7 +534,9 @@ pub(crate) async fn save_watch(
         position_ms: watch.position_ms,
         played: watch.played,
     });
-    Ok(Json(watch.into()))
+    let mut data = UserData::from(watch);
+    data.favorite = read::favorite(state.cluster.tables(), caller.user.id, item)?.is_some();
+    Ok(Json(data))
 }
 
 /// Reports playback progress: the resume position, or the end of playback
@@ -559,6 +579,51 @@ pub async fn mark_unplayed(
     PathParam(id): PathParam<u64>,
 ) -> ApiResult<Json<UserData>> {
     set_played(&state, &caller, id, false).await
+}
+
+/// Marks an item as a favourite.
+#[utoipa::path(post, path = "/api/v1/items/{id}/favorite", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), responses((status = 200, body = UserData), (status = 404)))]
+pub async fn mark_favorite(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam<u64>,
+) -> ApiResult<Json<UserData>> {
+    set_favorite(&state, &caller, id, true).await
+}
+
+/// Unmarks an item as a favourite.
+#[utoipa::path(delete, path = "/api/v1/items/{id}/favorite", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), responses((status = 200, body = UserData), (status = 404)))]
+pub async fn unmark_favorite(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam<u64>,
+) -> ApiResult<Json<UserData>> {
+    set_favorite(&state, &caller, id, false).await
+}
+
+/// Marks a visible item as a favourite or not (the same marks Subsonic's
+/// `star` and Jellyfin's favourites set).
+pub(crate) async fn set_favorite(
+    state: &AppState,
+    caller: &Caller,
+    id: u64,
+    favorite: bool,
+) -> ApiResult<Json<UserData>> {
+    visible_item(state, caller, id)?;
+    state
+        .write(Command::SetFavorite {
+            user: caller.user.id,
+            item: id,
+            favorite,
+            now_ms: state.clock.now_ms(),
+        })
+        .await?;
+    let tables = state.cluster.tables();
+    let mut data: UserData = read::watch_state(tables, caller.user.id, id)?
+        .unwrap_or_default()
+        .into();
+    data.favorite = favorite;
+    Ok(Json(data))
 }
 
 /// Marks a visible item played or not, clearing its resume position.

@@ -126,4 +126,8 @@ pub fn router() -> Router<AppState> {
             "/items/{id}/played",
             post(items::mark_played).delete(items::mark_unplayed),
         )
+        .route(
+            "/items/{id}/favorite",
+            post(items::mark_favorite).delete(items::unmark_favorite),
+        )
 }

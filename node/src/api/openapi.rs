@@ -53,6 +53,8 @@ use super::{app_passwords, auth, events, folders, hls, items, jobs, libraries, s
         items::progress,
         items::mark_played,
         items::mark_unplayed,
+        items::mark_favorite,
+        items::unmark_favorite,
         events::events,
         jobs::create,
         jobs::list,

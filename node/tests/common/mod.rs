@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod books;
 pub mod cluster;
 
 /// Runs ffmpeg quietly; panics if it fails.

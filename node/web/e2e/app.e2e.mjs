@@ -5,7 +5,8 @@
 // The path: setup wizard → add libraries (folder browser) → scan progress
 // → play a video (currentTime advances, HLS segments fetched) → leave →
 // reopen and resume from the saved position → play a music track → admin
-// pages → a non-admin sees no admin pages. No console errors anywhere.
+// pages → settings (an app password, shown once) → a favourite on the home
+// page → a non-admin sees no admin pages. No console errors anywhere.
 // Screenshots of the main pages at desktop and phone widths go to
 // $OMEGA_SCREENSHOTS.
 
@@ -188,6 +189,32 @@ try {
   await page.getByTestId('member-row').first().waitFor();
   await page.getByTestId('admin-store').click();
   await page.getByTestId('store-stats').waitFor();
+
+  step('settings: an app password, shown once');
+  await page.getByTestId('nav-settings').click();
+  await page.waitForURL('**/settings');
+  await page.getByTestId('settings-username').filter({ hasText: 'admin' }).waitFor();
+  await page.getByTestId('app-password-name').fill('phone');
+  await page.getByTestId('app-password-create').click();
+  const secret = ((await page.getByTestId('app-password-secret').textContent({ timeout: 10_000 })) ?? '').trim();
+  if (secret.length !== 24 || !/^[a-z0-9]{4}(-[a-z0-9]{4}){4}$/.test(secret)) {
+    throw new Error(`the app password looks wrong: ${JSON.stringify(secret)}`);
+  }
+  await page.getByTestId('app-password-row').filter({ hasText: 'phone' }).waitFor();
+  await shoot(page, 'settings');
+
+  step('a favourite, on the item page and at home');
+  await page.goto(itemUrl);
+  const favorite = page.getByTestId('favorite-toggle');
+  await favorite.waitFor();
+  if ((await favorite.getAttribute('aria-pressed')) !== 'false') throw new Error('the film starts as a favourite');
+  await favorite.click();
+  await page.waitForSelector('[data-testid="favorite-toggle"][aria-pressed="true"]', { timeout: 10_000 });
+  const filmTitle = ((await page.getByTestId('item-title').textContent()) ?? '').trim();
+  await page.getByTestId('nav-home').click();
+  await page.getByTestId('favorites').getByTestId('item-card').filter({ hasText: filmTitle }).waitFor({ timeout: 15_000 });
+  await shoot(page, 'home-favorites');
+  await page.getByTestId('nav-admin').click();
 
   step('an administrator adds a viewer');
   await page.getByTestId('admin-users').click();

@@ -37,6 +37,7 @@ export interface UserData {
   position_ms: number;
   played: boolean;
   play_count: number;
+  favorite?: boolean;
 }
 
 export interface Item {
@@ -268,6 +269,22 @@ export async function reloadLibraries(): Promise<Library[]> {
 /** Starts playback of an item: how, and where from. */
 export function startPlayback(id: number): Promise<Playback> {
   return api<Playback>(`/items/${id}/playback`, { method: 'POST', body: {} });
+}
+
+/** Marks (or unmarks) an item as one of the caller's favourites. */
+export function setFavorite(id: number, favorite: boolean): Promise<UserData> {
+  return api<UserData>(`/items/${id}/favorite`, { method: favorite ? 'POST' : 'DELETE' });
+}
+
+/** An app password as listed (its secret is shown once, at creation). */
+export interface AppPassword {
+  id: number;
+  name: string;
+  created_ms: number;
+}
+
+export interface NewAppPassword extends AppPassword {
+  password: string;
 }
 
 const pendingProgress = new Set<Promise<unknown>>();

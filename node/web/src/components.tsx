@@ -1,6 +1,6 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { api, errorText, type Item, type Library } from './api';
+import { api, errorText, setFavorite, type Item, type Library, type UserData } from './api';
 import { loadScan, scansStore } from './events';
 import { clock, durationMs, phaseLabel } from './format';
 import { Link } from './router';
@@ -12,6 +12,56 @@ export function ErrorBox({ error, testid }: { error: unknown; testid?: string })
     <p class="error" role="alert" data-testid={testid}>
       {errorText(error)}
     </p>
+  );
+}
+
+/** A ☆/★ toggle for the caller's favourites; reports the new user data. */
+export function FavoriteButton({
+  item,
+  onChange,
+  testid = 'favorite-toggle',
+  compact = false,
+}: {
+  item: Item;
+  onChange: (data: UserData) => void;
+  testid?: string;
+  compact?: boolean;
+}) {
+  const favorite = item.user_data?.favorite ?? false;
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const toggle = async () => {
+    setBusy(true);
+    setError(null);
+    try {
+      const data = await setFavorite(item.id, !favorite);
+      const before: UserData = item.user_data ?? { position_ms: 0, played: false, play_count: 0 };
+      onChange({ ...before, ...(data ?? {}), favorite: data?.favorite ?? !favorite });
+    } catch (failure) {
+      setError(failure);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <button
+      type="button"
+      class={compact ? 'favorite compact' : 'favorite'}
+      data-testid={testid}
+      aria-pressed={favorite}
+      aria-busy={busy}
+      aria-label={compact ? `Favourite: ${item.title}` : undefined}
+      title={error ? errorText(error) : favorite ? 'Remove from favourites' : 'Add to favourites'}
+      onClick={() => {
+        if (!busy) void toggle();
+      }}
+    >
+      <span class="star" aria-hidden="true">
+        {favorite ? '★' : '☆'}
+      </span>
+      {compact ? null : 'Favourite'}
+      {error && !compact ? <span class="error-text">({errorText(error)})</span> : null}
+    </button>
   );
 }
 

@@ -9,6 +9,7 @@ import { LoginPage, SetupPage } from './pages/auth';
 import { HomePage, LibraryPage, SearchPage } from './pages/browse';
 import { ItemPage } from './pages/item';
 import { PlayPage } from './pages/play';
+import { SettingsPage } from './pages/settings';
 import { Link, match, navigate, useLocation } from './router';
 import { useStore } from './store';
 import './style.css';
@@ -69,6 +70,9 @@ function Nav({ user }: { user: User }) {
               Admin
             </Link>
           ) : null}
+          <Link href="/settings" data-testid="nav-settings" aria-current={location.path === '/settings' ? 'page' : undefined}>
+            Settings
+          </Link>
           <button type="button" class="ghost" data-testid="nav-logout" onClick={() => void logout()}>
             Sign out <span class="muted">({user.name})</span>
           </button>
@@ -89,6 +93,7 @@ function Routes({ user }: { user: User }) {
     const start = t !== null && t !== '' && Number.isFinite(Number(t)) ? Number(t) : null;
     return <PlayPage key={params.id} id={Number(params.id)} startAt={start} />;
   }
+  if (path === '/settings') return <SettingsPage />;
   if (path === '/search') return <SearchPage text={query.get('q') ?? ''} />;
   if (path === '/admin' || path.startsWith('/admin/')) {
     if (!user.admin) {

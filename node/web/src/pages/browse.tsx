@@ -6,10 +6,19 @@ import { useStore } from '../store';
 
 const HOME_KINDS = ['movie', 'series', 'album', 'audiobook', 'book', 'photo'];
 const TOP_KINDS = ['movie', 'series', 'artist', 'album', 'audiobook', 'book', 'photo'];
+const FAVORITE_SHOWN = 48;
+
+/** The caller's favourites, the latest added first. */
+function loadFavorites(): Promise<Item[]> {
+  return api<ItemPage>(`/items${query({ favorite: 'true', sort: 'added', order: 'desc', limit: FAVORITE_SHOWN })}`).then(
+    (page) => (Array.isArray(page?.items) ? page.items : []),
+  );
+}
 
 export function HomePage() {
   const [resume, setResume] = useState<Item[]>([]);
   const [recent, setRecent] = useState<Item[] | null>(null);
+  const [favorites, setFavorites] = useState<Item[]>([]);
   const [error, setError] = useState<unknown>(null);
 
   useEffect(() => {
@@ -21,6 +30,13 @@ export function HomePage() {
       })
       .catch((failure) => {
         if (!cancelled && !isNotFound(failure)) setError(failure);
+      });
+    loadFavorites()
+      .then((items) => {
+        if (!cancelled) setFavorites(items);
+      })
+      .catch(() => {
+        /* the section stays hidden */
       });
     Promise.all(
       HOME_KINDS.map((kind) =>
@@ -53,6 +69,12 @@ export function HomePage() {
         <section data-testid="continue-watching" aria-labelledby="continue-heading">
           <h2 id="continue-heading">Continue watching</h2>
           <Grid items={resume} />
+        </section>
+      ) : null}
+      {favorites.length > 0 ? (
+        <section data-testid="favorites" aria-labelledby="favorites-heading">
+          <h2 id="favorites-heading">Favourites</h2>
+          <Grid items={favorites} />
         </section>
       ) : null}
       <section data-testid="recently-added" aria-labelledby="recent-heading">

@@ -10,7 +10,7 @@ import {
   type ItemPage,
   type UserData,
 } from '../api';
-import { ErrorBox, Loading, Poster, ProgressBar } from '../components';
+import { ErrorBox, FavoriteButton, Loading, Poster, ProgressBar } from '../components';
 import { bytes, clock, durationMs } from '../format';
 import { playQueue } from '../music';
 import { Link, navigate } from '../router';
@@ -95,7 +95,10 @@ export function ItemPage({ id }: { id: number }) {
     setActionError(null);
     try {
       const data = await api<UserData>(`/items/${item.id}/played`, { method: played ? 'DELETE' : 'POST' });
-      setItem({ ...item, user_data: data ?? { position_ms: 0, played: !played, play_count: 0 } });
+      setItem({
+        ...item,
+        user_data: data ?? { position_ms: 0, played: !played, play_count: 0, favorite: item.user_data?.favorite },
+      });
     } catch (failure) {
       setActionError(failure);
     }
@@ -167,6 +170,7 @@ export function ItemPage({ id }: { id: number }) {
             >
               {played ? '✓ Played' : 'Mark played'}
             </button>
+            <FavoriteButton item={item} onChange={(data) => setItem({ ...item, user_data: data })} />
           </div>
           <ErrorBox error={actionError} />
           <Details item={item} />
@@ -229,6 +233,18 @@ export function ItemPage({ id }: { id: number }) {
                   {durationMs(child) ? <span class="muted">{clock(durationMs(child)! / 1000)}</span> : null}
                   {child.user_data?.played ? <span class="ok" aria-label="Played">✓</span> : null}
                 </Link>
+                {child.type === 'track' ? (
+                  <FavoriteButton
+                    item={child}
+                    testid="track-favorite"
+                    compact
+                    onChange={(data) =>
+                      setChildren((list) =>
+                        list.map((entry) => (entry.id === child.id ? { ...entry, user_data: data } : entry)),
+                      )
+                    }
+                  />
+                ) : null}
                 {child.type === 'episode' ? <ProgressBar item={child} /> : null}
               </li>
             ))}

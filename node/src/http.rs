@@ -23,6 +23,10 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::opds::router())
         .fallback(crate::web::fallback)
         .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::jellyfin::intercept,
+        ))
         .layer(axum::middleware::from_fn(crate::telemetry::track))
         .with_state(state)
 }

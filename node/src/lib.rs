@@ -17,6 +17,7 @@
 //! - [`web`]: the embedded web app (built from `node/web`).
 //! - [`subsonic`]: the Subsonic API for music apps, at `/rest`.
 //! - [`opds`]: OPDS 1.2 catalogs for e-book readers, at `/opds`.
+//! - [`jellyfin`]: a Jellyfin-compatible API subset for Jellyfin's apps.
 
 pub mod api;
 pub mod auth;
@@ -27,6 +28,7 @@ pub mod config;
 pub mod control;
 pub mod events;
 pub mod http;
+pub mod jellyfin;
 pub mod jobs;
 pub mod library;
 pub mod opds;

@@ -96,6 +96,13 @@ impl TokenKey {
         }
     }
 
+    /// A stable 128-bit name derived from the cluster's key for `purpose`
+    /// (32 hex digits): the same on every member, unguessable elsewhere.
+    pub fn derived_id(&self, purpose: &str) -> String {
+        let mac = self.mac("derived id", purpose.as_bytes());
+        hex::encode(&mac.as_bytes()[..16])
+    }
+
     /// Seals app password `id` of `user` (ChaCha20-Poly1305, random nonce;
     /// the user and id are authenticated too, so a sealed secret cannot be
     /// moved to another user or entry).

@@ -280,3 +280,159 @@ fn opds_readers_browse_search_and_download() {
     );
     assert_eq!(code, 400);
 }
+
+#[test]
+fn jellyfin_clients_sign_in_browse_play_and_report() {
+    let media = tempfile::tempdir().unwrap();
+    let folder = media.path().join("films/Test Film (2024)");
+    std::fs::create_dir_all(&folder).unwrap();
+    let film = folder.join("Test Film (2024).mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25:duration=20",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=330:duration=20",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "50",
+        "-c:a",
+        "aac",
+        film.to_str().unwrap(),
+    ]);
+    let server = Server::start(&["--media", &format!("{}:movies", media.path().join("films").display())]);
+    let admin = server.login("admin", "admin-password");
+    let started = Instant::now();
+    let film_id = loop {
+        let (_, page) = server.request("GET", "/api/v1/items?type=movie", Some(&admin), None);
+        if page["total"] == 1 && page["items"][0]["image"].is_string() {
+            break page["items"][0]["id"].as_u64().unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{page}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/jellyfin.py"))
+        .env("OMEGA_PORT", server.http_port.to_string())
+        .env("OMEGA_USER", "admin")
+        .env("OMEGA_PASSWORD", "admin-password")
+        .env("OMEGA_FILM", &film)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "jellyfin-apiclient-python failed\n{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server.log()
+    );
+    // The progress reported through Jellyfin's API is Omega's watch state.
+    let reported = stdout
+        .lines()
+        .last()
+        .unwrap()
+        .strip_prefix("progress-item ")
+        .unwrap()
+        .to_owned();
+    assert_eq!(u64::from_str_radix(&reported, 16).unwrap(), film_id);
+    let (_, item) = server.request("GET", &format!("/api/v1/items/{film_id}"), Some(&admin), None);
+    assert_eq!(item["user_data"]["position_ms"], 7300, "{item}");
+    assert_eq!(item["user_data"]["favorite"], true, "{item}");
+
+    // Case-insensitive paths, query keys and every token placement.
+    let (code, _, body) = http_raw(
+        server.http_port,
+        "POST",
+        "/users/authenticatebyname",
+        "Content-Type: application/json\r\nX-Emby-Authorization: MediaBrowser Client=\"curl\", Device=\"test\", DeviceId=\"1\", Version=\"1\"\r\n",
+        br#"{"Username":"admin","Pw":"admin-password"}"#,
+    );
+    assert_eq!(code, 200);
+    let login: Value = serde_json::from_slice(&body).unwrap();
+    let token = login["AccessToken"].as_str().unwrap().to_owned();
+    for (path, headers) in [
+        ("/USERS/ME".to_owned(), format!("X-Emby-Token: {token}\r\n")),
+        ("/Users/Me".to_owned(), format!("X-MediaBrowser-Token: {token}\r\n")),
+        (
+            "/users/me".to_owned(),
+            format!("Authorization: MediaBrowser Client=\"x\", Token=\"{token}\"\r\n"),
+        ),
+        (format!("/Users/Me?ApiKey={token}"), String::new()),
+        (format!("/users/me?API_KEY={token}"), String::new()),
+    ] {
+        let (code, _, body) = http_raw(server.http_port, "GET", &path, &headers, b"");
+        assert_eq!(code, 200, "{path}: {}", String::from_utf8_lossy(&body));
+    }
+    // Bad input: no token, a bad id, a huge limit, an unknown route.
+    let auth = format!("X-Emby-Token: {token}\r\n");
+    let (code, _, _) = http_raw(server.http_port, "GET", "/Users/Me", "", b"");
+    assert_eq!(code, 401);
+    let (code, _, _) = http_raw(
+        server.http_port,
+        "GET",
+        "/Users/Me",
+        "Authorization: MediaBrowser Token=\"nope\"\r\n",
+        b"",
+    );
+    assert_eq!(code, 401);
+    let (code, _, _) = http_raw(server.http_port, "GET", "/Items/not-an-id", &auth, b"");
+    assert_eq!(code, 404);
+    let (code, _, body) = http_raw(
+        server.http_port,
+        "GET",
+        "/Items?Recursive=true&Limit=99999999&StartIndex=0",
+        &auth,
+        b"",
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let (code, _, _) = http_raw(server.http_port, "GET", "/Items?Limit=-1", &auth, b"");
+    assert_eq!(code, 400);
+    let (code, _, _) = http_raw(server.http_port, "GET", "/LiveTv/Channels", &auth, b"");
+    assert_eq!(code, 501);
+    let (code, _, _) = http_raw(server.http_port, "POST", "/Users/AuthenticateByName", "", b"{not json");
+    assert_eq!(code, 400);
+
+    // A user without access to the films sees none of them.
+    let (code, _) = server.request(
+        "POST",
+        "/api/v1/users",
+        Some(&admin),
+        Some(&json!({"name": "outsider", "password": "outsider-password", "libraries": []})),
+    );
+    assert_eq!(code, 201);
+    let (_, _, body) = http_raw(
+        server.http_port,
+        "POST",
+        "/Users/AuthenticateByName",
+        "Content-Type: application/json\r\n",
+        br#"{"Username":"outsider","Pw":"outsider-password"}"#,
+    );
+    let outsider: Value = serde_json::from_slice(&body).unwrap();
+    let outsider = format!("X-Emby-Token: {}\r\n", outsider["AccessToken"].as_str().unwrap());
+    let (_, _, body) = http_raw(server.http_port, "GET", "/Items?Recursive=true", &outsider, b"");
+    let listed: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(listed["TotalRecordCount"], 0, "{listed}");
+    let hex = format!("{film_id:032x}");
+    let (code, _, _) = http_raw(server.http_port, "GET", &format!("/Items/{hex}"), &outsider, b"");
+    assert_eq!(code, 404);
+    let (code, _, _) = http_raw(
+        server.http_port,
+        "GET",
+        &format!("/Items/{hex}/Download"),
+        &outsider,
+        b"",
+    );
+    assert_eq!(code, 404);
+
+    // Logging out revokes the token.
+    let (code, _, _) = http_raw(server.http_port, "POST", "/Sessions/Logout", &auth, b"");
+    assert_eq!(code, 204);
+    let (code, _, _) = http_raw(server.http_port, "GET", "/Users/Me", &auth, b"");
+    assert_eq!(code, 401);
+}

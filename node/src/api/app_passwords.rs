@@ -123,7 +123,7 @@ pub async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Five groups of four letters and digits (about 103 bits), easy to type on
+/// Five groups of four letters and digits (100 bits), easy to type on
 /// a phone: no `0/o`, `1/l`.
 fn new_app_secret() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";

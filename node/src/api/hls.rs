@@ -58,16 +58,17 @@ fn caller_and_token(state: &AppState, parts: &Parts, query: StreamQuery, item: u
 }
 
 /// What an HLS request works on.
-struct Source {
-    item: Item,
-    path: PathBuf,
+pub(crate) struct Source {
+    pub(crate) item: Item,
+    pub(crate) path: PathBuf,
     /// Names the content: the media blob when indexed, else path and stamp.
-    id: String,
-    info: Arc<SourceInfo>,
-    transcoder: Arc<Transcoder>,
+    pub(crate) id: String,
+    pub(crate) info: Arc<SourceInfo>,
+    pub(crate) transcoder: Arc<Transcoder>,
 }
 
-async fn source(state: &AppState, caller: &Caller, id: u64) -> ApiResult<Source> {
+/// A visible item with audio or video, probed, on a node that transcodes.
+pub(crate) async fn source(state: &AppState, caller: &Caller, id: u64) -> ApiResult<Source> {
     let item = visible_item(state, caller, id)?;
     let transcoder = state
         .transcoder

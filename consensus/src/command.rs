@@ -225,6 +225,42 @@ pub enum Command {
         /// Proposer's clock.
         now_ms: u64,
     },
+    /// Creates a playlist; answers [`Response::Created`]. At most
+    /// [`crate::model::PLAYLIST_ITEMS_MAX`] items.
+    CreatePlaylist {
+        /// Whose.
+        owner: EntityId,
+        /// Its name.
+        name: String,
+        /// Items, in order (repeats allowed).
+        items: Vec<EntityId>,
+        /// Other users may see it.
+        public: bool,
+        /// Proposer's clock.
+        now_ms: u64,
+    },
+    /// Changes a playlist of `owner`: what is given replaces what it had.
+    UpdatePlaylist {
+        /// The playlist.
+        id: EntityId,
+        /// Its owner (checked).
+        owner: EntityId,
+        /// A new name.
+        name: Option<String>,
+        /// New items, in order.
+        items: Option<Vec<EntityId>>,
+        /// New visibility.
+        public: Option<bool>,
+        /// Proposer's clock.
+        now_ms: u64,
+    },
+    /// Deletes a playlist of `owner`.
+    DeletePlaylist {
+        /// The playlist.
+        id: EntityId,
+        /// Its owner (checked).
+        owner: EntityId,
+    },
 }
 
 /// How a leased job ended.
@@ -272,6 +308,9 @@ impl fmt::Display for Command {
             Command::PutAppPassword { .. } => "put-app-password",
             Command::RevokeAppPassword { .. } => "revoke-app-password",
             Command::SetFavorite { .. } => "set-favorite",
+            Command::CreatePlaylist { .. } => "create-playlist",
+            Command::UpdatePlaylist { .. } => "update-playlist",
+            Command::DeletePlaylist { .. } => "delete-playlist",
         };
         f.write_str(name)
     }

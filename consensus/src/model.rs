@@ -112,6 +112,30 @@ pub struct AppPassword {
     pub created_ms: u64,
 }
 
+/// Most items in a playlist.
+pub const PLAYLIST_ITEMS_MAX: usize = 10_000;
+/// Longest playlist name, in characters.
+pub const PLAYLIST_NAME_MAX: usize = 200;
+
+/// A user's playlist: items in order (repeats allowed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Playlist {
+    /// Its id.
+    pub id: EntityId,
+    /// Whose it is.
+    pub owner: EntityId,
+    /// Its name.
+    pub name: String,
+    /// Items, in order.
+    pub items: Vec<EntityId>,
+    /// Other users may see it (and play what they may see of it).
+    pub public: bool,
+    /// Created, milliseconds since the epoch.
+    pub created_ms: u64,
+    /// Last changed.
+    pub updated_ms: u64,
+}
+
 /// An item a user marked as a favourite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Favorite {

@@ -108,6 +108,34 @@ fn subsonic_clients_browse_stream_and_scrobble() {
         server.log()
     );
 
+    // The playlist made through Subsonic is Omega's own.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let playlist = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("playlist "))
+        .unwrap()
+        .to_owned();
+    let (code, detail) = server.request("GET", &format!("/api/v1/playlists/{playlist}"), Some(&admin), None);
+    assert_eq!(code, 200, "{detail}");
+    assert_eq!(detail["name"], "Road trip 2");
+    assert_eq!(detail["items"].as_array().unwrap().len(), 2, "{detail}");
+    let (code, _) = server.request("DELETE", &format!("/api/v1/playlists/{playlist}"), Some(&admin), None);
+    assert_eq!(code, 204);
+    let (code, _) = server.request(
+        "POST",
+        "/api/v1/playlists",
+        Some(&admin),
+        Some(&json!({"name": "", "items": []})),
+    );
+    assert_eq!(code, 400, "an empty name is refused");
+    let (code, _) = server.request(
+        "POST",
+        "/api/v1/playlists",
+        Some(&admin),
+        Some(&json!({"name": "x", "items": [987654321]})),
+    );
+    assert_eq!(code, 404, "an unknown item is refused");
+
     // The scrobble is the watch state Omega's own API shows.
     let (_, tracks) = server.request("GET", "/api/v1/items?type=track&sort=index", Some(&admin), None);
     assert_eq!(tracks["items"][0]["user_data"]["play_count"], 1, "{tracks}");
@@ -124,7 +152,7 @@ fn subsonic_clients_browse_stream_and_scrobble() {
 
     // Bad input: the envelope with Subsonic's codes.
     let (_, answer) = subsonic(&server, "ping?f=json");
-    assert_eq!(answer["error"]["code"], 10, "no user: {answer}");
+    assert_eq!(answer["error"]["code"], 40, "no credentials: {answer}");
     let (_, answer) = subsonic(&server, "ping?f=json&u=admin&t=00&s=salt");
     assert_eq!(answer["error"]["code"], 40, "{answer}");
     let (_, answer) = subsonic(&server, "ping?f=json&u=admin&p=enc:zz");

@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 
 use super::tables::{KvRead, Table};
 use crate::codec::{decode, id_key, pair_key};
-use crate::model::{ApiKey, AppPassword, EntityId, Favorite, Hash, Item, Job, Library, RefreshToken, User, WatchState};
+use crate::model::{
+    ApiKey, AppPassword, EntityId, Favorite, Hash, Item, Job, Library, Playlist, RefreshToken, User, WatchState,
+};
 
 fn get<T: DeserializeOwned>(tables: &(impl KvRead + ?Sized), table: Table, key: &[u8]) -> io::Result<Option<T>> {
     tables
@@ -124,6 +126,16 @@ pub fn favorites(tables: &(impl KvRead + ?Sized), user: EntityId) -> io::Result<
 /// Whether `user` marked `item` as a favourite, and since when.
 pub fn favorite(tables: &(impl KvRead + ?Sized), user: EntityId, item: EntityId) -> io::Result<Option<Favorite>> {
     get(tables, Table::Favorites, &pair_key(user, item))
+}
+
+/// A playlist by id.
+pub fn playlist(tables: &(impl KvRead + ?Sized), id: EntityId) -> io::Result<Option<Playlist>> {
+    get(tables, Table::Playlists, &id_key(id))
+}
+
+/// Every playlist, by id.
+pub fn playlists(tables: &(impl KvRead + ?Sized)) -> io::Result<Vec<Playlist>> {
+    all(tables, Table::Playlists)
 }
 
 /// A job by id.

@@ -18,7 +18,7 @@ use crate::codec::{decode, encode, id_key, key_second_id, pair_key};
 use crate::command::{Command, JobOutcome, Rejection, Response};
 use crate::model::{
     APP_PASSWORDS_MAX, ApiKey, AppPassword, EntityId, Favorite, Item, ItemWrite, Job, JobState, JoinTokenUse, Library,
-    RefreshToken, User, WatchState,
+    PLAYLIST_ITEMS_MAX, PLAYLIST_NAME_MAX, Playlist, RefreshToken, User, WatchState,
 };
 
 /// Key of the id counter in [`Table::Meta`].
@@ -341,6 +341,71 @@ pub fn apply_command<R: KvRead + ?Sized>(
             }
             Ok(Response::Done)
         }
+        Command::CreatePlaylist {
+            owner,
+            name,
+            items,
+            public,
+            now_ms,
+        } => {
+            if tx.get(Table::Users, &id_key(*owner))?.is_none() {
+                return Ok(not_found("user", owner));
+            }
+            if let Err(rejection) = playlist_is_valid(Some(name), Some(items)) {
+                return Ok(Response::Rejected(rejection));
+            }
+            let id = next_id(tx)?;
+            let playlist = Playlist {
+                id,
+                owner: *owner,
+                name: name.trim().to_owned(),
+                items: items.clone(),
+                public: *public,
+                created_ms: *now_ms,
+                updated_ms: *now_ms,
+            };
+            put(tx, Table::Playlists, &id_key(id), &playlist);
+            Ok(Response::Created(id))
+        }
+        Command::UpdatePlaylist {
+            id,
+            owner,
+            name,
+            items,
+            public,
+            now_ms,
+        } => {
+            let Some(mut playlist) =
+                get::<Playlist, R>(tx, Table::Playlists, &id_key(*id))?.filter(|playlist| playlist.owner == *owner)
+            else {
+                return Ok(not_found("playlist", id));
+            };
+            if let Err(rejection) = playlist_is_valid(name.as_ref(), items.as_ref()) {
+                return Ok(Response::Rejected(rejection));
+            }
+            if let Some(name) = name {
+                playlist.name = name.trim().to_owned();
+            }
+            if let Some(items) = items {
+                playlist.items = items.clone();
+            }
+            if let Some(public) = public {
+                playlist.public = *public;
+            }
+            playlist.updated_ms = *now_ms;
+            put(tx, Table::Playlists, &id_key(*id), &playlist);
+            Ok(Response::Done)
+        }
+        Command::DeletePlaylist { id, owner } => {
+            if get::<Playlist, R>(tx, Table::Playlists, &id_key(*id))?
+                .filter(|playlist| playlist.owner == *owner)
+                .is_none()
+            {
+                return Ok(not_found("playlist", id));
+            }
+            tx.delete(Table::Playlists, &id_key(*id));
+            Ok(Response::Done)
+        }
         Command::EnqueueJob { item, profile, now_ms } => {
             if tx.get(Table::Items, &id_key(*item))?.is_none() {
                 return Ok(not_found("item", item));
@@ -452,6 +517,26 @@ fn put_for_user<T: Serialize, R: KvRead + ?Sized>(
     }
     put(tx, table, key, value);
     Ok(Response::Done)
+}
+
+/// A playlist's name has 1 to [`PLAYLIST_NAME_MAX`] printable characters
+/// and it holds at most [`PLAYLIST_ITEMS_MAX`] items. Items are not checked
+/// against the catalog: readers skip what is gone or hidden.
+fn playlist_is_valid(name: Option<&String>, items: Option<&Vec<EntityId>>) -> Result<(), Rejection> {
+    if let Some(name) = name {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > PLAYLIST_NAME_MAX || name.chars().any(char::is_control) {
+            return Err(Rejection::Invalid(format!(
+                "a playlist's name has 1 to {PLAYLIST_NAME_MAX} printable characters"
+            )));
+        }
+    }
+    if items.is_some_and(|items| items.len() > PLAYLIST_ITEMS_MAX) {
+        return Err(Rejection::Invalid(format!(
+            "a playlist holds at most {PLAYLIST_ITEMS_MAX} items"
+        )));
+    }
+    Ok(())
 }
 
 fn illegal(job: &Job, action: &str) -> Rejection {

@@ -46,11 +46,13 @@ pub enum Table {
     AppPasswords,
     /// user ++ item → `Favorite`.
     Favorites,
+    /// id → `Playlist`.
+    Playlists,
 }
 
 impl Table {
     /// Every table, in snapshot order.
-    pub const ALL: [Table; 18] = [
+    pub const ALL: [Table; 19] = [
         Table::Meta,
         Table::Users,
         Table::UserNames,
@@ -69,6 +71,7 @@ impl Table {
         Table::ItemOrder,
         Table::AppPasswords,
         Table::Favorites,
+        Table::Playlists,
     ];
 
     /// Its column family's name.
@@ -92,6 +95,7 @@ impl Table {
             Table::ItemOrder => "sm_item_order",
             Table::AppPasswords => "sm_app_passwords",
             Table::Favorites => "sm_favorites",
+            Table::Playlists => "sm_playlists",
         }
     }
 

@@ -126,7 +126,7 @@ impl From<WatchState> for UserData {
 
 /// An item as `caller` sees it: with its progress, and its image URL
 /// signed for it (so that `<img>` elements need no headers).
-fn view_for(state: &AppState, caller: &Caller, item: &Item) -> ApiResult<ItemView> {
+pub(crate) fn view_for(state: &AppState, caller: &Caller, item: &Item) -> ApiResult<ItemView> {
     let mut view = view(item, caller.is_admin());
     if view.image.is_some() {
         view.image = Some(super::signed::image_url(state, caller.user.id, item.id));

@@ -19,6 +19,7 @@ pub mod items;
 pub mod jobs;
 pub mod libraries;
 pub mod openapi;
+pub mod playlists;
 pub mod setup;
 pub mod signed;
 pub mod status;
@@ -114,6 +115,11 @@ pub fn router() -> Router<AppState> {
         .route("/items/{id}/hls/{rendition}/{file}", get(hls::file))
         .route("/items/{id}/images/{kind}", get(items::image))
         .route("/events", get(events::events))
+        .route("/playlists", get(playlists::list).post(playlists::create))
+        .route(
+            "/playlists/{id}",
+            get(playlists::detail).put(playlists::update).delete(playlists::remove),
+        )
         .route("/cluster", get(status::cluster))
         .route("/store", get(status::store))
         .route("/jobs", get(jobs::list).post(jobs::create))

@@ -10,7 +10,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{app_passwords, auth, events, folders, hls, items, jobs, libraries, setup, status, users};
+use super::{app_passwords, auth, events, folders, hls, items, jobs, libraries, playlists, setup, status, users};
 
 /// The document.
 #[derive(Debug, OpenApi)]
@@ -60,6 +60,11 @@ use super::{app_passwords, auth, events, folders, hls, items, jobs, libraries, s
         jobs::list,
         jobs::detail,
         jobs::output,
+        playlists::list,
+        playlists::create,
+        playlists::detail,
+        playlists::update,
+        playlists::remove,
         status::cluster,
         status::store,
     ),

@@ -49,6 +49,11 @@ pub(super) async fn dispatch(method: &str, request: Request<'_>) -> Result<Answe
         "scrobble" => scrobble(&request).await,
         "stream" | "download" => stream(&request).await,
         "getCoverArt" => cover_art(&request).await,
+        "getPlaylists" => playlists(&request),
+        "getPlaylist" => playlist(&request),
+        "createPlaylist" => create_playlist(&request).await,
+        "updatePlaylist" => update_playlist(&request).await,
+        "deletePlaylist" => delete_playlist(&request).await,
         _ => Err(Failure {
             code: 0,
             message: format!("unknown or unsupported method {method:?}"),
@@ -78,7 +83,7 @@ fn get_user(request: &Request<'_>) -> Result<Answer, Failure> {
         "user",
         json!({
             "username": name, "scrobblingEnabled": true, "adminRole": admin, "settingsRole": true,
-            "downloadRole": true, "uploadRole": false, "playlistRole": false, "coverArtRole": false,
+            "downloadRole": true, "uploadRole": false, "playlistRole": true, "coverArtRole": false,
             "commentRole": false, "podcastRole": false, "streamRole": true, "jukeboxRole": false,
             "shareRole": false, "videoConversionRole": false,
         }),
@@ -501,4 +506,172 @@ async fn cover_art(request: &Request<'_>) -> Result<Answer, Failure> {
     Ok(Answer::Raw(
         serve_image(request.state, &with_image, request.headers).await?,
     ))
+}
+
+/// A Subsonic `Playlist` (songs the caller may see), with its entries when
+/// `with_entries`.
+fn playlist_value(
+    request: &Request<'_>,
+    music: &Music,
+    playlist: &omega_consensus::model::Playlist,
+    with_entries: bool,
+) -> Result<Value, Failure> {
+    let view = crate::api::playlists::view(request.state, &request.caller, playlist)?;
+    let songs: Vec<&Item> = playlist
+        .items
+        .iter()
+        .filter_map(|id| music.items.get(id))
+        .filter(|item| item.fields.kind == ItemKind::Track)
+        .collect();
+    let mut value = json!({
+        "id": playlist.id.to_string(),
+        "name": playlist.name,
+        "owner": view.owner_name,
+        "public": playlist.public,
+        "songCount": songs.len(),
+        "duration": songs.iter().map(|song| duration_s(song)).sum::<u64>(),
+        "created": super::music::iso8601(playlist.created_ms),
+        "changed": super::music::iso8601(playlist.updated_ms),
+    });
+    if let Some(cover) = songs.first().and_then(|song| music.song(song).get("coverArt").cloned()) {
+        value["coverArt"] = cover;
+    }
+    if with_entries {
+        value["entry"] = Value::Array(songs.iter().map(|song| music.song(song)).collect());
+    }
+    Ok(value)
+}
+
+fn playlists(request: &Request<'_>) -> Result<Answer, Failure> {
+    let music = load(request)?;
+    let values = crate::api::playlists::visible_playlists(request.state, &request.caller)?
+        .iter()
+        .map(|playlist| playlist_value(request, &music, playlist, false))
+        .collect::<Result<Vec<_>, Failure>>()?;
+    Ok(Answer::one("playlists", json!({ "playlist": values })))
+}
+
+fn playlist_id(request: &Request<'_>, name: &str) -> Result<u64, Failure> {
+    let text = request.params.require(name)?;
+    text.parse()
+        .map_err(|_| Failure::not_found(&format!("playlist {text}")))
+}
+
+fn playlist(request: &Request<'_>) -> Result<Answer, Failure> {
+    let music = load(request)?;
+    let id = playlist_id(request, "id")?;
+    let playlist = crate::api::playlists::visible_playlist(request.state, &request.caller, id)?;
+    Ok(Answer::one(
+        "playlist",
+        playlist_value(request, &music, &playlist, true)?,
+    ))
+}
+
+/// Song ids of `name` (repeatable), each visible to the caller.
+fn song_ids(request: &Request<'_>, name: &str) -> Result<Vec<u64>, Failure> {
+    request
+        .params
+        .all(name)
+        .into_iter()
+        .take(omega_consensus::model::PLAYLIST_ITEMS_MAX)
+        .map(|id| visible(request, id).map(|item| item.id))
+        .collect()
+}
+
+/// `createPlaylist`: `name` and `songId`s; with `playlistId`, replaces
+/// that playlist's songs instead.
+async fn create_playlist(request: &Request<'_>) -> Result<Answer, Failure> {
+    let songs = song_ids(request, "songId")?;
+    let now_ms = request.state.clock.now_ms();
+    let id = if request.params.get("playlistId").is_some() {
+        let id = playlist_id(request, "playlistId")?;
+        request
+            .state
+            .write(Command::UpdatePlaylist {
+                id,
+                owner: request.caller.user.id,
+                name: request.params.get("name").map(str::to_owned),
+                items: Some(songs),
+                public: None,
+                now_ms,
+            })
+            .await?;
+        id
+    } else {
+        let name = request.params.require("name")?.to_owned();
+        match request
+            .state
+            .write(Command::CreatePlaylist {
+                owner: request.caller.user.id,
+                name,
+                items: songs,
+                public: false,
+                now_ms,
+            })
+            .await?
+        {
+            omega_consensus::command::Response::Created(id) => id,
+            other => return Err(Failure::internal(format!("CreatePlaylist answered {other:?}"))),
+        }
+    };
+    let music = load(request)?;
+    let playlist = crate::api::playlists::visible_playlist(request.state, &request.caller, id)?;
+    Ok(Answer::one(
+        "playlist",
+        playlist_value(request, &music, &playlist, true)?,
+    ))
+}
+
+/// `updatePlaylist`: name, comment (ignored), public, songs to add (at
+/// the end) and song indexes to remove.
+async fn update_playlist(request: &Request<'_>) -> Result<Answer, Failure> {
+    let id = playlist_id(request, "playlistId")?;
+    let playlist = crate::api::playlists::visible_playlist(request.state, &request.caller, id)?;
+    if playlist.owner != request.caller.user.id {
+        return Err(Failure::new(50, "only its owner changes a playlist"));
+    }
+    let mut remove: Vec<usize> = Vec::new();
+    for index in request.params.all("songIndexToRemove") {
+        remove.push(
+            index
+                .parse()
+                .map_err(|_| Failure::new(0, format!("songIndexToRemove {index:?} is not a number")))?,
+        );
+    }
+    let mut items: Vec<u64> = playlist
+        .items
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| !remove.contains(index))
+        .map(|(_, id)| *id)
+        .collect();
+    items.extend(song_ids(request, "songIdToAdd")?);
+    let public = request
+        .params
+        .get("public")
+        .map(|value| value.eq_ignore_ascii_case("true"));
+    request
+        .state
+        .write(Command::UpdatePlaylist {
+            id,
+            owner: request.caller.user.id,
+            name: request.params.get("name").map(str::to_owned),
+            items: Some(items),
+            public,
+            now_ms: request.state.clock.now_ms(),
+        })
+        .await?;
+    Ok(Answer::empty())
+}
+
+async fn delete_playlist(request: &Request<'_>) -> Result<Answer, Failure> {
+    let id = playlist_id(request, "id")?;
+    request
+        .state
+        .write(Command::DeletePlaylist {
+            id,
+            owner: request.caller.user.id,
+        })
+        .await?;
+    Ok(Answer::empty())
 }

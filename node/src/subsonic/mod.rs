@@ -242,7 +242,11 @@ async fn sign_in(state: &AppState, params: &Params, peer: &SocketAddr) -> Result
             "API keys are not supported here: use u with t and s, or p",
         ));
     }
-    let name = params.require("u")?;
+    // No credentials at all is a sign-in failure (40), like a wrong one.
+    let name = params
+        .get("u")
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| Failure::new(40, "sign in: u with t and s, or with p"))?;
     let presented = match (params.get("t"), params.get("s"), params.get("p")) {
         (Some(token), Some(salt), _) => Presented::SaltedMd5 {
             token: token.to_owned(),
@@ -255,7 +259,7 @@ async fn sign_in(state: &AppState, params: &Params, peer: &SocketAddr) -> Result
                 .ok_or_else(|| Failure::new(40, "wrong username or password"))?,
             None => password.to_owned(),
         }),
-        _ => return Err(Failure::new(10, "required parameter is missing: t and s, or p")),
+        _ => return Err(Failure::new(40, "sign in: t and s, or p")),
     };
     match authenticate(state, name, presented, &peer.ip().to_string()).await {
         Ok(user) => Ok(Caller { user }),

@@ -72,6 +72,16 @@ check([song["id"] for song in starred.get("song", [])] == [first["id"]], "star t
 sonic.unstar(sids=[first["id"]])
 check(not sonic.getStarred2()["starred2"].get("song"), "unstar")
 
+songs = [song["id"] for song in album["song"]]
+created = sonic.createPlaylist(name="Road trip", songIds=songs + [songs[0]])["playlist"]
+check(created["songCount"] == 3 and created["owner"] == user, f"createPlaylist: {created}")
+listed = sonic.getPlaylists()["playlists"]["playlist"]
+check([entry["name"] for entry in listed] == ["Road trip"], "getPlaylists")
+sonic.updatePlaylist(created["id"], name="Road trip 2", songIndexesToRemove=[2])
+entries = sonic.getPlaylist(created["id"])["playlist"]
+check(entries["name"] == "Road trip 2" and [e["id"] for e in entries["entry"]] == songs, "updatePlaylist")
+print(f"playlist {created['id']}")
+
 cover = album.get("coverArt")
 if cover:
     image = sonic.getCoverArt(cover).read()

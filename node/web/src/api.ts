@@ -313,3 +313,51 @@ export function settleProgress(): Promise<void> {
 export const PLAYABLE = ['movie', 'episode', 'track', 'audiobook'];
 export const VIDEO_KINDS = ['movie', 'episode'];
 export const AUDIO_KINDS = ['track', 'audiobook'];
+
+/** A playlist as listed: the caller's own, or someone's public one. */
+export interface Playlist {
+  id: number;
+  name: string;
+  owner: number;
+  owner_name: string;
+  public: boolean;
+  item_count: number;
+  duration_ms: number;
+  created_ms: number;
+  updated_ms: number;
+}
+
+/** A playlist with the items the caller may see, in order. */
+export interface PlaylistDetail extends Playlist {
+  items: Item[];
+}
+
+export function listPlaylists(): Promise<Playlist[]> {
+  return api<Playlist[]>('/playlists').then((list) => (Array.isArray(list) ? list : []));
+}
+
+export function loadPlaylist(id: number): Promise<PlaylistDetail> {
+  return api<PlaylistDetail>(`/playlists/${id}`);
+}
+
+export function createPlaylist(name: string, items: number[] = [], isPublic = false): Promise<Playlist> {
+  return api<Playlist>('/playlists', { method: 'POST', body: { name, items, public: isPublic } });
+}
+
+/** Replaces what is given (owner only). */
+export function updatePlaylist(
+  id: number,
+  change: { name?: string; items?: number[]; public?: boolean },
+): Promise<Playlist> {
+  return api<Playlist>(`/playlists/${id}`, { method: 'PUT', body: change });
+}
+
+export function deletePlaylist(id: number): Promise<void> {
+  return api(`/playlists/${id}`, { method: 'DELETE' }).then(() => undefined);
+}
+
+/** Appends an item to one of the caller's playlists. */
+export async function appendToPlaylist(id: number, item: number): Promise<Playlist> {
+  const detail = await loadPlaylist(id);
+  return updatePlaylist(id, { items: [...detail.items.map((entry) => entry.id), item] });
+}

@@ -9,6 +9,7 @@ import { LoginPage, SetupPage } from './pages/auth';
 import { HomePage, LibraryPage, SearchPage } from './pages/browse';
 import { ItemPage } from './pages/item';
 import { PlayPage } from './pages/play';
+import { PlaylistPage, PlaylistsPage } from './pages/playlists';
 import { SettingsPage } from './pages/settings';
 import { Link, match, navigate, useLocation } from './router';
 import { useStore } from './store';
@@ -41,6 +42,15 @@ function Nav({ user }: { user: User }) {
               </Link>
             </li>
           ))}
+          <li>
+            <Link
+              href="/playlists"
+              data-testid="nav-playlists"
+              aria-current={location.path === '/playlists' || location.path.startsWith('/playlist/') ? 'page' : undefined}
+            >
+              Playlists
+            </Link>
+          </li>
         </ul>
         <form
           class="nav-search"
@@ -93,6 +103,8 @@ function Routes({ user }: { user: User }) {
     const start = t !== null && t !== '' && Number.isFinite(Number(t)) ? Number(t) : null;
     return <PlayPage key={params.id} id={Number(params.id)} startAt={start} />;
   }
+  if (path === '/playlists') return <PlaylistsPage />;
+  if ((params = match('/playlist/:id', path))) return <PlaylistPage key={params.id} id={Number(params.id)} />;
   if (path === '/settings') return <SettingsPage />;
   if (path === '/search') return <SearchPage text={query.get('q') ?? ''} />;
   if (path === '/admin' || path.startsWith('/admin/')) {

@@ -13,6 +13,7 @@ import {
 import { ErrorBox, FavoriteButton, Loading, Poster, ProgressBar } from '../components';
 import { bytes, clock, durationMs } from '../format';
 import { playQueue } from '../music';
+import { AddToPlaylist } from '../playlists';
 import { Link, navigate } from '../router';
 
 const PARENT_KINDS = ['series', 'season', 'artist', 'album'];
@@ -171,6 +172,7 @@ export function ItemPage({ id }: { id: number }) {
               {played ? '✓ Played' : 'Mark played'}
             </button>
             <FavoriteButton item={item} onChange={(data) => setItem({ ...item, user_data: data })} />
+            {playable ? <AddToPlaylist item={item} /> : null}
           </div>
           <ErrorBox error={actionError} />
           <Details item={item} />
@@ -245,6 +247,7 @@ export function ItemPage({ id }: { id: number }) {
                     }
                   />
                 ) : null}
+                {child.type === 'track' ? <AddToPlaylist item={child} compact /> : null}
                 {child.type === 'episode' ? <ProgressBar item={child} /> : null}
               </li>
             ))}

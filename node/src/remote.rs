@@ -16,8 +16,18 @@ const REQUEST_BYTES: u64 = 8 << 20;
 /// Downloads blob `blob` (hex) from the member at `http_addr` into `dest`,
 /// verified; `token` is this node's node token.
 pub async fn fetch_blob(http_addr: &str, token: &str, blob: &str, dest: &Path) -> anyhow::Result<u64> {
+    // The request id of whatever asked for this (or one naming the fetch),
+    // so that the holder's logs show the same id as ours.
+    let request_id =
+        crate::telemetry::current_request_id().unwrap_or_else(|| format!("fetch-{}", blob.get(..12).unwrap_or(blob)));
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(value) = reqwest::header::HeaderValue::from_str(&request_id) {
+        headers.insert(crate::telemetry::REQUEST_ID_HEADER, value);
+    }
+    tracing::info!(%request_id, %http_addr, %blob, "fetching a blob from its holder");
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(120))
+        .default_headers(headers)
         .build()?;
     let base = format!("http://{http_addr}/api/v1/internal/blobs/{blob}");
     let manifest: Manifest = client

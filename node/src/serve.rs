@@ -547,6 +547,8 @@ async fn publish_cluster_changes(state: crate::http::AppState) {
     let mut last = None;
     let mut jobs: std::collections::HashMap<u64, (&'static str, Option<u64>)> = std::collections::HashMap::new();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    // Registered at zero, so that the family exists before a first change.
+    metrics::counter!("omega_raft_leader_changes_total").increment(0);
     loop {
         tick.tick().await;
         if let Ok(all) = omega_consensus::state_machine::read::jobs(state.cluster.tables()) {
@@ -582,6 +584,9 @@ async fn publish_cluster_changes(state: crate::http::AppState) {
             status.members.iter().map(|member| member.id).collect::<Vec<_>>(),
         );
         if last.as_ref() != Some(&now) {
+            if last.as_ref().is_some_and(|previous| previous.0 != now.0) {
+                metrics::counter!("omega_raft_leader_changes_total").increment(1);
+            }
             state.events.publish(crate::events::Event::Cluster {
                 leader: now.0,
                 term: now.1,

@@ -1,5 +1,9 @@
 //! Prometheus metrics: the recorder, per-route HTTP counters and latency
-//! histograms, and control-plane gauges refreshed at each scrape.
+//! histograms, and gauges refreshed at each scrape (Raft, the store).
+//! Every request runs in a tracing span with a request id, taken from
+//! `X-Request-Id` or made here, and echoed in the answer; calls this node
+//! makes to other members carry the same id (see [`REQUEST_ID`]), so one
+//! id follows a request across nodes in the logs.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -9,6 +13,7 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing::Instrument;
 
 use crate::api::{ApiError, AppState};
 
@@ -30,16 +35,59 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-/// Counts requests and their latency by method, route template and status.
+tokio::task_local! {
+    /// The id of the request being answered, for calls to other members.
+    pub static REQUEST_ID: String;
+}
+
+/// The request id header.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The current request's id, when answering one.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// A request id from a client: short, printable, or a new one.
+fn request_id(request: &Request) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| format!("{:016x}", rand::random::<u64>()), str::to_owned)
+}
+
+/// Counts requests and their latency by method, route template and status,
+/// inside a span that carries the request id.
 pub async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
     // The template (`/api/v1/items/{id}`), not the path: bounded labels.
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let response = next.run(request).await;
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || {
+            // Jellyfin's routes are answered by a middleware, not a route.
+            let first = request
+                .uri()
+                .path()
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            if crate::jellyfin::is_jellyfin_root(first) {
+                "jellyfin".to_owned()
+            } else {
+                "unmatched".to_owned()
+            }
+        },
+        |path| path.as_str().to_owned(),
+    );
+    let id = request_id(&request);
+    let span = tracing::info_span!("request", id = %id, method = %method, route = %route);
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(request).instrument(span)).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
     let status = response.status().as_u16().to_string();
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!("omega_http_requests_total", &labels).increment(1);
@@ -62,7 +110,51 @@ pub async fn render(State(state): State<AppState>) -> Response {
     gauge("omega_raft_applied_index", status.applied_index);
     gauge("omega_raft_snapshot_index", status.snapshot_index);
     gauge("omega_raft_members", Some(status.members.len() as u64));
+    gauge(
+        "omega_raft_apply_lag",
+        status
+            .commit_index
+            .map(|commit| commit.saturating_sub(status.applied_index.unwrap_or(0))),
+    );
     metrics::gauge!("omega_raft_is_leader").set(if status.state == "leader" { 1.0 } else { 0.0 });
+    for member in &status.members {
+        if let Some(lag) = member.lag {
+            metrics::gauge!("omega_raft_replication_lag", "member" => member.id.to_string()).set(lag as f64);
+        }
+    }
+    if let Some(store) = state.store.clone()
+        && let Ok(Ok(stats)) = tokio::task::spawn_blocking(move || store.stats()).await
+    {
+        for (tier, bytes) in [
+            ("hot", stats.hot_bytes),
+            ("cold", stats.cold_bytes),
+            ("in_place", stats.in_place_bytes),
+        ] {
+            metrics::gauge!("omega_store_bytes", "tier" => tier).set(bytes as f64);
+        }
+        metrics::gauge!("omega_store_logical_bytes").set(stats.logical_bytes as f64);
+        metrics::gauge!("omega_store_stored_bytes").set(stats.stored_bytes as f64);
+        metrics::gauge!("omega_store_chunks").set(stats.chunks as f64);
+        metrics::gauge!("omega_store_blobs").set(stats.blobs as f64);
+        metrics::gauge!("omega_store_quarantined_chunks").set(stats.quarantined_chunks as f64);
+        // Copied bytes over stored bytes; 1 when nothing is stored.
+        let copied = stats.logical_bytes.saturating_sub(stats.in_place_bytes);
+        let ratio = if stats.stored_bytes > 0 {
+            copied as f64 / stats.stored_bytes as f64
+        } else {
+            1.0
+        };
+        metrics::gauge!("omega_store_dedup_ratio").set(ratio);
+    }
+    if let Some(transcoder) = &state.transcoder {
+        metrics::gauge!("omega_transcode_sessions").set(transcoder.sessions.running() as f64);
+        let busy = transcoder
+            .sessions
+            .config()
+            .max_sessions
+            .saturating_sub(transcoder.audio_slots.available_permits());
+        metrics::gauge!("omega_transcode_audio_streams").set(busy as f64);
+    }
     let mut response = handle.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -62,6 +62,11 @@ const ROOTS: &[&str] = &[
     "localization",
 ];
 
+/// True when `segment` (a path's first) is one of Jellyfin's.
+pub fn is_jellyfin_root(segment: &str) -> bool {
+    ROOTS.contains(&segment.to_ascii_lowercase().as_str())
+}
+
 /// Largest request body read.
 const BODY_MAX: usize = 1024 * 1024;
 
@@ -75,7 +80,7 @@ pub async fn intercept(State(state): State<AppState>, request: Request, next: Ne
         .next()
         .unwrap_or_default()
         .to_ascii_lowercase();
-    if !ROOTS.contains(&first.as_str()) {
+    if !is_jellyfin_root(&first) {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();

@@ -4,9 +4,10 @@
 //
 // The path: setup wizard → add libraries (folder browser) → scan progress
 // → play a video (currentTime advances, HLS segments fetched) → leave →
-// reopen and resume from the saved position → play a music track → admin
-// pages → settings (an app password, shown once) → a favourite on the home
-// page → a non-admin sees no admin pages. No console errors anywhere.
+// reopen and resume from the saved position → play a music track → add it
+// to a new playlist and open that → admin pages → settings (an app
+// password, shown once) → a favourite on the home page → a non-admin sees
+// no admin pages. No console errors anywhere.
 // Screenshots of the main pages at desktop and phone widths go to
 // $OMEGA_SCREENSHOTS.
 
@@ -177,6 +178,29 @@ try {
   );
   if ((await page.getByTestId('queue-item').count()) < 2) throw new Error('the album is not queued');
   await shoot(page, 'music');
+
+  step('a track goes into a new playlist, "Mix"');
+  const firstTrack = page.getByTestId('child-item').filter({ has: page.getByTestId('track-play') }).first();
+  await firstTrack.getByTestId('add-to-playlist').click();
+  await page.getByTestId('add-to-playlist-menu').waitFor();
+  await page.getByTestId('add-to-new-playlist').click();
+  const newName = page.getByTestId('new-playlist-name');
+  await newName.fill('Mix');
+  await newName.press('Enter');
+  await page.getByTestId('add-to-playlist-done').first().waitFor({ timeout: 10_000 });
+  if ((await page.getByTestId('add-to-playlist-menu').count()) > 0) throw new Error('the playlist menu stays open');
+  await page.getByTestId('nav-playlists').click();
+  await page.waitForURL('**/playlists');
+  const mix = page.getByTestId('playlist-row').filter({ hasText: 'Mix' });
+  await mix.waitFor({ timeout: 10_000 });
+  const mixCount = ((await mix.getByTestId('playlist-count').textContent()) ?? '').trim();
+  if (mixCount !== '1 item') throw new Error(`the playlist "Mix" holds ${JSON.stringify(mixCount)}`);
+  await mix.getByTestId('playlist-link').click();
+  await page.getByTestId('playlist-title').filter({ hasText: 'Mix' }).waitFor();
+  await page.getByTestId('playlist-item').first().waitFor();
+  const entries = await page.getByTestId('playlist-item').count();
+  if (entries !== 1) throw new Error(`the playlist holds ${entries} items, not 1`);
+  await shoot(page, 'playlist');
 
   step('admin pages');
   await page.getByTestId('nav-admin').click();

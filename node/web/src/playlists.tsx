@@ -188,7 +188,9 @@ export function AddToPlaylist({ item, compact = false }: { item: Item; compact?:
         title={label}
         onClick={() => (open ? close() : setOpen(true))}
       >
-        <span aria-hidden="true">＋</span>
+        <svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true" focusable="false">
+          <path d="M11 5h2v6h6v2h-6v6h-2v-6H5v-2h6z" fill="currentColor" />
+        </svg>
         {compact ? null : 'Playlist'}
       </button>
       {done ? (

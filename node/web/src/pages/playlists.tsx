@@ -287,7 +287,7 @@ export function PlaylistPage({ id }: { id: number }) {
       <ErrorBox error={actionError} testid="playlist-action-error" />
       {items.length === 0 ? (
         <p class="muted" data-testid="playlist-empty">
-          Nothing in it yet: use “＋” on a track, or “＋ Playlist” on an item’s page.
+          Nothing in it yet: use “+” on an album’s track, or “+ Playlist” on an item’s page.
         </p>
       ) : (
         <ol class="children list playlist-items" data-testid="playlist-items">

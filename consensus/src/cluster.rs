@@ -251,7 +251,21 @@ impl<T: Transport> Cluster<T> {
     /// Replicates `command` and returns the state machine's answer.
     pub async fn write(&self, command: Command) -> Result<Response, ClusterError> {
         match self.to_leader(PeerRequest::ClientWrite(command)).await? {
-            PeerResponse::Written { response, .. } => Ok(response),
+            PeerResponse::Written { response, log_id } => {
+                // Read your writes: a write proxied to the leader is applied
+                // here too before it is answered, so that the caller's next
+                // read on this node sees it. It is committed either way, so
+                // a slow apply is only logged.
+                if let Err(error) = self
+                    .raft
+                    .wait(Some(FORWARD_DEADLINE))
+                    .applied_index_at_least(Some(log_id.index), "read your write")
+                    .await
+                {
+                    tracing::warn!(%error, index = log_id.index, "a committed write is not applied here yet");
+                }
+                Ok(response)
+            }
             other => Err(ClusterError::Remote(format!("unexpected answer {other:?}"))),
         }
     }

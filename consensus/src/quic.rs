@@ -445,6 +445,9 @@ pub async fn become_member(
                 leader: Some((_, leader)),
             }) => target = leader,
             Ok(PeerResponse::NotLeader { leader: None }) => last = "no leader yet".into(),
+            // Another node is joining at the same moment (compose starts
+            // two at once): one membership change at a time, so wait.
+            Ok(PeerResponse::Error(error)) if error.contains("undergoing a configuration change") => last = error,
             Ok(PeerResponse::Error(error)) => return Err(TransportError::Network(error)),
             Ok(other) => return Err(TransportError::Network(format!("unexpected answer {other:?}"))),
             Err(error) => last = error.to_string(),

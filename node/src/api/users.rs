@@ -16,9 +16,16 @@ use super::extract::{Body, PathParam};
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::hash_password;
 
-/// Every user.
-#[utoipa::path(get, path = "/api/v1/users", tags = ["users", "admin"], security(("bearer" = [])), responses((status = 200, body = Vec<UserView>), (status = 403)))]
+/// Every user. A linearizable read: a user whose creation was
+/// acknowledged, on any member, is listed by every member after that.
+#[utoipa::path(get, path = "/api/v1/users", tags = ["users", "admin"], security(("bearer" = [])), responses((status = 200, body = Vec<UserView>), (status = 403), (status = 503, description = "No leader to confirm the read with")))]
 pub async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Vec<UserView>>> {
+    if !planted_stale_reads() {
+        state
+            .cluster
+            .read_barrier(omega_consensus::Consistency::Linearizable)
+            .await?;
+    }
     let users = read::users(state.cluster.tables())?;
     Ok(Json(users.iter().map(UserView::from).collect()))
 }
@@ -117,4 +124,10 @@ pub async fn set_access(
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A bug planted for the chaos harness to find (`OMEGA_CHAOS_BUG=stale-reads`
+/// skips the read barrier above); compiled into test builds only.
+fn planted_stale_reads() -> bool {
+    cfg!(debug_assertions) && std::env::var("OMEGA_CHAOS_BUG").is_ok_and(|bug| bug == "stale-reads")
 }

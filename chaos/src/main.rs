@@ -1,0 +1,115 @@
+//! `omega-chaos`: faults against a live cluster of real `omega` processes
+//! while clients work; prints what it did and every violation, and exits
+//! non-zero on any.
+//!
+//! ```text
+//! cargo build -p omega-node && cargo run -p omega-chaos -- --nodes 3 --duration 60s --faults kill,pause --seed 7
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use omega_chaos::{Config, Fault, run};
+
+/// Chaos testing of real omega processes.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Nodes in the cluster (at least 3).
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// How long faults are injected, e.g. 60s or 5m.
+    #[arg(long, default_value = "60s", value_parser = humantime_duration)]
+    duration: Duration,
+    /// Faults to inject, comma-separated: kill, pause.
+    #[arg(long, default_value = "kill,pause")]
+    faults: String,
+    /// Seed of the fault schedule and the clients' choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Client threads.
+    #[arg(long, default_value_t = 3)]
+    clients: usize,
+    /// The omega binary (default: `omega` beside this program).
+    #[arg(long)]
+    omega: Option<PathBuf>,
+    /// Keep the nodes' data directories and logs in this folder.
+    #[arg(long)]
+    keep: Option<PathBuf>,
+}
+
+fn humantime_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 60s or 5m"))?;
+    match unit {
+        "s" | "" => Ok(Duration::from_secs(value)),
+        "m" => Ok(Duration::from_secs(value * 60)),
+        "h" => Ok(Duration::from_secs(value * 3600)),
+        _ => Err(format!("{text:?} is not a duration like 60s or 5m")),
+    }
+}
+
+fn main() -> ExitCode {
+    match main_result() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("omega-chaos: error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn main_result() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    let faults = args
+        .faults
+        .split(',')
+        .map(|name| Fault::parse(name.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let omega = match args.omega {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .context("this program has no folder")?
+            .join("omega"),
+    };
+    if !omega.exists() {
+        anyhow::bail!(
+            "no omega binary at {}: build it first (cargo build -p omega-node)",
+            omega.display()
+        );
+    }
+    let config = Config {
+        omega,
+        nodes: args.nodes,
+        duration: args.duration,
+        faults,
+        seed: args.seed,
+        clients: args.clients,
+        env: Vec::new(),
+        keep: args.keep,
+    };
+    let report = run(&config)?;
+    println!(
+        "ops: {} adds acknowledged, {} adds unknown, {} reads; faults injected: {}; violations: {}",
+        report.adds_done,
+        report.adds_unknown,
+        report.reads,
+        report.faults,
+        report.violations.len()
+    );
+    println!("answers to adds by status (0: none): {:?}", report.add_statuses);
+    for violation in &report.violations {
+        println!("violation: {violation}");
+    }
+    Ok(if report.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -16,7 +16,6 @@ pub mod cluster;
 pub mod history;
 pub mod http;
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use crate::cluster::{ADMIN, Node};
-use crate::history::{AddOutcome, Op, Violation, check};
+use crate::history::{AddOutcome, IdSet, Op, Violation, check};
 
 /// Why a run could not be carried out (not a violation: those are in the
 /// report).
@@ -281,21 +280,28 @@ fn login(ports: &[u16]) -> Result<String, ChaosError> {
     Err(ChaosError::Command("the administrator cannot sign in".into()))
 }
 
-/// The workload's user names in a `GET /api/v1/users` answer.
-fn names(body: &[u8]) -> Option<BTreeSet<String>> {
+/// The numbers of the workload's users in a `GET /api/v1/users` answer
+/// (`chaos-user-{client}-{number}`).
+fn names(body: &[u8]) -> Option<IdSet> {
     let value: Value = serde_json::from_slice(body).ok()?;
     Some(
         value
             .as_array()?
             .iter()
-            .filter_map(|user| user["name"].as_str())
-            .filter(|name| name.starts_with(USER_PREFIX))
-            .map(str::to_owned)
+            .filter_map(|user| {
+                user["name"]
+                    .as_str()?
+                    .strip_prefix(USER_PREFIX)?
+                    .rsplit('-')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
             .collect(),
     )
 }
 
-fn final_read(port: u16, token: &str) -> Result<BTreeSet<String>, ChaosError> {
+fn final_read(port: u16, token: &str) -> Result<IdSet, ChaosError> {
     let started = Instant::now();
     loop {
         if let Some(answer) = http::request(port, "GET", "/api/v1/users", Some(token), None, REQUEST_DEADLINE)
@@ -332,7 +338,8 @@ fn workload(
         let node = rng.random_range(0..ports.len());
         let port = ports[node];
         if rng.random_bool(0.5) {
-            let name = format!("{USER_PREFIX}{client}-{}", sequence.fetch_add(1, Ordering::Relaxed));
+            let id = sequence.fetch_add(1, Ordering::Relaxed);
+            let name = format!("{USER_PREFIX}{client}-{id}");
             let body = json!({"name": name, "password": "chaos-password-1"}).to_string();
             let invoke = now();
             let answer = http::request(
@@ -350,7 +357,7 @@ fn workload(
                 _ => AddOutcome::Unknown,
             };
             history.push(Op::Add {
-                name,
+                id,
                 invoke,
                 complete: now(),
                 outcome,

@@ -54,6 +54,23 @@ fn humantime_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// Under `cargo run` (which sets `CARGO`), builds the `omega` binary of
+/// the same profile first, so that `cargo run -p omega-chaos` tests the
+/// current sources.
+fn build_omega_under_cargo(folder: &std::path::Path) -> anyhow::Result<()> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(());
+    };
+    let mut command = std::process::Command::new(cargo);
+    command.args(["build", "--quiet", "-p", "omega-node", "--bin", "omega"]);
+    if folder.file_name().is_some_and(|name| name == "release") {
+        command.arg("--release");
+    }
+    let status = command.status().context("cannot run cargo to build omega")?;
+    anyhow::ensure!(status.success(), "building omega failed");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     match main_result() {
         Ok(code) => code,
@@ -73,10 +90,14 @@ fn main_result() -> anyhow::Result<ExitCode> {
         .collect::<Result<Vec<_>, _>>()?;
     let omega = match args.omega {
         Some(path) => path,
-        None => std::env::current_exe()?
-            .parent()
-            .context("this program has no folder")?
-            .join("omega"),
+        None => {
+            let folder = std::env::current_exe()?
+                .parent()
+                .context("this program has no folder")?
+                .to_path_buf();
+            build_omega_under_cargo(&folder)?;
+            folder.join("omega")
+        }
     };
     if !omega.exists() {
         anyhow::bail!(

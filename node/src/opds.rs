@@ -361,20 +361,54 @@ fn grouped(books: &[Item], key: &str) -> BTreeMap<String, usize> {
     groups
 }
 
+/// A navigation feed with one entry per value of `key` (author, series),
+/// each leading to its books under `/opds/{path}/{value}`.
+async fn groups_feed(
+    state: &AppState,
+    parts: &Parts,
+    peer: &SocketAddr,
+    key: &str,
+    path: &str,
+    title: &str,
+) -> ApiResult<Response> {
+    let caller = reader(state, parts, peer).await?;
+    let entries: Vec<_> = grouped(&books(state, &caller)?, key)
+        .into_iter()
+        .map(|(name, count)| {
+            let href = format!("/opds/{path}/{}", segment(&name));
+            (name, format!("{count} books"), href, ACQUISITION)
+        })
+        .collect();
+    Ok(navigation(path, title, &format!("/opds/{path}"), &entries))
+}
+
+/// The books whose `key` is `name`, as a paged acquisition feed; `order`
+/// sorts them first.
+async fn group_feed(
+    state: &AppState,
+    parts: &Parts,
+    peer: &SocketAddr,
+    (key, path): (&str, &str),
+    name: &str,
+    page: usize,
+    order: impl FnOnce(&mut Vec<Item>),
+) -> ApiResult<Response> {
+    let caller = reader(state, parts, peer).await?;
+    let mut books: Vec<Item> = books(state, &caller)?
+        .into_iter()
+        .filter(|book| book.fields.metadata.get(key).map(String::as_str) == Some(name))
+        .collect();
+    order(&mut books);
+    let base = format!("/opds/{path}/{}", segment(name));
+    Ok(acquisition(&format!("{key}:{name}"), name, &base, &books, page))
+}
+
 async fn authors(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     parts: Parts,
 ) -> ApiResult<Response> {
-    let caller = reader(&state, &parts, &peer).await?;
-    let entries: Vec<_> = grouped(&books(&state, &caller)?, "author")
-        .into_iter()
-        .map(|(name, count)| {
-            let href = format!("/opds/authors/{}", segment(&name));
-            (name, format!("{count} books"), href, ACQUISITION)
-        })
-        .collect();
-    Ok(navigation("authors", "Authors", "/opds/authors", &entries))
+    groups_feed(&state, &parts, &peer, "author", "authors", "Authors").await
 }
 
 async fn by_author(
@@ -384,19 +418,8 @@ async fn by_author(
     Query(query): Query<PageQuery>,
     parts: Parts,
 ) -> ApiResult<Response> {
-    let caller = reader(&state, &parts, &peer).await?;
-    let books: Vec<Item> = books(&state, &caller)?
-        .into_iter()
-        .filter(|book| book.fields.metadata.get("author") == Some(&name))
-        .collect();
-    let base = format!("/opds/authors/{}", segment(&name));
-    Ok(acquisition(
-        &format!("author:{name}"),
-        &name,
-        &base,
-        &books,
-        query.page.unwrap_or(0),
-    ))
+    let page = query.page.unwrap_or(0);
+    group_feed(&state, &parts, &peer, ("author", "authors"), &name, page, |_| {}).await
 }
 
 async fn series(
@@ -404,15 +427,7 @@ async fn series(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     parts: Parts,
 ) -> ApiResult<Response> {
-    let caller = reader(&state, &parts, &peer).await?;
-    let entries: Vec<_> = grouped(&books(&state, &caller)?, "series")
-        .into_iter()
-        .map(|(name, count)| {
-            let href = format!("/opds/series/{}", segment(&name));
-            (name, format!("{count} books"), href, ACQUISITION)
-        })
-        .collect();
-    Ok(navigation("series", "Series", "/opds/series", &entries))
+    groups_feed(&state, &parts, &peer, "series", "series", "Series").await
 }
 
 async fn in_series(
@@ -422,11 +437,6 @@ async fn in_series(
     Query(query): Query<PageQuery>,
     parts: Parts,
 ) -> ApiResult<Response> {
-    let caller = reader(&state, &parts, &peer).await?;
-    let mut books: Vec<Item> = books(&state, &caller)?
-        .into_iter()
-        .filter(|book| book.fields.metadata.get("series") == Some(&name))
-        .collect();
     let number = |book: &Item| {
         book.fields
             .metadata
@@ -434,15 +444,11 @@ async fn in_series(
             .and_then(|number| number.parse::<f64>().ok())
             .unwrap_or(f64::MAX)
     };
-    books.sort_by(|a, b| number(a).total_cmp(&number(b)));
-    let base = format!("/opds/series/{}", segment(&name));
-    Ok(acquisition(
-        &format!("series:{name}"),
-        &name,
-        &base,
-        &books,
-        query.page.unwrap_or(0),
-    ))
+    let page = query.page.unwrap_or(0);
+    group_feed(&state, &parts, &peer, ("series", "series"), &name, page, |books| {
+        books.sort_by(|a, b| number(a).total_cmp(&number(b)));
+    })
+    .await
 }
 
 async fn search(

@@ -315,25 +315,7 @@ fn jellyfin_clients_sign_in_browse_play_and_report() {
     let folder = media.path().join("films/Test Film (2024)");
     std::fs::create_dir_all(&folder).unwrap();
     let film = folder.join("Test Film (2024).mkv");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=320x240:rate=25:duration=20",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=330:duration=20",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "50",
-        "-c:a",
-        "aac",
-        film.to_str().unwrap(),
-    ]);
+    common::h264_film(&film, "320x240");
     let server = Server::start(&["--media", &format!("{}:movies", media.path().join("films").display())]);
     let admin = server.login("admin", "admin-password");
     let started = Instant::now();

@@ -17,25 +17,7 @@ use common::{Server, ffmpeg};
 fn library(root: &Path) {
     let film = root.join("films/Test Film (2024)");
     std::fs::create_dir_all(&film).unwrap();
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc2=size=640x360:rate=25:duration=20",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=330:duration=20",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-g",
-        "50",
-        "-c:a",
-        "aac",
-        film.join("Test Film (2024).mkv").to_str().unwrap(),
-    ]);
+    common::h264_film(&film.join("Test Film (2024).mkv"), "640x360");
     let album = root.join("music/Test Artist/Test Album");
     std::fs::create_dir_all(&album).unwrap();
     for (number, title, frequency) in [(1, "First Tone", 440), (2, "Second Tone", 550)] {

@@ -36,8 +36,8 @@ pub(super) async fn dispatch(method: &str, request: Request<'_>) -> Result<Answe
         "getMusicFolders" => music_folders(&request),
         "getIndexes" => indexes(&request, "indexes"),
         "getArtists" => indexes(&request, "artists"),
-        "getArtist" => artist(&request),
-        "getAlbum" => album(&request),
+        "getArtist" => with_children(&request, ItemKind::Artist, "artist", "album"),
+        "getAlbum" => with_children(&request, ItemKind::Album, "album", "song"),
         "getSong" => song(&request),
         "getAlbumList2" | "getAlbumList" => album_list(&request, method),
         "getRandomSongs" => random_songs(&request),
@@ -121,30 +121,19 @@ fn indexes(request: &Request<'_>, name: &str) -> Result<Answer, Failure> {
     ))
 }
 
-fn artist(request: &Request<'_>) -> Result<Answer, Failure> {
+/// `getArtist` (with its albums) and `getAlbum` (with its songs).
+fn with_children(request: &Request<'_>, kind: ItemKind, name: &str, children: &str) -> Result<Answer, Failure> {
     let music = load(request)?;
-    let artist = music.get(request.params.require("id")?, ItemKind::Artist, "artist")?;
-    let mut value = music.artist(artist);
-    let albums: Vec<Value> = music
-        .children(artist.id)
-        .into_iter()
-        .map(|album| music.album(album))
-        .collect();
-    value["album"] = Value::Array(albums);
-    Ok(Answer::one("artist", value))
-}
-
-fn album(request: &Request<'_>) -> Result<Answer, Failure> {
-    let music = load(request)?;
-    let album = music.get(request.params.require("id")?, ItemKind::Album, "album")?;
-    let mut value = music.album(album);
-    let songs: Vec<Value> = music
-        .children(album.id)
-        .into_iter()
-        .map(|track| music.song(track))
-        .collect();
-    value["song"] = Value::Array(songs);
-    Ok(Answer::one("album", value))
+    let item = music.get(request.params.require("id")?, kind, name)?;
+    let mut value = music.value(item);
+    value[children] = Value::Array(
+        music
+            .children(item.id)
+            .into_iter()
+            .map(|child| music.value(child))
+            .collect(),
+    );
+    Ok(Answer::one(name, value))
 }
 
 fn song(request: &Request<'_>) -> Result<Answer, Failure> {
@@ -305,11 +294,7 @@ fn search(request: &Request<'_>, method: &str) -> Result<Answer, Failure> {
             .filter(|item| hit(item))
             .skip(skip)
             .take(size)
-            .map(|item| match kind {
-                ItemKind::Artist => music.artist(item),
-                ItemKind::Album => music.album(item),
-                _ => music.song(item),
-            })
+            .map(|item| music.value(item))
             .collect();
         result.insert(name.into(), Value::Array(values));
     }
@@ -333,11 +318,7 @@ fn starred(request: &Request<'_>, method: &str) -> Result<Answer, Failure> {
             .of_kind(kind)
             .into_iter()
             .filter(|item| music.favorites.contains_key(&item.id))
-            .map(|item| match kind {
-                ItemKind::Artist => music.artist(item),
-                ItemKind::Album => music.album(item),
-                _ => music.song(item),
-            })
+            .map(|item| music.value(item))
             .collect();
         result.insert(name.into(), Value::Array(values));
     }

@@ -113,6 +113,15 @@ impl Music {
         }
     }
 
+    /// `ArtistID3`, `AlbumID3` or `Child`, by the item's kind.
+    pub(super) fn value(&self, item: &Item) -> Value {
+        match item.fields.kind {
+            ItemKind::Artist => self.artist(item),
+            ItemKind::Album => self.album(item),
+            _ => self.song(item),
+        }
+    }
+
     /// `ArtistID3`.
     pub(super) fn artist(&self, artist: &Item) -> Value {
         let mut object = Map::new();

@@ -11,6 +11,30 @@ use serde_json::Value;
 pub mod books;
 pub mod cluster;
 
+/// A 20 s H.264/AAC Matroska film (`size`, 25 fps, a keyframe every 2 s)
+/// at `path`, from ffmpeg's test sources.
+pub fn h264_film(path: &std::path::Path, size: &str) {
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size={size}:rate=25:duration=20"),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=330:duration=20",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "50",
+        "-c:a",
+        "aac",
+        path.to_str().unwrap(),
+    ]);
+}
+
 /// Runs ffmpeg quietly; panics if it fails.
 pub fn ffmpeg(args: &[&str]) {
     let status = Command::new("ffmpeg")

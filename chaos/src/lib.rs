@@ -8,6 +8,7 @@
 //! - [`http`]: a blocking client whose every request has a deadline.
 //! - [`history`]: operations, and the linearizability check for the
 //!   workload's grow-only set of unique user names.
+//! - [`store`]: ingests under faults, read back and scrubbed after.
 //!
 //! Network partitions, loss and delay (network namespaces, `tc netem`) and
 //! disk faults are not built yet: [`Fault::parse`] refuses them by name.
@@ -15,6 +16,7 @@
 pub mod cluster;
 pub mod history;
 pub mod http;
+pub mod store;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -119,6 +121,17 @@ pub struct Report {
     pub add_statuses: std::collections::BTreeMap<u16, usize>,
     /// What broke the model.
     pub violations: Vec<Violation>,
+    /// Ingests acknowledged (and read back after healing).
+    pub ingests: usize,
+    /// What the store checks found.
+    pub store_violations: Vec<store::StoreViolation>,
+}
+
+impl Report {
+    /// True when nothing was found.
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty() && self.store_violations.is_empty()
+    }
 }
 
 /// The names of the workload's users begin with this.
@@ -179,6 +192,21 @@ pub fn run(config: &Config) -> Result<Report, ChaosError> {
             workload(client, seed, &ports, &token, &stop, &sequence, started)
         }));
     }
+    let locks: store::NodeLocks = Arc::new(nodes.iter().map(|_| std::sync::RwLock::new(())).collect());
+    let dirs: Vec<PathBuf> = nodes.iter().map(|node| node.dir.clone()).collect();
+    let scratch = root.join("ingests");
+    std::fs::create_dir_all(&scratch)?;
+    let ingester = {
+        let (omega, dirs, scratch, locks, stop) = (
+            config.omega.clone(),
+            dirs.clone(),
+            scratch.clone(),
+            locks.clone(),
+            stop.clone(),
+        );
+        let seed = config.seed.wrapping_add(1000);
+        std::thread::spawn(move || store::ingest_workload(seed, &omega, &dirs, &scratch, &locks, &stop))
+    };
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut faults = 0;
     while started.elapsed() < config.duration {
@@ -188,9 +216,12 @@ pub fn run(config: &Config) -> Result<Report, ChaosError> {
         let down_for = Duration::from_millis(rng.random_range(300..2500));
         match fault {
             Fault::Kill => {
+                // No ingest may run while the node is down (see NodeLocks).
+                let _down = locks[victim].write().unwrap_or_else(|poison| poison.into_inner());
                 nodes[victim].kill();
                 std::thread::sleep(down_for);
                 nodes[victim].start(&config.omega, &settings, None, false)?;
+                nodes[victim].wait_ready(READY_WITHIN)?;
             }
             Fault::Pause => {
                 nodes[victim].pause();
@@ -203,6 +234,7 @@ pub fn run(config: &Config) -> Result<Report, ChaosError> {
         nodes[victim].wait_ready(READY_WITHIN)?;
     }
     stop.store(true, Ordering::Relaxed);
+    let ingested = ingester.join().unwrap_or_default();
     let mut history = Vec::new();
     let mut add_statuses = std::collections::BTreeMap::new();
     for client in clients {
@@ -229,6 +261,7 @@ pub fn run(config: &Config) -> Result<Report, ChaosError> {
         finals.push(final_read(node.http_port, &token)?);
     }
     let violations = check(&history, &finals);
+    let store_violations = store::verify(&config.omega, &dirs, &ingested);
     let adds_done = history
         .iter()
         .filter(|op| {
@@ -261,6 +294,8 @@ pub fn run(config: &Config) -> Result<Report, ChaosError> {
         faults,
         add_statuses,
         violations,
+        ingests: ingested.len(),
+        store_violations,
     })
 }
 

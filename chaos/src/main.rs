@@ -125,10 +125,18 @@ fn main_result() -> anyhow::Result<ExitCode> {
         report.violations.len()
     );
     println!("answers to adds by status (0: none): {:?}", report.add_statuses);
+    println!(
+        "store: {} ingests acknowledged and read back; {} store violations",
+        report.ingests,
+        report.store_violations.len()
+    );
     for violation in &report.violations {
         println!("violation: {violation}");
     }
-    Ok(if report.violations.is_empty() {
+    for violation in &report.store_violations {
+        println!("violation: {violation}");
+    }
+    Ok(if report.is_clean() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -1,0 +1,163 @@
+//! The store under faults: a client ingests random files into random
+//! nodes' stores (`omega store ingest`, through the running node); after
+//! healing, every acknowledged blob must read back byte for byte from its
+//! node (`omega store cat`), and `omega store scrub` must be clean on every
+//! node. An ingest is acknowledged only after the node synced it, so a
+//! SIGKILL must never lose one.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+
+/// An acknowledged ingest.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    /// The node whose store holds it.
+    pub node: usize,
+    /// Its blob id.
+    pub blob: String,
+    /// The file ingested (kept to compare with).
+    pub file: PathBuf,
+}
+
+/// What the store checks found wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreViolation {
+    /// An acknowledged blob does not read back as it was.
+    Lost {
+        /// The node.
+        node: usize,
+        /// The blob.
+        blob: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// Scrub found problems.
+    Scrub {
+        /// The node.
+        node: usize,
+        /// What it said.
+        report: String,
+    },
+}
+
+impl std::fmt::Display for StoreViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreViolation::Lost { node, blob, why } => {
+                write!(f, "lost ingest: blob {blob} on node {node}: {why}")
+            }
+            StoreViolation::Scrub { node, report } => write!(f, "scrub on node {node} is not clean: {report}"),
+        }
+    }
+}
+
+/// Per node, held (shared) by an ingest while it runs and (exclusively) by
+/// a fault that kills the node: a CLI started while the node is down would
+/// open the store itself and keep the restarting node out.
+pub type NodeLocks = Arc<Vec<RwLock<()>>>;
+
+/// Ingests random files (64 KiB to 2 MiB) into random nodes until told to
+/// stop; returns what was acknowledged.
+pub fn ingest_workload(
+    seed: u64,
+    omega: &Path,
+    dirs: &[PathBuf],
+    scratch: &Path,
+    locks: &NodeLocks,
+    stop: &AtomicBool,
+) -> Vec<Ingested> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut acked = Vec::new();
+    let mut number = 0_u64;
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(rng.random_range(200..800)));
+        let node = rng.random_range(0..dirs.len());
+        let mut bytes = vec![0_u8; rng.random_range(64 << 10..2 << 20)];
+        rng.fill_bytes(&mut bytes);
+        let file = scratch.join(format!("ingest-{number}.bin"));
+        number += 1;
+        if std::fs::write(&file, &bytes).is_err() {
+            continue;
+        }
+        let Ok(_running) = locks[node].read() else { continue };
+        let output = Command::new(omega)
+            .arg("--data-dir")
+            .arg(&dirs[node])
+            .args(["store", "ingest"])
+            .arg(&file)
+            .output();
+        let blob = output.ok().filter(|output| output.status.success()).and_then(|output| {
+            String::from_utf8_lossy(&output.stdout)
+                .split_whitespace()
+                .find(|word| word.len() == 64 && word.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(str::to_owned)
+        });
+        match blob {
+            Some(blob) => acked.push(Ingested { node, blob, file }),
+            // Not acknowledged: it may or may not be there; not checked.
+            None => {
+                let _ = std::fs::remove_file(&file);
+            }
+        }
+    }
+    acked
+}
+
+/// Reads every acknowledged blob back from its node and scrubs every node.
+pub fn verify(omega: &Path, dirs: &[PathBuf], acked: &[Ingested]) -> Vec<StoreViolation> {
+    let mut violations = Vec::new();
+    for ingested in acked {
+        let expected = std::fs::read(&ingested.file).unwrap_or_default();
+        let output = Command::new(omega)
+            .arg("--data-dir")
+            .arg(&dirs[ingested.node])
+            .args(["store", "cat", &ingested.blob])
+            .output();
+        let why = match output {
+            Err(error) => Some(format!("cannot run omega: {error}")),
+            Ok(output) if !output.status.success() => Some(String::from_utf8_lossy(&output.stderr).trim().to_owned()),
+            Ok(output) if output.stdout != expected => Some(format!(
+                "read {} bytes that differ from the {} ingested",
+                output.stdout.len(),
+                expected.len()
+            )),
+            Ok(_) => None,
+        };
+        if let Some(why) = why {
+            violations.push(StoreViolation::Lost {
+                node: ingested.node,
+                blob: ingested.blob.clone(),
+                why,
+            });
+        }
+    }
+    for (node, dir) in dirs.iter().enumerate() {
+        let output = Command::new(omega)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["store", "scrub"])
+            .output();
+        match output {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => violations.push(StoreViolation::Scrub {
+                node,
+                report: format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&output.stdout).trim(),
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ),
+            }),
+            Err(error) => violations.push(StoreViolation::Scrub {
+                node,
+                report: format!("cannot run omega: {error}"),
+            }),
+        }
+    }
+    violations
+}

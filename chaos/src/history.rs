@@ -324,4 +324,56 @@ mod tests {
         let diverged = check(&[], &[set(&[1]), set(&[])]);
         assert!(matches!(diverged[0], Violation::Diverged { .. }));
     }
+
+    use proptest::prelude::*;
+
+    /// A correct execution: operations take effect at distinct points in
+    /// time, each inside its own interval; reads return what was added
+    /// before their point.
+    fn execution(plan: &[(bool, u8, u8)]) -> Vec<Op> {
+        let mut history = Vec::new();
+        let mut state = IdSet::default();
+        let mut next_id = 0;
+        for (point, (is_add, before, after)) in plan.iter().enumerate() {
+            let point = 1000 * (point as u128 + 1);
+            let (invoke, complete) = (point - u128::from(*before), point + u128::from(*after));
+            if *is_add {
+                state.insert(next_id);
+                history.push(add(next_id, invoke, complete, AddOutcome::Done));
+                next_id += 1;
+            } else {
+                history.push(Op::Read {
+                    node: 0,
+                    invoke,
+                    complete,
+                    names: state.clone(),
+                });
+            }
+        }
+        history
+    }
+
+    proptest! {
+        /// Every correct execution passes; dropping an acknowledged add from
+        /// a later read is always caught.
+        #[test]
+        fn correct_executions_pass_and_lost_adds_are_caught(plan in proptest::collection::vec((any::<bool>(), 0_u8..200, 0_u8..200), 1..60)) {
+            let history = execution(&plan);
+            let finals: IdSet = history
+                .iter()
+                .filter_map(|op| match op { Op::Add { id, .. } => Some(*id), Op::Read { .. } => None })
+                .collect();
+            prop_assert_eq!(check(&history, &[finals.clone(), finals.clone()]), vec![]);
+            // Corrupt the last read that follows a completed add.
+            let mut corrupted = history.clone();
+            let target = corrupted.iter().rposition(|op| matches!(op, Op::Read { names, .. } if names.iter().next().is_some()));
+            if let Some(target) = target
+                && let Op::Read { names, .. } = &mut corrupted[target]
+            {
+                let first = names.iter().next().unwrap_or_default();
+                *names = names.iter().filter(|id| *id != first).collect();
+                prop_assert!(!check(&corrupted, &[finals.clone()]).is_empty());
+            }
+        }
+    }
 }

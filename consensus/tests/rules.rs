@@ -319,3 +319,100 @@ fn upserts_by_key_keep_ids_and_link_parents() {
         Response::Rejected(Rejection::NotFound { .. })
     ));
 }
+
+proptest! {
+    /// Playlists change only through their owner; names are checked; the
+    /// table matches a model of what was accepted.
+    #[test]
+    fn playlists_change_only_through_their_owner(ops in prop::collection::vec((0_u8..3, 0_usize..2, 0_usize..4, "[a-c ]{0,3}", prop::collection::vec(0_u64..3, 0..4)), 1..60)) {
+        let mut tables = MemTables::default();
+        let users: Vec<u64> = ["ann", "bob"]
+            .iter()
+            .enumerate()
+            .map(|(index, name)| match apply(&mut tables, index as u64 + 1, &create_user(name)) {
+                Response::Created(id) => id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // Model: id → (owner, name, items).
+        let mut model: BTreeMap<u64, (u64, String, Vec<u64>)> = BTreeMap::new();
+        let mut created: Vec<u64> = Vec::new();
+        for (step, (op, who, pick, name, items)) in ops.into_iter().enumerate() {
+            let index = 10 + step as u64;
+            let owner = users[who];
+            let valid_name = !name.trim().is_empty();
+            match op {
+                0 => {
+                    let response = apply(&mut tables, index, &Command::CreatePlaylist { owner, name: name.clone(), items: items.clone(), public: false, now_ms: 0 });
+                    if valid_name {
+                        let Response::Created(id) = response else { panic!("{response:?}") };
+                        model.insert(id, (owner, name.trim().to_owned(), items));
+                        created.push(id);
+                    } else {
+                        prop_assert!(matches!(response, Response::Rejected(Rejection::Invalid(_))), "{response:?}");
+                    }
+                }
+                1 if !created.is_empty() => {
+                    let id = created[pick % created.len()];
+                    let response = apply(&mut tables, index, &Command::UpdatePlaylist { id, owner, name: Some(name.clone()), items: Some(items.clone()), public: None, now_ms: 1 });
+                    let allowed = model.get(&id).is_some_and(|(holder, _, _)| *holder == owner);
+                    if allowed && valid_name {
+                        prop_assert_eq!(&response, &Response::Done);
+                        model.insert(id, (owner, name.trim().to_owned(), items));
+                    } else {
+                        prop_assert!(matches!(response, Response::Rejected(_)), "{response:?}");
+                    }
+                }
+                2 if !created.is_empty() => {
+                    let id = created[pick % created.len()];
+                    let response = apply(&mut tables, index, &Command::DeletePlaylist { id, owner });
+                    if model.get(&id).is_some_and(|(holder, _, _)| *holder == owner) {
+                        prop_assert_eq!(&response, &Response::Done);
+                        model.remove(&id);
+                    } else {
+                        prop_assert!(matches!(response, Response::Rejected(Rejection::NotFound { .. })), "{response:?}");
+                    }
+                }
+                _ => {}
+            }
+        }
+        let stored: BTreeMap<u64, (u64, String, Vec<u64>)> = read::playlists(&tables)
+            .unwrap()
+            .into_iter()
+            .map(|playlist| (playlist.id, (playlist.owner, playlist.name, playlist.items)))
+            .collect();
+        prop_assert_eq!(stored, model);
+    }
+
+    /// Favourites are a set per user: marking twice keeps one mark (and
+    /// its first time), unmarking removes it; app passwords are capped per
+    /// user and their ids are not reused.
+    #[test]
+    fn favourites_are_sets_and_app_passwords_are_capped(marks in prop::collection::vec(any::<bool>(), 1..20), passwords in 1_usize..40) {
+        let mut tables = MemTables::default();
+        let Response::Created(user) = apply(&mut tables, 1, &create_user("ann")) else { panic!() };
+        let item = library_with_item(&mut tables);
+        let mut marked = false;
+        for (step, favorite) in marks.into_iter().enumerate() {
+            let response = apply(&mut tables, 10 + step as u64, &Command::SetFavorite { user, item, favorite, now_ms: step as u64 });
+            prop_assert_eq!(response, Response::Done);
+            let since = read::favorite(&tables, user, item).unwrap().map(|mark| mark.since_ms);
+            if favorite && !marked {
+                prop_assert_eq!(since, Some(step as u64));
+            }
+            marked = favorite;
+            prop_assert_eq!(since.is_some(), marked);
+        }
+        for id in 0..passwords as u64 {
+            let response = apply(&mut tables, 100 + id, &Command::PutAppPassword { user, id, name: format!("p{id}"), sealed: vec![1, 2, 3], now_ms: 0 });
+            if (id as usize) < omega_consensus::model::APP_PASSWORDS_MAX {
+                prop_assert_eq!(response, Response::Created(id));
+            } else {
+                prop_assert!(matches!(response, Response::Rejected(Rejection::Invalid(_))));
+            }
+        }
+        let again = apply(&mut tables, 999, &Command::PutAppPassword { user, id: 0, name: "again".into(), sealed: vec![], now_ms: 0 });
+        prop_assert!(matches!(again, Response::Rejected(Rejection::Invalid(_))), "an id is not reused");
+        prop_assert_eq!(read::app_passwords(&tables, user).unwrap().len(), passwords.min(omega_consensus::model::APP_PASSWORDS_MAX));
+    }
+}

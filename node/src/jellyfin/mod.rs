@@ -33,8 +33,9 @@ use serde_json::{Value, json};
 
 use crate::api::{ApiError, AppState, Caller};
 
-/// First path segments (lower case) that are Jellyfin's. `library` and
-/// `search` are left out: the web app uses them.
+/// First path segments (lower case) that are Jellyfin's. `library`,
+/// `search` and `playlists` are left out: the web app's pages use them
+/// (and Jellyfin's own routes there are not implemented).
 const ROOTS: &[&str] = &[
     "system",
     "users",
@@ -51,7 +52,6 @@ const ROOTS: &[&str] = &[
     "shows",
     "artists",
     "genres",
-    "playlists",
     "persons",
     "studios",
     "livetv",

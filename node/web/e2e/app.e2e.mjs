@@ -136,6 +136,7 @@ try {
   await page.getByTestId('item-card').first().click();
   await page.getByTestId('item-title').waitFor();
   const itemUrl = page.url();
+  const itemPath = new URL(itemUrl).pathname;
   await shoot(page, 'item');
   await page.getByTestId('play-button').click();
   const reached = await playUntil(page, 4);
@@ -201,6 +202,16 @@ try {
   const entries = await page.getByTestId('playlist-item').count();
   if (entries !== 1) throw new Error(`the playlist holds ${entries} items, not 1`);
   await shoot(page, 'playlist');
+
+  step('app pages load directly, as on a refresh');
+  for (const path of [new URL(page.url()).pathname, '/playlists', '/settings', '/admin/users', itemPath]) {
+    const response = await page.goto(`${base}${path}`);
+    const type = response?.headers()['content-type'] ?? '';
+    if (!response || response.status() !== 200 || !type.includes('text/html')) {
+      throw new Error(`${path} does not load the app: ${response?.status()} ${type}`);
+    }
+    await page.getByTestId('nav-home').waitFor();
+  }
 
   step('admin pages');
   await page.getByTestId('nav-admin').click();

@@ -135,45 +135,46 @@ pub(super) async fn dispatch(state: &AppState, request: &JfRequest) -> ApiResult
     }
 }
 
-fn public_info(state: &AppState) -> Response {
-    json_response(
-        StatusCode::OK,
-        json!({
-            "LocalAddress": "",
-            "ServerName": "Omega",
-            "Version": VERSION,
-            "ProductName": "Jellyfin Server",
-            "OperatingSystem": std::env::consts::OS,
-            "Id": server_id(state),
-            "StartupWizardCompleted": true,
-        }),
-    )
+/// `/System/Info/Public`: who this server is, for anyone.
+fn public_fields(state: &AppState) -> serde_json::Map<String, Value> {
+    let mut fields = serde_json::Map::new();
+    for (key, value) in [
+        ("LocalAddress", json!("")),
+        ("ServerName", json!("Omega")),
+        ("Version", json!(VERSION)),
+        ("ProductName", json!("Jellyfin Server")),
+        ("OperatingSystem", json!(std::env::consts::OS)),
+        ("Id", json!(server_id(state))),
+        ("StartupWizardCompleted", json!(true)),
+    ] {
+        fields.insert(key.into(), value);
+    }
+    fields
 }
 
+fn public_info(state: &AppState) -> Response {
+    json_response(StatusCode::OK, Value::Object(public_fields(state)))
+}
+
+/// `/System/Info`: the public fields and what signed-in clients check.
 fn system_info(state: &AppState) -> Response {
-    json_response(
-        StatusCode::OK,
-        json!({
-            "LocalAddress": "",
-            "ServerName": "Omega",
-            "Version": VERSION,
-            "ProductName": "Jellyfin Server",
-            "OperatingSystem": std::env::consts::OS,
-            "Id": server_id(state),
-            "StartupWizardCompleted": true,
-            "HasPendingRestart": false,
-            "IsShuttingDown": false,
-            "SupportsLibraryMonitor": true,
-            "CanSelfRestart": false,
-            "CanLaunchWebBrowser": false,
-            "HasUpdateAvailable": false,
-            "TranscodingTempPath": "",
-            "WebSocketPortNumber": 0,
-            "CompletedInstallations": [],
-            "EncoderLocation": "System",
-            "SystemArchitecture": std::env::consts::ARCH,
-        }),
-    )
+    let mut fields = public_fields(state);
+    for (key, value) in [
+        ("HasPendingRestart", json!(false)),
+        ("IsShuttingDown", json!(false)),
+        ("SupportsLibraryMonitor", json!(true)),
+        ("CanSelfRestart", json!(false)),
+        ("CanLaunchWebBrowser", json!(false)),
+        ("HasUpdateAvailable", json!(false)),
+        ("TranscodingTempPath", json!("")),
+        ("WebSocketPortNumber", json!(0)),
+        ("CompletedInstallations", json!([])),
+        ("EncoderLocation", json!("System")),
+        ("SystemArchitecture", json!(std::env::consts::ARCH)),
+    ] {
+        fields.insert(key.into(), value);
+    }
+    json_response(StatusCode::OK, Value::Object(fields))
 }
 
 /// `POST /Users/AuthenticateByName` (`{"Username","Pw"}`, any case): an

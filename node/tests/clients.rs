@@ -440,6 +440,27 @@ fn jellyfin_clients_sign_in_browse_play_and_report() {
     );
     assert_eq!(code, 404);
 
+    // A second sign-in from the same device replaces its token.
+    let device = "Content-Type: application/json\r\nX-Emby-Authorization: MediaBrowser Client=\"curl\", Device=\"test\", DeviceId=\"1\", Version=\"1\"\r\n";
+    let (code, _, body) = http_raw(
+        server.http_port,
+        "POST",
+        "/Users/AuthenticateByName",
+        device,
+        br#"{"Username":"admin","Pw":"admin-password"}"#,
+    );
+    assert_eq!(code, 200);
+    let again: Value = serde_json::from_slice(&body).unwrap();
+    let auth = format!("X-Emby-Token: {}\r\n", again["AccessToken"].as_str().unwrap());
+    let (code, _, _) = http_raw(
+        server.http_port,
+        "GET",
+        "/Users/Me",
+        &format!("X-Emby-Token: {token}\r\n"),
+        b"",
+    );
+    assert_eq!(code, 401, "the device's earlier token is revoked");
+
     // Logging out revokes the token.
     let (code, _, _) = http_raw(server.http_port, "POST", "/Sessions/Logout", &auth, b"");
     assert_eq!(code, 204);

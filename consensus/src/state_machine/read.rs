@@ -63,6 +63,21 @@ pub fn api_key(tables: &(impl KvRead + ?Sized), hash: &Hash) -> io::Result<Optio
     })
 }
 
+/// The API keys of `user`, with the hashes they are stored under (a scan
+/// of every key: there are few).
+pub fn api_keys_of(tables: &(impl KvRead + ?Sized), owner: EntityId) -> io::Result<Vec<(Hash, ApiKey)>> {
+    let mut keys = Vec::new();
+    for (hash, value) in tables.scan_prefix(Table::ApiKeys, &[])? {
+        let key: ApiKey = decode(Table::ApiKeys.cf_name(), &value)?;
+        if key.user == owner
+            && let Ok(hash) = Hash::try_from(hash.as_slice())
+        {
+            keys.push((hash, key));
+        }
+    }
+    Ok(keys)
+}
+
 /// Every library, by id.
 pub fn libraries(tables: &(impl KvRead + ?Sized)) -> io::Result<Vec<Library>> {
     all(tables, Table::Libraries)

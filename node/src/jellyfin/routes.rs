@@ -204,7 +204,17 @@ async fn authenticate_by_name(state: &AppState, request: &JfRequest) -> ApiResul
     let device = fields.get("device").cloned().unwrap_or_else(|| "unknown device".into());
     let device_id = fields.get("deviceid").cloned().unwrap_or_default();
     let (token, hash) = new_secret(API_KEY_PREFIX);
-    let label: String = format!("Jellyfin: {client} on {device}").chars().take(128).collect();
+    let label: String = format!("Jellyfin: {client} on {device} ({device_id})")
+        .chars()
+        .take(128)
+        .collect();
+    // One token per device, as Jellyfin keeps one session per device: a
+    // new sign-in from it revokes the ones before (and keys stay bounded).
+    for (old, key) in read::api_keys_of(state.cluster.tables(), user.id)? {
+        if key.name == label {
+            state.write(Command::RevokeApiKey { hash: old }).await?;
+        }
+    }
     state
         .write(Command::PutApiKey {
             hash,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::FutureExt;
+use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, Shared};
 use omega_transcode::ffmpeg::{VideoEncoder, detect_encoders, version};
 use omega_transcode::ladder::copy_rendition;
@@ -16,6 +17,7 @@ use omega_transcode::probe::{SourceInfo, keyframes, probe};
 use omega_transcode::segments::SegmentPlan;
 use omega_transcode::session::{SessionConfig, Sessions};
 
+use crate::api::{ApiError, ApiResult};
 use crate::config::TranscodeSettings;
 
 /// Segments waiting to be stored; past this, new ones are not kept (they
@@ -164,6 +166,33 @@ impl Transcoder {
                 .clone()
         };
         tokio::time::timeout(PLAN_WAIT, plan).await.ok().flatten()
+    }
+
+    /// Audio of `source` re-encoded on the fly to `format` at `kbps` from
+    /// `offset_s` seconds, as a response body (Subsonic's and Jellyfin's
+    /// transcoded streams). Bounded by [`Transcoder::audio_slots`]: 503 when
+    /// every slot is taken. The ffmpeg process and the slot live as long as
+    /// the body: a client that goes away kills ffmpeg and frees the slot.
+    pub fn audio_body(
+        &self,
+        source: &Path,
+        format: omega_transcode::audio::AudioFormat,
+        kbps: u64,
+        offset_s: u64,
+    ) -> ApiResult<axum::body::Body> {
+        let slot = self
+            .audio_slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::busy("every transcoding slot is busy: try again shortly", 2000))?;
+        let process =
+            omega_transcode::audio::spawn(&self.ffmpeg, source, format, kbps, offset_s).map_err(ApiError::internal)?;
+        let child = process.child;
+        let chunks = tokio_util::io::ReaderStream::with_capacity(process.stdout, 64 * 1024).map(move |chunk| {
+            let _alive = (&child, &slot);
+            chunk
+        });
+        Ok(axum::body::Body::from_stream(chunks))
     }
 
     /// Keeps a segment in the store under `reference`, in the background;

@@ -4,10 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use axum::body::Body;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use omega_consensus::command::Command;
 use omega_consensus::model::{Item, ItemKind, Library, WatchState};
 use omega_consensus::state_machine::read;
@@ -805,20 +803,8 @@ async fn audio(state: &AppState, request: &JfRequest, caller: &Caller, id: &str)
         .transcoder
         .clone()
         .ok_or_else(|| ApiError::not_found("transcoding is off on this node"))?;
-    let slot = transcoder
-        .audio_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::busy("every transcoding slot is busy", 2000))?;
-    let process = omega_transcode::audio::spawn(&transcoder.ffmpeg, std::path::Path::new(&media.path), format, kbps, 0)
-        .map_err(ApiError::internal)?;
-    let child = process.child;
-    let chunks = tokio_util::io::ReaderStream::with_capacity(process.stdout, 64 * 1024).map(move |chunk| {
-        // ffmpeg and the slot live as long as the stream.
-        let _alive = (&child, &slot);
-        chunk
-    });
-    Ok(streamed(format.content_type(), Body::from_stream(chunks)))
+    let body = transcoder.audio_body(std::path::Path::new(&media.path), format, kbps, 0)?;
+    Ok(streamed(format.content_type(), body))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

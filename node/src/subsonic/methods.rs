@@ -5,10 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use futures_util::StreamExt;
 use omega_consensus::command::Command;
 use omega_consensus::model::{Item, ItemKind};
 use serde_json::{Value, json};
@@ -429,33 +427,8 @@ async fn stream(request: &Request<'_>) -> Result<Answer, Failure> {
         .transcoder
         .clone()
         .ok_or_else(|| Failure::new(0, "transcoding is off on this node"))?;
-    // Bounded like HLS sessions; the slot is held as long as the stream.
-    let slot = transcoder
-        .audio_slots
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| Failure {
-            code: 0,
-            message: "every transcoding slot is busy: try again shortly".into(),
-            status: StatusCode::SERVICE_UNAVAILABLE,
-        })?;
-    let process = omega_transcode::audio::spawn(
-        &transcoder.ffmpeg,
-        std::path::Path::new(&media.path),
-        codec,
-        kbps,
-        offset_s,
-    )
-    .map_err(Failure::internal)?;
+    let body = transcoder.audio_body(std::path::Path::new(&media.path), codec, kbps, offset_s)?;
     let estimated = duration_s(&item).saturating_sub(offset_s) * kbps * 1000 / 8;
-    let child = process.child;
-    let chunks = tokio_util::io::ReaderStream::with_capacity(process.stdout, 64 * 1024).map(move |chunk| {
-        // The process and the slot live as long as the stream: dropping it
-        // (the client went away) kills ffmpeg and frees the slot.
-        let _alive = (&child, &slot);
-        chunk
-    });
-    let body = Body::from_stream(chunks);
     let mut response = (
         [
             (header::CONTENT_TYPE, codec.content_type().to_owned()),

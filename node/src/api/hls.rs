@@ -67,6 +67,21 @@ pub(crate) struct Source {
     pub(crate) transcoder: Arc<Transcoder>,
 }
 
+impl Source {
+    /// How `client` plays this source: directly, remuxed (when its video
+    /// can be copied into HLS) or transcoded.
+    pub(crate) async fn decide(&self, client: &ClientProfile) -> Decision {
+        let extension = crate::library::naming::extension(&self.path.to_string_lossy()).unwrap_or_default();
+        // `copy_plan` is `None` for a video that cannot be copied.
+        let can_copy = self
+            .transcoder
+            .copy_plan(&self.id, &self.path, &self.info)
+            .await
+            .is_some();
+        decide(&self.info, &extension, client, can_copy)
+    }
+}
+
 /// A visible item with audio or video, probed, on a node that transcodes.
 pub(crate) async fn source(state: &AppState, caller: &Caller, id: u64) -> ApiResult<Source> {
     let item = visible_item(state, caller, id)?;
@@ -397,15 +412,8 @@ pub async fn playback(
         serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))?
     };
     let source = source(&state, &caller, id).await?;
-    let extension = crate::library::naming::extension(&source.path.to_string_lossy()).unwrap_or_default();
     let client = request.client.unwrap_or_else(ClientProfile::browser);
-    let can_copy = copy_rendition(&source.info).is_some()
-        && source
-            .transcoder
-            .copy_plan(&source.id, &source.path, &source.info)
-            .await
-            .is_some();
-    let decision = decide(&source.info, &extension, &client, can_copy);
+    let decision = source.decide(&client).await;
     let token = state.tokens.stream_token(caller.user.id, id, state.clock.now_ms());
     // The master playlist offers what the decision allows: no copy of a
     // video the client cannot play, nothing above its limits.

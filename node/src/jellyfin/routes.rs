@@ -9,8 +9,7 @@ use axum::response::{IntoResponse, Response};
 use omega_consensus::command::Command;
 use omega_consensus::model::{Item, ItemKind, Library, WatchState};
 use omega_consensus::state_machine::read;
-use omega_transcode::decision::{ClientProfile, Decision, decide};
-use omega_transcode::ladder::copy_rendition;
+use omega_transcode::decision::{ClientProfile, Decision};
 use serde_json::{Value, json};
 
 use super::dto::{self, ItemContext, TICKS_PER_MS};
@@ -665,14 +664,7 @@ async fn playback_info(state: &AppState, request: &JfRequest, caller: &Caller, i
     let source = crate::api::hls::source(state, caller, id).await?;
     let media = crate::api::items::local_media(state, &source.item)?;
     let extension = crate::library::naming::extension(&media.path).unwrap_or_default();
-    let client = client_profile(&body, request);
-    let can_copy = copy_rendition(&source.info).is_some()
-        && source
-            .transcoder
-            .copy_plan(&source.id, &source.path, &source.info)
-            .await
-            .is_some();
-    let decision = decide(&source.info, &extension, &client, can_copy);
+    let decision = source.decide(&client_profile(&body, request)).await;
     let direct = matches!(decision, Decision::DirectPlay);
     let token = request.token().unwrap_or_default();
     let mut streams = Vec::new();

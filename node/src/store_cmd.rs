@@ -195,11 +195,7 @@ fn execute(
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&stats)?)?;
             } else {
-                let ratio = if stats.stored_bytes == 0 {
-                    1.0
-                } else {
-                    stats.logical_bytes as f64 / stats.stored_bytes as f64
-                };
+                let ratio = stats.dedup_ratio().unwrap_or(1.0);
                 writeln!(out, "logical   {}", format_bytes(stats.logical_bytes))?;
                 writeln!(
                     out,

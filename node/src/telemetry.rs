@@ -137,14 +137,8 @@ pub async fn render(State(state): State<AppState>) -> Response {
         metrics::gauge!("omega_store_chunks").set(stats.chunks as f64);
         metrics::gauge!("omega_store_blobs").set(stats.blobs as f64);
         metrics::gauge!("omega_store_quarantined_chunks").set(stats.quarantined_chunks as f64);
-        // Copied bytes over stored bytes; 1 when nothing is stored.
-        let copied = stats.logical_bytes.saturating_sub(stats.in_place_bytes);
-        let ratio = if stats.stored_bytes > 0 {
-            copied as f64 / stats.stored_bytes as f64
-        } else {
-            1.0
-        };
-        metrics::gauge!("omega_store_dedup_ratio").set(ratio);
+        // 1 (nothing saved) while nothing is stored.
+        metrics::gauge!("omega_store_dedup_ratio").set(stats.dedup_ratio().unwrap_or(1.0));
     }
     if let Some(transcoder) = &state.transcoder {
         metrics::gauge!("omega_transcode_sessions").set(transcoder.sessions.running() as f64);

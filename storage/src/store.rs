@@ -92,6 +92,16 @@ pub struct StoreStats {
     pub quarantined_chunks: u64,
 }
 
+impl StoreStats {
+    /// What deduplication saves: the bytes of blobs copied into the store
+    /// (indexed-in-place ones take no room here) over the bytes of their
+    /// distinct chunks; `None` while nothing is stored.
+    pub fn dedup_ratio(&self) -> Option<f64> {
+        let copied = self.logical_bytes.saturating_sub(self.in_place_bytes);
+        (self.stored_bytes > 0).then(|| copied as f64 / self.stored_bytes as f64)
+    }
+}
+
 /// The state that changes to the store go through (see the module invariant).
 #[derive(Debug)]
 struct WriteState {

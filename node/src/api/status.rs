@@ -30,14 +30,10 @@ pub async fn store(State(state): State<AppState>, caller: Caller) -> ApiResult<J
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    // Copied bytes only: blobs indexed in place take no room in the store.
-    let copied = stats.logical_bytes.saturating_sub(stats.in_place_bytes);
-    let stored = stats.stored_bytes;
+    let ratio = stats.dedup_ratio();
     let mut value = serde_json::to_value(stats).map_err(ApiError::internal)?;
-    if let Some(object) = value.as_object_mut()
-        && stored > 0
-    {
-        object.insert("dedup_ratio".into(), serde_json::json!(copied as f64 / stored as f64));
+    if let (Some(object), Some(ratio)) = (value.as_object_mut(), ratio) {
+        object.insert("dedup_ratio".into(), serde_json::json!(ratio));
     }
     Ok(Json(value))
 }

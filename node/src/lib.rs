@@ -14,6 +14,7 @@
 //! - [`store_cmd`]: `omega store …`.
 //! - [`bench`]: `omega bench …`, each measuring Omega against a peer.
 //! - [`units`]: byte sizes and rates for people.
+//! - [`text`]: XML escaping and RFC 3339 times for the client protocols.
 //! - [`web`]: the embedded web app (built from `node/web`).
 //! - [`subsonic`]: the Subsonic API for music apps, at `/rest`.
 //! - [`opds`]: OPDS 1.2 catalogs for e-book readers, at `/opds`.
@@ -38,6 +39,7 @@ pub mod serve;
 pub mod store_cmd;
 pub mod subsonic;
 pub mod telemetry;
+pub mod text;
 pub mod tokens;
 pub mod totp;
 pub mod transcode_cmd;

@@ -27,6 +27,7 @@ use crate::api::items::{serve_file, serve_image, visible_item};
 use crate::api::libraries::can_see;
 use crate::api::{ApiError, ApiResult, AppState, Caller};
 use crate::library::enrich::IMAGE_PRIMARY;
+use crate::text::{escape_xml, rfc3339_ms};
 
 /// Entries per page of an acquisition feed.
 const PAGE_SIZE: usize = 50;
@@ -117,25 +118,6 @@ struct SearchQuery {
     page: Option<usize>,
 }
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn iso8601(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
-}
-
 /// A path segment, percent-encoded.
 fn segment(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes())
@@ -148,10 +130,10 @@ fn segment(text: &str) -> String {
 fn feed_head(id: &str, title: &str, self_href: &str, kind: &str, updated_ms: u64) -> String {
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\" xmlns:dc=\"http://purl.org/dc/terms/\" xmlns:opds=\"http://opds-spec.org/2010/catalog\" xmlns:opensearch=\"http://a9.com/-/spec/opensearch/1.1/\">\n<id>urn:omega:opds:{}</id>\n<title>{}</title>\n<updated>{}</updated>\n<author><name>Omega</name></author>\n<link rel=\"self\" href=\"{}\" type=\"{kind}\"/>\n<link rel=\"start\" href=\"/opds\" type=\"{NAVIGATION}\"/>\n<link rel=\"search\" href=\"/opds/osd\" type=\"application/opensearchdescription+xml\"/>\n",
-        escape(id),
-        escape(title),
-        iso8601(updated_ms),
-        escape(self_href),
+        escape_xml(id),
+        escape_xml(title),
+        rfc3339_ms(updated_ms),
+        escape_xml(self_href),
     )
 }
 
@@ -159,62 +141,63 @@ fn atom(body: String, kind: &'static str) -> Response {
     ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
-/// A navigation feed of `(title, summary, href, kind)` entries.
-fn navigation(id: &str, title: &str, self_href: &str, entries: &[(String, String, String, &str)]) -> Response {
-    let now = now_ms();
+/// A navigation feed of `(title, summary, href, kind)` entries, updated
+/// `now`.
+fn navigation(
+    now: u64,
+    id: &str,
+    title: &str,
+    self_href: &str,
+    entries: &[(String, String, String, &str)],
+) -> Response {
     let mut out = feed_head(id, title, self_href, NAVIGATION, now);
     for (title, summary, href, kind) in entries {
         let _ = write!(
             out,
             "<entry>\n<title>{}</title>\n<id>urn:omega:opds:{}</id>\n<updated>{}</updated>\n<content type=\"text\">{}</content>\n<link rel=\"subsection\" href=\"{}\" type=\"{kind}\"/>\n</entry>\n",
-            escape(title),
-            escape(href),
-            iso8601(now),
-            escape(summary),
-            escape(href),
+            escape_xml(title),
+            escape_xml(href),
+            rfc3339_ms(now),
+            escape_xml(summary),
+            escape_xml(href),
         );
     }
     out.push_str("</feed>\n");
     atom(out, NAVIGATION)
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
-
 /// A page of an acquisition feed: entries with cover, thumbnail and one
-/// acquisition link per file, and first/previous/next/last links.
-fn acquisition(id: &str, title: &str, base: &str, books: &[Item], page: usize) -> Response {
+/// acquisition link per file, and first/previous/next/last links; updated
+/// when its newest book changed (`now` when it has none).
+fn acquisition(now: u64, id: &str, title: &str, base: &str, books: &[Item], page: usize) -> Response {
     let pages = books.len().div_ceil(PAGE_SIZE).max(1);
     let page = page.min(pages - 1);
     let join = if base.contains('?') { '&' } else { '?' };
     let href = |page: usize| format!("{base}{join}page={page}");
-    let updated = books.iter().map(|book| book.updated_ms).max().unwrap_or_else(now_ms);
+    let updated = books.iter().map(|book| book.updated_ms).max().unwrap_or(now);
     let mut out = feed_head(id, title, &href(page), ACQUISITION, updated);
     let _ = writeln!(
         out,
         "<link rel=\"first\" href=\"{}\" type=\"{ACQUISITION}\"/>",
-        escape(&href(0))
+        escape_xml(&href(0))
     );
     let _ = writeln!(
         out,
         "<link rel=\"last\" href=\"{}\" type=\"{ACQUISITION}\"/>",
-        escape(&href(pages - 1))
+        escape_xml(&href(pages - 1))
     );
     if page > 0 {
         let _ = writeln!(
             out,
             "<link rel=\"previous\" href=\"{}\" type=\"{ACQUISITION}\"/>",
-            escape(&href(page - 1))
+            escape_xml(&href(page - 1))
         );
     }
     if page + 1 < pages {
         let _ = writeln!(
             out,
             "<link rel=\"next\" href=\"{}\" type=\"{ACQUISITION}\"/>",
-            escape(&href(page + 1))
+            escape_xml(&href(page + 1))
         );
     }
     let _ = writeln!(
@@ -235,16 +218,16 @@ fn entry(out: &mut String, book: &Item) {
     let _ = write!(
         out,
         "<entry>\n<title>{}</title>\n<id>urn:omega:item:{}</id>\n<updated>{}</updated>\n",
-        escape(&book.fields.title),
+        escape_xml(&book.fields.title),
         book.id,
-        iso8601(book.updated_ms),
+        rfc3339_ms(book.updated_ms),
     );
     if let Some(author) = metadata.get("author") {
-        let _ = writeln!(out, "<author><name>{}</name></author>", escape(author));
+        let _ = writeln!(out, "<author><name>{}</name></author>", escape_xml(author));
     }
     for (key, element) in [("language", "dc:language"), ("published", "dc:issued")] {
         if let Some(value) = metadata.get(key) {
-            let _ = writeln!(out, "<{element}>{}</{element}>", escape(value));
+            let _ = writeln!(out, "<{element}>{}</{element}>", escape_xml(value));
         }
     }
     let mut summary = metadata.get("overview").cloned().unwrap_or_default();
@@ -256,7 +239,7 @@ fn entry(out: &mut String, book: &Item) {
         summary = format!("{series}{number}. {summary}").trim().to_owned();
     }
     if !summary.is_empty() {
-        let _ = writeln!(out, "<summary>{}</summary>", escape(&summary));
+        let _ = writeln!(out, "<summary>{}</summary>", escape_xml(&summary));
     }
     if metadata.contains_key(IMAGE_PRIMARY) {
         for rel in ["http://opds-spec.org/image", "http://opds-spec.org/image/thumbnail"] {
@@ -312,7 +295,7 @@ async fn root(
             NAVIGATION,
         ),
     ];
-    Ok(navigation("root", "Omega", "/opds", &entries))
+    Ok(navigation(state.clock.now_ms(), "root", "Omega", "/opds", &entries))
 }
 
 async fn all_books(
@@ -324,6 +307,7 @@ async fn all_books(
     let caller = reader(&state, &parts, &peer).await?;
     let books = books(&state, &caller)?;
     Ok(acquisition(
+        state.clock.now_ms(),
         "books",
         "All books",
         "/opds/books",
@@ -342,6 +326,7 @@ async fn recent(
     let mut books = books(&state, &caller)?;
     books.sort_by_key(|book| std::cmp::Reverse((book.added_ms, book.id)));
     Ok(acquisition(
+        state.clock.now_ms(),
         "new",
         "Recently added",
         "/opds/new",
@@ -379,7 +364,13 @@ async fn groups_feed(
             (name, format!("{count} books"), href, ACQUISITION)
         })
         .collect();
-    Ok(navigation(path, title, &format!("/opds/{path}"), &entries))
+    Ok(navigation(
+        state.clock.now_ms(),
+        path,
+        title,
+        &format!("/opds/{path}"),
+        &entries,
+    ))
 }
 
 /// The books whose `key` is `name`, as a paged acquisition feed; `order`
@@ -400,7 +391,14 @@ async fn group_feed(
         .collect();
     order(&mut books);
     let base = format!("/opds/{path}/{}", segment(name));
-    Ok(acquisition(&format!("{key}:{name}"), name, &base, &books, page))
+    Ok(acquisition(
+        state.clock.now_ms(),
+        &format!("{key}:{name}"),
+        name,
+        &base,
+        &books,
+        page,
+    ))
 }
 
 async fn authors(
@@ -478,6 +476,7 @@ async fn search(
         .collect();
     let base = format!("/opds/search?q={}", segment(&needle));
     Ok(acquisition(
+        state.clock.now_ms(),
         "search",
         &format!("Search: {needle}"),
         &base,

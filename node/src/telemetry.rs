@@ -141,7 +141,6 @@ pub async fn render(State(state): State<AppState>) -> Response {
         metrics::gauge!("omega_store_dedup_ratio").set(stats.dedup_ratio().unwrap_or(1.0));
     }
     if let Some(transcoder) = &state.transcoder {
-        metrics::gauge!("omega_transcode_sessions").set(transcoder.sessions.running() as f64);
         let busy = transcoder
             .sessions
             .config()

@@ -28,9 +28,7 @@ pub(super) fn parse_id(text: &str) -> Option<u64> {
 }
 
 /// Milliseconds since the epoch as Jellyfin's dates.
-pub(super) fn date(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
-}
+pub(super) use crate::text::rfc3339_ms as date;
 
 /// Drops null members, recursively: Jellyfin leaves them out.
 pub(super) fn without_nulls(value: Value) -> Value {

@@ -27,6 +27,16 @@ const VERSION: &str = "10.10.7";
 /// A stop this close to the end counts as played.
 const PLAYED_FRACTION: f64 = 0.9;
 
+/// The member `name` of a JSON object, by any case of the name (Jellyfin
+/// clients send `username` as well as `Username`).
+fn field<'a>(value: &'a Value, name: &str) -> Option<&'a Value> {
+    value
+        .as_object()?
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, member)| member)
+}
+
 fn server_id(state: &AppState) -> String {
     state.tokens.derived_id("jellyfin server id")
 }
@@ -178,14 +188,9 @@ fn system_info(state: &AppState) -> Response {
 /// API key named after the client and device, as the `AccessToken`.
 async fn authenticate_by_name(state: &AppState, request: &JfRequest) -> ApiResult<Response> {
     let body = request.json()?;
-    let field = |name: &str| -> Option<String> {
-        body.as_object()?
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .and_then(|(_, value)| value.as_str().map(str::to_owned))
-    };
-    let name = field("Username").ok_or_else(|| ApiError::bad_request("Username is required"))?;
-    let password = field("Pw").or_else(|| field("Password")).unwrap_or_default();
+    let text = |name: &str| field(&body, name).and_then(Value::as_str).map(str::to_owned);
+    let name = text("Username").ok_or_else(|| ApiError::bad_request("Username is required"))?;
+    let password = text("Pw").or_else(|| text("Password")).unwrap_or_default();
     let address = request.peer.map(|peer| peer.ip().to_string()).unwrap_or_default();
     let user = match authenticate(state, &name, Presented::Plain(password), &address).await {
         Ok(user) => user,
@@ -616,27 +621,20 @@ async fn image(state: &AppState, request: &JfRequest, id: &str) -> ApiResult<Res
 /// `MaxStreamingBitrate`; a browser's when it sends none.
 fn client_profile(body: &Value, request: &JfRequest) -> ClientProfile {
     let mut profile = ClientProfile::browser();
-    let field = |value: &Value, name: &str| -> Option<Value> {
-        value
-            .as_object()?
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.clone())
-    };
     if let Some(direct) = field(body, "DeviceProfile")
-        .and_then(|device| field(&device, "DirectPlayProfiles"))
-        .and_then(|profiles| profiles.as_array().cloned())
+        .and_then(|device| field(device, "DirectPlayProfiles"))
+        .and_then(Value::as_array)
     {
         let mut containers = Vec::new();
         let mut video = Vec::new();
         let mut audio = Vec::new();
-        for entry in &direct {
+        for entry in direct {
             for (name, list) in [
                 ("Container", &mut containers),
                 ("VideoCodec", &mut video),
                 ("AudioCodec", &mut audio),
             ] {
-                if let Some(text) = field(entry, name).and_then(|value| value.as_str().map(str::to_owned)) {
+                if let Some(text) = field(entry, name).and_then(Value::as_str) {
                     list.extend(
                         text.split(',')
                             .map(|item| item.trim().to_ascii_lowercase())
@@ -650,7 +648,7 @@ fn client_profile(body: &Value, request: &JfRequest) -> ClientProfile {
         profile.audio_codecs = audio;
     }
     let bitrate = field(body, "MaxStreamingBitrate")
-        .and_then(|value| value.as_u64())
+        .and_then(Value::as_u64)
         .or_else(|| request.param("maxstreamingbitrate").and_then(|text| text.parse().ok()));
     profile.max_bitrate = bitrate.filter(|rate| *rate > 0);
     profile
@@ -810,18 +808,12 @@ enum Report {
 /// same watch state the web app shows; a stop near the end counts a play.
 async fn report(state: &AppState, request: &JfRequest, caller: &Caller, kind: Report) -> ApiResult<Response> {
     let body = request.json()?;
-    let field = |name: &str| -> Option<Value> {
-        body.as_object()?
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.clone())
-    };
-    let id = field("ItemId")
-        .and_then(|value| value.as_str().map(str::to_owned))
-        .and_then(|text| dto::parse_id(&text))
+    let id = field(&body, "ItemId")
+        .and_then(Value::as_str)
+        .and_then(dto::parse_id)
         .ok_or_else(|| ApiError::bad_request("ItemId is required"))?;
     let item = visible_item(state, caller, id)?;
-    let position_ms = field("PositionTicks").and_then(|value| value.as_u64()).unwrap_or(0) / TICKS_PER_MS;
+    let position_ms = field(&body, "PositionTicks").and_then(Value::as_u64).unwrap_or(0) / TICKS_PER_MS;
     let runtime_ms = item
         .fields
         .metadata

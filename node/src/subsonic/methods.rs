@@ -484,8 +484,8 @@ fn playlist_value(
         "public": playlist.public,
         "songCount": songs.len(),
         "duration": songs.iter().map(|song| duration_s(song)).sum::<u64>(),
-        "created": super::music::iso8601(playlist.created_ms),
-        "changed": super::music::iso8601(playlist.updated_ms),
+        "created": crate::text::rfc3339_ms(playlist.created_ms),
+        "changed": crate::text::rfc3339_ms(playlist.updated_ms),
     });
     if let Some(cover) = songs.first().and_then(|song| music.song(song).get("coverArt").cloned()) {
         value["coverArt"] = cover;

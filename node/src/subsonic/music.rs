@@ -12,6 +12,7 @@ use super::Failure;
 use crate::api::Caller;
 use crate::api::libraries::can_see;
 use crate::library::enrich::IMAGE_PRIMARY;
+use crate::text::rfc3339_ms;
 
 /// The music a user may see (optionally of one library).
 pub(super) struct Music {
@@ -103,12 +104,12 @@ impl Music {
 
     fn marks(&self, item: &Item, object: &mut Map<String, Value>) {
         if let Some(favorite) = self.favorites.get(&item.id) {
-            object.insert("starred".into(), Value::String(iso8601(favorite.since_ms)));
+            object.insert("starred".into(), Value::String(rfc3339_ms(favorite.since_ms)));
         }
         if let Some(watch) = self.watch.get(&item.id) {
             object.insert("playCount".into(), json!(watch.play_count));
             if watch.play_count > 0 {
-                object.insert("played".into(), Value::String(iso8601(watch.updated_ms)));
+                object.insert("played".into(), Value::String(rfc3339_ms(watch.updated_ms)));
             }
         }
     }
@@ -144,7 +145,7 @@ impl Music {
         object.insert("songCount".into(), json!(tracks.len()));
         let duration: u64 = tracks.iter().map(|track| duration_s(track)).sum();
         object.insert("duration".into(), json!(duration));
-        object.insert("created".into(), Value::String(iso8601(album.added_ms)));
+        object.insert("created".into(), Value::String(rfc3339_ms(album.added_ms)));
         if let Some(artist) = self.parent(album) {
             object.insert("artist".into(), Value::String(artist.fields.title.clone()));
             object.insert("artistId".into(), Value::String(artist.id.to_string()));
@@ -178,7 +179,7 @@ impl Music {
         object.insert("mediaType".into(), Value::String("song".into()));
         object.insert("title".into(), Value::String(track.fields.title.clone()));
         object.insert("duration".into(), json!(duration_s(track)));
-        object.insert("created".into(), Value::String(iso8601(track.added_ms)));
+        object.insert("created".into(), Value::String(rfc3339_ms(track.added_ms)));
         object.insert(
             "contentType".into(),
             Value::String(crate::api::items::mime(path).into()),
@@ -260,11 +261,6 @@ fn disc(item: &Item) -> Option<u32> {
         .metadata
         .get("tag_disc")
         .and_then(|disc| disc.split('/').next()?.trim().parse().ok())
-}
-
-/// Milliseconds since the epoch as ISO 8601 (UTC, milliseconds).
-pub(super) fn iso8601(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
 }
 
 /// The index letter of a name: its first letter, upper case, after an

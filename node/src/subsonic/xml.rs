@@ -6,6 +6,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::text::escape_xml_into;
+
 /// Subsonic's XML namespace.
 const NAMESPACE: &str = "http://subsonic.org/restapi";
 
@@ -35,7 +37,7 @@ fn element(out: &mut String, name: &str, value: &Value) {
                         out.push(' ');
                         out.push_str(key);
                         out.push_str("=\"");
-                        escape_into(out, &scalar_text(scalar));
+                        escape_xml_into(out, &scalar_text(scalar));
                         out.push('"');
                     }
                 }
@@ -50,7 +52,7 @@ fn element(out: &mut String, name: &str, value: &Value) {
             }
             out.push('>');
             if let Some(text) = text {
-                escape_into(out, &text);
+                escape_xml_into(out, &text);
             }
             for (key, child) in children {
                 match child {
@@ -71,7 +73,7 @@ fn element(out: &mut String, name: &str, value: &Value) {
             out.push('<');
             out.push_str(name);
             out.push('>');
-            escape_into(out, &scalar_text(scalar));
+            escape_xml_into(out, &scalar_text(scalar));
             out.push_str("</");
             out.push_str(name);
             out.push('>');
@@ -83,21 +85,6 @@ fn scalar_text(value: &Value) -> String {
     match value {
         Value::String(text) => text.clone(),
         other => other.to_string(),
-    }
-}
-
-fn escape_into(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // XML 1.0 has no other control characters.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
-            c => out.push(c),
-        }
     }
 }
 

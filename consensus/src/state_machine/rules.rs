@@ -375,9 +375,7 @@ pub fn apply_command<R: KvRead + ?Sized>(
             public,
             now_ms,
         } => {
-            let Some(mut playlist) =
-                get::<Playlist, R>(tx, Table::Playlists, &id_key(*id))?.filter(|playlist| playlist.owner == *owner)
-            else {
+            let Some(mut playlist) = owned_playlist(tx, *id, *owner)? else {
                 return Ok(not_found("playlist", id));
             };
             if let Err(rejection) = playlist_is_valid(name.as_ref(), items.as_ref()) {
@@ -397,10 +395,7 @@ pub fn apply_command<R: KvRead + ?Sized>(
             Ok(Response::Done)
         }
         Command::DeletePlaylist { id, owner } => {
-            if get::<Playlist, R>(tx, Table::Playlists, &id_key(*id))?
-                .filter(|playlist| playlist.owner == *owner)
-                .is_none()
-            {
+            if owned_playlist(tx, *id, *owner)?.is_none() {
                 return Ok(not_found("playlist", id));
             }
             tx.delete(Table::Playlists, &id_key(*id));
@@ -517,6 +512,15 @@ fn put_for_user<T: Serialize, R: KvRead + ?Sized>(
     }
     put(tx, table, key, value);
     Ok(Response::Done)
+}
+
+/// Playlist `id` if `owner` owns it: to anyone else it does not exist.
+fn owned_playlist<R: KvRead + ?Sized>(
+    tx: &Overlay<'_, R>,
+    id: EntityId,
+    owner: EntityId,
+) -> io::Result<Option<Playlist>> {
+    Ok(get::<Playlist, R>(tx, Table::Playlists, &id_key(id))?.filter(|playlist| playlist.owner == owner))
 }
 
 /// A playlist's name has 1 to [`PLAYLIST_NAME_MAX`] printable characters

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use common::{Server, ffmpeg, http_raw};
 use serde_json::{Value, json};
 
-/// A two-track album with a folder cover; returns the first track's path.
+/// The test album with a folder cover; returns the first track's path.
 fn music(root: &Path) -> PathBuf {
     let album = root.join("Test Artist/Test Album");
-    std::fs::create_dir_all(&album).unwrap();
+    common::tagged_album(&album);
     ffmpeg(&[
         "-f",
         "lavfi",
@@ -26,30 +26,18 @@ fn music(root: &Path) -> PathBuf {
         "1",
         album.join("cover.jpg").to_str().unwrap(),
     ]);
-    for (number, title, frequency) in [(1, "First Tone", 440), (2, "Second Tone", 550)] {
-        ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("sine=frequency={frequency}:duration=15"),
-            "-c:a",
-            "libmp3lame",
-            "-b:a",
-            "192k",
-            "-metadata",
-            &format!("title={title}"),
-            "-metadata",
-            "artist=Test Artist",
-            "-metadata",
-            "album=Test Album",
-            "-metadata",
-            "genre=Electronic",
-            "-metadata",
-            &format!("track={number}"),
-            album.join(format!("0{number} - {title}.mp3")).to_str().unwrap(),
-        ]);
-    }
     album.join("01 - First Tone.mp3")
+}
+
+/// A user who may see no library: `outsider` / `outsider-password`.
+fn add_outsider(server: &Server, admin: &str) {
+    let (code, _) = server.request(
+        "POST",
+        "/api/v1/users",
+        Some(admin),
+        Some(&json!({"name": "outsider", "password": "outsider-password", "libraries": []})),
+    );
+    assert_eq!(code, 201);
 }
 
 fn wait_for_tracks(server: &Server, token: &str, count: u64) {
@@ -176,13 +164,7 @@ fn subsonic_clients_browse_stream_and_scrobble() {
     assert_eq!(answer["status"], "ok", "{answer}");
 
     // A user without access to the music library sees none of it.
-    let (code, _) = server.request(
-        "POST",
-        "/api/v1/users",
-        Some(&admin),
-        Some(&json!({"name": "outsider", "password": "outsider-password", "libraries": []})),
-    );
-    assert_eq!(code, 201);
+    add_outsider(&server, &admin);
     let outsider = "u=outsider&p=outsider-password";
     let (_, answer) = subsonic(&server, &format!("getArtists?f=json&{outsider}"));
     assert_eq!(answer["artists"]["index"], json!([]), "{answer}");
@@ -266,13 +248,7 @@ fn opds_readers_browse_search_and_download() {
     assert!(head.to_lowercase().contains("www-authenticate: basic"), "{head}");
     let (code, _, _) = http_raw(server.http_port, "GET", "/opds", &basic("admin", "wrong"), b"");
     assert_eq!(code, 401);
-    let (code, _) = server.request(
-        "POST",
-        "/api/v1/users",
-        Some(&admin),
-        Some(&json!({"name": "outsider", "password": "outsider-password", "libraries": []})),
-    );
-    assert_eq!(code, 201);
+    add_outsider(&server, &admin);
     let outsider = basic("outsider", "outsider-password");
     let (code, _, body) = http_raw(server.http_port, "GET", "/opds/books", &outsider, b"");
     assert_eq!(code, 200);
@@ -409,13 +385,7 @@ fn jellyfin_clients_sign_in_browse_play_and_report() {
     assert_eq!(code, 400);
 
     // A user without access to the films sees none of them.
-    let (code, _) = server.request(
-        "POST",
-        "/api/v1/users",
-        Some(&admin),
-        Some(&json!({"name": "outsider", "password": "outsider-password", "libraries": []})),
-    );
-    assert_eq!(code, 201);
+    add_outsider(&server, &admin);
     let (_, _, body) = http_raw(
         server.http_port,
         "POST",

@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Server, ffmpeg};
+use common::Server;
 
 /// A 20 s H.264 film in Matroska (keyframes every 2 s: remuxed to HLS for
 /// a browser) and a two-track album.
@@ -18,27 +18,7 @@ fn library(root: &Path) {
     let film = root.join("films/Test Film (2024)");
     std::fs::create_dir_all(&film).unwrap();
     common::h264_film(&film.join("Test Film (2024).mkv"), "640x360");
-    let album = root.join("music/Test Artist/Test Album");
-    std::fs::create_dir_all(&album).unwrap();
-    for (number, title, frequency) in [(1, "First Tone", 440), (2, "Second Tone", 550)] {
-        ffmpeg(&[
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("sine=frequency={frequency}:duration=15"),
-            "-c:a",
-            "libmp3lame",
-            "-metadata",
-            &format!("title={title}"),
-            "-metadata",
-            "artist=Test Artist",
-            "-metadata",
-            "album=Test Album",
-            "-metadata",
-            &format!("track={number}"),
-            album.join(format!("0{number} - {title}.mp3")).to_str().unwrap(),
-        ]);
-    }
+    common::tagged_album(&root.join("music/Test Artist/Test Album"));
 }
 
 #[test]

@@ -35,6 +35,36 @@ pub fn h264_film(path: &std::path::Path, size: &str) {
     ]);
 }
 
+/// "Test Album" by "Test Artist" in `folder`: two 15 s MP3 tracks at
+/// 192 kb/s, "First Tone" and "Second Tone", with title, artist, album,
+/// genre and track tags.
+pub fn tagged_album(folder: &std::path::Path) {
+    std::fs::create_dir_all(folder).unwrap();
+    for (number, title, frequency) in [(1, "First Tone", 440), (2, "Second Tone", 550)] {
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("sine=frequency={frequency}:duration=15"),
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "192k",
+            "-metadata",
+            &format!("title={title}"),
+            "-metadata",
+            "artist=Test Artist",
+            "-metadata",
+            "album=Test Album",
+            "-metadata",
+            "genre=Electronic",
+            "-metadata",
+            &format!("track={number}"),
+            folder.join(format!("0{number} - {title}.mp3")).to_str().unwrap(),
+        ]);
+    }
+}
+
 /// Runs ffmpeg quietly; panics if it fails.
 pub fn ffmpeg(args: &[&str]) {
     let status = Command::new("ffmpeg")

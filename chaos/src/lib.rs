@@ -214,14 +214,14 @@ pub fn run(config: &Config) -> Result<Report, ChaosError> {
         let victim = rng.random_range(0..nodes.len());
         let fault = config.faults[rng.random_range(0..config.faults.len())];
         let down_for = Duration::from_millis(rng.random_range(300..2500));
+        // No ingest may run while a killed node is down, until it is ready
+        // again (see NodeLocks).
+        let _down = (fault == Fault::Kill).then(|| locks[victim].write().unwrap_or_else(|poison| poison.into_inner()));
         match fault {
             Fault::Kill => {
-                // No ingest may run while the node is down (see NodeLocks).
-                let _down = locks[victim].write().unwrap_or_else(|poison| poison.into_inner());
                 nodes[victim].kill();
                 std::thread::sleep(down_for);
                 nodes[victim].start(&config.omega, &settings, None, false)?;
-                nodes[victim].wait_ready(READY_WITHIN)?;
             }
             Fault::Pause => {
                 nodes[victim].pause();

@@ -6,7 +6,8 @@
 # packages that validate deploy/ and the client libraries of the protocol
 # tests (py-sonic, feedparser, jellyfin-apiclient-python), Node.js and npm
 # (the web app's toolchain, from the npm registry) and Chromium (the web
-# app's end-to-end tests). Then it builds the web app, which the `omega`
+# app's end-to-end tests), iproute2 and nftables (the chaos harness's
+# network namespaces and partitions). Then it builds the web app, which the `omega`
 # binary embeds.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
@@ -24,6 +25,8 @@ command -v python3 >/dev/null || need_apt+=(python3 python3-pip python3-venv)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v chromium >/dev/null || need_apt+=(chromium)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v nft >/dev/null || need_apt+=(nftables)
 command -v cargo >/dev/null || [ -x "$HOME/.cargo/bin/cargo" ] || need_apt+=(rustup)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2

@@ -1,13 +1,16 @@
-//! Real `omega serve` processes on loopback, each with its own data
-//! directory and ports, and the faults done to them: SIGKILL and restart,
-//! SIGSTOP and SIGCONT.
+//! Real `omega serve` processes, each with its own data directory and
+//! addresses (on loopback or in its own network namespace: [`Network`]),
+//! and the faults done to the processes: SIGKILL and restart, SIGSTOP and
+//! SIGCONT.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::ChaosError;
 use crate::http;
+use crate::net::Network;
 
 /// The first administrator of the cluster.
 pub const ADMIN: (&str, &str) = ("chaos-admin", "chaos-admin-password");
@@ -15,47 +18,53 @@ pub const ADMIN: (&str, &str) = ("chaos-admin", "chaos-admin-password");
 /// One node.
 #[derive(Debug)]
 pub struct Node {
+    /// Its number in the cluster (0: the founder).
+    pub index: usize,
     /// Its data directory.
     pub dir: PathBuf,
-    /// HTTP port.
-    pub http_port: u16,
-    /// Raft (QUIC) port.
-    pub raft_port: u16,
+    /// Its HTTP API.
+    pub http_addr: SocketAddr,
+    /// Its Raft (QUIC) endpoint.
+    pub raft_addr: SocketAddr,
+    /// True when `dir` is a tmpfs of its own (unmounted on drop).
+    tmpfs: bool,
     child: Option<Child>,
     paused: bool,
     /// Extra environment of its process.
     env: Vec<(String, String)>,
 }
 
-fn free_tcp_port() -> Result<u16, ChaosError> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn free_udp_port() -> Result<u16, ChaosError> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 impl Node {
-    /// A node that will keep its data under `root/name`.
-    pub fn new(root: &Path, name: &str, env: &[(String, String)]) -> Result<Node, ChaosError> {
+    /// Node `index`, which will keep its data under `root/node-{index}`
+    /// (on a tmpfs of its own when `tmpfs`, for disk faults).
+    pub fn new(
+        root: &Path,
+        index: usize,
+        env: &[(String, String)],
+        network: &Network,
+        tmpfs: bool,
+    ) -> Result<Node, ChaosError> {
+        let (http_addr, raft_addr) = network.addresses(index)?;
+        let dir = root.join(format!("node-{index}"));
+        if tmpfs {
+            crate::disk::mount_tmpfs(&dir, crate::disk::TMPFS_BYTES)?;
+        }
         Ok(Node {
+            index,
             env: env.to_vec(),
-            dir: root.join(name),
-            http_port: free_tcp_port()?,
-            raft_port: free_udp_port()?,
+            dir,
+            http_addr,
+            raft_addr,
+            tmpfs,
             child: None,
             paused: false,
         })
     }
 
-    /// Its Raft address.
-    pub fn raft_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.raft_port)
-    }
-
     /// Starts it (joining through `join` with a token the first time).
     pub fn start(
         &mut self,
+        network: &Network,
         omega: &Path,
         config: &Path,
         join: Option<(&str, &str)>,
@@ -72,8 +81,8 @@ impl Node {
             .arg(config)
             .arg("--data-dir")
             .arg(&self.dir)
-            .args(["serve", "--cluster-listen", &self.raft_addr()])
-            .args(["--listen", &format!("127.0.0.1:{}", self.http_port)])
+            .args(["serve", "--cluster-listen", &self.raft_addr.to_string()])
+            .args(["--listen", &self.http_addr.to_string()])
             .env_remove("OMEGA_ADMIN_USER")
             .env_remove("OMEGA_ADMIN_PASSWORD")
             .envs(self.env.iter().map(|(key, value)| (key, value)))
@@ -88,6 +97,7 @@ impl Node {
         if let Some((address, token)) = join {
             command.args(["--join", address, "--token", token]);
         }
+        network.enter(self.index, &mut command)?;
         self.child = Some(command.spawn().map_err(|source| ChaosError::Spawn {
             binary: omega.display().to_string(),
             source,
@@ -100,7 +110,7 @@ impl Node {
     pub fn wait_ready(&self, within: Duration) -> Result<(), ChaosError> {
         let started = Instant::now();
         loop {
-            if http::request(self.http_port, "GET", "/readyz", None, None, Duration::from_secs(2))
+            if http::request(self.http_addr, "GET", "/readyz", None, None, Duration::from_secs(2))
                 .is_some_and(|answer| answer.status == 200)
             {
                 return Ok(());
@@ -166,8 +176,18 @@ impl Node {
     }
 
     /// True while its process runs (paused or not).
-    pub fn is_up(&self) -> bool {
-        self.child.is_some()
+    pub fn is_up(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => match child.try_wait() {
+                Ok(None) => true,
+                // It exited by itself (a fatal storage error): reaped.
+                Ok(Some(_)) | Err(_) => {
+                    self.child = None;
+                    false
+                }
+            },
+            None => false,
+        }
     }
 
     /// True while paused.
@@ -196,5 +216,10 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
+        if self.tmpfs {
+            // The log outlives the tmpfs, beside it (node-N.log).
+            let _ = std::fs::copy(self.dir.join("serve.log"), self.dir.with_extension("log"));
+            crate::disk::unmount(&self.dir);
+        }
     }
 }

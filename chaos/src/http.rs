@@ -21,14 +21,13 @@ const ANSWER_MAX: u64 = 16 << 20;
 /// Sends one request; `None` when there was no complete answer within
 /// `deadline` (refused, reset, timed out).
 pub fn request(
-    port: u16,
+    address: SocketAddr,
     method: &str,
     path: &str,
     token: Option<&str>,
     body: Option<&str>,
     deadline: Duration,
 ) -> Option<Answer> {
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&address, deadline).ok()?;
     stream.set_read_timeout(Some(deadline)).ok()?;
     stream.set_write_timeout(Some(deadline)).ok()?;

@@ -3,8 +3,11 @@
 //! non-zero on any.
 //!
 //! ```text
-//! cargo build -p omega-node && cargo run -p omega-chaos -- --nodes 3 --duration 60s --faults kill,pause --seed 7
+//! cargo run -p omega-chaos -- --nodes 3 --duration 60s --faults kill,pause,partition,disk --seed 7
 //! ```
+//!
+//! Partition, loss, delay and disk need root (network namespaces, nftables,
+//! a tmpfs per node); `--faults all` picks every fault this machine can do.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,7 +27,8 @@ struct Args {
     /// How long faults are injected, e.g. 60s or 5m.
     #[arg(long, default_value = "60s", value_parser = humantime_duration)]
     duration: Duration,
-    /// Faults to inject, comma-separated: kill, pause.
+    /// Faults to inject, comma-separated: kill, pause, partition, loss,
+    /// delay, disk, corrupt; or `all` (every one this machine can do).
     #[arg(long, default_value = "kill,pause")]
     faults: String,
     /// Seed of the fault schedule and the clients' choices.
@@ -83,11 +87,14 @@ fn main() -> ExitCode {
 
 fn main_result() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
-    let faults = args
-        .faults
-        .split(',')
-        .map(|name| Fault::parse(name.trim()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let faults = if args.faults.trim() == "all" {
+        Fault::available()
+    } else {
+        args.faults
+            .split(',')
+            .map(|name| Fault::parse(name.trim()))
+            .collect::<Result<Vec<_>, _>>()?
+    };
     let omega = match args.omega {
         Some(path) => path,
         None => {
@@ -124,10 +131,15 @@ fn main_result() -> anyhow::Result<ExitCode> {
         report.faults,
         report.violations.len()
     );
+    println!("faults by kind: {:?}", report.faults_by_kind);
     println!("answers to adds by status (0: none): {:?}", report.add_statuses);
     println!(
-        "store: {} ingests acknowledged and read back; {} store violations",
+        "store: {} ingests acknowledged and checked, {} refused; {} reads refused and {} corrupt chunks found on corrupted nodes; {} restarts after a full disk; {} store violations",
         report.ingests,
+        report.ingests_refused,
+        report.corrupt_reads_refused,
+        report.corrupt_chunks_found,
+        report.disk_restarts,
         report.store_violations.len()
     );
     for violation in &report.violations {

@@ -63,7 +63,7 @@ impl std::fmt::Display for StoreViolation {
 pub type NodeLocks = Arc<Vec<RwLock<()>>>;
 
 /// Ingests random files (64 KiB to 2 MiB) into random nodes until told to
-/// stop; returns what was acknowledged.
+/// stop; returns what was acknowledged, and how many were not.
 pub fn ingest_workload(
     seed: u64,
     omega: &Path,
@@ -71,9 +71,10 @@ pub fn ingest_workload(
     scratch: &Path,
     locks: &NodeLocks,
     stop: &AtomicBool,
-) -> Vec<Ingested> {
+) -> (Vec<Ingested>, usize) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut acked = Vec::new();
+    let mut refused = 0;
     let mut number = 0_u64;
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(rng.random_range(200..800)));
@@ -102,16 +103,31 @@ pub fn ingest_workload(
             Some(blob) => acked.push(Ingested { node, blob, file }),
             // Not acknowledged: it may or may not be there; not checked.
             None => {
+                refused += 1;
                 let _ = std::fs::remove_file(&file);
             }
         }
     }
-    acked
+    (acked, refused)
+}
+
+/// What the store checks found.
+#[derive(Debug, Default)]
+pub struct StoreCheck {
+    /// Lost or wrong data, unclean scrubs.
+    pub violations: Vec<StoreViolation>,
+    /// Reads on corrupted nodes refused because a chunk failed its hash.
+    pub reads_refused: usize,
+    /// Corrupt chunks scrub found on corrupted nodes.
+    pub chunks_found: usize,
 }
 
 /// Reads every acknowledged blob back from its node and scrubs every node.
-pub fn verify(omega: &Path, dirs: &[PathBuf], acked: &[Ingested]) -> Vec<StoreViolation> {
-    let mut violations = Vec::new();
+/// On a node whose packs had a byte flipped (`corrupted`), a read may be
+/// refused for a corrupt chunk and scrub may find corrupt chunks; wrong
+/// bytes are never allowed.
+pub fn verify(omega: &Path, dirs: &[PathBuf], acked: &[Ingested], corrupted: &[bool]) -> StoreCheck {
+    let mut check = StoreCheck::default();
     for ingested in acked {
         let expected = std::fs::read(&ingested.file).unwrap_or_default();
         let output = Command::new(omega)
@@ -121,7 +137,15 @@ pub fn verify(omega: &Path, dirs: &[PathBuf], acked: &[Ingested]) -> Vec<StoreVi
             .output();
         let why = match output {
             Err(error) => Some(format!("cannot run omega: {error}")),
-            Ok(output) if !output.status.success() => Some(String::from_utf8_lossy(&output.stderr).trim().to_owned()),
+            Ok(output) if !output.status.success() => {
+                let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+                if corrupted[ingested.node] && names_corruption(&stderr) {
+                    check.reads_refused += 1;
+                    None
+                } else {
+                    Some(stderr)
+                }
+            }
             Ok(output) if output.stdout != expected => Some(format!(
                 "read {} bytes that differ from the {} ingested",
                 output.stdout.len(),
@@ -130,7 +154,7 @@ pub fn verify(omega: &Path, dirs: &[PathBuf], acked: &[Ingested]) -> Vec<StoreVi
             Ok(_) => None,
         };
         if let Some(why) = why {
-            violations.push(StoreViolation::Lost {
+            check.violations.push(StoreViolation::Lost {
                 node: ingested.node,
                 blob: ingested.blob.clone(),
                 why,
@@ -138,26 +162,46 @@ pub fn verify(omega: &Path, dirs: &[PathBuf], acked: &[Ingested]) -> Vec<StoreVi
         }
     }
     for (node, dir) in dirs.iter().enumerate() {
-        let output = Command::new(omega)
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["store", "scrub"])
-            .output();
-        match output {
-            Ok(output) if output.status.success() => {}
-            Ok(output) => violations.push(StoreViolation::Scrub {
-                node,
-                report: format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&output.stdout).trim(),
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ),
-            }),
-            Err(error) => violations.push(StoreViolation::Scrub {
-                node,
-                report: format!("cannot run omega: {error}"),
-            }),
+        match scrub(omega, dir) {
+            Ok((kinds, _)) if kinds.is_empty() => {}
+            Ok((kinds, _)) if corrupted[node] && kinds.iter().all(|kind| kind == "corrupt_chunk") => {
+                check.chunks_found += kinds.len();
+            }
+            Ok((_, report)) | Err(report) => check.violations.push(StoreViolation::Scrub { node, report }),
         }
     }
-    violations
+    check
+}
+
+/// True when a store error says a chunk failed its hash.
+fn names_corruption(error: &str) -> bool {
+    error.contains("corrupt") || error.contains("quarantined")
+}
+
+/// `omega store scrub --json` on one node: the kinds of its findings, and
+/// the report as printed; `Err` when it did not run or said nothing.
+fn scrub(omega: &Path, dir: &Path) -> Result<(Vec<String>, String), String> {
+    let output = Command::new(omega)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["store", "scrub", "--json"])
+        .output()
+        .map_err(|error| format!("cannot run omega: {error}"))?;
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout).trim(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|_| printed.clone())?;
+    let kinds = report["findings"]
+        .as_array()
+        .map(|findings| {
+            findings
+                .iter()
+                .filter_map(|finding| finding["kind"].as_str().map(str::to_owned))
+                .filter(|kind| kind != "file_changed")
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((kinds, printed))
 }

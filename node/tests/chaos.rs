@@ -1,8 +1,10 @@
 //! The chaos smoke run of the test command: a three-node cluster of real
-//! `omega` processes, clients adding and reading users while nodes are
-//! killed and restarted or paused and resumed, every history checked
-//! (omega-chaos). Then the same harness against a build with a planted bug
-//! (reads that skip the read barrier) must find violations.
+//! `omega` processes, clients adding and reading users and ingesting blobs
+//! while every fault this machine can inject is (kill and pause; flipped
+//! pack bytes; as root also partitions, packet loss and full disks; delay
+//! where the kernel has netem), every history checked (omega-chaos). Then
+//! the same harness against a build with a planted bug (reads that skip
+//! the read barrier) must find violations.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -24,10 +26,16 @@ fn config(seed: u64, duration: Duration, faults: Vec<Fault>) -> Config {
 }
 
 #[test]
-fn a_cluster_under_kills_and_pauses_keeps_its_histories_linearizable() {
-    let report = run(&config(7, Duration::from_secs(90), vec![Fault::Kill, Fault::Pause])).unwrap();
+fn a_cluster_under_every_available_fault_keeps_its_histories_and_its_data() {
+    let faults = Fault::available();
+    println!("faults: {faults:?}");
+    let report = run(&config(7, Duration::from_secs(90), faults.clone())).unwrap();
     println!("{report:?}");
     assert!(report.faults >= 20, "{report:?}");
+    assert!(
+        report.faults_by_kind.len() >= faults.len().min(4),
+        "the schedule mixes the faults: {report:?}"
+    );
     assert!(
         report.adds_done >= 20 && report.reads >= 20,
         "a real workload ran: {report:?}"
@@ -42,6 +50,17 @@ fn a_cluster_under_kills_and_pauses_keeps_its_histories_linearizable() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    assert!(
+        report.store_violations.is_empty(),
+        "{}",
+        report
+            .store_violations
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(report.ingests >= 10, "blobs were ingested under faults: {report:?}");
 }
 
 #[test]

@@ -261,6 +261,17 @@ pub enum Command {
         /// Its owner (checked).
         owner: EntityId,
     },
+    /// Records a member's identity and addresses on the P2P data plane
+    /// (replacing what it had): members fetch from each other without
+    /// grants, and their keys sign grants and manifests.
+    SetPeer {
+        /// The member.
+        node: NodeId,
+        /// Its libp2p peer id.
+        peer_id: String,
+        /// Its multiaddrs, at most [`crate::model::PEER_ADDRS_MAX`].
+        addrs: Vec<String>,
+    },
 }
 
 /// How a leased job ended.
@@ -311,6 +322,7 @@ impl fmt::Display for Command {
             Command::CreatePlaylist { .. } => "create-playlist",
             Command::UpdatePlaylist { .. } => "update-playlist",
             Command::DeletePlaylist { .. } => "delete-playlist",
+            Command::SetPeer { .. } => "set-peer",
         };
         f.write_str(name)
     }

@@ -136,6 +136,20 @@ pub struct Playlist {
     pub updated_ms: u64,
 }
 
+/// Most addresses a member may record for the P2P data plane.
+pub const PEER_ADDRS_MAX: usize = 16;
+/// Longest peer id or address recorded.
+pub const PEER_TEXT_MAX: usize = 256;
+
+/// A member on the P2P data plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// Its multiaddrs.
+    pub addrs: Vec<String>,
+}
+
 /// An item a user marked as a favourite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Favorite {

@@ -249,27 +249,31 @@ impl NodeIdentity {
 
     /// Writes the identity file durably, readable by its owner only.
     pub fn save(&self, path: &Path) -> Result<(), PkiError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let io = |source| PkiError::Io {
+        let bytes = postcard::to_stdvec(self).map_err(certificate_error)?;
+        write_private(path, &bytes).map_err(|source| PkiError::Io {
             path: path.display().to_string(),
             source,
-        };
-        let bytes = postcard::to_stdvec(self).map_err(certificate_error)?;
-        let tmp = path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        file.write_all(&bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(io)?;
-        }
-        Ok(())
+        })
     }
+}
+
+/// Writes a secret durably (a temporary file, fsync, rename, fsync of the
+/// folder), readable by its owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }

@@ -49,6 +49,7 @@ impl GlobalArgs {
             cold_url: self.cold_url.clone(),
             cluster_listen: None,
             listen: None,
+            p2p_listen: None,
         }
     }
 
@@ -83,6 +84,9 @@ pub enum Command {
     User(crate::user_cmd::UserCommand),
     /// Queue an offline transcode of an item in the cluster's job queue.
     Transcode(crate::transcode_cmd::TranscodeArgs),
+    /// Download an item's file over the P2P data plane, from several peers
+    /// at once, every piece verified.
+    Fetch(crate::fetch_cmd::FetchArgs),
 }
 
 /// Runs the command line and turns the outcome into an exit code.
@@ -109,6 +113,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cluster(command) => crate::cluster_cmd::run(&cli.global, command),
         Command::User(command) => crate::user_cmd::run(&cli.global, command),
         Command::Transcode(args) => crate::transcode_cmd::run(&cli.global, args),
+        Command::Fetch(args) => crate::fetch_cmd::run(&cli.global, args),
     }
 }
 

@@ -37,6 +37,35 @@ pub struct FileConfig {
     /// `[transcode]`.
     #[serde(default)]
     pub transcode: FileTranscodeConfig,
+    /// `[p2p]`.
+    #[serde(default)]
+    pub p2p: FileP2pConfig,
+}
+
+/// The `[p2p]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileP2pConfig {
+    /// Run the P2P data plane (default true).
+    pub enabled: Option<bool>,
+    /// Its QUIC (UDP) listen address (default: the cluster listen address's
+    /// IP, any free port; the port in use is recorded in Raft at each
+    /// start, so members and clients always find it).
+    pub listen: Option<String>,
+    /// Find other nodes on the LAN by mDNS (default false: members find
+    /// each other through Raft).
+    pub mdns: Option<bool>,
+}
+
+/// P2P settings.
+#[derive(Debug, Clone)]
+pub struct P2pSettings {
+    /// Run it.
+    pub enabled: bool,
+    /// QUIC listen address.
+    pub listen: SocketAddr,
+    /// mDNS discovery.
+    pub mdns: bool,
 }
 
 /// The `[transcode]` table.
@@ -155,10 +184,15 @@ pub struct Overrides {
     pub cluster_listen: Option<String>,
     /// `--listen` / `OMEGA_LISTEN`.
     pub listen: Option<String>,
+    /// `--p2p-listen` / `OMEGA_P2P_LISTEN`.
+    pub p2p_listen: Option<String>,
 }
 
 /// Default HTTP port.
 pub const DEFAULT_HTTP_PORT: u16 = 8420;
+
+/// The port `--p2p-listen` examples use (the default is any free port).
+pub const DEFAULT_P2P_PORT: u16 = 8422;
 
 /// Default Raft-over-QUIC port.
 pub const DEFAULT_CLUSTER_PORT: u16 = 8421;
@@ -191,6 +225,8 @@ pub struct Config {
     pub watch_media: bool,
     /// Transcoding.
     pub transcode: TranscodeSettings,
+    /// The P2P data plane.
+    pub p2p: P2pSettings,
 }
 
 fn parse_addr(what: &str, text: &str, example_port: u16) -> anyhow::Result<SocketAddr> {
@@ -273,11 +309,20 @@ impl Config {
             pack_target_bytes: defaults.pack_target_bytes,
         };
         let cluster = cluster_settings(file.cluster, overrides)?;
+        let p2p = P2pSettings {
+            enabled: file.p2p.enabled.unwrap_or(true),
+            listen: match overrides.p2p_listen.as_deref().or(file.p2p.listen.as_deref()) {
+                Some(text) => parse_addr("P2P listen address", text, DEFAULT_P2P_PORT)?,
+                None => SocketAddr::new(cluster.listen.ip(), 0),
+            },
+            mdns: file.p2p.mdns.unwrap_or(false),
+        };
         let listen = match overrides.listen.as_deref().or(file.listen.as_deref()) {
             Some(text) => parse_addr("HTTP listen address", text, DEFAULT_HTTP_PORT)?,
             None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)),
         };
         Ok(Config {
+            p2p,
             probe_media: file.library.probe.unwrap_or(true),
             watch_media: file.library.watch.unwrap_or(true),
             transcode: TranscodeSettings {
@@ -352,6 +397,7 @@ mod tests {
             cold_url: Some("s3://bucket/x".into()),
             cluster_listen: None,
             listen: None,
+            p2p_listen: None,
         };
         let config = Config::merge(file, &overrides).unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/from/flag"));

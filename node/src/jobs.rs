@@ -517,7 +517,7 @@ async fn gather_chunks(state: &AppState, chunks: &[u64], video: &Path, dir: &Pat
 }
 
 /// The HTTP address of member `node`.
-fn owner_http(state: &AppState, node: NodeId) -> anyhow::Result<String> {
+pub(crate) fn owner_http(state: &AppState, node: NodeId) -> anyhow::Result<String> {
     state
         .cluster
         .status()

@@ -13,6 +13,30 @@ use crate::api::internal::{Manifest, NODE_HEADER};
 /// Bytes asked for per request (whole chunks, at most this much).
 const REQUEST_BYTES: u64 = 8 << 20;
 
+/// The manifest of blob `blob` (hex) from the member at `http_addr`,
+/// checked to tile the blob; `token` is this node's node token.
+pub async fn blob_manifest(http_addr: &str, token: &str, blob: &str) -> anyhow::Result<Manifest> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let base = format!("http://{http_addr}/api/v1/internal/blobs/{blob}");
+    let manifest = get_manifest(&client, &base, token, http_addr).await?;
+    check_manifest(&manifest).with_context(|| format!("{http_addr} sent a bad manifest for {blob}"))?;
+    Ok(manifest)
+}
+
+async fn get_manifest(client: &reqwest::Client, base: &str, token: &str, http_addr: &str) -> anyhow::Result<Manifest> {
+    Ok(client
+        .get(format!("{base}/manifest"))
+        .header(NODE_HEADER, token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {http_addr}"))?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
 /// Downloads blob `blob` (hex) from the member at `http_addr` into `dest`,
 /// verified; `token` is this node's node token.
 pub async fn fetch_blob(http_addr: &str, token: &str, blob: &str, dest: &Path) -> anyhow::Result<u64> {
@@ -30,15 +54,7 @@ pub async fn fetch_blob(http_addr: &str, token: &str, blob: &str, dest: &Path) -
         .default_headers(headers)
         .build()?;
     let base = format!("http://{http_addr}/api/v1/internal/blobs/{blob}");
-    let manifest: Manifest = client
-        .get(format!("{base}/manifest"))
-        .header(NODE_HEADER, token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {http_addr}"))?
-        .error_for_status()?
-        .json()
-        .await?;
+    let manifest = get_manifest(&client, &base, token, http_addr).await?;
     check_manifest(&manifest).with_context(|| format!("{http_addr} sent a bad manifest for {blob}"))?;
     let partial = dest.with_extension("partial");
     let mut file = std::fs::File::create(&partial).with_context(|| format!("cannot create {}", partial.display()))?;

@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Raft-over-QUIC listen address [default: 0.0.0.0:8421].
     #[arg(long, env = "OMEGA_CLUSTER_LISTEN", value_name = "ADDR")]
     pub cluster_listen: Option<String>,
+    /// P2P (QUIC, UDP) listen address [default: the cluster listen IP, any
+    /// free port].
+    #[arg(long, env = "OMEGA_P2P_LISTEN", value_name = "ADDR")]
+    pub p2p_listen: Option<String>,
     /// Join the cluster of the member at ADDR (its cluster address).
     #[arg(long, value_name = "ADDR", requires = "token")]
     pub join: Option<String>,
@@ -72,6 +76,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<std::process:
     let config = global.config_with(crate::config::Overrides {
         cluster_listen: args.cluster_listen.clone(),
         listen: args.listen.clone(),
+        p2p_listen: args.p2p_listen.clone(),
         ..global.overrides()
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -194,7 +199,22 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let p2p = if config.p2p.enabled {
+        Some(
+            crate::p2p::start(
+                &paths.cluster_dir.join("p2p-key"),
+                config.p2p.listen,
+                config.p2p.mdns,
+                store.clone(),
+                crate::p2p::member_reader(member.cluster.clone()),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let app_state = crate::http::AppState {
+        p2p: p2p.clone(),
         job_progress: Arc::new(crate::jobs::Progress::default()),
         transcoder,
         store: Some(store),
@@ -245,6 +265,18 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(watch_libraries(state.clone()));
     }
     tokio::spawn(publish_cluster_changes(state.clone()));
+    if let Some(p2p) = p2p {
+        println!(
+            "omega: P2P as {} on {:?}",
+            p2p.p2p.peer_id(),
+            p2p.p2p
+                .listen_addrs()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        );
+        tokio::spawn(crate::p2p::keep_members(state.clone(), p2p, identity.node_id));
+    }
     if config.transcode.enabled && config.transcode.worker {
         tokio::spawn(crate::jobs::run(
             state.clone(),

@@ -40,27 +40,15 @@ fn a_cluster_under_every_available_fault_keeps_its_histories_and_its_data() {
         report.adds_done >= 20 && report.reads >= 20,
         "a real workload ran: {report:?}"
     );
-    assert!(
-        report.violations.is_empty(),
-        "{}",
-        report
-            .violations
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    assert!(
-        report.store_violations.is_empty(),
-        "{}",
-        report
-            .store_violations
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_none(&report.violations);
+    assert_none(&report.store_violations);
     assert!(report.ingests >= 10, "blobs were ingested under faults: {report:?}");
+}
+
+/// Fails with every one of `found`, one per line.
+fn assert_none<T: ToString>(found: &[T]) {
+    let lines: Vec<String> = found.iter().map(ToString::to_string).collect();
+    assert!(lines.is_empty(), "{}", lines.join("\n"));
 }
 
 #[test]

@@ -11,99 +11,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::cluster::{Node, wait_until};
-use common::{ffmpeg, omega};
+use common::cluster::{Node, cluster, film, http, json_of, login, node_id, wait_until};
+use common::omega;
 use serde_json::{Value, json};
-
-fn http(node: &Node, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Vec<u8>) {
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let mut headers = String::from("Content-Type: application/json\r\n");
-    if let Some(token) = token {
-        headers.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    let (code, _, payload) = common::http_raw(node.http_port, method, path, &headers, body.as_bytes());
-    (code, payload)
-}
-
-fn json_of(answer: (u16, Vec<u8>)) -> (u16, Value) {
-    (answer.0, serde_json::from_slice(&answer.1).unwrap_or(Value::Null))
-}
-
-fn node_id(node: &Node) -> u64 {
-    node.status()["node_id"].as_u64().unwrap()
-}
-
-fn login(node: &Node) -> String {
-    let (code, login) = json_of(http(
-        node,
-        "POST",
-        "/api/v1/auth/login",
-        None,
-        Some(&json!({"username": "admin", "password": "admin-password"})),
-    ));
-    assert_eq!(code, 200, "{login}");
-    login["access_token"].as_str().unwrap().to_owned()
-}
-
-/// A film of `seconds` at 640×360 under `root/films`.
-fn film(root: &Path, seconds: u32) {
-    let folder = root.join("films/Job Film (2024)");
-    std::fs::create_dir_all(&folder).unwrap();
-    let film = folder.join("Job Film (2024).mkv");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("testsrc2=size=640x360:rate=25:duration={seconds}"),
-        "-f",
-        "lavfi",
-        "-i",
-        &format!("sine=frequency=330:duration={seconds}"),
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-c:a",
-        "aac",
-        film.to_str().unwrap(),
-    ]);
-}
-
-/// Three nodes: `a` holds the films (with `first_config`), `b` and `c`
-/// join with `worker_config`. The admin's token on `a` and the film's id
-/// once it is indexed.
-fn cluster(root: &Path, first_config: &Path, worker_config: &Path) -> ([Node; 3], String, u64) {
-    let mut nodes = [Node::new(root, "a"), Node::new(root, "b"), Node::new(root, "c")];
-    let films = root.join("films");
-    nodes[0].start_with(first_config, None, &["--media", films.to_str().unwrap()], true);
-    wait_until(
-        Duration::from_secs(10),
-        || nodes[0].status()["state"] == "leader",
-        || nodes[0].log(),
-    );
-    for index in 1..3 {
-        let token = nodes[0].token();
-        let (first, rest) = nodes.split_at_mut(1);
-        rest[index - 1].start(worker_config, Some((&first[0], &token)));
-    }
-    wait_until(
-        Duration::from_secs(20),
-        || nodes[0].status()["members"].as_array().map_or(0, Vec::len) == 3,
-        || nodes[0].log(),
-    );
-    let admin = login(&nodes[0]);
-    let mut item = 0;
-    wait_until(
-        Duration::from_secs(30),
-        || {
-            let (_, page) = json_of(http(&nodes[0], "GET", "/api/v1/items?type=movie", Some(&admin), None));
-            item = page["items"][0]["id"].as_u64().unwrap_or(0);
-            page["items"][0]["media"][0]["blob"].is_string()
-        },
-        || nodes[0].log(),
-    );
-    (nodes, admin, item)
-}
 
 /// Waits for job `id` to end; its view.
 fn wait_for_job(nodes: &[Node; 3], admin: &str, id: u64, within: Duration) -> Value {
@@ -184,7 +94,7 @@ fn a_killed_lease_holder_hands_the_job_to_another_node() {
         "[transcode]\nlease_ms = 3000\nread_rate = 2.0\n[library]\nwatch = false\n",
     )
     .unwrap();
-    let (mut nodes, admin, item) = cluster(root.path(), &holder_config, &worker_config);
+    let (mut nodes, admin, item) = cluster(root.path(), &holder_config, &worker_config, &[]);
 
     // Bad input first: an unknown profile is refused, one line.
     let output = omega(&nodes[0].dir, &["transcode", &item.to_string(), "--profile", "8k"]);
@@ -250,7 +160,7 @@ fn a_chunked_job_matches_a_single_node_encode() {
     // Every node works; reading at 4x real time spreads the chunks.
     let config = root.path().join("omega.toml");
     std::fs::write(&config, "[transcode]\nread_rate = 4.0\n[library]\nwatch = false\n").unwrap();
-    let (nodes, admin, item) = cluster(root.path(), &config, &config);
+    let (nodes, admin, item) = cluster(root.path(), &config, &config, &[]);
     let item = item.to_string();
     let queue_profile = |profile: &str, extra: &[&str]| -> u64 {
         let mut args = vec!["transcode", item.as_str(), "--profile", profile, "--json"];

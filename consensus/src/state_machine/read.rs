@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use super::tables::{KvRead, Table};
 use crate::codec::{decode, id_key, pair_key};
 use crate::model::{
-    ApiKey, AppPassword, EntityId, Favorite, Hash, Item, Job, Library, Playlist, RefreshToken, User, WatchState,
+    ApiKey, AppPassword, EntityId, Favorite, Hash, Item, Job, Library, NodeId, Peer, Playlist, RefreshToken, User,
+    WatchState,
 };
 
 fn get<T: DeserializeOwned>(tables: &(impl KvRead + ?Sized), table: Table, key: &[u8]) -> io::Result<Option<T>> {
@@ -121,6 +122,15 @@ pub fn app_passwords(tables: &(impl KvRead + ?Sized), user: EntityId) -> io::Res
         .scan_prefix(Table::AppPasswords, &id_key(user))?
         .iter()
         .map(|(_, value)| decode(Table::AppPasswords.cf_name(), value))
+        .collect()
+}
+
+/// Every member's P2P identity, by node id.
+pub fn peers(tables: &(impl KvRead + ?Sized)) -> io::Result<Vec<(NodeId, Peer)>> {
+    tables
+        .scan_prefix(Table::Peers, &[])?
+        .iter()
+        .map(|(key, value)| Ok((crate::codec::key_id(key)?, decode(Table::Peers.cf_name(), value)?)))
         .collect()
 }
 

@@ -18,7 +18,8 @@ use crate::codec::{decode, encode, id_key, key_second_id, pair_key};
 use crate::command::{Command, JobOutcome, Rejection, Response};
 use crate::model::{
     APP_PASSWORDS_MAX, ApiKey, AppPassword, EntityId, Favorite, Item, ItemWrite, Job, JobState, JoinTokenUse, Library,
-    PLAYLIST_ITEMS_MAX, PLAYLIST_NAME_MAX, Playlist, RefreshToken, User, WatchState,
+    PEER_ADDRS_MAX, PEER_TEXT_MAX, PLAYLIST_ITEMS_MAX, PLAYLIST_NAME_MAX, Peer, Playlist, RefreshToken, User,
+    WatchState,
 };
 
 /// Key of the id counter in [`Table::Meta`].
@@ -392,6 +393,20 @@ pub fn apply_command<R: KvRead + ?Sized>(
             }
             playlist.updated_ms = *now_ms;
             put(tx, Table::Playlists, &id_key(*id), &playlist);
+            Ok(Response::Done)
+        }
+        Command::SetPeer { node, peer_id, addrs } => {
+            let too_long = |text: &String| text.is_empty() || text.len() > PEER_TEXT_MAX;
+            if too_long(peer_id) || addrs.len() > PEER_ADDRS_MAX || addrs.iter().any(too_long) {
+                return Ok(Response::Rejected(Rejection::Invalid(format!(
+                    "a peer has a peer id and at most {PEER_ADDRS_MAX} addresses of at most {PEER_TEXT_MAX} bytes"
+                ))));
+            }
+            let peer = Peer {
+                peer_id: peer_id.clone(),
+                addrs: addrs.clone(),
+            };
+            put(tx, Table::Peers, &id_key(*node), &peer);
             Ok(Response::Done)
         }
         Command::DeletePlaylist { id, owner } => {

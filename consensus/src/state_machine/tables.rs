@@ -48,11 +48,13 @@ pub enum Table {
     Favorites,
     /// id → `Playlist`.
     Playlists,
+    /// node id → `Peer`: members on the P2P data plane.
+    Peers,
 }
 
 impl Table {
     /// Every table, in snapshot order.
-    pub const ALL: [Table; 19] = [
+    pub const ALL: [Table; 20] = [
         Table::Meta,
         Table::Users,
         Table::UserNames,
@@ -72,6 +74,7 @@ impl Table {
         Table::AppPasswords,
         Table::Favorites,
         Table::Playlists,
+        Table::Peers,
     ];
 
     /// Its column family's name.
@@ -96,6 +99,7 @@ impl Table {
             Table::AppPasswords => "sm_app_passwords",
             Table::Favorites => "sm_favorites",
             Table::Playlists => "sm_playlists",
+            Table::Peers => "sm_peers",
         }
     }
 

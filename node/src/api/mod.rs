@@ -18,6 +18,7 @@ pub mod internal;
 pub mod items;
 pub mod jobs;
 pub mod libraries;
+pub mod manifest;
 pub mod openapi;
 pub mod playlists;
 pub mod setup;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub transcoder: Option<Arc<crate::transcoder::Transcoder>>,
     /// Progress of the jobs running on this node.
     pub job_progress: Arc<crate::jobs::Progress>,
+    /// The P2P data plane (`None` when `[p2p] enabled = false`).
+    pub p2p: Option<crate::p2p::NodeP2p>,
 }
 
 impl AppState {
@@ -109,6 +112,7 @@ pub fn router() -> Router<AppState> {
         .route("/items/resume", get(items::resume))
         .route("/items/{id}", get(items::detail))
         .route("/items/{id}/stream", get(items::stream))
+        .route("/items/{id}/manifest", get(manifest::manifest))
         .route("/items/{id}/children", get(items::children))
         .route("/items/{id}/playback", post(hls::playback))
         .route("/items/{id}/hls/master.m3u8", get(hls::master))

@@ -10,7 +10,9 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{app_passwords, auth, events, folders, hls, items, jobs, libraries, playlists, setup, status, users};
+use super::{
+    app_passwords, auth, events, folders, hls, items, jobs, libraries, manifest, playlists, setup, status, users,
+};
 
 /// The document.
 #[derive(Debug, OpenApi)]
@@ -45,6 +47,7 @@ use super::{app_passwords, auth, events, folders, hls, items, jobs, libraries, p
         items::detail,
         items::resume,
         items::stream,
+        manifest::manifest,
         items::children,
         hls::playback,
         hls::master,

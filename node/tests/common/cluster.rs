@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::omega;
+use super::{ffmpeg, omega};
 
 pub fn free_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
@@ -157,4 +157,105 @@ pub fn wait_until(within: Duration, mut done: impl FnMut() -> bool, context: imp
         assert!(started.elapsed() < within, "gave up after {within:?}: {}", context());
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+pub fn http(node: &Node, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> (u16, Vec<u8>) {
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let mut headers = String::from("Content-Type: application/json\r\n");
+    if let Some(token) = token {
+        headers.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let (code, _, payload) = super::http_raw(node.http_port, method, path, &headers, body.as_bytes());
+    (code, payload)
+}
+
+pub fn json_of(answer: (u16, Vec<u8>)) -> (u16, Value) {
+    (answer.0, serde_json::from_slice(&answer.1).unwrap_or(Value::Null))
+}
+
+pub fn node_id(node: &Node) -> u64 {
+    node.status()["node_id"].as_u64().unwrap()
+}
+
+pub fn login(node: &Node) -> String {
+    let (code, login) = json_of(http(
+        node,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(&json!({"username": "admin", "password": "admin-password"})),
+    ));
+    assert_eq!(code, 200, "{login}");
+    login["access_token"].as_str().unwrap().to_owned()
+}
+
+/// A film of `seconds` at 640×360 under `root/films`.
+pub fn film(root: &Path, seconds: u32) {
+    let folder = root.join("films/Job Film (2024)");
+    std::fs::create_dir_all(&folder).unwrap();
+    let film = folder.join("Job Film (2024).mkv");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size=640x360:rate=25:duration={seconds}"),
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("sine=frequency=330:duration={seconds}"),
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        film.to_str().unwrap(),
+    ]);
+}
+
+/// Three nodes: `a` holds the films (with `first_config`), `b` and `c`
+/// join with `worker_config`; each also gets `extra[i]` (when given). The
+/// admin's token on `a` and the film's id once it is indexed.
+pub fn cluster(
+    root: &Path,
+    first_config: &Path,
+    worker_config: &Path,
+    extra: &[Vec<String>],
+) -> ([Node; 3], String, u64) {
+    let mut nodes = [Node::new(root, "a"), Node::new(root, "b"), Node::new(root, "c")];
+    let films = root.join("films");
+    let extra_of = |index: usize| extra.get(index).cloned().unwrap_or_default();
+    let mut first_args = vec!["--media".to_owned(), films.to_str().unwrap().to_owned()];
+    first_args.extend(extra_of(0));
+    let first_args: Vec<&str> = first_args.iter().map(String::as_str).collect();
+    nodes[0].start_with(first_config, None, &first_args, true);
+    wait_until(
+        Duration::from_secs(10),
+        || nodes[0].status()["state"] == "leader",
+        || nodes[0].log(),
+    );
+    for index in 1..3 {
+        let token = nodes[0].token();
+        let (first, rest) = nodes.split_at_mut(1);
+        let args = extra_of(index);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        rest[index - 1].start_with(worker_config, Some((&first[0], &token)), &args, false);
+    }
+    wait_until(
+        Duration::from_secs(20),
+        || nodes[0].status()["members"].as_array().map_or(0, Vec::len) == 3,
+        || nodes[0].log(),
+    );
+    let admin = login(&nodes[0]);
+    let mut item = 0;
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            let (_, page) = json_of(http(&nodes[0], "GET", "/api/v1/items?type=movie", Some(&admin), None));
+            item = page["items"][0]["id"].as_u64().unwrap_or(0);
+            page["items"][0]["media"][0]["blob"].is_string()
+        },
+        || nodes[0].log(),
+    );
+    (nodes, admin, item)
 }

@@ -1,0 +1,221 @@
+//! The node on the P2P data plane: its libp2p identity (kept in the data
+//! directory), the pieces it serves (chunks of blobs in its store, each
+//! verified as it is read), and the cluster's members as Raft records them
+//! (`Command::SetPeer`): members fetch from each other freely, and their
+//! keys sign the grants and manifests clients bring.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use omega_consensus::command::Command;
+use omega_consensus::state_machine::read;
+use omega_p2p::service::Limits;
+use omega_p2p::{Keypair, Multiaddr, P2p, P2pConfig, PeerId, PieceSource};
+use omega_storage::{BlobId, ChunkId, Store};
+
+use crate::api::AppState;
+
+/// How often the members' P2P records are read again.
+const MEMBERS_EVERY: Duration = Duration::from_secs(2);
+
+/// The node's P2P side.
+#[derive(Clone, Debug)]
+pub struct NodeP2p {
+    /// The swarm.
+    pub p2p: P2p,
+    /// Members' peer ids, as Raft last said.
+    pub members: Arc<RwLock<HashSet<PeerId>>>,
+}
+
+impl NodeP2p {
+    /// True when `peer` is a member.
+    pub fn is_member(&self, peer: &PeerId) -> bool {
+        self.members
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(peer)
+    }
+}
+
+/// Reads the members' peer ids from Raft's table.
+pub type MemberReader = Box<dyn Fn() -> HashSet<PeerId> + Send + Sync>;
+
+/// The least time between two reads of the members' table on a miss.
+const MISS_REFRESH_EVERY: Duration = Duration::from_millis(200);
+
+/// Serves chunks of the store's blobs.
+struct StorePieces {
+    store: Arc<Store>,
+    members: Arc<RwLock<HashSet<PeerId>>>,
+    /// A peer not in `members` may have joined since the last refresh:
+    /// read the table again (at most every [`MISS_REFRESH_EVERY`]).
+    read_members: MemberReader,
+    refreshed: std::sync::Mutex<std::time::Instant>,
+}
+
+impl PieceSource for StorePieces {
+    fn piece(&self, blob: &BlobId, piece: &ChunkId) -> std::io::Result<Option<Vec<u8>>> {
+        let Ok(record) = self.store.blob(blob) else {
+            return Ok(None);
+        };
+        let Some(entry) = record.chunks.iter().find(|entry| entry.chunk == *piece) else {
+            return Ok(None);
+        };
+        // read_range verifies every chunk against its hash.
+        match self
+            .store
+            .read_range(blob, entry.offset, entry.offset + u64::from(entry.len))
+        {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) => {
+                tracing::warn!(%blob, %piece, "cannot serve a piece: {error}");
+                Ok(None)
+            }
+        }
+    }
+
+    fn is_member(&self, peer: &PeerId) -> bool {
+        if self
+            .members
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(peer)
+        {
+            return true;
+        }
+        {
+            let mut refreshed = self.refreshed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if refreshed.elapsed() < MISS_REFRESH_EVERY {
+                return false;
+            }
+            *refreshed = std::time::Instant::now();
+        }
+        let members = (self.read_members)();
+        let found = members.contains(peer);
+        *self.members.write().unwrap_or_else(std::sync::PoisonError::into_inner) = members;
+        found
+    }
+}
+
+/// The node's key: made once, kept in `path` (owner-only).
+pub fn load_or_create_key(path: &Path) -> anyhow::Result<Keypair> {
+    if let Ok(bytes) = std::fs::read(path) {
+        return Keypair::from_protobuf_encoding(&bytes).with_context(|| format!("{} is not a P2P key", path.display()));
+    }
+    let keypair = Keypair::generate_ed25519();
+    let bytes = keypair.to_protobuf_encoding().context("cannot encode the P2P key")?;
+    omega_consensus::pki::write_private(path, &bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(keypair)
+}
+
+/// `/ip4/…/udp/PORT/quic-v1` for a socket address.
+pub fn quic_multiaddr(addr: SocketAddr) -> Multiaddr {
+    let mut multiaddr = Multiaddr::empty();
+    multiaddr.push(match addr.ip() {
+        std::net::IpAddr::V4(ip) => libp2p_ip4(ip),
+        std::net::IpAddr::V6(ip) => libp2p_ip6(ip),
+    });
+    multiaddr.push(omega_p2p::multiaddr::Protocol::Udp(addr.port()));
+    multiaddr.push(omega_p2p::multiaddr::Protocol::QuicV1);
+    multiaddr
+}
+
+fn libp2p_ip4(ip: std::net::Ipv4Addr) -> omega_p2p::multiaddr::Protocol<'static> {
+    omega_p2p::multiaddr::Protocol::Ip4(ip)
+}
+
+fn libp2p_ip6(ip: std::net::Ipv6Addr) -> omega_p2p::multiaddr::Protocol<'static> {
+    omega_p2p::multiaddr::Protocol::Ip6(ip)
+}
+
+/// The members' peer ids as this node's applied state has them.
+pub fn member_reader(cluster: Arc<omega_consensus::Cluster<omega_consensus::quic::QuicTransport>>) -> MemberReader {
+    Box::new(move || {
+        read::peers(cluster.tables())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(_, peer)| peer.peer_id.parse().ok())
+            .collect()
+    })
+}
+
+/// Starts the node's swarm on `listen`, serving `store`.
+pub async fn start(
+    key_path: &Path,
+    listen: SocketAddr,
+    mdns: bool,
+    store: Arc<Store>,
+    read_members: MemberReader,
+) -> anyhow::Result<NodeP2p> {
+    let keypair = load_or_create_key(key_path)?;
+    let members = Arc::new(RwLock::new(HashSet::new()));
+    let source = Arc::new(StorePieces {
+        store,
+        members: members.clone(),
+        read_members,
+        refreshed: std::sync::Mutex::new(std::time::Instant::now()),
+    });
+    let p2p = P2p::start(
+        P2pConfig {
+            keypair,
+            listen: vec![quic_multiaddr(listen)],
+            mdns,
+            dht_server: true,
+            limits: Limits::default(),
+        },
+        source,
+    )
+    .await
+    .with_context(|| format!("cannot start P2P on {listen}"))?;
+    Ok(NodeP2p { p2p, members })
+}
+
+/// Keeps this node's record in Raft current and the members' set and DHT
+/// routes up to date; runs until the node stops.
+pub async fn keep_members(state: AppState, node: NodeP2p, node_id: u64) {
+    let own = node.p2p.peer_id().to_string();
+    let addrs: Vec<String> = node
+        .p2p
+        .listen_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .take(omega_consensus::model::PEER_ADDRS_MAX)
+        .collect();
+    let mut routed = HashSet::new();
+    let mut interval = tokio::time::interval(MEMBERS_EVERY);
+    loop {
+        interval.tick().await;
+        let Ok(peers) = read::peers(state.cluster.tables()) else {
+            continue;
+        };
+        let recorded = peers
+            .iter()
+            .any(|(id, peer)| *id == node_id && peer.peer_id == own && peer.addrs == addrs);
+        if !recorded && state.cluster.status().leader.is_some() {
+            let command = Command::SetPeer {
+                node: node_id,
+                peer_id: own.clone(),
+                addrs: addrs.clone(),
+            };
+            if let Err(error) = state.write(command).await {
+                tracing::debug!("cannot record this node's peer yet: {error:?}");
+            }
+        }
+        let mut members = HashSet::new();
+        for (_, peer) in &peers {
+            let Ok(peer_id) = peer.peer_id.parse::<PeerId>() else {
+                continue;
+            };
+            members.insert(peer_id);
+            if peer_id != node.p2p.peer_id() && routed.insert((peer_id, peer.addrs.clone())) {
+                let addrs = peer.addrs.iter().filter_map(|addr| addr.parse().ok()).collect();
+                let _ = node.p2p.add_server(peer_id, addrs).await;
+            }
+        }
+        *node.members.write().unwrap_or_else(std::sync::PoisonError::into_inner) = members;
+    }
+}

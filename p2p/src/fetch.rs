@@ -1,0 +1,319 @@
+//! One blob from many providers into a file: a worker per provider asks
+//! the [`Schedule`] for batches of pieces, checks each piece against its
+//! BLAKE3 hash before writing it at its offset, and reports what came of
+//! it. The file grows as `OUT.part`; a fetch begun again verifies what
+//! the part file already holds and fetches only the rest. When every
+//! piece is in, the whole file is checked against the blob's hash, synced
+//! and renamed into place.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::AsyncWriteExt;
+use libp2p::{Multiaddr, PeerId};
+use omega_storage::ChunkId;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::manifest::Manifest;
+use crate::schedule::{Next, Outcome, Schedule, Slot};
+use crate::service::P2p;
+use crate::wire::{self, MAX_PIECES_PER_REQUEST, Request, Status};
+use crate::{P2pError, Result};
+
+/// How a fetch behaves.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Share of the bytes the origin may carry while other providers can
+    /// (0 to 1).
+    pub origin_share: f64,
+    /// Bytes one request asks for.
+    pub batch_bytes: u64,
+    /// How long a provider may take to connect.
+    pub connect_within: Duration,
+    /// How long one piece may take to arrive.
+    pub piece_within: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            origin_share: 0.2,
+            batch_bytes: 4 << 20,
+            connect_within: Duration::from_secs(10),
+            piece_within: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What one provider gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceReport {
+    /// Its peer id.
+    pub peer: String,
+    /// The address it was reached at.
+    pub addr: String,
+    /// Verified bytes it sent.
+    pub bytes: u64,
+    /// True for the node that holds the item's file.
+    pub origin: bool,
+}
+
+/// What a fetch did (the JSON of `omega fetch --json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FetchReport {
+    /// Bytes of the blob.
+    pub bytes: u64,
+    /// Bytes per provider.
+    pub sources: Vec<SourceReport>,
+    /// Pieces that failed their hash (each banned its sender).
+    pub verify_failures: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Bytes already in the part file from an earlier try.
+    pub resumed_bytes: u64,
+}
+
+/// The part file a fetch into `out` writes.
+pub fn part_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();
+    name.push(".part");
+    out.with_file_name(name)
+}
+
+struct Shared {
+    schedule: Mutex<Schedule>,
+    changed: Notify,
+    file: std::fs::File,
+}
+
+impl Shared {
+    fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
+        self.schedule.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Fetches the blob `manifest` describes into `out`.
+pub async fn fetch(p2p: &P2p, manifest: &Manifest, out: &Path, options: &FetchOptions) -> Result<FetchReport> {
+    let started = Instant::now();
+    manifest.verify().map_err(P2pError::Manifest)?;
+    let part = part_path(out);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&part)?;
+    let mut schedule = Schedule::new(
+        manifest.pieces.iter().map(|piece| piece.len).collect(),
+        options.origin_share,
+    );
+    let resumed_bytes = resume(&file, manifest, &mut schedule)?;
+    file.set_len(manifest.size)?;
+
+    let mut providers = Vec::new();
+    for (peer, addrs, origin) in manifest.provider_addrs() {
+        if peer == p2p.peer_id() {
+            continue;
+        }
+        match p2p.dial(peer, addrs.clone(), options.connect_within).await {
+            Ok(()) => {
+                let slot = schedule.add_peer(origin);
+                let addr = p2p
+                    .addresses_of(&peer)
+                    .first()
+                    .or(addrs.first())
+                    .map(Multiaddr::to_string);
+                providers.push((slot, peer, addr.unwrap_or_default(), origin));
+            }
+            Err(error) => tracing::info!(%peer, "provider unreachable: {error}"),
+        }
+    }
+    let shared = Arc::new(Shared {
+        schedule: Mutex::new(schedule),
+        changed: Notify::new(),
+        file,
+    });
+    let mut workers = Vec::new();
+    for (slot, peer, _, _) in &providers {
+        let (p2p, manifest, shared, options) = (p2p.clone(), manifest.clone(), shared.clone(), options.clone());
+        let (slot, peer) = (*slot, *peer);
+        workers.push(tokio::spawn(async move {
+            let result = work(&p2p, &manifest, &shared, &options, slot, peer).await;
+            if let Err(error) = &result {
+                tracing::info!(%peer, "provider dropped: {error}");
+                shared.schedule().lost(slot);
+            }
+            shared.changed.notify_waiters();
+            result.err().map(|error| error.to_string())
+        }));
+    }
+    let mut last_error = String::from("no provider could be reached");
+    for worker in workers {
+        if let Ok(Some(error)) = worker.await {
+            last_error = error;
+        }
+    }
+    let shared = Arc::into_inner(shared).ok_or(P2pError::Stopped)?;
+    let schedule = shared
+        .schedule
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !schedule.is_done() {
+        return Err(P2pError::Incomplete {
+            missing: schedule.remaining(),
+            total: manifest.pieces.len(),
+            why: last_error,
+        });
+    }
+    let file = shared.file;
+    let whole = hash_file(&file, manifest.size)?;
+    if whole != manifest.blob {
+        // Every piece verified, so only a manifest whose pieces do not
+        // make its blob gets here.
+        return Err(P2pError::Manifest(format!(
+            "the pieces make {whole}, not the blob {}",
+            manifest.blob
+        )));
+    }
+    file.sync_all()?;
+    std::fs::rename(&part, out)?;
+    let sources = providers
+        .iter()
+        .map(|(slot, peer, addr, origin)| SourceReport {
+            peer: peer.to_string(),
+            addr: addr.clone(),
+            bytes: schedule.bytes_from(*slot),
+            origin: *origin,
+        })
+        .collect();
+    Ok(FetchReport {
+        bytes: manifest.size,
+        sources,
+        verify_failures: providers.iter().map(|(slot, ..)| schedule.verify_failures(*slot)).sum(),
+        seconds: started.elapsed().as_secs_f64(),
+        resumed_bytes,
+    })
+}
+
+/// Marks the pieces the part file already holds; returns their bytes.
+fn resume(file: &std::fs::File, manifest: &Manifest, schedule: &mut Schedule) -> Result<u64> {
+    let len = file.metadata()?.len();
+    let mut resumed = 0;
+    let mut buffer = Vec::new();
+    for (index, piece) in manifest.pieces.iter().enumerate() {
+        if piece.offset + u64::from(piece.len) > len {
+            break;
+        }
+        buffer.resize(piece.len as usize, 0);
+        file.read_exact_at(&mut buffer, piece.offset)?;
+        if ChunkId::of(&buffer) == piece.hash {
+            schedule.have(index);
+            resumed += u64::from(piece.len);
+        }
+    }
+    Ok(resumed)
+}
+
+fn hash_file(file: &std::fs::File, size: u64) -> Result<omega_storage::BlobId> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0_u8; 1 << 20];
+    let mut offset = 0;
+    while offset < size {
+        let want = (size - offset).min(buffer.len() as u64) as usize;
+        file.read_exact_at(&mut buffer[..want], offset)?;
+        hasher.update(&buffer[..want]);
+        offset += want as u64;
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// One provider's worker: batches until the schedule says stop.
+async fn work(
+    p2p: &P2p,
+    manifest: &Manifest,
+    shared: &Shared,
+    options: &FetchOptions,
+    slot: Slot,
+    peer: PeerId,
+) -> Result<()> {
+    let mut stream = p2p.open(peer).await?;
+    let protocol = |why: String| P2pError::Protocol {
+        peer: peer.to_string(),
+        why,
+    };
+    let mut refused = None;
+    loop {
+        // Registered before asking, so a change in between is not missed.
+        let changed = shared.changed.notified();
+        let next = shared
+            .schedule()
+            .next(slot, options.batch_bytes, MAX_PIECES_PER_REQUEST);
+        let batch = match next {
+            Next::Batch(batch) => batch,
+            Next::Wait => {
+                // Woken by any change; the timeout is a safety net.
+                let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
+                continue;
+            }
+            Next::Stop | Next::Done => break,
+        };
+        let request = Request {
+            blob: manifest.blob.0,
+            grant: (!manifest.grant.is_empty()).then(|| manifest.grant.clone()),
+            pieces: batch.iter().map(|index| manifest.pieces[*index].hash.0).collect(),
+        };
+        wire::write_request(&mut stream, &request)
+            .await
+            .map_err(|error| protocol(error.to_string()))?;
+        for index in &batch {
+            let piece = manifest.pieces[*index];
+            let answer = tokio::time::timeout(options.piece_within, wire::read_piece(&mut stream, piece.len))
+                .await
+                .map_err(|_| protocol(format!("no piece within {:?}", options.piece_within)))?
+                .map_err(|error| protocol(error.to_string()))?;
+            let outcome = match answer {
+                (Status::Ok, bytes) if ChunkId::of(&bytes) == piece.hash && bytes.len() == piece.len as usize => {
+                    shared.file.write_all_at(&bytes, piece.offset)?;
+                    p2p.count_in(&peer, bytes.len() as u64);
+                    Outcome::Verified
+                }
+                (Status::Ok, _) => {
+                    tracing::warn!(%peer, piece = %piece.hash, "a piece failed its hash: peer banned");
+                    metrics::counter!("omega_p2p_verify_failures_total").increment(1);
+                    Outcome::Corrupt
+                }
+                (Status::Busy, _) => Outcome::Busy,
+                (status @ (Status::NotFound | Status::Denied), _) => {
+                    refused = Some(status);
+                    Outcome::Missing
+                }
+            };
+            let banned = {
+                let mut schedule = shared.schedule();
+                schedule.outcome(slot, *index, outcome);
+                schedule.is_banned(slot)
+            };
+            shared.changed.notify_waiters();
+            if banned {
+                // The rest of the batch went back to the queue; the stream
+                // still carries their answers, so it is dropped.
+                let _ = stream.close().await;
+                return Ok(());
+            }
+            if outcome == Outcome::Busy {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let _ = stream.close().await;
+    match refused {
+        Some(status) if !shared.schedule().is_done() => Err(protocol(match status {
+            Status::Denied => "refused the pieces: no membership and no valid grant".into(),
+            _ => "does not have the pieces".into(),
+        })),
+        _ => Ok(()),
+    }
+}

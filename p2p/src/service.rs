@@ -1,0 +1,690 @@
+//! The libp2p swarm: QUIC, identify, ping, Kademlia (provider records per
+//! blob, never per chunk: a record store holds a bounded number of keys),
+//! optional mDNS for the LAN, and raw streams for the piece protocol
+//! ([`crate::wire`]).
+//!
+//! One task owns the swarm and takes [`Command`]s over a bounded channel;
+//! another accepts piece streams and serves each in its own task, within
+//! bounds: streams in all and per peer, and a token bucket of requests per
+//! peer (a flood gets `Busy` answers, which cost nothing to make).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, Swarm, identify, kad, mdns, ping};
+use omega_storage::{BlobId, ChunkId};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::grant::Grant;
+use crate::wire::{self, PROTOCOL, Status};
+use crate::{P2pError, Result, now_ms};
+
+/// Kademlia's protocol name: Omega's own DHT, apart from IPFS's.
+const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/kad/1");
+/// identify's protocol version.
+const IDENTIFY_VERSION: &str = "/omega/1";
+/// Commands waiting for the swarm task.
+const COMMAND_QUEUE: usize = 256;
+/// Peers whose request buckets are remembered at once.
+const MAX_BUCKETS: usize = 4096;
+/// Provider records this node keeps for itself (blobs and segment sets).
+const MAX_PROVIDED_KEYS: usize = 100_000;
+
+/// Where a node reads the pieces it serves, and who may have them.
+pub trait PieceSource: Send + Sync + 'static {
+    /// The bytes of `piece` of `blob`, verified against its hash, when
+    /// this peer has them.
+    fn piece(&self, blob: &BlobId, piece: &ChunkId) -> std::io::Result<Option<Vec<u8>>>;
+
+    /// True for the cluster's members: they need no grant, and their keys
+    /// sign grants.
+    fn is_member(&self, peer: &PeerId) -> bool;
+}
+
+/// Bounds on what others can make this peer do.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Piece streams served at once, from all peers.
+    pub max_streams: usize,
+    /// Piece streams served at once to one peer.
+    pub max_streams_per_peer: usize,
+    /// Requests per second one peer may make, sustained.
+    pub requests_per_second: f64,
+    /// Requests one peer may make in a burst.
+    pub burst: f64,
+    /// A stream with no request for this long is closed.
+    pub idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_streams: 256,
+            max_streams_per_peer: 16,
+            requests_per_second: 500.0,
+            burst: 1000.0,
+            idle: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How to start a peer.
+#[derive(Debug, Clone)]
+pub struct P2pConfig {
+    /// Its identity.
+    pub keypair: Keypair,
+    /// QUIC addresses to listen on (`/ip4/…/udp/PORT/quic-v1`).
+    pub listen: Vec<Multiaddr>,
+    /// Find peers on the LAN by mDNS.
+    pub mdns: bool,
+    /// Serve the DHT (nodes) rather than only query it (clients).
+    pub dht_server: bool,
+    /// Bounds on inbound work.
+    pub limits: Limits,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    stream: libp2p_stream::Behaviour,
+    kad: kad::Behaviour<MemoryStore>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+enum Command {
+    Dial {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<std::result::Result<(), String>>,
+    },
+    AddServer {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    },
+    Provide {
+        blob: BlobId,
+    },
+    Providers {
+        blob: BlobId,
+        reply: oneshot::Sender<HashSet<PeerId>>,
+    },
+}
+
+/// Bytes moved, per peer.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    /// Bytes of verified pieces received from the peer.
+    pub bytes_in: u64,
+    /// Bytes of pieces sent to the peer.
+    pub bytes_out: u64,
+}
+
+struct Inner {
+    keypair: Keypair,
+    peer_id: PeerId,
+    listen_addrs: Vec<Multiaddr>,
+    commands: mpsc::Sender<Command>,
+    control: libp2p_stream::Control,
+    /// Addresses learned per peer (identify, dials, mDNS), for manifests.
+    known: Arc<Mutex<HashMap<PeerId, Vec<Multiaddr>>>>,
+    traffic: Arc<Mutex<HashMap<PeerId, Traffic>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A running peer; cheap to clone. Dropping the last clone stops it.
+#[derive(Clone)]
+pub struct P2p {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for P2p {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("P2p")
+            .field("peer_id", &self.inner.peer_id)
+            .field("listen_addrs", &self.inner.listen_addrs)
+            .finish()
+    }
+}
+
+impl P2p {
+    /// Starts the swarm, listens, and serves pieces from `source`. Returns
+    /// once every listener has an address.
+    pub async fn start(config: P2pConfig, source: Arc<dyn PieceSource>) -> Result<P2p> {
+        let peer_id = config.keypair.public().to_peer_id();
+        let mut swarm = build_swarm(&config)?;
+        let mut listeners = HashSet::new();
+        for addr in &config.listen {
+            let id = swarm
+                .listen_on(addr.clone())
+                .map_err(|error| P2pError::Transport(format!("cannot listen on {addr}: {error}")))?;
+            listeners.insert(id);
+        }
+        let mut listen_addrs = Vec::new();
+        let deadline = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(deadline);
+        while !listeners.is_empty() {
+            tokio::select! {
+                event = swarm.select_next_some() => match event {
+                    SwarmEvent::NewListenAddr { listener_id, address } => {
+                        listeners.remove(&listener_id);
+                        swarm.add_external_address(address.clone());
+                        listen_addrs.push(address);
+                    }
+                    SwarmEvent::ListenerClosed { reason, .. } => {
+                        return Err(P2pError::Transport(format!("a listener closed: {reason:?}")));
+                    }
+                    SwarmEvent::ListenerError { error, .. } => {
+                        return Err(P2pError::Transport(format!("a listener failed: {error}")));
+                    }
+                    _ => {}
+                },
+                () = &mut deadline => return Err(P2pError::Transport("no listen address within 10 s".into())),
+            }
+        }
+        let mut control = swarm.behaviour().stream.new_control();
+        let incoming = control
+            .accept(PROTOCOL)
+            .map_err(|error| P2pError::Transport(error.to_string()))?;
+        let known = Arc::new(Mutex::new(HashMap::new()));
+        let traffic = Arc::new(Mutex::new(HashMap::new()));
+        let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+        let driver = Driver {
+            swarm,
+            pending_dials: HashMap::new(),
+            queries: HashMap::new(),
+            known: known.clone(),
+        };
+        let server = Server {
+            source,
+            limits: config.limits.clone(),
+            streams: Arc::new(Semaphore::new(config.limits.max_streams)),
+            per_peer: Arc::new(Mutex::new(HashMap::new())),
+            buckets: Arc::new(Mutex::new(HashMap::new())),
+            traffic: traffic.clone(),
+        };
+        let tasks = vec![
+            tokio::spawn(driver.run(receiver)),
+            tokio::spawn(server.accept(incoming)),
+        ];
+        tracing::info!(%peer_id, addrs = ?listen_addrs, "p2p listening");
+        Ok(P2p {
+            inner: Arc::new(Inner {
+                keypair: config.keypair,
+                peer_id,
+                listen_addrs,
+                commands,
+                control,
+                known,
+                traffic,
+                tasks,
+            }),
+        })
+    }
+
+    /// This peer's id.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.peer_id
+    }
+
+    /// This peer's key (it signs grants and manifests).
+    pub fn keypair(&self) -> &Keypair {
+        &self.inner.keypair
+    }
+
+    /// The addresses it listens on.
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.inner.listen_addrs
+    }
+
+    /// Connects to `peer` at one of `addrs` (already connected: at once).
+    pub async fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>, within: Duration) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Dial { peer, addrs, reply }).await?;
+        match tokio::time::timeout(within, answer).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(why))) => Err(P2pError::Protocol {
+                peer: peer.to_string(),
+                why: format!("cannot connect: {why}"),
+            }),
+            Ok(Err(_)) => Err(P2pError::Stopped),
+            Err(_) => Err(P2pError::Protocol {
+                peer: peer.to_string(),
+                why: format!("no connection within {within:?}"),
+            }),
+        }
+    }
+
+    /// Adds a DHT server (a cluster member) to route through.
+    pub async fn add_server(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<()> {
+        self.send(Command::AddServer { peer, addrs }).await
+    }
+
+    /// Announces in the DHT that this peer provides `blob`.
+    pub async fn provide(&self, blob: BlobId) -> Result<()> {
+        self.send(Command::Provide { blob }).await
+    }
+
+    /// The peers the DHT knows to provide `blob` (not this one), with the
+    /// addresses this peer learned for them; waits at most `within`.
+    pub async fn providers(&self, blob: BlobId, within: Duration) -> Result<Vec<(PeerId, Vec<Multiaddr>)>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Providers { blob, reply }).await?;
+        let peers = match tokio::time::timeout(within, answer).await {
+            Ok(Ok(peers)) => peers,
+            Ok(Err(_)) => return Err(P2pError::Stopped),
+            Err(_) => HashSet::new(),
+        };
+        let mut found: Vec<(PeerId, Vec<Multiaddr>)> = peers
+            .into_iter()
+            .filter(|peer| *peer != self.inner.peer_id)
+            .map(|peer| (peer, self.addresses_of(&peer)))
+            .collect();
+        found.sort();
+        Ok(found)
+    }
+
+    /// The addresses learned for `peer`.
+    pub fn addresses_of(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        lock(&self.inner.known).get(peer).cloned().unwrap_or_default()
+    }
+
+    /// Opens a piece stream to `peer` (dialling it through known addresses
+    /// when not connected).
+    pub async fn open(&self, peer: PeerId) -> Result<Stream> {
+        let mut control = self.inner.control.clone();
+        control
+            .open_stream(peer, PROTOCOL)
+            .await
+            .map_err(|error| P2pError::Protocol {
+                peer: peer.to_string(),
+                why: format!("cannot open a piece stream: {error}"),
+            })
+    }
+
+    /// Bytes moved with each peer so far.
+    pub fn traffic(&self) -> HashMap<PeerId, Traffic> {
+        lock(&self.inner.traffic).clone()
+    }
+
+    /// Counts verified bytes received from `peer`.
+    pub(crate) fn count_in(&self, peer: &PeerId, bytes: u64) {
+        lock(&self.inner.traffic).entry(*peer).or_default().bytes_in += bytes;
+        metrics::counter!("omega_p2p_bytes_in_total", "peer" => peer.to_string()).increment(bytes);
+    }
+
+    async fn send(&self, command: Command) -> Result<()> {
+        self.inner.commands.send(command).await.map_err(|_| P2pError::Stopped)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these maps leaves it usable.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn build_swarm(config: &P2pConfig) -> Result<Swarm<Behaviour>> {
+    let peer_id = config.keypair.public().to_peer_id();
+    let mdns_on = config.mdns;
+    let transport_error = |error: &dyn std::fmt::Display| P2pError::Transport(error.to_string());
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
+        .with_tokio()
+        .with_quic_config(|mut quic| {
+            // Larger flow-control windows than the defaults (10/15 MB):
+            // a worker keeps a 4 MiB batch in flight per stream.
+            quic.max_stream_data = 16 << 20;
+            quic.max_connection_data = 64 << 20;
+            quic
+        })
+        .with_behaviour(
+            |key| -> std::result::Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+                let store = MemoryStore::with_config(
+                    peer_id,
+                    MemoryStoreConfig {
+                        max_provided_keys: MAX_PROVIDED_KEYS,
+                        ..MemoryStoreConfig::default()
+                    },
+                );
+                let kad = kad::Behaviour::with_config(peer_id, store, kad::Config::new(KAD_PROTOCOL));
+                let identify = identify::Behaviour::new(identify::Config::new(IDENTIFY_VERSION.into(), key.public()));
+                let mdns = if mdns_on {
+                    Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
+                } else {
+                    None
+                };
+                Ok(Behaviour {
+                    stream: libp2p_stream::Behaviour::new(),
+                    kad,
+                    identify,
+                    ping: ping::Behaviour::new(ping::Config::new()),
+                    mdns: Toggle::from(mdns),
+                })
+            },
+        )
+        .map_err(|error| transport_error(&error))?
+        .with_swarm_config(|swarm| swarm.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    let mode = if config.dht_server {
+        kad::Mode::Server
+    } else {
+        kad::Mode::Client
+    };
+    swarm.behaviour_mut().kad.set_mode(Some(mode));
+    Ok(swarm)
+}
+
+/// The task that owns the swarm.
+struct Driver {
+    swarm: Swarm<Behaviour>,
+    pending_dials: HashMap<PeerId, Vec<oneshot::Sender<std::result::Result<(), String>>>>,
+    queries: HashMap<kad::QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
+    known: Arc<Mutex<HashMap<PeerId, Vec<Multiaddr>>>>,
+}
+
+/// Addresses remembered per peer.
+const MAX_ADDRS_PER_PEER: usize = 8;
+/// Peers whose addresses are remembered.
+const MAX_KNOWN_PEERS: usize = 10_000;
+
+impl Driver {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_event(event),
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+            }
+        }
+    }
+
+    fn remember(&self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>) {
+        let mut known = lock(&self.known);
+        if known.len() >= MAX_KNOWN_PEERS && !known.contains_key(&peer) {
+            return;
+        }
+        let entry = known.entry(peer).or_default();
+        for addr in addrs {
+            if !entry.contains(&addr) {
+                if entry.len() >= MAX_ADDRS_PER_PEER {
+                    entry.remove(0);
+                }
+                entry.push(addr);
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Dial { peer, addrs, reply } => {
+                if self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                self.remember(peer, addrs.iter().cloned());
+                let options = DialOpts::peer_id(peer).addresses(addrs).build();
+                match self.swarm.dial(options) {
+                    Ok(()) => self.pending_dials.entry(peer).or_default().push(reply),
+                    Err(error) => {
+                        let _ = reply.send(Err(error.to_string()));
+                    }
+                }
+            }
+            Command::AddServer { peer, addrs } => {
+                self.remember(peer, addrs.iter().cloned());
+                for addr in addrs {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                }
+            }
+            Command::Provide { blob } => {
+                if let Err(error) = self.swarm.behaviour_mut().kad.start_providing(key(&blob)) {
+                    tracing::warn!(%blob, "cannot announce a blob: {error}");
+                }
+            }
+            Command::Providers { blob, reply } => {
+                // Records stored here carry the providers' addresses, which
+                // a DHT query's answer does not hand on.
+                use libp2p::kad::store::RecordStore;
+                let own = *self.swarm.local_peer_id();
+                let records = self.swarm.behaviour_mut().kad.store_mut().providers(&key(&blob));
+                let mut found = HashSet::new();
+                for record in records {
+                    if record.provider != own {
+                        self.remember(record.provider, record.addresses);
+                        found.insert(record.provider);
+                    }
+                }
+                let id = self.swarm.behaviour_mut().kad.get_providers(key(&blob));
+                self.queries.insert(id, (found, reply));
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+                if endpoint.is_dialer() {
+                    self.remember(peer_id, [endpoint.get_remote_address().clone()]);
+                }
+                for reply in self.pending_dials.remove(&peer_id).unwrap_or_default() {
+                    let _ = reply.send(Ok(()));
+                }
+                metrics::gauge!("omega_p2p_peers").set(self.swarm.connected_peers().count() as f64);
+            }
+            SwarmEvent::ConnectionClosed { .. } => {
+                metrics::gauge!("omega_p2p_peers").set(self.swarm.connected_peers().count() as f64);
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } if !self.swarm.is_connected(&peer) => {
+                for reply in self.pending_dials.remove(&peer).unwrap_or_default() {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                let serves_dht = info.protocols.contains(&KAD_PROTOCOL);
+                self.remember(peer_id, info.listen_addrs.iter().cloned());
+                if serves_dht {
+                    for addr in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    self.remember(peer, [addr.clone()]);
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(result),
+                step,
+                ..
+            })) => self.on_providers(id, result, step.last),
+            _ => {}
+        }
+    }
+
+    fn on_providers(&mut self, id: kad::QueryId, result: kad::GetProvidersResult, last: bool) {
+        let finished = match result {
+            Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                if let Some((found, _)) = self.queries.get_mut(&id) {
+                    found.extend(providers);
+                }
+                last
+            }
+            Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) | Err(_) => true,
+        };
+        if finished && let Some((found, reply)) = self.queries.remove(&id) {
+            let _ = reply.send(found);
+        }
+    }
+}
+
+/// The DHT key of a blob.
+fn key(blob: &BlobId) -> kad::RecordKey {
+    kad::RecordKey::new(&blob.0)
+}
+
+/// Serves piece streams.
+struct Server {
+    source: Arc<dyn PieceSource>,
+    limits: Limits,
+    streams: Arc<Semaphore>,
+    per_peer: Arc<Mutex<HashMap<PeerId, usize>>>,
+    buckets: Arc<Mutex<HashMap<PeerId, Bucket>>>,
+    traffic: Arc<Mutex<HashMap<PeerId, Traffic>>>,
+}
+
+/// A token bucket of requests.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Server {
+    async fn accept(self, mut incoming: libp2p_stream::IncomingStreams) {
+        let server = Arc::new(self);
+        while let Some((peer, stream)) = incoming.next().await {
+            let Ok(permit) = server.streams.clone().try_acquire_owned() else {
+                metrics::counter!("omega_p2p_refused_total", "reason" => "streams").increment(1);
+                continue;
+            };
+            {
+                let mut per_peer = lock(&server.per_peer);
+                let count = per_peer.entry(peer).or_default();
+                if *count >= server.limits.max_streams_per_peer {
+                    metrics::counter!("omega_p2p_refused_total", "reason" => "peer_streams").increment(1);
+                    continue;
+                }
+                *count += 1;
+            }
+            let server = server.clone();
+            tokio::spawn(async move {
+                if let Err(error) = server.serve(peer, stream).await {
+                    tracing::debug!(%peer, "piece stream ended: {error}");
+                }
+                let mut per_peer = lock(&server.per_peer);
+                if let Some(count) = per_peer.get_mut(&peer) {
+                    *count -= 1;
+                    if *count == 0 {
+                        per_peer.remove(&peer);
+                    }
+                }
+                drop(permit);
+            });
+        }
+    }
+
+    async fn serve(&self, peer: PeerId, mut stream: Stream) -> std::result::Result<(), wire::WireError> {
+        use futures::AsyncWriteExt;
+        let mut granted: Option<(String, BlobId)> = None;
+        loop {
+            let request = match tokio::time::timeout(self.limits.idle, wire::read_request(&mut stream)).await {
+                Ok(Ok(Some(request))) => request,
+                Ok(Ok(None)) | Err(_) => return Ok(()),
+                Ok(Err(error)) => return Err(error),
+            };
+            let blob = BlobId::from(blake3::Hash::from_bytes(request.blob));
+            // The bucket first: a flood costs no membership or grant check.
+            let busy = !self.take_token(&peer);
+            let allowed = !busy
+                && (self.source.is_member(&peer)
+                    || request.grant.as_ref().is_some_and(|token| {
+                        if granted
+                            .as_ref()
+                            .is_some_and(|(known, for_blob)| known == token && *for_blob == blob)
+                        {
+                            return true;
+                        }
+                        let ok =
+                            Grant::check(token, &peer, &blob, now_ms(), |issuer| self.source.is_member(issuer)).is_ok();
+                        if ok {
+                            granted = Some((token.clone(), blob));
+                        }
+                        ok
+                    }));
+            tracing::debug!(%peer, %blob, allowed, busy, pieces = request.pieces.len(), "piece request");
+            if busy {
+                metrics::counter!("omega_p2p_refused_total", "reason" => "rate").increment(1);
+            } else if !allowed {
+                metrics::counter!("omega_p2p_refused_total", "reason" => "denied").increment(1);
+            }
+            for hash in request.pieces {
+                if busy {
+                    wire::write_piece(&mut stream, Status::Busy, &[]).await?;
+                    continue;
+                }
+                if !allowed {
+                    wire::write_piece(&mut stream, Status::Denied, &[]).await?;
+                    continue;
+                }
+                let chunk = ChunkId::from(blake3::Hash::from_bytes(hash));
+                let source = self.source.clone();
+                let bytes = tokio::task::spawn_blocking(move || source.piece(&blob, &chunk))
+                    .await
+                    .ok()
+                    .and_then(std::result::Result::ok)
+                    .flatten();
+                match bytes {
+                    Some(bytes) => {
+                        wire::write_piece(&mut stream, Status::Ok, &bytes).await?;
+                        let sent = bytes.len() as u64;
+                        lock(&self.traffic).entry(peer).or_default().bytes_out += sent;
+                        metrics::counter!("omega_p2p_bytes_out_total", "peer" => peer.to_string()).increment(sent);
+                    }
+                    None => wire::write_piece(&mut stream, Status::NotFound, &[]).await?,
+                }
+            }
+            stream.flush().await?;
+        }
+    }
+
+    /// Takes one request token from `peer`'s bucket; false when it is empty.
+    fn take_token(&self, peer: &PeerId) -> bool {
+        let now = Instant::now();
+        let mut buckets = lock(&self.buckets);
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(peer) {
+            // Forget the buckets that have refilled: they hold no debt.
+            let (rate, burst) = (self.limits.requests_per_second, self.limits.burst);
+            buckets.retain(|_, bucket| bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate < burst);
+            if buckets.len() >= MAX_BUCKETS {
+                return false;
+            }
+        }
+        let bucket = buckets.entry(*peer).or_insert(Bucket {
+            tokens: self.limits.burst,
+            at: now,
+        });
+        let refill = now.duration_since(bucket.at).as_secs_f64() * self.limits.requests_per_second;
+        bucket.tokens = (bucket.tokens + refill).min(self.limits.burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! in `docs/benchmarks.md`.
 
 mod http;
+mod p2p;
 mod raft;
 mod record;
 mod scan;
@@ -28,6 +29,8 @@ pub enum BenchCommand {
     Scan(scan::ScanBench),
     /// A 720p HLS rendition of a 1080p source: Omega against plain ffmpeg.
     Transcode(transcode::TranscodeBench),
+    /// One blob between two peers: the P2P path against raw quinn.
+    P2p(p2p::P2pBench),
 }
 
 /// Runs a benchmark.
@@ -37,6 +40,7 @@ pub fn run(_global: &GlobalArgs, command: BenchCommand) -> anyhow::Result<ExitCo
         BenchCommand::Raft(bench) => raft::run(&bench),
         BenchCommand::Scan(bench) => scan::run(&bench),
         BenchCommand::Transcode(bench) => transcode::run(&bench),
+        BenchCommand::P2p(bench) => p2p::run(&bench),
     }
 }
 

@@ -129,3 +129,22 @@ fn the_third_client_gets_most_of_the_film_from_peers_and_every_copy_is_identical
         let _ = child.wait();
     }
 }
+
+#[test]
+fn the_p2p_benchmark_reports_both_paths_and_their_ratio() {
+    let output = Command::new(env!("CARGO_BIN_EXE_omega"))
+        .args(["bench", "p2p", "--size", "8MiB", "--runs", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let figures: Value = serde_json::from_slice(&output.stdout).unwrap();
+    for field in ["p2p_mb_s", "quinn_mb_s", "ratio"] {
+        assert!(figures[field].as_f64().is_some_and(|value| value > 0.0), "{figures}");
+    }
+    let refused = Command::new(env!("CARGO_BIN_EXE_omega"))
+        .args(["bench", "p2p", "--size", "lots"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert_eq!(String::from_utf8_lossy(&refused.stderr).lines().count(), 1, "one line");
+}

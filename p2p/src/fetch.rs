@@ -35,6 +35,9 @@ pub struct FetchOptions {
     pub connect_within: Duration,
     /// How long one piece may take to arrive.
     pub piece_within: Duration,
+    /// Streams (workers) per provider (each also keeps two batches
+    /// requested ahead).
+    pub streams_per_provider: usize,
 }
 
 impl Default for FetchOptions {
@@ -44,6 +47,7 @@ impl Default for FetchOptions {
             batch_bytes: 4 << 20,
             connect_within: Duration::from_secs(10),
             piece_within: Duration::from_secs(30),
+            streams_per_provider: 1,
         }
     }
 }
@@ -137,7 +141,11 @@ pub async fn fetch(p2p: &P2p, manifest: &Manifest, out: &Path, options: &FetchOp
         file,
     });
     let mut workers = Vec::new();
-    for (slot, peer, _, _) in &providers {
+    let streams = options.streams_per_provider.clamp(1, 8);
+    for (slot, peer, _, _) in providers
+        .iter()
+        .flat_map(|provider| std::iter::repeat_n(provider, streams))
+    {
         let (p2p, manifest, shared, options) = (p2p.clone(), manifest.clone(), shared.clone(), options.clone());
         let (slot, peer) = (*slot, *peer);
         workers.push(tokio::spawn(async move {
@@ -230,6 +238,9 @@ fn hash_file(file: &std::fs::File, size: u64) -> Result<omega_storage::BlobId> {
     Ok(hasher.finalize().into())
 }
 
+/// Batches one worker keeps requested ahead of the one it reads.
+const PIPELINE: usize = 2;
+
 /// One provider's worker: batches until the schedule says stop.
 async fn work(
     p2p: &P2p,
@@ -245,29 +256,44 @@ async fn work(
         why,
     };
     let mut refused = None;
+    // Up to PIPELINE batches are requested ahead, so the provider is never
+    // idle for a round trip between two batches.
+    let mut pending: std::collections::VecDeque<Vec<usize>> = std::collections::VecDeque::new();
     loop {
         // Registered before asking, so a change in between is not missed.
         let changed = shared.changed.notified();
-        let next = shared
-            .schedule()
-            .next(slot, options.batch_bytes, MAX_PIECES_PER_REQUEST);
-        let batch = match next {
-            Next::Batch(batch) => batch,
-            Next::Wait => {
-                // Woken by any change; the timeout is a safety net.
-                let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
-                continue;
+        let mut finished = false;
+        while pending.len() < PIPELINE {
+            let next = shared
+                .schedule()
+                .next(slot, options.batch_bytes, MAX_PIECES_PER_REQUEST);
+            match next {
+                Next::Batch(batch) => {
+                    let request = Request {
+                        blob: manifest.blob.0,
+                        grant: (!manifest.grant.is_empty()).then(|| manifest.grant.clone()),
+                        pieces: batch.iter().map(|index| manifest.pieces[*index].hash.0).collect(),
+                    };
+                    wire::write_request(&mut stream, &request)
+                        .await
+                        .map_err(|error| protocol(error.to_string()))?;
+                    pending.push_back(batch);
+                }
+                Next::Wait => break,
+                Next::Stop | Next::Done => {
+                    finished = true;
+                    break;
+                }
             }
-            Next::Stop | Next::Done => break,
+        }
+        let Some(batch) = pending.pop_front() else {
+            if finished {
+                break;
+            }
+            // Woken by any change; the timeout is a safety net.
+            let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
+            continue;
         };
-        let request = Request {
-            blob: manifest.blob.0,
-            grant: (!manifest.grant.is_empty()).then(|| manifest.grant.clone()),
-            pieces: batch.iter().map(|index| manifest.pieces[*index].hash.0).collect(),
-        };
-        wire::write_request(&mut stream, &request)
-            .await
-            .map_err(|error| protocol(error.to_string()))?;
         for index in &batch {
             let piece = manifest.pieces[*index];
             let answer = tokio::time::timeout(options.piece_within, wire::read_piece(&mut stream, piece.len))

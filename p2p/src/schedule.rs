@@ -181,11 +181,9 @@ impl Schedule {
 
     /// Records what came of `piece`, requested from `slot`.
     pub fn outcome(&mut self, slot: Slot, piece: usize, outcome: Outcome) {
-        debug_assert_eq!(
-            self.states[piece],
-            State::InFlight(slot),
-            "only pieces handed to this peer"
-        );
+        // A piece no longer in flight to this peer was re-queued under it
+        // (a ban or loss seen by another stream to the same peer): its late
+        // answer is ignored.
         if self.states[piece] != State::InFlight(slot) {
             return;
         }

@@ -31,16 +31,6 @@ pub struct NodeP2p {
     pub members: Arc<RwLock<HashSet<PeerId>>>,
 }
 
-impl NodeP2p {
-    /// True when `peer` is a member.
-    pub fn is_member(&self, peer: &PeerId) -> bool {
-        self.members
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(peer)
-    }
-}
-
 /// Reads the members' peer ids from Raft's table.
 pub type MemberReader = Box<dyn Fn() -> HashSet<PeerId> + Send + Sync>;
 
@@ -114,33 +104,20 @@ pub fn load_or_create_key(path: &Path) -> anyhow::Result<Keypair> {
 
 /// `/ip4/…/udp/PORT/quic-v1` for a socket address.
 pub fn quic_multiaddr(addr: SocketAddr) -> Multiaddr {
-    let mut multiaddr = Multiaddr::empty();
-    multiaddr.push(match addr.ip() {
-        std::net::IpAddr::V4(ip) => libp2p_ip4(ip),
-        std::net::IpAddr::V6(ip) => libp2p_ip6(ip),
-    });
-    multiaddr.push(omega_p2p::multiaddr::Protocol::Udp(addr.port()));
-    multiaddr.push(omega_p2p::multiaddr::Protocol::QuicV1);
-    multiaddr
+    use omega_p2p::multiaddr::Protocol;
+    Multiaddr::from(addr.ip())
+        .with(Protocol::Udp(addr.port()))
+        .with(Protocol::QuicV1)
 }
 
-fn libp2p_ip4(ip: std::net::Ipv4Addr) -> omega_p2p::multiaddr::Protocol<'static> {
-    omega_p2p::multiaddr::Protocol::Ip4(ip)
-}
-
-fn libp2p_ip6(ip: std::net::Ipv6Addr) -> omega_p2p::multiaddr::Protocol<'static> {
-    omega_p2p::multiaddr::Protocol::Ip6(ip)
+/// The peer ids among members' records (unparsable ones skipped).
+fn member_ids(peers: &[(u64, omega_consensus::model::Peer)]) -> HashSet<PeerId> {
+    peers.iter().filter_map(|(_, peer)| peer.peer_id.parse().ok()).collect()
 }
 
 /// The members' peer ids as this node's applied state has them.
 pub fn member_reader(cluster: Arc<omega_consensus::Cluster<omega_consensus::quic::QuicTransport>>) -> MemberReader {
-    Box::new(move || {
-        read::peers(cluster.tables())
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(_, peer)| peer.peer_id.parse().ok())
-            .collect()
-    })
+    Box::new(move || member_ids(&read::peers(cluster.tables()).unwrap_or_default()))
 }
 
 /// Starts the node's swarm on `listen`, serving `store`.
@@ -205,17 +182,15 @@ pub async fn keep_members(state: AppState, node: NodeP2p, node_id: u64) {
                 tracing::debug!("cannot record this node's peer yet: {error:?}");
             }
         }
-        let mut members = HashSet::new();
         for (_, peer) in &peers {
             let Ok(peer_id) = peer.peer_id.parse::<PeerId>() else {
                 continue;
             };
-            members.insert(peer_id);
             if peer_id != node.p2p.peer_id() && routed.insert((peer_id, peer.addrs.clone())) {
                 let addrs = peer.addrs.iter().filter_map(|addr| addr.parse().ok()).collect();
                 let _ = node.p2p.add_server(peer_id, addrs).await;
             }
         }
-        *node.members.write().unwrap_or_else(std::sync::PoisonError::into_inner) = members;
+        *node.members.write().unwrap_or_else(std::sync::PoisonError::into_inner) = member_ids(&peers);
     }
 }

@@ -134,10 +134,6 @@ async fn measure(size: usize, runs: usize, work: &Path) -> anyhow::Result<Figure
     })
 }
 
-fn loopback() -> anyhow::Result<Vec<omega_p2p::Multiaddr>> {
-    Ok(vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse()?])
-}
-
 /// One fetch over the P2P path; MB/s.
 async fn p2p_run(data: &Arc<Vec<u8>>, out: &Path) -> anyhow::Result<f64> {
     let fetcher_key = Keypair::generate_ed25519();
@@ -154,18 +150,16 @@ async fn p2p_run(data: &Arc<Vec<u8>>, out: &Path) -> anyhow::Result<f64> {
             len: u32::try_from(bytes.len())?,
         });
     }
+    let listen = vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse()?];
     let config = |keypair: Keypair| P2pConfig {
         keypair,
-        listen: Vec::new(),
+        listen: listen.clone(),
         mdns: false,
         dht_server: true,
         limits: Limits::default(),
     };
     let server = P2p::start(
-        P2pConfig {
-            listen: loopback()?,
-            ..config(server_key.clone())
-        },
+        config(server_key.clone()),
         Arc::new(Memory {
             data: data.clone(),
             pieces: index,
@@ -174,10 +168,7 @@ async fn p2p_run(data: &Arc<Vec<u8>>, out: &Path) -> anyhow::Result<f64> {
     )
     .await?;
     let fetcher = P2p::start(
-        P2pConfig {
-            listen: loopback()?,
-            ..config(fetcher_key)
-        },
+        config(fetcher_key),
         Arc::new(Memory {
             data: Arc::new(Vec::new()),
             pieces: HashMap::new(),

@@ -87,6 +87,9 @@ pub enum Command {
     /// Download an item's file over the P2P data plane, from several peers
     /// at once, every piece verified.
     Fetch(crate::fetch_cmd::FetchArgs),
+    /// Play an item through a local HLS server fed by peers: hands its URL
+    /// to a player (or prints it).
+    Play(crate::play_cmd::PlayArgs),
 }
 
 /// Runs the command line and turns the outcome into an exit code.
@@ -114,6 +117,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User(command) => crate::user_cmd::run(&cli.global, command),
         Command::Transcode(args) => crate::transcode_cmd::run(&cli.global, args),
         Command::Fetch(args) => crate::fetch_cmd::run(&cli.global, args),
+        Command::Play(args) => crate::play_cmd::run(&cli.global, args),
     }
 }
 

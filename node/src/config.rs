@@ -55,6 +55,9 @@ pub struct FileP2pConfig {
     /// Find other nodes on the LAN by mDNS (default false: members find
     /// each other through Raft).
     pub mdns: Option<bool>,
+    /// Bytes of blobs this node keeps of what it fetched from other
+    /// members, to provide them in turn (default "16GiB"; "0": none).
+    pub cache_max: Option<String>,
 }
 
 /// P2P settings.
@@ -66,6 +69,8 @@ pub struct P2pSettings {
     pub listen: SocketAddr,
     /// mDNS discovery.
     pub mdns: bool,
+    /// Bytes of relayed blobs kept (0: none).
+    pub cache_max: u64,
 }
 
 /// The `[transcode]` table.
@@ -190,6 +195,9 @@ pub struct Overrides {
 
 /// Default HTTP port.
 pub const DEFAULT_HTTP_PORT: u16 = 8420;
+
+/// Bytes of relayed blobs a node keeps by default.
+pub const DEFAULT_RELAY_CACHE: u64 = 16 << 30;
 
 /// The port `--p2p-listen` examples use (the default is any free port).
 pub const DEFAULT_P2P_PORT: u16 = 8422;
@@ -316,6 +324,12 @@ impl Config {
                 None => SocketAddr::new(cluster.listen.ip(), 0),
             },
             mdns: file.p2p.mdns.unwrap_or(false),
+            cache_max: match file.p2p.cache_max.as_deref() {
+                Some(text) => {
+                    crate::units::parse_bytes(text).map_err(|why| anyhow::anyhow!("[p2p] cache_max: {why}"))?
+                }
+                None => DEFAULT_RELAY_CACHE,
+            },
         };
         let listen = match overrides.listen.as_deref().or(file.listen.as_deref()) {
             Some(text) => parse_addr("HTTP listen address", text, DEFAULT_HTTP_PORT)?,
@@ -407,6 +421,27 @@ mod tests {
             config.store.cold_options,
             vec![("aws_region".to_string(), "eu-west-1".to_string())]
         );
+    }
+
+    #[test]
+    fn the_commented_sample_file_parses_and_sets_the_relay_cache() {
+        let sample = include_str!("../../deploy/systemd/omega.toml");
+        let file: FileConfig = toml::from_str(sample).unwrap();
+        let overrides = Overrides {
+            data_dir: Some("/data".into()),
+            hot_bytes_max: None,
+            cold_url: None,
+            cluster_listen: None,
+            listen: None,
+            p2p_listen: None,
+        };
+        let config = Config::merge(file, &overrides).unwrap();
+        assert_eq!(config.p2p.cache_max, DEFAULT_RELAY_CACHE);
+        let none: FileConfig = toml::from_str("[p2p]\ncache_max = \"0\"").unwrap();
+        assert_eq!(Config::merge(none, &overrides).unwrap().p2p.cache_max, 0);
+        let bad: FileConfig = toml::from_str("[p2p]\ncache_max = \"lots\"").unwrap();
+        let error = Config::merge(bad, &overrides).unwrap_err().to_string();
+        assert!(error.contains("cache_max"), "{error}");
     }
 
     #[test]

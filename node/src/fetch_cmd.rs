@@ -1,22 +1,23 @@
-//! `omega fetch ITEM --server URL --out FILE`: the client side of the P2P
-//! data plane. It asks a node for the item's signed manifest, pulls the
-//! pieces from several providers at once (nodes, and clients seeding what
-//! they fetched), checks every piece against its BLAKE3 hash and the whole
-//! against the blob, and resumes an interrupted fetch from `FILE.part`.
-//! With `--seed DURATION` it then serves what it fetched to other clients
-//! for that long, announced in the cluster's DHT.
+//! `omega fetch ITEM --server URL --out FILE [--rendition NAME]`: the
+//! client side of the P2P data plane. It asks a node for the item's signed
+//! manifest, pulls the pieces from several providers at once (nodes, and
+//! clients seeding what they fetched), checks every piece against its
+//! BLAKE3 hash and the whole against the blob, and resumes an interrupted
+//! fetch from `FILE.part`. With `--rendition` it fetches that HLS
+//! rendition's segments instead: those the origin has made from peers,
+//! the rest from the origin over HTTP. With `--seed DURATION` it then
+//! serves what it fetched to other clients for that long, announced in
+//! the cluster's DHT.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
-use omega_p2p::service::Limits;
-use omega_p2p::{FetchOptions, Keypair, Manifest, P2p, P2pConfig, PeerId, PieceSource};
-use omega_storage::{BlobId, ChunkId};
+use omega_p2p::{FetchOptions, Keypair};
 
 use crate::cli::GlobalArgs;
+use crate::p2p_client::{self, ClientPieces, Served, Server};
 
 /// `omega fetch` options.
 #[derive(Debug, Args)]
@@ -29,6 +30,10 @@ pub struct FetchArgs {
     /// Where to write the file.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// An HLS rendition (e.g. original, 720p, audio) instead of the file:
+    /// its segments in playlist order, one fragmented MP4 that plays.
+    #[arg(long, value_name = "NAME", value_parser = crate::p2p_client::parse_rendition)]
+    pub rendition: Option<String>,
     /// An access token or API key.
     #[arg(long, env = "OMEGA_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub token: String,
@@ -55,72 +60,35 @@ pub fn run(_global: &GlobalArgs, args: FetchArgs) -> anyhow::Result<std::process
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// Serves pieces of the one blob this client fetched, from its file (or
-/// part file while fetching), each verified before it leaves.
-struct FilePieces {
-    manifest: Manifest,
-    members: Vec<PeerId>,
-    out: PathBuf,
-}
-
-impl PieceSource for FilePieces {
-    fn piece(&self, blob: &BlobId, piece: &ChunkId) -> std::io::Result<Option<Vec<u8>>> {
-        use std::os::unix::fs::FileExt;
-        if *blob != self.manifest.blob {
-            return Ok(None);
-        }
-        let Some(entry) = self.manifest.pieces.iter().find(|entry| entry.hash == *piece) else {
-            return Ok(None);
-        };
-        let file = match std::fs::File::open(&self.out) {
-            Ok(file) => file,
-            Err(_) => match std::fs::File::open(omega_p2p::fetch::part_path(&self.out)) {
-                Ok(file) => file,
-                Err(_) => return Ok(None),
-            },
-        };
-        let mut bytes = vec![0_u8; entry.len as usize];
-        if file.read_exact_at(&mut bytes, entry.offset).is_err() || ChunkId::of(&bytes) != *piece {
-            return Ok(None);
-        }
-        Ok(Some(bytes))
-    }
-
-    fn is_member(&self, peer: &PeerId) -> bool {
-        self.members.contains(peer)
-    }
-}
+/// How often a seeding client of a rendition asks for the manifest again,
+/// to serve segments whose hashes the origin has published since.
+const REFRESH_EVERY: Duration = Duration::from_secs(3);
 
 async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     let keypair = Keypair::generate_ed25519();
     let peer = keypair.public().to_peer_id();
-    let manifest = get_manifest(&args.server, args.item, &args.token, &peer).await?;
-    let members = manifest
-        .verify()
-        .map_err(|why| anyhow::anyhow!("the server's manifest: {why}"))?;
-    let source = Arc::new(FilePieces {
-        manifest: manifest.clone(),
-        members: members.clone(),
-        out: args.out.clone(),
-    });
-    let p2p = P2p::start(
-        P2pConfig {
-            keypair,
-            listen: vec![crate::p2p::quic_multiaddr(args.listen)],
-            mdns: false,
-            dht_server: false,
-            limits: Limits::default(),
-        },
-        source,
-    )
-    .await?;
-    // Members route the DHT (where seeding is announced).
-    for (member, addrs, _) in manifest.route_addrs() {
-        if members.contains(&member) {
-            p2p.add_server(member, addrs).await?;
+    let server = Server::new(&args.server, &args.token)?;
+    let rendition = args.rendition.as_deref();
+    let (manifest, members) = server.manifest(args.item, &peer, rendition).await?;
+    let pieces = ClientPieces::new(members.clone());
+    let p2p = p2p_client::start(args.listen, pieces.clone(), &manifest, &members, keypair).await?;
+    let (mut report, placed) = match rendition {
+        None => {
+            pieces.serve(manifest.blob, Served::whole(&manifest, &args.out));
+            let report = omega_p2p::fetch::fetch(&p2p, &manifest, &args.out, &FetchOptions::default()).await?;
+            (report, None)
         }
+        Some(rendition) => {
+            let fetched =
+                p2p_client::fetch_rendition(&p2p, &pieces, &server, args.item, rendition, &manifest, &args.out).await?;
+            (fetched.report, Some(fetched.placed))
+        }
+    };
+    if let (Some(rendition), Some(placed)) = (rendition, &placed) {
+        // Segments that came over HTTP are checked once the origin
+        // publishes their hashes: now for those it already has.
+        report.verify_failures += refresh(&server, &pieces, args.item, &peer, rendition, placed, &args.out).await?;
     }
-    let report = omega_p2p::fetch::fetch(&p2p, &manifest, &args.out, &FetchOptions::default()).await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -144,32 +112,42 @@ async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         std::io::stdout().flush()?;
         p2p.provide(manifest.blob).await?;
         eprintln!("omega: seeding {} as {peer} for {seed:?}", args.out.display());
-        tokio::time::sleep(seed).await;
+        let until = tokio::time::Instant::now() + seed;
+        match (rendition, &placed) {
+            (Some(rendition), Some(placed)) => {
+                while tokio::time::Instant::now() + REFRESH_EVERY < until {
+                    tokio::time::sleep(REFRESH_EVERY).await;
+                    if let Err(error) = refresh(&server, &pieces, args.item, &peer, rendition, placed, &args.out).await
+                    {
+                        tracing::info!("cannot refresh the manifest: {error:#}");
+                    }
+                }
+                tokio::time::sleep_until(until).await;
+            }
+            _ => tokio::time::sleep_until(until).await,
+        }
     }
     Ok(())
 }
 
-async fn get_manifest(server: &str, item: u64, token: &str, peer: &PeerId) -> anyhow::Result<Manifest> {
-    let url = format!(
-        "{}/api/v1/items/{item}/manifest?peer={peer}",
-        server.trim_end_matches('/')
-    );
-    let answer = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()?
-        .get(&url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {server}"))?;
-    let status = answer.status();
-    if !status.is_success() {
-        let body: serde_json::Value = answer.json().await.unwrap_or_default();
-        let message = body["error"]
-            .as_str()
-            .or(body["message"].as_str())
-            .unwrap_or("no details");
-        bail!("{server} answered {status} for item {item}: {message}");
+/// Asks for the rendition's manifest again and serves every segment whose
+/// published hash matches the bytes this client holds; returns how many
+/// differ (each is reported, and not served).
+async fn refresh(
+    server: &Server,
+    pieces: &ClientPieces,
+    item: u64,
+    peer: &omega_p2p::PeerId,
+    rendition: &str,
+    placed: &[p2p_client::Placed],
+    out: &std::path::Path,
+) -> anyhow::Result<u64> {
+    let (manifest, members) = server.manifest(item, peer, Some(rendition)).await?;
+    pieces.trust(members);
+    let (served, differ) = p2p_client::served_from(&manifest, placed, out);
+    pieces.serve(manifest.blob, served);
+    for name in &differ {
+        eprintln!("omega: segment {name} from the origin does not match its published hash; not serving it");
     }
-    answer.json().await.context("the manifest is not valid JSON")
+    Ok(differ.len() as u64)
 }

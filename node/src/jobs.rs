@@ -427,13 +427,14 @@ async fn prepare(
             .blob
             .map(hex::encode)
             .ok_or_else(|| Failure::Retry(anyhow::anyhow!("the source is not indexed yet")))?;
-        let owner = owner_http(state, media.node).map_err(Failure::Retry)?;
-        let token = state.tokens.node_token(state.cluster.id(), state.clock.now_ms());
+        let blob_id: omega_storage::BlobId = blob
+            .parse()
+            .map_err(|_| Failure::Permanent(format!("bad blob id {blob}")))?;
         let dest = dir.join("source");
-        let bytes = crate::remote::fetch_blob(&owner, &token, &blob, &dest)
+        let via = crate::relay::fetch(state, blob_id, media.node, &dest)
             .await
             .map_err(Failure::Retry)?;
-        tracing::info!(job = job.id, bytes, from = %owner, "source fetched and verified");
+        tracing::info!(job = job.id, ?via, "source fetched and verified");
         (dest, blob)
     };
     let info = transcoder
@@ -502,9 +503,8 @@ async fn gather_chunks(state: &AppState, chunks: &[u64], video: &Path, dir: &Pat
             })
             .await??;
         } else {
-            let owner = owner_http(state, node)?;
-            let token = state.tokens.node_token(state.cluster.id(), state.clock.now_ms());
-            crate::remote::fetch_blob(&owner, &token, &hex::encode(blob), &part).await?;
+            let blob_id = omega_storage::BlobId::from_slice(&blob).context("bad blob id")?;
+            crate::relay::fetch(state, blob_id, node, &part).await?;
         }
         let reader = std::io::BufReader::new(std::fs::File::open(&part)?);
         omega_transcode::offline::append_fragments(&mut joined, reader, position == 0)

@@ -4,10 +4,10 @@
 //! (`Command::SetPeer`): members fetch from each other freely, and their
 //! keys sign the grants and manifests clients bring.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -29,6 +29,10 @@ pub struct NodeP2p {
     pub p2p: P2p,
     /// Members' peer ids, as Raft last said.
     pub members: Arc<RwLock<HashSet<PeerId>>>,
+    /// The pieces it serves.
+    pub index: Arc<PieceIndex>,
+    /// What it keeps of what it relays.
+    pub relay: Arc<crate::relay::Relay>,
 }
 
 /// Reads the members' peer ids from Raft's table.
@@ -37,9 +41,104 @@ pub type MemberReader = Box<dyn Fn() -> HashSet<PeerId> + Send + Sync>;
 /// The least time between two reads of the members' table on a miss.
 const MISS_REFRESH_EVERY: Duration = Duration::from_millis(200);
 
-/// Serves chunks of the store's blobs.
+/// Where a piece lies: in which stored blob, at what offset.
+#[derive(Debug, Clone, Copy)]
+struct Location {
+    blob: BlobId,
+    offset: u64,
+    len: u32,
+}
+
+/// An id's pieces (a blob's, or a segment set's) by hash.
+type PieceMap = Arc<HashMap<ChunkId, Location>>;
+
+/// Ids whose piece maps are kept; past this, blob maps are dropped (they
+/// are rebuilt from the store on the next request) and the oldest set
+/// goes (the next manifest for it registers it again).
+const INDEXED_MAX: usize = 256;
+
+/// The pieces this node serves, by id: blobs (built from the store on
+/// first request, so a piece is found without decoding the blob's record
+/// each time) and HLS segment sets (registered when a manifest lists
+/// them: a set is not one blob in the store but many).
+#[derive(Debug, Default)]
+pub struct PieceIndex {
+    blobs: Mutex<HashMap<BlobId, PieceMap>>,
+    sets: Mutex<std::collections::VecDeque<(BlobId, PieceMap)>>,
+    /// Sets this node announced in the DHT.
+    announced: Mutex<HashSet<BlobId>>,
+}
+
+impl PieceIndex {
+    /// Registers the set `set` made of these stored segments; true the
+    /// first time (the caller then announces it).
+    pub fn register_set(&self, set: BlobId, segments: &[(BlobId, &omega_storage::records::BlobRecord)]) -> bool {
+        let map: HashMap<ChunkId, Location> = segments
+            .iter()
+            .flat_map(|(blob, record)| {
+                record.chunks.iter().map(|entry| {
+                    (
+                        entry.chunk,
+                        Location {
+                            blob: *blob,
+                            offset: entry.offset,
+                            len: entry.len,
+                        },
+                    )
+                })
+            })
+            .collect();
+        let mut sets = lock(&self.sets);
+        sets.retain(|(known, _)| *known != set);
+        if sets.len() >= INDEXED_MAX {
+            sets.pop_front();
+        }
+        sets.push_back((set, Arc::new(map)));
+        drop(sets);
+        lock(&self.announced).insert(set)
+    }
+
+    fn find(&self, store: &Store, id: &BlobId) -> Option<PieceMap> {
+        if let Some((_, map)) = lock(&self.sets).iter().find(|(set, _)| set == id) {
+            return Some(map.clone());
+        }
+        if let Some(map) = lock(&self.blobs).get(id) {
+            return Some(map.clone());
+        }
+        let record = store.blob(id).ok()?;
+        let map: PieceMap = Arc::new(
+            record
+                .chunks
+                .iter()
+                .map(|entry| {
+                    (
+                        entry.chunk,
+                        Location {
+                            blob: *id,
+                            offset: entry.offset,
+                            len: entry.len,
+                        },
+                    )
+                })
+                .collect(),
+        );
+        let mut blobs = lock(&self.blobs);
+        if blobs.len() >= INDEXED_MAX {
+            blobs.clear();
+        }
+        blobs.insert(*id, map.clone());
+        Some(map)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Serves chunks of the store's blobs and segment sets.
 struct StorePieces {
     store: Arc<Store>,
+    index: Arc<PieceIndex>,
     members: Arc<RwLock<HashSet<PeerId>>>,
     /// A peer not in `members` may have joined since the last refresh:
     /// read the table again (at most every [`MISS_REFRESH_EVERY`]).
@@ -49,16 +148,16 @@ struct StorePieces {
 
 impl PieceSource for StorePieces {
     fn piece(&self, blob: &BlobId, piece: &ChunkId) -> std::io::Result<Option<Vec<u8>>> {
-        let Ok(record) = self.store.blob(blob) else {
+        let Some(map) = self.index.find(&self.store, blob) else {
             return Ok(None);
         };
-        let Some(entry) = record.chunks.iter().find(|entry| entry.chunk == *piece) else {
+        let Some(place) = map.get(piece) else {
             return Ok(None);
         };
         // read_range verifies every chunk against its hash.
         match self
             .store
-            .read_range(blob, entry.offset, entry.offset + u64::from(entry.len))
+            .read_range(&place.blob, place.offset, place.offset + u64::from(place.len))
         {
             Ok(bytes) => Ok(Some(bytes)),
             Err(error) => {
@@ -123,15 +222,18 @@ pub fn member_reader(cluster: Arc<omega_consensus::Cluster<omega_consensus::quic
 /// Starts the node's swarm on `listen`, serving `store`.
 pub async fn start(
     key_path: &Path,
-    listen: SocketAddr,
-    mdns: bool,
+    settings: &crate::config::P2pSettings,
+    relay: crate::relay::Relay,
     store: Arc<Store>,
     read_members: MemberReader,
 ) -> anyhow::Result<NodeP2p> {
+    let (listen, mdns) = (settings.listen, settings.mdns);
     let keypair = load_or_create_key(key_path)?;
     let members = Arc::new(RwLock::new(HashSet::new()));
+    let index = Arc::new(PieceIndex::default());
     let source = Arc::new(StorePieces {
         store,
+        index: index.clone(),
         members: members.clone(),
         read_members,
         refreshed: std::sync::Mutex::new(std::time::Instant::now()),
@@ -148,7 +250,12 @@ pub async fn start(
     )
     .await
     .with_context(|| format!("cannot start P2P on {listen}"))?;
-    Ok(NodeP2p { p2p, members })
+    Ok(NodeP2p {
+        p2p,
+        members,
+        index,
+        relay: Arc::new(relay),
+    })
 }
 
 /// Keeps this node's record in Raft current and the members' set and DHT

@@ -203,8 +203,8 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         Some(
             crate::p2p::start(
                 &paths.cluster_dir.join("p2p-key"),
-                config.p2p.listen,
-                config.p2p.mdns,
+                &config.p2p,
+                crate::relay::Relay::new(config.data_dir.join("relay"), config.p2p.cache_max),
                 store.clone(),
                 crate::p2p::member_reader(member.cluster.clone()),
             )

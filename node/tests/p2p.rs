@@ -2,7 +2,9 @@
 //! with `--p2p-listen` beside `--listen` and `--cluster-listen`) and three
 //! `omega fetch` clients on loopback. The first two clients fetch the film
 //! and seed it; the third gets most of its bytes from peers other than the
-//! origin; every piece is verified and every copy is byte-identical.
+//! origin; every piece is verified and every copy is byte-identical. Then
+//! the same for the film's `original` HLS rendition (`--rendition`), and
+//! `omega play` serves that rendition locally from peers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -21,11 +23,23 @@ fn p2p_args(port: u16) -> Vec<String> {
 /// `omega fetch ITEM` against `node`, seeding for `seed`; its JSON report
 /// once the file is fetched, and the process (still seeding).
 fn fetch(node: &Node, item: u64, token: &str, out: &std::path::Path, seed: &str) -> (Value, Child) {
+    fetch_with(node, item, token, out, seed, &[])
+}
+
+fn fetch_with(
+    node: &Node,
+    item: u64,
+    token: &str,
+    out: &std::path::Path,
+    seed: &str,
+    extra: &[&str],
+) -> (Value, Child) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_omega"))
         .args(["fetch", &item.to_string()])
         .args(["--server", &format!("http://127.0.0.1:{}", node.http_port)])
         .arg("--out")
         .arg(out)
+        .args(extra)
         .args(["--json", "--seed", seed, "--listen", "127.0.0.1:0"])
         .env("OMEGA_TOKEN", token)
         .stdout(Stdio::piped())
@@ -55,13 +69,17 @@ fn from_others(report: &Value) -> (u64, u64) {
 }
 
 #[test]
-fn the_third_client_gets_most_of_the_film_from_peers_and_every_copy_is_identical() {
+fn the_third_client_gets_most_of_the_film_and_its_segments_from_peers_and_every_copy_is_identical() {
     let root = tempfile::tempdir().unwrap();
     film(root.path(), 40);
+    // The holder transcodes (it makes the rendition's segments); the
+    // others need not.
+    let first_config = root.path().join("omega-a.toml");
+    std::fs::write(&first_config, "[library]\nwatch = false\n").unwrap();
     let config = root.path().join("omega.toml");
     std::fs::write(&config, "[transcode]\nenabled = false\n[library]\nwatch = false\n").unwrap();
     let ports: Vec<Vec<String>> = (0..3).map(|_| p2p_args(common::cluster::free_port())).collect();
-    let (nodes, admin, item) = cluster(root.path(), &config, &config, &ports);
+    let (nodes, admin, item) = cluster(root.path(), &first_config, &config, &ports);
     let original = std::fs::read(root.path().join("films/Job Film (2024)/Job Film (2024).mkv")).unwrap();
 
     // Every member has recorded its peer, so manifests list all of them.
@@ -125,6 +143,188 @@ fn the_third_client_gets_most_of_the_film_from_peers_and_every_copy_is_identical
     assert!(others_two > 0, "the second client already used the first: {second}");
     assert!(others_two <= total_two);
     for child in [&mut seeder_one, &mut seeder_two, &mut last] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // Node b was asked for a file it does not hold: it fetched the file
+    // from its peers, kept it, and now provides it itself.
+    let b_port = ports[1][1].rsplit(':').next().unwrap().to_owned();
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            let (_, manifest) = json_of(http(
+                &nodes[1],
+                "GET",
+                &format!("/api/v1/items/{item}/manifest?peer=12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"),
+                Some(&admin),
+                None,
+            ));
+            manifest["providers"].as_array().is_some_and(|providers| {
+                providers.iter().any(|provider| {
+                    provider["origin"] == false && provider["addrs"].to_string().contains(&format!("/udp/{b_port}/"))
+                })
+            })
+        },
+        || nodes[1].log(),
+    );
+    let metrics = String::from_utf8(http(&nodes[1], "GET", "/metrics", None, None).1).unwrap();
+    assert!(metrics.contains("omega_relay_total{via=\"peers\"}"), "{metrics}");
+    renditions(&nodes, &admin, item, root.path());
+}
+
+/// The film's `original` rendition (its video copied into HLS segments),
+/// as the origin serves it over HTTP: each file by name, in order.
+fn origin_segments(node: &Node, admin: &str, item: u64, names: &[String]) -> Vec<(String, Vec<u8>)> {
+    names
+        .iter()
+        .map(|name| {
+            let (code, bytes) = http(
+                node,
+                "GET",
+                &format!("/api/v1/items/{item}/hls/original/{name}"),
+                Some(admin),
+                None,
+            );
+            assert_eq!(code, 200, "{name}: {}", String::from_utf8_lossy(&bytes));
+            (name.clone(), bytes)
+        })
+        .collect()
+}
+
+/// The rendition manifest's segments: names, and how many have hashes.
+fn segment_names(node: &Node, admin: &str, item: u64) -> (Vec<String>, usize) {
+    let (code, manifest) = json_of(http(
+        node,
+        "GET",
+        &format!(
+            "/api/v1/items/{item}/manifest?peer=12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN&rendition=original"
+        ),
+        Some(admin),
+        None,
+    ));
+    if code != 200 {
+        return (Vec::new(), 0);
+    }
+    let segments = manifest["segments"].as_array().cloned().unwrap_or_default();
+    let names = segments
+        .iter()
+        .map(|segment| segment["name"].as_str().unwrap().to_owned())
+        .collect();
+    let hashed = segments.iter().filter(|segment| segment["hash"].is_string()).count();
+    (names, hashed)
+}
+
+/// Three clients fetch the `original` rendition's segments; a fourth plays
+/// it through `omega play`.
+fn renditions(nodes: &[Node; 3], admin: &str, item: u64, root: &std::path::Path) {
+    // The copy plan (the film's keyframes) is listed in the background.
+    let mut names = Vec::new();
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            names = segment_names(&nodes[0], admin, item).0;
+            names.len() >= 3
+        },
+        || nodes[0].log(),
+    );
+    // Bad input: an unknown rendition; a node without the file.
+    let (code, error) = json_of(http(
+        &nodes[0],
+        "GET",
+        &format!(
+            "/api/v1/items/{item}/manifest?peer=12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN&rendition=4320p"
+        ),
+        Some(admin),
+        None,
+    ));
+    assert_eq!(code, 404, "{error}");
+    let (code, _) = json_of(http(
+        &nodes[1],
+        "GET",
+        &format!(
+            "/api/v1/items/{item}/manifest?peer=12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN&rendition=original"
+        ),
+        Some(admin),
+        None,
+    ));
+    assert_eq!(code, 404);
+
+    let outs: Vec<_> = (1..=3).map(|n| root.join(format!("client-{n}.mp4"))).collect();
+    let rendition = ["--rendition", "original"];
+    // Nothing is made yet: the first client gets every segment from the
+    // origin over HTTP, which makes and keeps them.
+    let (first, mut seeder_one) = fetch_with(&nodes[0], item, admin, &outs[0], "120s", &rendition);
+    assert_eq!(first["verify_failures"], 0, "{first}");
+    wait_until(
+        Duration::from_secs(30),
+        || segment_names(&nodes[0], admin, item).1 == names.len(),
+        || nodes[0].log(),
+    );
+    // The first client serves a segment once the origin publishes its hash
+    // (it asks every 3 s).
+    std::thread::sleep(Duration::from_secs(4));
+    let (second, mut seeder_two) = fetch_with(&nodes[0], item, admin, &outs[1], "120s", &rendition);
+    let (third, mut last) = fetch_with(&nodes[0], item, admin, &outs[2], "0s", &rendition);
+    let origin: Vec<u8> = origin_segments(&nodes[0], admin, item, &names)
+        .into_iter()
+        .flat_map(|(_, bytes)| bytes)
+        .collect();
+    for out in &outs {
+        assert!(
+            std::fs::read(out).unwrap() == origin,
+            "{} differs from the origin's segments",
+            out.display()
+        );
+    }
+    println!("rendition: first {first}\nsecond {second}\nthird {third}");
+    let (others, total) = from_others(&third);
+    assert_eq!(total, origin.len() as u64);
+    assert_eq!(third["verify_failures"], 0, "{third}");
+    assert!(
+        others * 100 >= total * 60,
+        "at least 60% of the segment bytes from peers other than the origin: {others} of {total}: {third}"
+    );
+
+    // `omega play` serves the rendition locally, from peers.
+    let mut player = Command::new(env!("CARGO_BIN_EXE_omega"))
+        .args(["play", &item.to_string(), "--rendition", "original"])
+        .args(["--server", &format!("http://127.0.0.1:{}", nodes[0].http_port)])
+        .args(["--p2p-listen", "127.0.0.1:0"])
+        .env("OMEGA_TOKEN", admin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    BufReader::new(player.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let port: u16 = url
+        .trim()
+        .strip_prefix("http://127.0.0.1:")
+        .and_then(|rest| rest.strip_suffix("/master.m3u8"))
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("omega play printed {url:?}"));
+    let get = |path: &str| {
+        let (code, _, body) = common::http_raw(port, "GET", path, "", b"");
+        assert_eq!(code, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        body
+    };
+    let master = String::from_utf8(get("/master.m3u8")).unwrap();
+    assert!(
+        master.contains("original/index.m3u8\n") && !master.contains("t="),
+        "{master}"
+    );
+    let variant = String::from_utf8(get("/original/index.m3u8")).unwrap();
+    assert!(variant.contains("init.mp4") && !variant.contains("?t="), "{variant}");
+    for (name, bytes) in origin_segments(&nodes[0], admin, item, &names) {
+        assert!(get(&format!("/original/{name}")) == bytes, "{name} differs");
+    }
+    let stats: Value = serde_json::from_slice(&get("/stats.json")).unwrap();
+    assert_eq!(stats["p2p_segments"].as_u64(), Some(names.len() as u64), "{stats}");
+    let (code, _, _) = common::http_raw(port, "GET", "/original/..%2Fsecret", "", b"");
+    assert_eq!(code, 404);
+    for child in [&mut seeder_one, &mut seeder_two, &mut last, &mut player] {
         let _ = child.kill();
         let _ = child.wait();
     }

@@ -3,8 +3,8 @@
 //! BLAKE3 hash before writing it at its offset, and reports what came of
 //! it. The file grows as `OUT.part`; a fetch begun again verifies what
 //! the part file already holds and fetches only the rest. When every
-//! piece is in, the whole file is checked against the blob's hash, synced
-//! and renamed into place.
+//! piece is in, the whole file is checked against the blob's hash (a
+//! segment set's against each segment's), synced and renamed into place.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -177,15 +177,7 @@ pub async fn fetch(p2p: &P2p, manifest: &Manifest, out: &Path, options: &FetchOp
         });
     }
     let file = shared.file;
-    let whole = hash_file(&file, manifest.size)?;
-    if whole != manifest.blob {
-        // Every piece verified, so only a manifest whose pieces do not
-        // make its blob gets here.
-        return Err(P2pError::Manifest(format!(
-            "the pieces make {whole}, not the blob {}",
-            manifest.blob
-        )));
-    }
+    check_whole(&file, manifest)?;
     file.sync_all()?;
     std::fs::rename(&part, out)?;
     let sources = providers
@@ -225,13 +217,40 @@ fn resume(file: &std::fs::File, manifest: &Manifest, schedule: &mut Schedule) ->
     Ok(resumed)
 }
 
-fn hash_file(file: &std::fs::File, size: u64) -> Result<omega_storage::BlobId> {
+/// Checks the fetched file against the blob's hash, or each segment of a
+/// set against its own. Every piece verified, so only a manifest whose
+/// pieces do not make what it names fails here.
+fn check_whole(file: &std::fs::File, manifest: &Manifest) -> Result<()> {
+    if manifest.segments.is_empty() {
+        let whole = hash_range(file, 0, manifest.size)?;
+        if whole != manifest.blob {
+            return Err(P2pError::Manifest(format!(
+                "the pieces make {whole}, not the blob {}",
+                manifest.blob
+            )));
+        }
+        return Ok(());
+    }
+    for (segment, hash) in manifest.hashed_segments() {
+        let made = hash_range(file, segment.offset, segment.size)?;
+        if made != hash {
+            return Err(P2pError::Manifest(format!(
+                "the pieces of segment {} make {made}, not {hash}",
+                segment.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// BLAKE3 of `size` bytes of `file` from `start`.
+pub fn hash_range(file: &std::fs::File, start: u64, size: u64) -> Result<omega_storage::BlobId> {
     let mut hasher = blake3::Hasher::new();
-    let mut buffer = vec![0_u8; 1 << 20];
+    let mut buffer = vec![0_u8; (1 << 20).min(size as usize)];
     let mut offset = 0;
     while offset < size {
         let want = (size - offset).min(buffer.len() as u64) as usize;
-        file.read_exact_at(&mut buffer[..want], offset)?;
+        file.read_exact_at(&mut buffer[..want], start + offset)?;
         hasher.update(&buffer[..want]);
         offset += want as u64;
     }

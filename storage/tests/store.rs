@@ -353,6 +353,11 @@ fn gc_removes_unreferenced_data_and_keeps_shared_chunks() {
         store.remove_reference(&format!("test:{seed}")).unwrap();
     }
     store.remove_reference("test:dropped").unwrap();
+    assert_eq!(
+        store.references("test:", 10).unwrap(),
+        vec![("test:kept".to_owned(), kept.blob)]
+    );
+    assert!(store.references("nothing:", 10).unwrap().is_empty());
     let before = store.stats().unwrap();
     let report = store.gc().unwrap();
     assert_eq!(report.blobs_removed, 4);

@@ -140,6 +140,15 @@ async fn renditions(source: &Source) -> Vec<(Rendition, SegmentPlan)> {
     renditions
 }
 
+/// The rendition `name` of a source, and its segments.
+pub(crate) async fn rendition_named(source: &Source, name: &str) -> ApiResult<(Rendition, SegmentPlan)> {
+    renditions(source)
+        .await
+        .into_iter()
+        .find(|(candidate, _)| candidate.name == name)
+        .ok_or_else(|| ApiError::not_found(format!("no rendition {name:?}")))
+}
+
 fn subtitle_tracks(source: &Source) -> Vec<(SubtitleTrack, SubtitleOrigin)> {
     let mut tracks = Vec::new();
     for stream in source.info.subtitles.iter().filter(|stream| stream.text) {
@@ -242,11 +251,7 @@ pub async fn file(
     if rendition == "subtitles" {
         return subtitle_file(&source, &file, &token).await;
     }
-    let (rendition, plan) = renditions(&source)
-        .await
-        .into_iter()
-        .find(|(candidate, _)| candidate.name == rendition)
-        .ok_or_else(|| ApiError::not_found(format!("no rendition {rendition:?}")))?;
+    let (rendition, plan) = rendition_named(&source, &rendition).await?;
     if file == "index.m3u8" {
         return Ok(text_response(
             "application/vnd.apple.mpegurl",
@@ -281,10 +286,34 @@ pub async fn file(
         .into_response())
 }
 
+/// A file of a rendition.
 #[derive(Debug, Clone, Copy)]
-enum Part {
+pub(crate) enum Part {
     Init,
     Segment(u32),
+}
+
+impl Part {
+    /// Every file of a rendition with these segments, in playlist order.
+    pub(crate) fn all(plan: &SegmentPlan) -> impl Iterator<Item = Part> {
+        std::iter::once(Part::Init).chain((0..plan.count()).map(Part::Segment))
+    }
+
+    /// Its file name in the rendition's playlist.
+    pub(crate) fn file_name(self) -> String {
+        match self {
+            Part::Init => "init.mp4".to_owned(),
+            Part::Segment(index) => format!("{index}.m4s"),
+        }
+    }
+
+    /// The store reference a made file is kept under.
+    pub(crate) fn reference(self, source: &str, rendition: &str) -> String {
+        match self {
+            Part::Init => format!("hls:{source}:{rendition}:init"),
+            Part::Segment(index) => format!("hls:{source}:{rendition}:{index}"),
+        }
+    }
 }
 
 /// A segment from the store, or made by a session and then stored.
@@ -295,10 +324,7 @@ async fn segment_bytes(
     plan: &SegmentPlan,
     part: Part,
 ) -> ApiResult<Vec<u8>> {
-    let reference = match part {
-        Part::Init => format!("hls:{}:{}:init", source.id, rendition.name),
-        Part::Segment(index) => format!("hls:{}:{}:{index}", source.id, rendition.name),
-    };
+    let reference = part.reference(&source.id, &rendition.name);
     if let Some(store) = state.store.clone() {
         let lookup = reference.clone();
         let stored = tokio::task::spawn_blocking(move || -> omega_storage::Result<Option<Vec<u8>>> {

@@ -3,7 +3,11 @@
 //! hashes, who provides them (the node holding the file, and peers the DHT
 //! knows to have cached it), the members whose keys may sign, and a grant
 //! for the asking peer, all signed by this node. Any node answers: the
-//! piece list comes from its own store, else from the holder.
+//! piece list comes from its own store, else from the holder. With
+//! `rendition`, the node holding the file answers with that HLS
+//! rendition's segment set: the segments made so far, each with its hash
+//! and pieces, and the names of the rest (a client gets those from the
+//! origin over HTTP, which makes them).
 
 use std::time::Duration;
 
@@ -11,11 +15,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::request::Parts;
 use omega_consensus::state_machine::read;
+use omega_p2p::manifest::Segment;
 use omega_p2p::{Grant, Manifest, PeerId, Piece, Provider};
-use omega_storage::{BlobId, ChunkId};
+use omega_storage::BlobId;
 use serde::Deserialize;
 
 use super::extract::{PathParam, QueryParams};
+use super::hls::Part;
 use super::items::visible_item;
 use super::signed::authorize;
 use super::{ApiError, ApiResult, AppState};
@@ -35,12 +41,17 @@ pub struct ManifestQuery {
     pub peer: Option<String>,
     /// A stream token for this item (instead of a bearer token).
     pub t: Option<String>,
+    /// An HLS rendition (`original`, `720p`, `audio`, …): the manifest of
+    /// its segments instead of the file's.
+    pub rendition: Option<String>,
 }
 
-/// A signed manifest of the item's file for the peer `peer`: `blob`,
+/// A signed manifest for the peer `peer`: of the item's file (`blob`,
 /// `size`, `pieces` (`hash`, `offset`, `len`), `providers` (`peer`,
 /// `addrs`, `origin`), `members`, `routes` (members and their addresses),
-/// `grant`, `issuer_key`, `signature`.
+/// `grant`, `issuer_key`, `signature`); or, with `rendition`, of that HLS
+/// rendition's segment set, which adds `segments` (`name`, `hash`,
+/// `offset`, `size`; `hash` is null for a segment not made yet).
 #[utoipa::path(get, path = "/api/v1/items/{id}/manifest", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), ManifestQuery), responses((status = 200, description = "The signed manifest", body = Object), (status = 400), (status = 404), (status = 409, description = "The file is not indexed yet"), (status = 503, description = "P2P is off on this node")))]
 pub async fn manifest(
     State(state): State<AppState>,
@@ -63,6 +74,9 @@ pub async fn manifest(
     let peer: PeerId = peer
         .parse()
         .map_err(|_| ApiError::bad_request(format!("peer {peer:?} is not a libp2p peer id")))?;
+    if let Some(rendition) = query.rendition.as_deref() {
+        return rendition_manifest(&state, &caller, &node, id, peer, rendition).await;
+    }
     let media = item
         .fields
         .media
@@ -78,13 +92,8 @@ pub async fn manifest(
 
     let members = read::peers(state.cluster.tables())?;
     let mut providers = Vec::new();
-    let own = node.p2p.peer_id();
     if here {
-        providers.push(Provider {
-            peer: own.to_string(),
-            addrs: node.p2p.listen_addrs().iter().map(ToString::to_string).collect(),
-            origin: media.node == state.cluster.id(),
-        });
+        providers.push(own_provider(&node, media.node == state.cluster.id()));
     }
     if media.node != state.cluster.id()
         && let Some((_, holder)) = members.iter().find(|(id, _)| *id == media.node)
@@ -95,37 +104,192 @@ pub async fn manifest(
             origin: true,
         });
     }
-    let found = node.p2p.providers(blob, PROVIDERS_WITHIN).await.unwrap_or_default();
+    let listed = Listing {
+        id: blob,
+        size,
+        pieces,
+        segments: Vec::new(),
+        providers,
+    };
+    finish(&state, &node, listed, &members, peer, media.node).await
+}
+
+/// What a manifest lists before the providers the DHT knows, the members
+/// and the grant are added and it is signed.
+struct Listing {
+    /// The blob, or the segment set.
+    id: BlobId,
+    size: u64,
+    pieces: Vec<Piece>,
+    segments: Vec<Segment>,
+    providers: Vec<Provider>,
+}
+
+fn own_provider(node: &crate::p2p::NodeP2p, origin: bool) -> Provider {
+    Provider {
+        peer: node.p2p.peer_id().to_string(),
+        addrs: node.p2p.listen_addrs().iter().map(ToString::to_string).collect(),
+        origin,
+    }
+}
+
+/// Adds the peers the DHT knows to provide `listed.id`, the members, the
+/// routes and a grant for `peer`; signs.
+async fn finish(
+    state: &AppState,
+    node: &crate::p2p::NodeP2p,
+    mut listed: Listing,
+    members: &[(u64, omega_consensus::model::Peer)],
+    peer: PeerId,
+    holder: u64,
+) -> ApiResult<Json<Manifest>> {
+    let found = node
+        .p2p
+        .providers(listed.id, PROVIDERS_WITHIN)
+        .await
+        .unwrap_or_default();
     for (provider, addrs) in found.into_iter().take(PROVIDERS_MAX) {
-        let listed = providers.iter().any(|known| known.peer == provider.to_string());
-        if provider == peer || listed || addrs.is_empty() {
+        let listed_already = listed.providers.iter().any(|known| known.peer == provider.to_string());
+        if provider == peer || listed_already || addrs.is_empty() {
             continue;
         }
-        providers.push(Provider {
+        listed.providers.push(Provider {
             peer: provider.to_string(),
             addrs: addrs.iter().map(ToString::to_string).collect(),
             origin: false,
         });
     }
-    let grant = Grant::issue(node.p2p.keypair(), &peer, &blob, state.clock.now_ms() + STREAM_TTL_MS);
+    let grant = Grant::issue(
+        node.p2p.keypair(),
+        &peer,
+        &listed.id,
+        state.clock.now_ms() + STREAM_TTL_MS,
+    );
     // From the applied table, not a cached set: a client seeding for a
     // while must trust every member that may sign its peers' grants.
+    let own = node.p2p.peer_id().to_string();
     let mut member_ids: Vec<String> = members.iter().map(|(_, member)| member.peer_id.clone()).collect();
-    if !member_ids.contains(&own.to_string()) {
-        member_ids.push(own.to_string());
+    if !member_ids.contains(&own) {
+        member_ids.push(own);
     }
     let routes = members
         .iter()
         .map(|(id, member)| Provider {
             peer: member.peer_id.clone(),
             addrs: member.addrs.clone(),
-            origin: *id == media.node,
+            origin: *id == holder,
         })
         .collect();
     Ok(Json(Manifest {
         routes,
-        ..Manifest::sign(node.p2p.keypair(), blob, size, pieces, providers, member_ids, grant)
+        ..Manifest::sign_set(
+            node.p2p.keypair(),
+            listed.id,
+            listed.size,
+            listed.pieces,
+            listed.segments,
+            listed.providers,
+            member_ids,
+            grant,
+        )
     }))
+}
+
+/// The id of a rendition's segment set: it names content, since the
+/// source's id does.
+pub(crate) fn set_id(source: &str, rendition: &str) -> BlobId {
+    BlobId::of(format!("omega-hls-set\0{source}\0{rendition}").as_bytes())
+}
+
+/// The manifest of a rendition's segment set, from the node that makes
+/// its segments (the one holding the file): the segments made so far,
+/// with their pieces, and the names of the rest.
+async fn rendition_manifest(
+    state: &AppState,
+    caller: &super::Caller,
+    node: &crate::p2p::NodeP2p,
+    id: u64,
+    peer: PeerId,
+    name: &str,
+) -> ApiResult<Json<Manifest>> {
+    let source = super::hls::source(state, caller, id).await?;
+    let (rendition, plan) = super::hls::rendition_named(&source, name).await?;
+    let store = state
+        .store
+        .clone()
+        .ok_or_else(|| ApiError::not_found("this node keeps no store, so it shares no segments"))?;
+    let set = set_id(&source.id, &rendition.name);
+    let files: Vec<(String, String)> = Part::all(&plan)
+        .map(|part| (part.file_name(), part.reference(&source.id, &rendition.name)))
+        .collect();
+    let index = node.index.clone();
+    let (listed, first) = tokio::task::spawn_blocking(move || -> omega_storage::Result<_> {
+        let mut pieces = Vec::new();
+        let mut segments = Vec::new();
+        let mut records = Vec::new();
+        let mut offset = 0;
+        for (name, reference) in files {
+            let stored = match store.resolve_reference(&reference)? {
+                Some(blob) => store
+                    .blob(&blob)
+                    .ok()
+                    .filter(|record| record.size > 0)
+                    .map(|record| (blob, record)),
+                None => None,
+            };
+            let Some((blob, record)) = stored else {
+                segments.push(Segment {
+                    name,
+                    hash: None,
+                    offset: 0,
+                    size: 0,
+                });
+                continue;
+            };
+            pieces.extend(record.chunks.iter().map(|entry| Piece {
+                hash: entry.chunk,
+                offset: offset + entry.offset,
+                len: entry.len,
+            }));
+            segments.push(Segment {
+                name,
+                hash: Some(blob),
+                offset,
+                size: record.size,
+            });
+            offset += record.size;
+            records.push((blob, record));
+        }
+        let refs: Vec<_> = records.iter().map(|(blob, record)| (*blob, record)).collect();
+        let first = index.register_set(set, &refs);
+        Ok((
+            Listing {
+                id: set,
+                size: offset,
+                pieces,
+                segments,
+                providers: Vec::new(),
+            },
+            first,
+        ))
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    if first {
+        // Announced once per set: clients that seed it find this node
+        // through the same record.
+        let p2p = node.p2p.clone();
+        tokio::spawn(async move {
+            if let Err(error) = p2p.provide(set).await {
+                tracing::debug!(%set, "cannot announce a segment set: {error}");
+            }
+        });
+    }
+    let mut listed = listed;
+    listed.providers.push(own_provider(node, true));
+    let members = read::peers(state.cluster.tables())?;
+    finish(state, node, listed, &members, peer, state.cluster.id()).await
 }
 
 /// The blob's size and pieces, from this node's store (`true`) or from
@@ -148,25 +312,11 @@ async fn pieces(state: &AppState, holder: u64, blob: &BlobId) -> ApiResult<(u64,
     if holder == state.cluster.id() {
         return Err(ApiError::not_found("the item's file is not in this node's store"));
     }
-    let http_addr = crate::jobs::owner_http(state, holder).map_err(|error| ApiError::not_found(error.to_string()))?;
-    let token = state.tokens.node_token(state.cluster.id(), state.clock.now_ms());
-    let manifest = crate::remote::blob_manifest(&http_addr, &token, &blob.to_string())
+    let (size, pieces) = crate::relay::holder_pieces(state, holder, blob)
         .await
         .map_err(|error| ApiError::new(axum::http::StatusCode::BAD_GATEWAY, format!("{error:#}")))?;
-    let pieces = manifest
-        .chunks
-        .iter()
-        .map(|chunk| {
-            let hash: ChunkId = chunk
-                .hash
-                .parse()
-                .map_err(|_| ApiError::new(axum::http::StatusCode::BAD_GATEWAY, "the holder sent a bad chunk hash"))?;
-            Ok(Piece {
-                hash,
-                offset: chunk.offset,
-                len: chunk.len,
-            })
-        })
-        .collect::<ApiResult<Vec<_>>>()?;
-    Ok((manifest.size, pieces, false))
+    // A client asked this node: it fetches the file from the holder and
+    // its peers, keeps it and provides it to the next.
+    crate::relay::cache_in_background(state, *blob, holder);
+    Ok((size, pieces, false))
 }

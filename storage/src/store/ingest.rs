@@ -323,6 +323,16 @@ impl Store {
         self.index.get::<BlobId>(Family::Refs, reference.as_bytes())
     }
 
+    /// Up to `limit` references that start with `prefix`, in name order,
+    /// with the blobs they name.
+    pub fn references(&self, prefix: &str, limit: usize) -> Result<Vec<(String, BlobId)>> {
+        self.index
+            .scan_prefix::<BlobId>(Family::Refs, prefix.as_bytes())
+            .take(limit)
+            .map(|entry| entry.map(|(key, blob)| (String::from_utf8_lossy(&key).into_owned(), blob)))
+            .collect()
+    }
+
     fn has_quarantined_chunk(&self, record: &BlobRecord) -> Result<bool> {
         for (chunk, _) in record.distinct_chunks() {
             if self.index.get_raw(Family::Quarantine, chunk.as_bytes())?.is_some() {

@@ -1,0 +1,289 @@
+//! Nodes cache what they relay. A node that needs a blob another member
+//! holds (a transcode worker's source, a chunk job's output, the file of
+//! an item a client asked this node about) reads it in this order: its
+//! own store (hot, then cold: the store reads through), the peers that
+//! provide it over P2P with the holder as origin (every piece verified,
+//! then the whole), the holder over HTTP. What came over the network is
+//! kept in the store under `relay:…` and announced in the DHT, so the
+//! node provides it from then on. Kept blobs are bounded by
+//! `[p2p] cache_max`: the oldest go first.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use omega_consensus::state_machine::read;
+use omega_p2p::{FetchOptions, FetchReport, Manifest, Piece, Provider};
+use omega_storage::{BlobId, ChunkId, Store};
+
+use crate::api::AppState;
+
+/// References of kept blobs start with this; then the time kept (ms,
+/// zero-padded, so that name order is age order) and the blob.
+pub const RELAY_PREFIX: &str = "relay:";
+/// Blobs cached in the background at once (on behalf of clients).
+const BACKGROUND_AT_ONCE: usize = 2;
+/// Kept blobs looked at when evicting.
+const KEPT_MAX: usize = 100_000;
+/// How long the DHT is asked for providers.
+const PROVIDERS_WITHIN: Duration = Duration::from_millis(1500);
+
+/// The node's relay cache.
+#[derive(Debug)]
+pub struct Relay {
+    /// Where blobs fetched in the background are written before the
+    /// store takes them.
+    dir: PathBuf,
+    /// Bytes of kept blobs at most (0: keep nothing).
+    cache_max: u64,
+    in_flight: Mutex<HashSet<BlobId>>,
+}
+
+impl Relay {
+    /// A cache writing under `dir`, keeping at most `cache_max` bytes.
+    pub fn new(dir: PathBuf, cache_max: u64) -> Relay {
+        Relay {
+            dir,
+            cache_max,
+            in_flight: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+/// Where a blob came from.
+#[derive(Debug)]
+pub enum Via {
+    /// This node's store.
+    Store,
+    /// Peers over P2P.
+    Peers(FetchReport),
+    /// The holder over HTTP.
+    Holder,
+}
+
+impl Via {
+    fn label(&self) -> &'static str {
+        match self {
+            Via::Store => "store",
+            Via::Peers(_) => "peers",
+            Via::Holder => "holder",
+        }
+    }
+}
+
+/// Gets `blob`, which member `holder` holds, into `dest`, verified; keeps
+/// what came over the network (see the module's note).
+pub async fn fetch(state: &AppState, blob: BlobId, holder: u64, dest: &Path) -> anyhow::Result<Via> {
+    if let Some(store) = state.store.clone()
+        && copy_from_store(store, blob, dest.to_path_buf()).await?
+    {
+        metrics::counter!("omega_relay_total", "via" => "store").increment(1);
+        return Ok(Via::Store);
+    }
+    let via = match &state.p2p {
+        Some(node) => match from_peers(state, node, blob, holder, dest).await {
+            Ok(report) => Via::Peers(report),
+            Err(error) => {
+                tracing::info!(%blob, "peers could not deliver the blob; asking its holder over HTTP: {error:#}");
+                from_holder(state, blob, holder, dest).await?;
+                Via::Holder
+            }
+        },
+        None => {
+            from_holder(state, blob, holder, dest).await?;
+            Via::Holder
+        }
+    };
+    metrics::counter!("omega_relay_total", "via" => via.label()).increment(1);
+    if let Err(error) = keep(state, blob, dest).await {
+        tracing::warn!(%blob, "cannot keep a relayed blob: {error:#}");
+    }
+    Ok(via)
+}
+
+/// Caches `blob` (held by `holder`) in the background, so that this node
+/// provides it; skipped when it is being cached already or every
+/// background slot is busy.
+pub fn cache_in_background(state: &AppState, blob: BlobId, holder: u64) {
+    let Some(node) = &state.p2p else { return };
+    let relay = node.relay.clone();
+    if relay.cache_max == 0 {
+        return;
+    }
+    {
+        let mut in_flight = relay
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if in_flight.len() >= BACKGROUND_AT_ONCE || !in_flight.insert(blob) {
+            return;
+        }
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        let dest = relay.dir.join(blob.to_string());
+        let outcome = async {
+            std::fs::create_dir_all(&relay.dir).with_context(|| format!("cannot create {}", relay.dir.display()))?;
+            fetch(&state, blob, holder, &dest).await
+        }
+        .await;
+        match outcome {
+            Ok(via) => tracing::info!(%blob, via = via.label(), "relayed blob cached"),
+            Err(error) => tracing::info!(%blob, "cannot cache a relayed blob: {error:#}"),
+        }
+        let _ = std::fs::remove_file(&dest);
+        relay
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&blob);
+    });
+}
+
+/// Copies the blob out of the store when the store has all of it.
+async fn copy_from_store(store: Arc<Store>, blob: BlobId, dest: PathBuf) -> anyhow::Result<bool> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+        let Ok(record) = store.blob(&blob) else {
+            return Ok(false);
+        };
+        if !record.stored {
+            return Ok(false);
+        }
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&dest).with_context(|| format!("cannot create {}", dest.display()))?,
+        );
+        // read_range_to verifies every chunk; a damaged copy is fetched
+        // from the network instead.
+        if let Err(error) = store.read_range_to(&blob, 0, record.size, &mut file) {
+            tracing::warn!(%blob, "the stored copy is unreadable: {error}");
+            return Ok(false);
+        }
+        std::io::Write::flush(&mut file)?;
+        Ok(true)
+    })
+    .await?
+}
+
+/// The blob's size and pieces, as its holder's store has them.
+pub async fn holder_pieces(state: &AppState, holder: u64, blob: &BlobId) -> anyhow::Result<(u64, Vec<Piece>)> {
+    let http_addr = crate::jobs::owner_http(state, holder)?;
+    let token = state.tokens.node_token(state.cluster.id(), state.clock.now_ms());
+    let listed = crate::remote::blob_manifest(&http_addr, &token, &blob.to_string()).await?;
+    let pieces = listed
+        .chunks
+        .iter()
+        .map(|chunk| {
+            let hash: ChunkId = chunk.hash.parse().context("the holder sent a bad chunk hash")?;
+            Ok(Piece {
+                hash,
+                offset: chunk.offset,
+                len: chunk.len,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((listed.size, pieces))
+}
+
+/// Pulls the blob from every peer that provides it, the holder as origin.
+async fn from_peers(
+    state: &AppState,
+    node: &crate::p2p::NodeP2p,
+    blob: BlobId,
+    holder: u64,
+    dest: &Path,
+) -> anyhow::Result<FetchReport> {
+    let (size, pieces) = holder_pieces(state, holder, &blob).await?;
+    let members = read::peers(state.cluster.tables())?;
+    let own = node.p2p.peer_id();
+    let mut providers: Vec<Provider> = members
+        .iter()
+        .filter(|(id, _)| *id == holder)
+        .map(|(_, peer)| Provider {
+            peer: peer.peer_id.clone(),
+            addrs: peer.addrs.clone(),
+            origin: true,
+        })
+        .collect();
+    for (peer, addrs) in node.p2p.providers(blob, PROVIDERS_WITHIN).await.unwrap_or_default() {
+        if peer == own || addrs.is_empty() || providers.iter().any(|known| known.peer == peer.to_string()) {
+            continue;
+        }
+        providers.push(Provider {
+            peer: peer.to_string(),
+            addrs: addrs.iter().map(ToString::to_string).collect(),
+            origin: false,
+        });
+    }
+    let mut member_ids: Vec<String> = members.iter().map(|(_, peer)| peer.peer_id.clone()).collect();
+    member_ids.push(own.to_string());
+    // Members need no grant from each other.
+    let manifest = Manifest::sign(
+        node.p2p.keypair(),
+        blob,
+        size,
+        pieces,
+        providers,
+        member_ids,
+        String::new(),
+    );
+    let report = omega_p2p::fetch::fetch(&node.p2p, &manifest, dest, &FetchOptions::default()).await?;
+    tracing::info!(%blob, bytes = report.bytes, sources = report.sources.len(), "blob fetched from peers");
+    Ok(report)
+}
+
+async fn from_holder(state: &AppState, blob: BlobId, holder: u64, dest: &Path) -> anyhow::Result<()> {
+    let http_addr = crate::jobs::owner_http(state, holder)?;
+    let token = state.tokens.node_token(state.cluster.id(), state.clock.now_ms());
+    crate::remote::fetch_blob(&http_addr, &token, &blob.to_string(), dest).await?;
+    Ok(())
+}
+
+/// Keeps a fetched blob in the store under a `relay:` reference, drops
+/// the oldest kept ones past the budget, and announces it.
+async fn keep(state: &AppState, blob: BlobId, path: &Path) -> anyhow::Result<()> {
+    let (Some(store), Some(node)) = (state.store.clone(), state.p2p.clone()) else {
+        return Ok(());
+    };
+    let cache_max = node.relay.cache_max;
+    let size = std::fs::metadata(path)?.len();
+    if cache_max == 0 || size > cache_max {
+        return Ok(());
+    }
+    let reference = format!("{RELAY_PREFIX}{:016}:{blob}", state.clock.now_ms());
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let report = store.ingest_file_as(&path, &reference, &mut |_| {})?;
+        anyhow::ensure!(report.blob == blob, "the file is {}, not {blob}", report.blob);
+        evict(&store, cache_max)
+    })
+    .await??;
+    node.p2p.provide(blob).await?;
+    Ok(())
+}
+
+/// Removes the oldest `relay:` references while kept blobs exceed
+/// `cache_max`, then collects what they named.
+fn evict(store: &Store, cache_max: u64) -> anyhow::Result<()> {
+    let kept = store.references(RELAY_PREFIX, KEPT_MAX)?;
+    let sizes: Vec<u64> = kept
+        .iter()
+        .map(|(_, blob)| store.blob(blob).map(|record| record.size).unwrap_or(0))
+        .collect();
+    let mut total: u64 = sizes.iter().sum();
+    let mut removed = 0;
+    for ((reference, _), size) in kept.iter().zip(sizes) {
+        if total <= cache_max {
+            break;
+        }
+        store.remove_reference(reference)?;
+        total -= size;
+        removed += 1;
+    }
+    if removed > 0 {
+        let report = store.gc()?;
+        tracing::info!(removed, ?report, "relay cache over budget: oldest blobs dropped");
+    }
+    Ok(())
+}

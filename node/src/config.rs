@@ -58,6 +58,12 @@ pub struct FileP2pConfig {
     /// Bytes of blobs this node keeps of what it fetched from other
     /// members, to provide them in turn (default "16GiB"; "0": none).
     pub cache_max: Option<String>,
+    /// Members that pull a popular file or rendition ahead of demand
+    /// (default 2; 0: none).
+    pub replicas: Option<usize>,
+    /// Distinct viewers within a minute that make a thing popular
+    /// (default 3).
+    pub popular_after: Option<usize>,
 }
 
 /// P2P settings.
@@ -71,6 +77,10 @@ pub struct P2pSettings {
     pub mdns: bool,
     /// Bytes of relayed blobs kept (0: none).
     pub cache_max: u64,
+    /// Members that pull what is popular.
+    pub replicas: usize,
+    /// Viewers that make a thing popular.
+    pub popular_after: usize,
 }
 
 /// The `[transcode]` table.
@@ -330,6 +340,8 @@ impl Config {
                 }
                 None => DEFAULT_RELAY_CACHE,
             },
+            replicas: file.p2p.replicas.unwrap_or(2).min(64),
+            popular_after: file.p2p.popular_after.unwrap_or(3).max(1),
         };
         let listen = match overrides.listen.as_deref().or(file.listen.as_deref()) {
             Some(text) => parse_addr("HTTP listen address", text, DEFAULT_HTTP_PORT)?,

@@ -24,8 +24,9 @@ use serde::Serialize;
 
 use crate::api::AppState;
 
-/// How often the queue is looked at.
-const POLL: Duration = Duration::from_secs(1);
+/// How often the queue is looked at without a notice (a notice wakes the
+/// worker at once): expired leases are found this way.
+const POLL: Duration = Duration::from_secs(2);
 /// How long a node leaves a job it gave back to others.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Claims a job is tried at most, then it fails for good.
@@ -177,7 +178,12 @@ pub async fn run(state: AppState, lease_ms: u64, work_dir: PathBuf) {
     // Jobs this node gave back, and when: left to others for a while.
     let mut released: HashMap<u64, std::time::Instant> = HashMap::new();
     loop {
-        tick.tick().await;
+        // A job queued anywhere wakes the worker at once (gossip); the
+        // poll catches expired leases and notices that were missed.
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = state.job_wake.notified() => {}
+        }
         released.retain(|_, at| at.elapsed() < RETRY_AFTER);
         let claimed = match claim_next(&state, lease_ms, &released).await {
             Ok(claimed) => claimed,
@@ -250,7 +256,11 @@ async fn finish(state: &AppState, job: u64, fencing: u64, outcome: JobOutcome) -
         now_ms: state.clock.now_ms(),
     };
     match state.cluster.write(command).await? {
-        Response::Done => Ok(()),
+        Response::Done => {
+            // A join may be waiting for this chunk.
+            crate::gossip::announce_job(state);
+            Ok(())
+        }
         Response::Rejected(rejection) => bail!("the result was refused: {rejection}"),
         other => bail!("unexpected answer {other:?}"),
     }

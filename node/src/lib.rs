@@ -29,6 +29,7 @@ pub mod config;
 pub mod control;
 pub mod events;
 pub mod fetch_cmd;
+pub mod gossip;
 pub mod http;
 pub mod jellyfin;
 pub mod jobs;

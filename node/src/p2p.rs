@@ -98,6 +98,14 @@ impl PieceIndex {
         lock(&self.announced).insert(set)
     }
 
+    /// True when the set `set` is registered with at least `pieces`
+    /// pieces.
+    pub fn has_set(&self, set: &BlobId, pieces: usize) -> bool {
+        lock(&self.sets)
+            .iter()
+            .any(|(known, map)| known == set && map.len() >= pieces)
+    }
+
     fn find(&self, store: &Store, id: &BlobId) -> Option<PieceMap> {
         if let Some((_, map)) = lock(&self.sets).iter().find(|(set, _)| set == id) {
             return Some(map.clone());

@@ -109,7 +109,7 @@ pub async fn fetch(state: &AppState, blob: BlobId, holder: u64, dest: &Path) -> 
 pub fn cache_in_background(state: &AppState, blob: BlobId, holder: u64) {
     let Some(node) = &state.p2p else { return };
     let relay = node.relay.clone();
-    if relay.cache_max == 0 {
+    if relay.cache_max == 0 || held(state, &blob) {
         return;
     }
     {
@@ -140,6 +140,110 @@ pub fn cache_in_background(state: &AppState, blob: BlobId, holder: u64) {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&blob);
     });
+}
+
+/// True when this node's store has all of the blob.
+fn held(state: &AppState, blob: &BlobId) -> bool {
+    state
+        .store
+        .as_ref()
+        .and_then(|store| store.blob(blob).ok())
+        .is_some_and(|record| record.stored)
+}
+
+/// Pulls a popular rendition's segment set from its holder and the peers
+/// that provide it, keeps its segments and provides the set; in the
+/// background, skipped when this node is at it already.
+pub fn replicate_set_in_background(state: &AppState, item: u64, rendition: String, holder: u64) {
+    let Some(node) = state.p2p.clone() else { return };
+    if node.relay.cache_max == 0 {
+        return;
+    }
+    // Named by item and rendition until the manifest gives the set's id.
+    let job = BlobId::of(format!("replicate\0{item}\0{rendition}").as_bytes());
+    {
+        let mut in_flight = node
+            .relay
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if in_flight.len() >= BACKGROUND_AT_ONCE || !in_flight.insert(job) {
+            return;
+        }
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        match replicate_set(&state, &node, item, &rendition, holder).await {
+            Ok(segments) => tracing::info!(item, %rendition, segments, "popular rendition replicated"),
+            Err(error) => tracing::info!(item, %rendition, "cannot replicate a rendition: {error:#}"),
+        }
+        node.relay
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&job);
+    });
+}
+
+async fn replicate_set(
+    state: &AppState,
+    node: &crate::p2p::NodeP2p,
+    item: u64,
+    rendition: &str,
+    holder: u64,
+) -> anyhow::Result<usize> {
+    let http_addr = crate::jobs::owner_http(state, holder)?;
+    let token = state.tokens.node_token(state.cluster.id(), state.clock.now_ms());
+    let manifest = crate::remote::set_manifest(&http_addr, &token, item, rendition, &node.p2p.peer_id()).await?;
+    manifest
+        .verify()
+        .map_err(|why| anyhow::anyhow!("the holder's manifest: {why}"))?;
+    if manifest.pieces.is_empty() || node.index.has_set(&manifest.blob, manifest.pieces.len()) {
+        return Ok(0);
+    }
+    let store = state.store.clone().context("no store")?;
+    std::fs::create_dir_all(&node.relay.dir)?;
+    let dest = node.relay.dir.join(format!("{}.set", manifest.blob));
+    let fetched = omega_p2p::fetch::fetch(&node.p2p, &manifest, &dest, &FetchOptions::default()).await;
+    let kept = match fetched {
+        Ok(_) => {
+            let (manifest, dest, cache_max) = (manifest.clone(), dest.clone(), node.relay.cache_max);
+            let index = node.index.clone();
+            let now_ms = state.clock.now_ms();
+            tokio::task::spawn_blocking(move || keep_set(&store, &index, &manifest, &dest, cache_max, now_ms)).await?
+        }
+        Err(error) => Err(error.into()),
+    };
+    let _ = std::fs::remove_file(&dest);
+    let kept = kept?;
+    node.p2p.provide(manifest.blob).await?;
+    Ok(kept)
+}
+
+/// Keeps each segment of a fetched set in the store, registers the set
+/// for serving, and evicts past the budget; the segments kept.
+fn keep_set(
+    store: &Store,
+    index: &crate::p2p::PieceIndex,
+    manifest: &Manifest,
+    path: &Path,
+    cache_max: u64,
+    now_ms: u64,
+) -> anyhow::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path)?;
+    let mut records = Vec::new();
+    for (segment, hash) in manifest.hashed_segments() {
+        let mut bytes = vec![0_u8; usize::try_from(segment.size)?];
+        file.read_exact_at(&mut bytes, segment.offset)?;
+        anyhow::ensure!(BlobId::of(&bytes) == hash, "segment {} changed on disk", segment.name);
+        store.ingest_bytes(&bytes, &format!("{RELAY_PREFIX}{now_ms:016}:{hash}"))?;
+        records.push((hash, store.blob(&hash)?));
+    }
+    let refs: Vec<_> = records.iter().map(|(blob, record)| (*blob, record)).collect();
+    index.register_set(manifest.blob, &refs);
+    evict(store, cache_max)?;
+    Ok(records.len())
 }
 
 /// Copies the blob out of the store when the store has all of it.

@@ -37,6 +37,31 @@ async fn get_manifest(client: &reqwest::Client, base: &str, token: &str, http_ad
         .await?)
 }
 
+/// The signed manifest of `item`'s `rendition` segment set from the member
+/// at `http_addr` (the one holding the file), for `peer`.
+pub async fn set_manifest(
+    http_addr: &str,
+    token: &str,
+    item: u64,
+    rendition: &str,
+    peer: &omega_p2p::PeerId,
+) -> anyhow::Result<omega_p2p::Manifest> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    Ok(client
+        .get(format!(
+            "http://{http_addr}/api/v1/internal/items/{item}/sets/{rendition}?peer={peer}"
+        ))
+        .header(NODE_HEADER, token)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {http_addr}"))?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
 /// Downloads blob `blob` (hex) from the member at `http_addr` into `dest`,
 /// verified; `token` is this node's node token.
 pub async fn fetch_blob(http_addr: &str, token: &str, blob: &str, dest: &Path) -> anyhow::Result<u64> {

@@ -214,6 +214,11 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let app_state = crate::http::AppState {
+        popularity: Arc::new(crate::gossip::Popularity::new(
+            config.p2p.popular_after,
+            config.p2p.replicas,
+        )),
+        job_wake: Arc::new(tokio::sync::Notify::new()),
         p2p: p2p.clone(),
         job_progress: Arc::new(crate::jobs::Progress::default()),
         transcoder,
@@ -276,6 +281,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
         );
         tokio::spawn(crate::p2p::keep_members(state.clone(), p2p, identity.node_id));
+        tokio::spawn(crate::gossip::run(state.clone()));
     }
     if config.transcode.enabled && config.transcode.worker {
         tokio::spawn(crate::jobs::run(

@@ -169,7 +169,8 @@ fn the_third_client_gets_most_of_the_film_and_its_segments_from_peers_and_every_
     );
     let metrics = String::from_utf8(http(&nodes[1], "GET", "/metrics", None, None).1).unwrap();
     assert!(metrics.contains("omega_relay_total{via=\"peers\"}"), "{metrics}");
-    renditions(&nodes, &admin, item, root.path());
+    let c_port = ports[2][1].rsplit(':').next().unwrap().to_owned();
+    renditions(&nodes, &admin, item, root.path(), [&b_port, &c_port]);
 }
 
 /// The film's `original` rendition (its video copied into HLS segments),
@@ -216,7 +217,7 @@ fn segment_names(node: &Node, admin: &str, item: u64) -> (Vec<String>, usize) {
 
 /// Three clients fetch the `original` rendition's segments; a fourth plays
 /// it through `omega play`.
-fn renditions(nodes: &[Node; 3], admin: &str, item: u64, root: &std::path::Path) {
+fn renditions(nodes: &[Node; 3], admin: &str, item: u64, root: &std::path::Path, other_ports: [&str; 2]) {
     // The copy plan (the film's keyframes) is listed in the background.
     let mut names = Vec::new();
     wait_until(
@@ -328,6 +329,35 @@ fn renditions(nodes: &[Node; 3], admin: &str, item: u64, root: &std::path::Path)
         let _ = child.kill();
         let _ = child.wait();
     }
+
+    // More than three viewers asked the holder for the rendition: it is
+    // popular, and the two other members (`[p2p] replicas = 2`) pulled it
+    // ahead of demand and provide it, with every client gone.
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            let (_, manifest) = json_of(http(
+                &nodes[0],
+                "GET",
+                &format!(
+                    "/api/v1/items/{item}/manifest?peer=12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN&rendition=original"
+                ),
+                Some(admin),
+                None,
+            ));
+            let providers = manifest["providers"].to_string();
+            other_ports
+                .iter()
+                .all(|port| providers.contains(&format!("/udp/{port}/")))
+        },
+        || format!("{}\n----\n{}", nodes[1].log(), nodes[2].log()),
+    );
+    let fourth = root.join("client-4.mp4");
+    let (report, mut child) = fetch_with(&nodes[0], item, admin, &fourth, "0s", &rendition);
+    let _ = child.wait();
+    assert!(std::fs::read(&fourth).unwrap() == origin);
+    let (others, total) = from_others(&report);
+    assert!(others * 100 >= total * 60, "replicas served most: {report}");
 }
 
 #[test]

@@ -117,12 +117,19 @@ pub async fn fetch(p2p: &P2p, manifest: &Manifest, out: &Path, options: &FetchOp
     let resumed_bytes = resume(&file, manifest, &mut schedule)?;
     file.set_len(manifest.size)?;
 
+    // Dialled all at once: a provider that vanished (a client that stopped
+    // seeding) costs one connect timeout, not one each.
+    let dials = manifest
+        .provider_addrs()
+        .into_iter()
+        .filter(|(peer, ..)| *peer != p2p.peer_id())
+        .map(|(peer, addrs, origin)| async move {
+            let dialled = p2p.dial(peer, addrs.clone(), options.connect_within).await;
+            (peer, addrs, origin, dialled)
+        });
     let mut providers = Vec::new();
-    for (peer, addrs, origin) in manifest.provider_addrs() {
-        if peer == p2p.peer_id() {
-            continue;
-        }
-        match p2p.dial(peer, addrs.clone(), options.connect_within).await {
+    for (peer, addrs, origin, dialled) in futures::future::join_all(dials).await {
+        match dialled {
             Ok(()) => {
                 let slot = schedule.add_peer(origin);
                 let addr = p2p

@@ -30,7 +30,7 @@ pub use grant::{Grant, GrantError};
 pub use libp2p::identity::Keypair;
 pub use libp2p::{Multiaddr, PeerId, multiaddr};
 pub use manifest::{Manifest, Piece, Provider};
-pub use service::{P2p, P2pConfig, PieceSource};
+pub use service::{Gossip, P2p, P2pConfig, PieceSource};
 
 /// Why a P2P operation failed.
 #[derive(Debug, thiserror::Error)]

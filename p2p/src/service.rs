@@ -1,7 +1,8 @@
 //! The libp2p swarm: QUIC, identify, ping, Kademlia (provider records per
 //! blob, never per chunk: a record store holds a bounded number of keys),
-//! optional mDNS for the LAN, and raw streams for the piece protocol
-//! ([`crate::wire`]).
+//! optional mDNS for the LAN, gossipsub for small signed notices among
+//! the cluster (what is popular, that a job is waiting), and raw streams
+//! for the piece protocol ([`crate::wire`]).
 //!
 //! One task owns the swarm and takes [`Command`]s over a bounded channel;
 //! another accepts piece streams and serves each in its own task, within
@@ -18,9 +19,9 @@ use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, Swarm, identify, kad, mdns, ping};
+use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, Swarm, gossipsub, identify, kad, mdns, ping};
 use omega_storage::{BlobId, ChunkId};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::grant::Grant;
@@ -37,6 +38,23 @@ const COMMAND_QUEUE: usize = 256;
 const MAX_BUCKETS: usize = 4096;
 /// Provider records this node keeps for itself (blobs and segment sets).
 const MAX_PROVIDED_KEYS: usize = 100_000;
+/// How long a provider record stays without being announced again.
+const PROVIDER_TTL: Duration = Duration::from_secs(30 * 60);
+/// Largest gossip message: notices are small.
+pub const MAX_GOSSIP_BYTES: usize = 16 * 1024;
+/// Gossip messages a slow reader may fall behind by before it loses some.
+const GOSSIP_QUEUE: usize = 256;
+
+/// A gossip message received.
+#[derive(Debug, Clone)]
+pub struct Gossip {
+    /// Its topic.
+    pub topic: String,
+    /// The peer that signed it.
+    pub from: PeerId,
+    /// Its bytes.
+    pub data: Vec<u8>,
+}
 
 /// Where a node reads the pieces it serves, and who may have them.
 pub trait PieceSource: Send + Sync + 'static {
@@ -98,6 +116,7 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
+    gossipsub: gossipsub::Behaviour,
 }
 
 enum Command {
@@ -115,7 +134,18 @@ enum Command {
     },
     Providers {
         blob: BlobId,
+        /// The records this peer stores, at once.
+        local: oneshot::Sender<HashSet<PeerId>>,
+        /// Those and what the DHT query finds, when it ends.
         reply: oneshot::Sender<HashSet<PeerId>>,
+    },
+    Subscribe {
+        topic: String,
+    },
+    Publish {
+        topic: String,
+        data: Vec<u8>,
+        reply: oneshot::Sender<std::result::Result<(), String>>,
     },
 }
 
@@ -137,6 +167,7 @@ struct Inner {
     /// Addresses learned per peer (identify, dials, mDNS), for manifests.
     known: Arc<Mutex<HashMap<PeerId, Vec<Multiaddr>>>>,
     traffic: Arc<Mutex<HashMap<PeerId, Traffic>>>,
+    gossip: broadcast::Sender<Gossip>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -205,11 +236,13 @@ impl P2p {
         let known = Arc::new(Mutex::new(HashMap::new()));
         let traffic = Arc::new(Mutex::new(HashMap::new()));
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+        let (gossip, _) = broadcast::channel(GOSSIP_QUEUE);
         let driver = Driver {
             swarm,
             pending_dials: HashMap::new(),
             queries: HashMap::new(),
             known: known.clone(),
+            gossip: gossip.clone(),
         };
         let server = Server {
             source,
@@ -233,6 +266,7 @@ impl P2p {
                 control,
                 known,
                 traffic,
+                gossip,
                 tasks,
             }),
         })
@@ -284,13 +318,18 @@ impl P2p {
     /// The peers the DHT knows to provide `blob` (not this one), with the
     /// addresses this peer learned for them; waits at most `within`.
     pub async fn providers(&self, blob: BlobId, within: Duration) -> Result<Vec<(PeerId, Vec<Multiaddr>)>> {
+        let (local, local_answer) = oneshot::channel();
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Providers { blob, reply }).await?;
-        let peers = match tokio::time::timeout(within, answer).await {
-            Ok(Ok(peers)) => peers,
+        self.send(Command::Providers { blob, local, reply }).await?;
+        let mut peers = local_answer.await.map_err(|_| P2pError::Stopped)?;
+        // A query that outlasts `within` (a slow or vanished peer on its
+        // path) leaves the records stored here, which every provider in
+        // reach has sent to this peer if it is a DHT server.
+        match tokio::time::timeout(within, answer).await {
+            Ok(Ok(found)) => peers.extend(found),
             Ok(Err(_)) => return Err(P2pError::Stopped),
-            Err(_) => HashSet::new(),
-        };
+            Err(_) => tracing::debug!(%blob, "the providers query outlasted {within:?}"),
+        }
         let mut found: Vec<(PeerId, Vec<Multiaddr>)> = peers
             .into_iter()
             .filter(|peer| *peer != self.inner.peer_id)
@@ -298,6 +337,37 @@ impl P2p {
             .collect();
         found.sort();
         Ok(found)
+    }
+
+    /// Joins the gossip topic `topic`: its messages then arrive on every
+    /// [`P2p::gossip`] receiver.
+    pub async fn subscribe(&self, topic: &str) -> Result<()> {
+        self.send(Command::Subscribe {
+            topic: topic.to_owned(),
+        })
+        .await
+    }
+
+    /// Publishes `data` (at most [`MAX_GOSSIP_BYTES`], signed by this
+    /// peer) on `topic`. An error when no peer has joined the topic.
+    pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Publish {
+            topic: topic.to_owned(),
+            data,
+            reply,
+        })
+        .await?;
+        answer
+            .await
+            .map_err(|_| P2pError::Stopped)?
+            .map_err(|why| P2pError::Transport(format!("cannot publish on {topic}: {why}")))
+    }
+
+    /// Gossip messages from now on, of every topic joined. A receiver
+    /// that falls more than a few hundred behind loses the oldest.
+    pub fn gossip(&self) -> broadcast::Receiver<Gossip> {
+        self.inner.gossip.subscribe()
     }
 
     /// The addresses learned for `peer`.
@@ -361,19 +431,33 @@ fn build_swarm(config: &P2pConfig) -> Result<Swarm<Behaviour>> {
                         ..MemoryStoreConfig::default()
                     },
                 );
-                let kad = kad::Behaviour::with_config(peer_id, store, kad::Config::new(KAD_PROTOCOL));
+                let mut kad_config = kad::Config::new(KAD_PROTOCOL);
+                // A record stored here lives PROVIDER_TTL (a seeding client
+                // that stopped drops out of manifests within it); a live
+                // provider announces again at half of it.
+                kad_config
+                    .set_provider_record_ttl(Some(PROVIDER_TTL))
+                    .set_provider_publication_interval(Some(PROVIDER_TTL / 2));
+                let kad = kad::Behaviour::with_config(peer_id, store, kad_config);
                 let identify = identify::Behaviour::new(identify::Config::new(IDENTIFY_VERSION.into(), key.public()));
                 let mdns = if mdns_on {
                     Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)?)
                 } else {
                     None
                 };
+                let gossip_config = gossipsub::ConfigBuilder::default()
+                    .max_transmit_size(MAX_GOSSIP_BYTES)
+                    .validation_mode(gossipsub::ValidationMode::Strict)
+                    .build()?;
+                let gossipsub =
+                    gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)?;
                 Ok(Behaviour {
                     stream: libp2p_stream::Behaviour::new(),
                     kad,
                     identify,
                     ping: ping::Behaviour::new(ping::Config::new()),
                     mdns: Toggle::from(mdns),
+                    gossipsub,
                 })
             },
         )
@@ -395,6 +479,7 @@ struct Driver {
     pending_dials: HashMap<PeerId, Vec<oneshot::Sender<std::result::Result<(), String>>>>,
     queries: HashMap<kad::QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
     known: Arc<Mutex<HashMap<PeerId, Vec<Multiaddr>>>>,
+    gossip: broadcast::Sender<Gossip>,
 }
 
 /// Addresses remembered per peer.
@@ -458,7 +543,7 @@ impl Driver {
                     tracing::warn!(%blob, "cannot announce a blob: {error}");
                 }
             }
-            Command::Providers { blob, reply } => {
+            Command::Providers { blob, local, reply } => {
                 // Records stored here carry the providers' addresses, which
                 // a DHT query's answer does not hand on.
                 use libp2p::kad::store::RecordStore;
@@ -471,8 +556,29 @@ impl Driver {
                         found.insert(record.provider);
                     }
                 }
+                let _ = local.send(found.clone());
                 let id = self.swarm.behaviour_mut().kad.get_providers(key(&blob));
                 self.queries.insert(id, (found, reply));
+            }
+            Command::Subscribe { topic } => {
+                if let Err(error) = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .subscribe(&gossipsub::IdentTopic::new(&topic))
+                {
+                    tracing::warn!(%topic, "cannot join a gossip topic: {error}");
+                }
+            }
+            Command::Publish { topic, data, reply } => {
+                let outcome = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(gossipsub::IdentTopic::new(&topic), data)
+                    .map(|_| ())
+                    .map_err(|error| error.to_string());
+                let _ = reply.send(outcome);
             }
         }
     }
@@ -521,6 +627,16 @@ impl Driver {
                 step,
                 ..
             })) => self.on_providers(id, result, step.last),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. })) => {
+                // Strict validation: every message is signed by its source.
+                if let Some(from) = message.source {
+                    let _ = self.gossip.send(Gossip {
+                        topic: message.topic.as_str().to_owned(),
+                        from,
+                        data: message.data,
+                    });
+                }
+            }
             _ => {}
         }
     }

@@ -298,3 +298,30 @@ async fn floods_unknown_hashes_and_bad_frames_are_answered_and_others_still_serv
         .unwrap();
     assert_eq!(std::fs::read(&out).unwrap(), fixture.data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_reaches_peers_on_the_topic_signed_by_its_sender_and_oversized_notices_are_refused() {
+    let (one, two) = (client().await, client().await);
+    for peer in [&one, &two] {
+        peer.subscribe("omega/test/1").await.unwrap();
+    }
+    let mut received = two.gossip();
+    one.dial(two.peer_id(), two.listen_addrs().to_vec(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    // The subscription travels once the peers are connected.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while one.publish("omega/test/1", b"hello".to_vec()).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the topic never got a peer");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let message = tokio::time::timeout(Duration::from_secs(5), received.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(message.topic, "omega/test/1");
+    assert_eq!(message.from, one.peer_id());
+    assert_eq!(message.data, b"hello");
+    let huge = vec![0_u8; omega_p2p::service::MAX_GOSSIP_BYTES + 1];
+    assert!(one.publish("omega/test/1", huge).await.is_err());
+}

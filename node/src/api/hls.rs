@@ -84,7 +84,12 @@ impl Source {
 
 /// A visible item with audio or video, probed, on a node that transcodes.
 pub(crate) async fn source(state: &AppState, caller: &Caller, id: u64) -> ApiResult<Source> {
-    let item = visible_item(state, caller, id)?;
+    source_of(state, visible_item(state, caller, id)?).await
+}
+
+/// An item with audio or video, probed, on a node that transcodes (for
+/// callers that checked access already, or members).
+pub(crate) async fn source_of(state: &AppState, item: Item) -> ApiResult<Source> {
     let transcoder = state
         .transcoder
         .clone()

@@ -1,7 +1,8 @@
 //! Routes members call on each other (not for clients, not in the OpenAPI
 //! document): a blob's chunk manifest and its bytes, so that a worker on
 //! another node can fetch a source and check every chunk against its BLAKE3
-//! name. Callers prove membership with a node token (`X-Omega-Node`),
+//! name; and the signed manifest of an HLS rendition's segment set, for a
+//! member that replicates a popular one. Callers prove membership with a node token (`X-Omega-Node`),
 //! signed with the cluster's key, naming a current member.
 
 use axum::Json;
@@ -119,4 +120,34 @@ pub async fn bytes(
         .map_err(ApiError::internal)?
         .map_err(|error| ApiError::not_found(error.to_string()))?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// `GET /api/v1/internal/items/{id}/sets/{rendition}` parameters.
+#[derive(Debug, Deserialize)]
+pub struct SetQuery {
+    /// The calling member's libp2p peer id.
+    pub peer: String,
+}
+
+/// `GET /api/v1/internal/items/{id}/sets/{rendition}?peer=`: the signed
+/// manifest of a rendition's segment set, from the node holding the file.
+pub async fn set_manifest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    PathParam((id, rendition)): PathParam<(u64, String)>,
+    QueryParams(query): QueryParams<SetQuery>,
+) -> ApiResult<Json<omega_p2p::Manifest>> {
+    member(&state, &headers)?;
+    let node = state
+        .p2p
+        .clone()
+        .ok_or_else(|| ApiError::not_found("the P2P data plane is off on this node"))?;
+    let peer: omega_p2p::PeerId = query
+        .peer
+        .parse()
+        .map_err(|_| ApiError::bad_request("peer is not a libp2p peer id"))?;
+    let item = omega_consensus::state_machine::read::item(state.cluster.tables(), id)?
+        .ok_or_else(|| ApiError::not_found(format!("no item {id}")))?;
+    let source = super::hls::source_of(&state, item).await?;
+    super::manifest::rendition_manifest(&state, &node, &source, peer, &rendition).await
 }

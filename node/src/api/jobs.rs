@@ -126,7 +126,10 @@ async fn enqueue_spec(state: &AppState, item: u64, profile: &str, spec: &str) ->
         })
         .await?
     {
-        RaftResponse::Created(id) => Ok(id),
+        RaftResponse::Created(id) => {
+            crate::gossip::announce_job(state);
+            Ok(id)
+        }
         other => Err(ApiError::internal(format!("unexpected answer {other:?}"))),
     }
 }

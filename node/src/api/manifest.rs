@@ -75,7 +75,18 @@ pub async fn manifest(
         .parse()
         .map_err(|_| ApiError::bad_request(format!("peer {peer:?} is not a libp2p peer id")))?;
     if let Some(rendition) = query.rendition.as_deref() {
-        return rendition_manifest(&state, &caller, &node, id, peer, rendition).await;
+        let source = super::hls::source_of(&state, item).await?;
+        let manifest = rendition_manifest(&state, &node, &source, peer, rendition).await?;
+        state.popularity.hit(
+            &state,
+            crate::gossip::Popular::Set {
+                item: id,
+                rendition: rendition.to_owned(),
+                holder: state.cluster.id(),
+            },
+            &peer.to_string(),
+        );
+        return Ok(manifest);
     }
     let media = item
         .fields
@@ -111,6 +122,14 @@ pub async fn manifest(
         segments: Vec::new(),
         providers,
     };
+    state.popularity.hit(
+        &state,
+        crate::gossip::Popular::Blob {
+            blob: blob.0,
+            holder: media.node,
+        },
+        &peer.to_string(),
+    );
     finish(&state, &node, listed, &members, peer, media.node).await
 }
 
@@ -204,16 +223,14 @@ pub(crate) fn set_id(source: &str, rendition: &str) -> BlobId {
 /// The manifest of a rendition's segment set, from the node that makes
 /// its segments (the one holding the file): the segments made so far,
 /// with their pieces, and the names of the rest.
-async fn rendition_manifest(
+pub(crate) async fn rendition_manifest(
     state: &AppState,
-    caller: &super::Caller,
     node: &crate::p2p::NodeP2p,
-    id: u64,
+    source: &super::hls::Source,
     peer: PeerId,
     name: &str,
 ) -> ApiResult<Json<Manifest>> {
-    let source = super::hls::source(state, caller, id).await?;
-    let (rendition, plan) = super::hls::rendition_named(&source, name).await?;
+    let (rendition, plan) = super::hls::rendition_named(source, name).await?;
     let store = state
         .store
         .clone()

@@ -66,6 +66,10 @@ pub struct AppState {
     pub job_progress: Arc<crate::jobs::Progress>,
     /// The P2P data plane (`None` when `[p2p] enabled = false`).
     pub p2p: Option<crate::p2p::NodeP2p>,
+    /// What clients ask for, to replicate what is popular.
+    pub popularity: Arc<crate::gossip::Popularity>,
+    /// Wakes this node's job worker (a job was queued, here or elsewhere).
+    pub job_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -131,6 +135,7 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{id}/output", get(jobs::output))
         .route("/internal/blobs/{blob}", get(internal::bytes))
         .route("/internal/blobs/{blob}/manifest", get(internal::manifest))
+        .route("/internal/items/{id}/sets/{rendition}", get(internal::set_manifest))
         .route("/items/{id}/progress", post(items::progress))
         .route(
             "/items/{id}/played",

@@ -57,6 +57,15 @@ type PieceMap = Arc<HashMap<ChunkId, Location>>;
 /// goes (the next manifest for it registers it again).
 const INDEXED_MAX: usize = 256;
 
+/// A segment set this node serves.
+#[derive(Debug)]
+struct RegisteredSet {
+    id: BlobId,
+    pieces: PieceMap,
+    /// Its segments (stored blobs).
+    segments: Arc<HashSet<BlobId>>,
+}
+
 /// The pieces this node serves, by id: blobs (built from the store on
 /// first request, so a piece is found without decoding the blob's record
 /// each time) and HLS segment sets (registered when a manifest lists
@@ -64,7 +73,7 @@ const INDEXED_MAX: usize = 256;
 #[derive(Debug, Default)]
 pub struct PieceIndex {
     blobs: Mutex<HashMap<BlobId, PieceMap>>,
-    sets: Mutex<std::collections::VecDeque<(BlobId, PieceMap)>>,
+    sets: Mutex<std::collections::VecDeque<RegisteredSet>>,
     /// Sets this node announced in the DHT.
     announced: Mutex<HashSet<BlobId>>,
 }
@@ -88,12 +97,17 @@ impl PieceIndex {
                 })
             })
             .collect();
+        let registered = RegisteredSet {
+            id: set,
+            pieces: Arc::new(map),
+            segments: Arc::new(segments.iter().map(|(blob, _)| *blob).collect()),
+        };
         let mut sets = lock(&self.sets);
-        sets.retain(|(known, _)| *known != set);
+        sets.retain(|known| known.id != set);
         if sets.len() >= INDEXED_MAX {
             sets.pop_front();
         }
-        sets.push_back((set, Arc::new(map)));
+        sets.push_back(registered);
         drop(sets);
         lock(&self.announced).insert(set)
     }
@@ -103,12 +117,19 @@ impl PieceIndex {
     pub fn has_set(&self, set: &BlobId, pieces: usize) -> bool {
         lock(&self.sets)
             .iter()
-            .any(|(known, map)| known == set && map.len() >= pieces)
+            .any(|known| known.id == *set && known.pieces.len() >= pieces)
+    }
+
+    /// True when `segment` is a stored segment of the registered set `set`.
+    pub fn set_has_segment(&self, set: &BlobId, segment: &BlobId) -> bool {
+        lock(&self.sets)
+            .iter()
+            .any(|known| known.id == *set && known.segments.contains(segment))
     }
 
     fn find(&self, store: &Store, id: &BlobId) -> Option<PieceMap> {
-        if let Some((_, map)) = lock(&self.sets).iter().find(|(set, _)| set == id) {
-            return Some(map.clone());
+        if let Some(known) = lock(&self.sets).iter().find(|known| known.id == *id) {
+            return Some(known.pieces.clone());
         }
         if let Some(map) = lock(&self.blobs).get(id) {
             return Some(map.clone());

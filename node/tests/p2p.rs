@@ -352,6 +352,39 @@ fn renditions(nodes: &[Node; 3], admin: &str, item: u64, root: &std::path::Path,
         },
         || format!("{}\n----\n{}", nodes[1].log(), nodes[2].log()),
     );
+    // Browsers: segments.json names the members holding the rendition, and
+    // each serves a segment by its hash to any origin.
+    let (code, listing) = json_of(http(
+        &nodes[0],
+        "GET",
+        &format!("/api/v1/items/{item}/hls/original/segments.json"),
+        Some(admin),
+        None,
+    ));
+    assert_eq!(code, 200, "{listing}");
+    let sources = listing["sources"].as_array().unwrap();
+    assert!(sources.len() >= 3, "the origin and both replicas: {listing}");
+    let segment = &listing["segments"][1];
+    let hash = segment["hash"].as_str().unwrap();
+    let expected = &origin_segments(&nodes[0], admin, item, &names[1..2].to_vec())[0].1;
+    let path = format!("/api/v1/items/{item}/segments/original/{hash}");
+    let (code, headers, bytes) = common::http_raw(
+        nodes[1].http_port,
+        "GET",
+        &path,
+        &format!("Authorization: Bearer {admin}\r\n"),
+        b"",
+    );
+    assert_eq!(code, 200);
+    assert!(&bytes == expected, "a replica serves the segment's bytes");
+    assert!(
+        headers.to_ascii_lowercase().contains("access-control-allow-origin: *"),
+        "{headers}"
+    );
+    let unknown = format!("/api/v1/items/{item}/segments/original/{}", "0".repeat(64));
+    assert_eq!(http(&nodes[1], "GET", &unknown, Some(admin), None).0, 404);
+    assert_eq!(http(&nodes[1], "GET", &path, None, None).0, 401);
+
     let fourth = root.join("client-4.mp4");
     let (report, mut child) = fetch_with(&nodes[0], item, admin, &fourth, "0s", &rendition);
     let _ = child.wait();

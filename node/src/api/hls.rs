@@ -244,7 +244,7 @@ pub async fn master(
 
 /// A rendition's playlist, init segment or media segment; or a subtitle
 /// track's playlist or WebVTT file (rendition `subtitles`).
-#[utoipa::path(get, path = "/api/v1/items/{id}/hls/{rendition}/{file}", tags = ["playback", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), ("rendition" = String, Path, description = "`original` (the source's video, copied), `1080p`, `720p`, …, `audio`, or `subtitles`"), ("file" = String, Path, description = "`index.m3u8`, `init.mp4`, `N.m4s`; for subtitles `ID.m3u8` or `ID.vtt`"), StreamQuery), responses((status = 200, description = "The playlist or segment"), (status = 404), (status = 503, description = "Every transcoding slot is busy; see Retry-After")))]
+#[utoipa::path(get, path = "/api/v1/items/{id}/hls/{rendition}/{file}", tags = ["playback", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), ("rendition" = String, Path, description = "`original` (the source's video, copied), `1080p`, `720p`, …, `audio`, or `subtitles`"), ("file" = String, Path, description = "`index.m3u8`, `init.mp4`, `N.m4s`, or `segments.json` (each segment's BLAKE3 `hash` and `size`, and the members holding them as `sources`: `url`, `node`, `origin`); for subtitles `ID.m3u8` or `ID.vtt`"), StreamQuery), responses((status = 200, description = "The playlist or segment"), (status = 404), (status = 503, description = "Every transcoding slot is busy; see Retry-After")))]
 pub async fn file(
     State(state): State<AppState>,
     PathParam((id, rendition, file)): PathParam<(u64, String, String)>,
@@ -255,6 +255,9 @@ pub async fn file(
     let source = source(&state, &caller, id).await?;
     if rendition == "subtitles" {
         return subtitle_file(&source, &file, &token).await;
+    }
+    if file == "segments.json" {
+        return super::segments::list(&state, &source, &rendition).await;
     }
     let (rendition, plan) = rendition_named(&source, &rendition).await?;
     if file == "index.m3u8" {

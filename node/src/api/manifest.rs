@@ -135,12 +135,12 @@ pub async fn manifest(
 
 /// What a manifest lists before the providers the DHT knows, the members
 /// and the grant are added and it is signed.
-struct Listing {
+pub(crate) struct Listing {
     /// The blob, or the segment set.
-    id: BlobId,
+    pub(crate) id: BlobId,
     size: u64,
     pieces: Vec<Piece>,
-    segments: Vec<Segment>,
+    pub(crate) segments: Vec<Segment>,
     providers: Vec<Provider>,
 }
 
@@ -230,6 +230,20 @@ pub(crate) async fn rendition_manifest(
     peer: PeerId,
     name: &str,
 ) -> ApiResult<Json<Manifest>> {
+    let mut listed = set_listing(state, node, source, name).await?;
+    listed.providers.push(own_provider(node, true));
+    let members = read::peers(state.cluster.tables())?;
+    finish(state, node, listed, &members, peer, state.cluster.id()).await
+}
+
+/// A rendition's segment set as this node (the one making its segments)
+/// has it: registered for serving, announced the first time.
+pub(crate) async fn set_listing(
+    state: &AppState,
+    node: &crate::p2p::NodeP2p,
+    source: &super::hls::Source,
+    name: &str,
+) -> ApiResult<Listing> {
     let (rendition, plan) = super::hls::rendition_named(source, name).await?;
     let store = state
         .store
@@ -303,10 +317,7 @@ pub(crate) async fn rendition_manifest(
             }
         });
     }
-    let mut listed = listed;
-    listed.providers.push(own_provider(node, true));
-    let members = read::peers(state.cluster.tables())?;
-    finish(state, node, listed, &members, peer, state.cluster.id()).await
+    Ok(listed)
 }
 
 /// The blob's size and pieces, from this node's store (`true`) or from

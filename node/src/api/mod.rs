@@ -21,6 +21,7 @@ pub mod libraries;
 pub mod manifest;
 pub mod openapi;
 pub mod playlists;
+pub mod segments;
 pub mod setup;
 pub mod signed;
 pub mod status;
@@ -121,6 +122,7 @@ pub fn router() -> Router<AppState> {
         .route("/items/{id}/playback", post(hls::playback))
         .route("/items/{id}/hls/master.m3u8", get(hls::master))
         .route("/items/{id}/hls/{rendition}/{file}", get(hls::file))
+        .route("/items/{id}/segments/{rendition}/{hash}", get(segments::by_hash))
         .route("/items/{id}/images/{kind}", get(items::image))
         .route("/events", get(events::events))
         .route("/playlists", get(playlists::list).post(playlists::create))

@@ -11,7 +11,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    app_passwords, auth, events, folders, hls, items, jobs, libraries, manifest, playlists, setup, status, users,
+    app_passwords, auth, events, folders, hls, items, jobs, libraries, manifest, playlists, segments, setup, status,
+    users,
 };
 
 /// The document.
@@ -52,6 +53,7 @@ use super::{
         hls::playback,
         hls::master,
         hls::file,
+        segments::by_hash,
         items::image,
         items::progress,
         items::mark_played,

@@ -156,6 +156,11 @@ try {
     throw new Error(`resumed at ${resumedAt} s, saved near ${reached} s`);
   }
   step(`resumed at ${resumedAt.toFixed(1)} s`);
+  // Segments made during the first play are stored with their hashes now:
+  // the loader fetches them by hash and checks each before playing it.
+  await page.getByTestId('sources-toggle').click();
+  await page.locator('[data-testid="source-stat"][data-verified="true"]').first().waitFor({ timeout: 20_000 });
+  step(`sources: ${(await page.getByTestId('source-stats').innerText()).replace(/\s+/g, ' ')}`);
   await page.getByTestId('player-back').click();
 
   step('a music track plays, with a queue');

@@ -1,6 +1,7 @@
 // hls.js, loaded on demand and attached when the browser lacks native HLS.
 import type Hls from 'hls.js';
 import { accessToken } from './api';
+import { sourcesLoader } from './peers';
 
 export type { Hls };
 export type HlsClass = typeof Hls;
@@ -35,10 +36,13 @@ export function preferNative(media: HTMLMediaElement): boolean {
 
 export function makeHls(HlsCtor: HlsClass, startPosition: number): Hls | null {
   if (!HlsCtor.isSupported()) return null;
+  const Base = HlsCtor.DefaultConfig.loader as unknown as Parameters<typeof sourcesLoader>[0];
   return new HlsCtor({
     startPosition: startPosition > 0 ? startPosition : -1,
     debug: false,
     enableWorker: true,
+    // Segments from every member holding them, each checked by its hash.
+    fLoader: sourcesLoader(Base) as unknown as NonNullable<ConstructorParameters<HlsClass>[0]>['fLoader'],
     xhrSetup(xhr, url) {
       // URLs carry a stream token; a bearer header covers those that do not.
       if (!/[?&]t=/.test(url)) {

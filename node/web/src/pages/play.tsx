@@ -2,6 +2,8 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, reportProgress, startPlayback, type Item, type ItemPage, type Playback } from '../api';
 import { ErrorBox } from '../components';
 import { type Hls, loadHls, makeHls, preferNative } from '../hls';
+import { type SourceStats, onSourceStats, resetSourceStats, sourceStats } from '../peers';
+import { bytes } from '../format';
 import { navigate } from '../router';
 
 interface Level {
@@ -26,9 +28,18 @@ export function PlayPage({ id, startAt }: { id: number; startAt: number | null }
   const [subtitle, setSubtitle] = useState(-1);
   const [error, setError] = useState<unknown>(null);
   const [usingHlsJs, setUsingHlsJs] = useState(false);
+  const [showSources, setShowSources] = useState(false);
+  const [sources, setSources] = useState<SourceStats[]>([]);
   const leftAt = useRef<number | null>(null);
   const itemRef = useRef<number>(id);
   itemRef.current = id;
+
+  // Bytes per source, for the stats panel (counted from this page on).
+  useEffect(() => {
+    resetSourceStats();
+    setSources([]);
+    return onSourceStats(() => setSources(sourceStats()));
+  }, [id]);
 
   // Load the item, its next episode, and a playback decision.
   useEffect(() => {
@@ -287,7 +298,44 @@ export function PlayPage({ id, startAt }: { id: number; startAt: number | null }
             {playback.decision.method.replace('_', ' ')}
           </span>
         ) : null}
+        {usingHlsJs ? (
+          <button type="button" data-testid="sources-toggle" onClick={() => setShowSources(!showSources)}>
+            {showSources ? 'Hide sources' : 'Sources'}
+          </button>
+        ) : null}
       </div>
+      {showSources ? (
+        <table class="source-stats" data-testid="source-stats">
+          <thead>
+            <tr>
+              <th>Source</th>
+              <th>Segments</th>
+              <th>Bytes</th>
+              <th>Checked</th>
+              <th>Bad</th>
+            </tr>
+          </thead>
+          <tbody>
+            {sources.length === 0 ? (
+              <tr>
+                <td colSpan={5} class="muted">
+                  No segments yet.
+                </td>
+              </tr>
+            ) : (
+              sources.map((source) => (
+                <tr key={source.label} data-testid="source-stat" data-verified={String(source.verified)}>
+                  <td>{source.label}</td>
+                  <td>{source.segments}</td>
+                  <td>{bytes(source.bytes)}</td>
+                  <td>{source.verified ? 'BLAKE3' : 'no'}</td>
+                  <td>{source.failures}</td>
+                </tr>
+              ))
+            )}
+          </tbody>
+        </table>
+      ) : null}
       {error ? null : item && !playback ? <p class="muted">Preparing playback…</p> : null}
     </main>
   );

@@ -366,7 +366,7 @@ fn renditions(nodes: &[Node; 3], admin: &str, item: u64, root: &std::path::Path,
     assert!(sources.len() >= 3, "the origin and both replicas: {listing}");
     let segment = &listing["segments"][1];
     let hash = segment["hash"].as_str().unwrap();
-    let expected = &origin_segments(&nodes[0], admin, item, &names[1..2].to_vec())[0].1;
+    let expected = &origin_segments(&nodes[0], admin, item, &names[1..2])[0].1;
     let path = format!("/api/v1/items/{item}/segments/original/{hash}");
     let (code, headers, bytes) = common::http_raw(
         nodes[1].http_port,

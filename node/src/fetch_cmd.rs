@@ -89,6 +89,7 @@ async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
         // publishes their hashes: now for those it already has.
         report.verify_failures += refresh(&server, &pieces, args.item, &peer, rendition, placed, &args.out).await?;
     }
+    server.report(args.item, &report).await;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

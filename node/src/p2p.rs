@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub struct NodeP2p {
     pub index: Arc<PieceIndex>,
     /// What it keeps of what it relays.
     pub relay: Arc<crate::relay::Relay>,
+    /// Bytes served, by role, and clients' reports.
+    pub served: Arc<Served>,
 }
 
 /// Reads the members' peer ids from Raft's table.
@@ -62,6 +65,8 @@ const INDEXED_MAX: usize = 256;
 struct RegisteredSet {
     id: BlobId,
     pieces: PieceMap,
+    /// Pulled from its holder (a replica), not made here.
+    relayed: bool,
     /// Its segments (stored blobs).
     segments: Arc<HashSet<BlobId>>,
 }
@@ -72,7 +77,8 @@ struct RegisteredSet {
 /// them: a set is not one blob in the store but many).
 #[derive(Debug, Default)]
 pub struct PieceIndex {
-    blobs: Mutex<HashMap<BlobId, PieceMap>>,
+    /// Blob maps, and whether this node keeps the blob as a relay.
+    blobs: Mutex<HashMap<BlobId, (PieceMap, bool)>>,
     sets: Mutex<std::collections::VecDeque<RegisteredSet>>,
     /// Sets this node announced in the DHT.
     announced: Mutex<HashSet<BlobId>>,
@@ -81,7 +87,12 @@ pub struct PieceIndex {
 impl PieceIndex {
     /// Registers the set `set` made of these stored segments; true the
     /// first time (the caller then announces it).
-    pub fn register_set(&self, set: BlobId, segments: &[(BlobId, &omega_storage::records::BlobRecord)]) -> bool {
+    pub fn register_set(
+        &self,
+        set: BlobId,
+        segments: &[(BlobId, &omega_storage::records::BlobRecord)],
+        relayed: bool,
+    ) -> bool {
         let map: HashMap<ChunkId, Location> = segments
             .iter()
             .flat_map(|(blob, record)| {
@@ -100,6 +111,7 @@ impl PieceIndex {
         let registered = RegisteredSet {
             id: set,
             pieces: Arc::new(map),
+            relayed,
             segments: Arc::new(segments.iter().map(|(blob, _)| *blob).collect()),
         };
         let mut sets = lock(&self.sets);
@@ -127,12 +139,14 @@ impl PieceIndex {
             .any(|known| known.id == *set && known.segments.contains(segment))
     }
 
-    fn find(&self, store: &Store, id: &BlobId) -> Option<PieceMap> {
+    /// The pieces served under `id`, and whether this node relays them
+    /// (true) or is their origin.
+    fn find(&self, store: &Store, relay: &crate::relay::Relay, id: &BlobId) -> Option<(PieceMap, bool)> {
         if let Some(known) = lock(&self.sets).iter().find(|known| known.id == *id) {
-            return Some(known.pieces.clone());
+            return Some((known.pieces.clone(), known.relayed));
         }
-        if let Some(map) = lock(&self.blobs).get(id) {
-            return Some(map.clone());
+        if let Some(found) = lock(&self.blobs).get(id) {
+            return Some(found.clone());
         }
         let record = store.blob(id).ok()?;
         let map: PieceMap = Arc::new(
@@ -151,12 +165,48 @@ impl PieceIndex {
                 })
                 .collect(),
         );
+        let found = (map, relay.keeps(id));
         let mut blobs = lock(&self.blobs);
         if blobs.len() >= INDEXED_MAX {
             blobs.clear();
         }
-        blobs.insert(*id, map.clone());
-        Some(map)
+        blobs.insert(*id, found.clone());
+        Some(found)
+    }
+}
+
+/// Bytes this node served to peers, and what clients said they got.
+#[derive(Debug, Default)]
+pub struct Served {
+    /// Pieces of what this node holds as origin.
+    pub origin: AtomicU64,
+    /// Pieces of what it keeps as a relay or replica.
+    pub relayed: AtomicU64,
+    /// Bytes clients reported getting from the origin.
+    pub clients_from_origin: AtomicU64,
+    /// Bytes clients reported getting from other peers.
+    pub clients_from_peers: AtomicU64,
+}
+
+impl Served {
+    /// Share of the bytes clients reported that did not come from the
+    /// origin (`None` before any report).
+    pub fn offload_ratio(&self) -> Option<f64> {
+        let origin = self.clients_from_origin.load(Ordering::Relaxed);
+        let peers = self.clients_from_peers.load(Ordering::Relaxed);
+        let total = origin + peers;
+        (total > 0).then(|| peers as f64 / total as f64)
+    }
+
+    /// Adds a client's report and updates the offload gauge.
+    pub fn client_report(&self, from_origin: u64, from_peers: u64) {
+        self.clients_from_origin.fetch_add(from_origin, Ordering::Relaxed);
+        self.clients_from_peers.fetch_add(from_peers, Ordering::Relaxed);
+        metrics::counter!("omega_p2p_client_bytes_total", "source" => "origin").increment(from_origin);
+        metrics::counter!("omega_p2p_client_bytes_total", "source" => "peers").increment(from_peers);
+        if let Some(ratio) = self.offload_ratio() {
+            metrics::gauge!("omega_p2p_offload_ratio").set(ratio);
+        }
     }
 }
 
@@ -168,6 +218,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct StorePieces {
     store: Arc<Store>,
     index: Arc<PieceIndex>,
+    relay: Arc<crate::relay::Relay>,
+    served: Arc<Served>,
     members: Arc<RwLock<HashSet<PeerId>>>,
     /// A peer not in `members` may have joined since the last refresh:
     /// read the table again (at most every [`MISS_REFRESH_EVERY`]).
@@ -177,7 +229,7 @@ struct StorePieces {
 
 impl PieceSource for StorePieces {
     fn piece(&self, blob: &BlobId, piece: &ChunkId) -> std::io::Result<Option<Vec<u8>>> {
-        let Some(map) = self.index.find(&self.store, blob) else {
+        let Some((map, relayed)) = self.index.find(&self.store, &self.relay, blob) else {
             return Ok(None);
         };
         let Some(place) = map.get(piece) else {
@@ -188,7 +240,17 @@ impl PieceSource for StorePieces {
             .store
             .read_range(&place.blob, place.offset, place.offset + u64::from(place.len))
         {
-            Ok(bytes) => Ok(Some(bytes)),
+            Ok(bytes) => {
+                let size = bytes.len() as u64;
+                if relayed {
+                    self.served.relayed.fetch_add(size, Ordering::Relaxed);
+                    metrics::counter!("omega_p2p_served_bytes_total", "role" => "relayed").increment(size);
+                } else {
+                    self.served.origin.fetch_add(size, Ordering::Relaxed);
+                    metrics::counter!("omega_p2p_served_bytes_total", "role" => "origin").increment(size);
+                }
+                Ok(Some(bytes))
+            }
             Err(error) => {
                 tracing::warn!(%blob, %piece, "cannot serve a piece: {error}");
                 Ok(None)
@@ -260,9 +322,14 @@ pub async fn start(
     let keypair = load_or_create_key(key_path)?;
     let members = Arc::new(RwLock::new(HashSet::new()));
     let index = Arc::new(PieceIndex::default());
+    let relay = Arc::new(relay);
+    relay.load(&store);
+    let served = Arc::new(Served::default());
     let source = Arc::new(StorePieces {
         store,
         index: index.clone(),
+        relay: relay.clone(),
+        served: served.clone(),
         members: members.clone(),
         read_members,
         refreshed: std::sync::Mutex::new(std::time::Instant::now()),
@@ -283,7 +350,8 @@ pub async fn start(
         p2p,
         members,
         index,
-        relay: Arc::new(relay),
+        relay,
+        served,
     })
 }
 

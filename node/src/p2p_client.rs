@@ -228,6 +228,35 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Tells the server what a fetch got from the origin and from other
+    /// peers (it counts toward the cluster's offload ratio); best effort.
+    pub async fn report(&self, item: u64, report: &FetchReport) {
+        let from_origin: u64 = report
+            .sources
+            .iter()
+            .filter(|source| source.origin)
+            .map(|source| source.bytes)
+            .sum();
+        let from_peers: u64 = report
+            .sources
+            .iter()
+            .filter(|source| !source.origin)
+            .map(|source| source.bytes)
+            .sum();
+        let sent = self
+            .http
+            .post(format!("{}/api/v1/items/{item}/fetch-report", self.url))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({ "from_origin": from_origin, "from_peers": from_peers }))
+            .send()
+            .await;
+        if let Err(error) = sent.and_then(reqwest::Response::error_for_status) {
+            tracing::debug!("the fetch report was not taken: {error}");
+        }
+    }
+}
+
 /// A rendition name as `--rendition` takes it (they go into URLs as
 /// they are).
 pub fn parse_rendition(text: &str) -> Result<String, String> {

@@ -39,6 +39,8 @@ pub struct Relay {
     /// Bytes of kept blobs at most (0: keep nothing).
     cache_max: u64,
     in_flight: Mutex<HashSet<BlobId>>,
+    /// Blobs kept under `relay:` references.
+    kept: Mutex<HashSet<BlobId>>,
 }
 
 impl Relay {
@@ -48,8 +50,31 @@ impl Relay {
             dir,
             cache_max,
             in_flight: Mutex::new(HashSet::new()),
+            kept: Mutex::new(HashSet::new()),
         }
     }
+
+    /// Learns what the store keeps from earlier runs.
+    pub fn load(&self, store: &Store) {
+        match store.references(RELAY_PREFIX, KEPT_MAX) {
+            Ok(kept) => *lock(&self.kept) = kept.into_iter().map(|(_, blob)| blob).collect(),
+            Err(error) => tracing::warn!("cannot list kept blobs: {error}"),
+        }
+    }
+
+    /// True when this node keeps `blob` as a relay (not as its origin).
+    pub fn keeps(&self, blob: &BlobId) -> bool {
+        lock(&self.kept).contains(blob)
+    }
+
+    /// Blobs kept, and the budget.
+    pub fn usage(&self) -> (usize, u64) {
+        (lock(&self.kept).len(), self.cache_max)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Where a blob came from.
@@ -207,10 +232,10 @@ async fn replicate_set(
     let fetched = omega_p2p::fetch::fetch(&node.p2p, &manifest, &dest, &FetchOptions::default()).await;
     let kept = match fetched {
         Ok(_) => {
-            let (manifest, dest, cache_max) = (manifest.clone(), dest.clone(), node.relay.cache_max);
+            let (manifest, dest, relay) = (manifest.clone(), dest.clone(), node.relay.clone());
             let index = node.index.clone();
             let now_ms = state.clock.now_ms();
-            tokio::task::spawn_blocking(move || keep_set(&store, &index, &manifest, &dest, cache_max, now_ms)).await?
+            tokio::task::spawn_blocking(move || keep_set(&store, &index, &relay, &manifest, &dest, now_ms)).await?
         }
         Err(error) => Err(error.into()),
     };
@@ -225,9 +250,9 @@ async fn replicate_set(
 fn keep_set(
     store: &Store,
     index: &crate::p2p::PieceIndex,
+    relay: &Relay,
     manifest: &Manifest,
     path: &Path,
-    cache_max: u64,
     now_ms: u64,
 ) -> anyhow::Result<usize> {
     use std::os::unix::fs::FileExt;
@@ -238,11 +263,12 @@ fn keep_set(
         file.read_exact_at(&mut bytes, segment.offset)?;
         anyhow::ensure!(BlobId::of(&bytes) == hash, "segment {} changed on disk", segment.name);
         store.ingest_bytes(&bytes, &format!("{RELAY_PREFIX}{now_ms:016}:{hash}"))?;
+        lock(&relay.kept).insert(hash);
         records.push((hash, store.blob(&hash)?));
     }
     let refs: Vec<_> = records.iter().map(|(blob, record)| (*blob, record)).collect();
-    index.register_set(manifest.blob, &refs);
-    evict(store, cache_max)?;
+    index.register_set(manifest.blob, &refs, true);
+    evict(store, relay)?;
     Ok(records.len())
 }
 
@@ -357,19 +383,22 @@ async fn keep(state: &AppState, blob: BlobId, path: &Path) -> anyhow::Result<()>
     }
     let reference = format!("{RELAY_PREFIX}{:016}:{blob}", state.clock.now_ms());
     let path = path.to_path_buf();
+    let relay = node.relay.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let report = store.ingest_file_as(&path, &reference, &mut |_| {})?;
         anyhow::ensure!(report.blob == blob, "the file is {}, not {blob}", report.blob);
-        evict(&store, cache_max)
+        lock(&relay.kept).insert(blob);
+        evict(&store, &relay)
     })
     .await??;
     node.p2p.provide(blob).await?;
     Ok(())
 }
 
-/// Removes the oldest `relay:` references while kept blobs exceed
-/// `cache_max`, then collects what they named.
-fn evict(store: &Store, cache_max: u64) -> anyhow::Result<()> {
+/// Removes the oldest `relay:` references while kept blobs exceed the
+/// budget, then collects what they named.
+fn evict(store: &Store, relay: &Relay) -> anyhow::Result<()> {
+    let cache_max = relay.cache_max;
     let kept = store.references(RELAY_PREFIX, KEPT_MAX)?;
     let sizes: Vec<u64> = kept
         .iter()
@@ -381,7 +410,9 @@ fn evict(store: &Store, cache_max: u64) -> anyhow::Result<()> {
         if total <= cache_max {
             break;
         }
-        store.remove_reference(reference)?;
+        if let Some(blob) = store.remove_reference(reference)? {
+            lock(&relay.kept).remove(&blob);
+        }
         total -= size;
         removed += 1;
     }

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::cluster::{Node, cluster, film, http, json_of, wait_until};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn p2p_args(port: u16) -> Vec<String> {
     vec!["--p2p-listen".into(), format!("127.0.0.1:{port}")]
@@ -169,6 +169,31 @@ fn the_third_client_gets_most_of_the_film_and_its_segments_from_peers_and_every_
     );
     let metrics = String::from_utf8(http(&nodes[1], "GET", "/metrics", None, None).1).unwrap();
     assert!(metrics.contains("omega_relay_total{via=\"peers\"}"), "{metrics}");
+    // Each client reported what it got to the node it asked; node b relays.
+    let (code, figures) = json_of(http(&nodes[1], "GET", "/api/v1/p2p", Some(&admin), None));
+    assert_eq!(code, 200, "{figures}");
+    assert!(
+        figures["clients"]["offload_ratio"]
+            .as_f64()
+            .is_some_and(|ratio| ratio > 0.5),
+        "{figures}"
+    );
+    assert!(figures["relay"]["kept_blobs"].as_u64() >= Some(1), "{figures}");
+    assert!(!figures["peers"].as_array().unwrap().is_empty(), "{figures}");
+    let (_, figures) = json_of(http(&nodes[0], "GET", "/api/v1/p2p", Some(&admin), None));
+    assert!(figures["served"]["origin_bytes"].as_u64() > Some(0), "{figures}");
+    let bad = json!({"from_origin": 1_u64 << 50, "from_peers": 0});
+    assert_eq!(
+        http(
+            &nodes[1],
+            "POST",
+            &format!("/api/v1/items/{item}/fetch-report"),
+            Some(&admin),
+            Some(&bad)
+        )
+        .0,
+        400
+    );
     let c_port = ports[2][1].rsplit(':').next().unwrap().to_owned();
     renditions(&nodes, &admin, item, root.path(), [&b_port, &c_port]);
 }
@@ -391,6 +416,14 @@ fn renditions(nodes: &[Node; 3], admin: &str, item: u64, root: &std::path::Path,
     assert!(std::fs::read(&fourth).unwrap() == origin);
     let (others, total) = from_others(&report);
     assert!(others * 100 >= total * 60, "replicas served most: {report}");
+    let relayed: u64 = nodes[1..]
+        .iter()
+        .map(|node| {
+            let (_, figures) = json_of(http(node, "GET", "/api/v1/p2p", Some(admin), None));
+            figures["served"]["relayed_bytes"].as_u64().unwrap()
+        })
+        .sum();
+    assert!(relayed > 0, "the replicas count what they served");
 }
 
 #[test]

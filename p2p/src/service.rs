@@ -388,20 +388,42 @@ impl P2p {
             })
     }
 
-    /// Bytes moved with each peer so far.
+    /// Bytes moved with each peer so far (the most active
+    /// [`MAX_TRAFFIC_PEERS`]).
     pub fn traffic(&self) -> HashMap<PeerId, Traffic> {
         lock(&self.inner.traffic).clone()
     }
 
     /// Counts verified bytes received from `peer`.
     pub(crate) fn count_in(&self, peer: &PeerId, bytes: u64) {
-        lock(&self.inner.traffic).entry(*peer).or_default().bytes_in += bytes;
-        metrics::counter!("omega_p2p_bytes_in_total", "peer" => peer.to_string()).increment(bytes);
+        add_traffic(&self.inner.traffic, *peer, bytes, 0);
+        metrics::counter!("omega_p2p_bytes_in_total").increment(bytes);
     }
 
     async fn send(&self, command: Command) -> Result<()> {
         self.inner.commands.send(command).await.map_err(|_| P2pError::Stopped)
     }
+}
+
+/// Peers whose traffic is kept apart; past this, the peer that moved the
+/// least is forgotten (metrics keep the totals, without a label per peer:
+/// clients come and go).
+const MAX_TRAFFIC_PEERS: usize = 1024;
+
+fn add_traffic(traffic: &Mutex<HashMap<PeerId, Traffic>>, peer: PeerId, bytes_in: u64, bytes_out: u64) {
+    let mut traffic = lock(traffic);
+    if traffic.len() >= MAX_TRAFFIC_PEERS && !traffic.contains_key(&peer) {
+        let least = traffic
+            .iter()
+            .min_by_key(|(_, moved)| moved.bytes_in + moved.bytes_out)
+            .map(|(peer, _)| *peer);
+        if let Some(least) = least {
+            traffic.remove(&least);
+        }
+    }
+    let entry = traffic.entry(peer).or_default();
+    entry.bytes_in += bytes_in;
+    entry.bytes_out += bytes_out;
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -767,8 +789,8 @@ impl Server {
                     Some(bytes) => {
                         wire::write_piece(&mut stream, Status::Ok, &bytes).await?;
                         let sent = bytes.len() as u64;
-                        lock(&self.traffic).entry(peer).or_default().bytes_out += sent;
-                        metrics::counter!("omega_p2p_bytes_out_total", "peer" => peer.to_string()).increment(sent);
+                        add_traffic(&self.traffic, peer, 0, sent);
+                        metrics::counter!("omega_p2p_bytes_out_total").increment(sent);
                     }
                     None => wire::write_piece(&mut stream, Status::NotFound, &[]).await?,
                 }

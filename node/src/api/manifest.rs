@@ -292,7 +292,7 @@ pub(crate) async fn set_listing(
             records.push((blob, record));
         }
         let refs: Vec<_> = records.iter().map(|(blob, record)| (*blob, record)).collect();
-        let first = index.register_set(set, &refs);
+        let first = index.register_set(set, &refs, false);
         Ok((
             Listing {
                 id: set,
@@ -347,4 +347,42 @@ async fn pieces(state: &AppState, holder: u64, blob: &BlobId) -> ApiResult<(u64,
     // its peers, keeps it and provides it to the next.
     crate::relay::cache_in_background(state, *blob, holder);
     Ok((size, pieces, false))
+}
+
+/// Largest byte count one fetch report may claim (a 1 TiB file).
+const REPORTED_MAX: u64 = 1 << 40;
+
+/// What a client got, and from where.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct FetchReportBody {
+    /// Bytes from the node holding the file.
+    pub from_origin: u64,
+    /// Bytes from other peers (nodes that cached it, seeding clients).
+    pub from_peers: u64,
+}
+
+/// A client's report of a fetch: bytes from the origin and from other
+/// peers. They make the cluster's offload ratio (`GET /api/v1/p2p`,
+/// `omega_p2p_offload_ratio`).
+#[utoipa::path(post, path = "/api/v1/items/{id}/fetch-report", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), request_body = FetchReportBody, responses((status = 204), (status = 400), (status = 404)))]
+pub async fn fetch_report(
+    State(state): State<AppState>,
+    caller: super::Caller,
+    PathParam(id): PathParam<u64>,
+    body: axum::body::Bytes,
+) -> ApiResult<axum::http::StatusCode> {
+    visible_item(&state, &caller, id)?;
+    let report: FetchReportBody =
+        serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))?;
+    if report.from_origin > REPORTED_MAX || report.from_peers > REPORTED_MAX {
+        return Err(ApiError::bad_request("a report counts at most 1 TiB from each side"));
+    }
+    let node = state.p2p.clone().ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "the P2P data plane is off on this node",
+        )
+    })?;
+    node.served.client_report(report.from_origin, report.from_peers);
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

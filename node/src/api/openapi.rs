@@ -49,6 +49,7 @@ use super::{
         items::resume,
         items::stream,
         manifest::manifest,
+        manifest::fetch_report,
         items::children,
         hls::playback,
         hls::master,
@@ -72,6 +73,7 @@ use super::{
         playlists::remove,
         status::cluster,
         status::store,
+        status::p2p,
     ),
     modifiers(&BearerAuth)
 )]

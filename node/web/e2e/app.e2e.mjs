@@ -220,7 +220,7 @@ try {
 
   step('admin pages');
   await page.getByTestId('nav-admin').click();
-  for (const tab of ['admin-users', 'admin-libraries', 'admin-jobs', 'admin-cluster', 'admin-store']) {
+  for (const tab of ['admin-users', 'admin-libraries', 'admin-jobs', 'admin-cluster', 'admin-store', 'admin-p2p']) {
     await page.getByTestId(tab).click();
     await page.waitForTimeout(300);
     await shoot(page, tab);
@@ -229,6 +229,8 @@ try {
   await page.getByTestId('member-row').first().waitFor();
   await page.getByTestId('admin-store').click();
   await page.getByTestId('store-stats').waitFor();
+  await page.getByTestId('admin-p2p').click();
+  await page.getByTestId('p2p-offload').waitFor();
 
   step('settings: an app password, shown once');
   await page.getByTestId('nav-settings').click();

@@ -13,6 +13,7 @@ const TABS: [string, string][] = [
   ['jobs', 'Jobs'],
   ['cluster', 'Cluster'],
   ['store', 'Store'],
+  ['p2p', 'P2P'],
 ];
 
 export function AdminPage({ tab }: { tab: string }) {
@@ -39,6 +40,7 @@ export function AdminPage({ tab }: { tab: string }) {
         {current === 'jobs' ? <JobsTab /> : null}
         {current === 'cluster' ? <ClusterTab /> : null}
         {current === 'store' ? <StoreTab /> : null}
+        {current === 'p2p' ? <P2pTab /> : null}
       </section>
     </main>
   );
@@ -548,5 +550,94 @@ function StoreTab() {
         </div>
       ))}
     </dl>
+  );
+}
+
+interface P2pFigures {
+  peer_id: string;
+  listen_addrs: string[];
+  peers: { peer: string; bytes_in: number; bytes_out: number }[];
+  served: { origin_bytes: number; relayed_bytes: number };
+  clients: { from_origin_bytes: number; from_peers_bytes: number; offload_ratio: number | null };
+  relay: { kept_blobs: number; cache_max_bytes: number };
+}
+
+/** This node on the P2P data plane: offload, what it served, its peers. */
+function P2pTab() {
+  const [figures, setFigures] = useState<P2pFigures | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    const load = () =>
+      api<P2pFigures>('/p2p')
+        .then((value) => setFigures(value))
+        .catch((failure) => setError(failure));
+    load();
+    const timer = window.setInterval(load, 5000);
+    return () => window.clearInterval(timer);
+  }, []);
+  if (error) return <Unavailable error={error} />;
+  if (figures === null) return <Loading />;
+  const ratio = figures.clients.offload_ratio;
+  return (
+    <>
+      <dl class="stats" data-testid="p2p-stats">
+        <div>
+          <dt>Offload (clients' bytes not from the origin)</dt>
+          <dd data-testid="p2p-offload">{ratio === null ? 'no reports yet' : `${(ratio * 100).toFixed(0)} %`}</dd>
+        </div>
+        <div>
+          <dt>Clients got from the origin / from peers</dt>
+          <dd>
+            {bytes(figures.clients.from_origin_bytes)} / {bytes(figures.clients.from_peers_bytes)}
+          </dd>
+        </div>
+        <div>
+          <dt>Served as origin / as relay</dt>
+          <dd>
+            {bytes(figures.served.origin_bytes)} / {bytes(figures.served.relayed_bytes)}
+          </dd>
+        </div>
+        <div>
+          <dt>Relay cache</dt>
+          <dd>
+            {figures.relay.kept_blobs} blobs, at most {bytes(figures.relay.cache_max_bytes)}
+          </dd>
+        </div>
+        <div>
+          <dt>Peer id</dt>
+          <dd class="mono">{figures.peer_id}</dd>
+        </div>
+        <div>
+          <dt>Listening</dt>
+          <dd class="mono">{figures.listen_addrs.join(', ')}</dd>
+        </div>
+      </dl>
+      <table class="source-stats" data-testid="p2p-peers">
+        <thead>
+          <tr>
+            <th>Peer</th>
+            <th>In</th>
+            <th>Out</th>
+          </tr>
+        </thead>
+        <tbody>
+          {figures.peers.length === 0 ? (
+            <tr>
+              <td colSpan={3} class="muted">
+                No traffic yet.
+              </td>
+            </tr>
+          ) : (
+            figures.peers.map((peer) => (
+              <tr key={peer.peer}>
+                <td class="mono">{peer.peer}</td>
+                <td>{bytes(peer.bytes_in)}</td>
+                <td>{bytes(peer.bytes_out)}</td>
+              </tr>
+            ))
+          )}
+        </tbody>
+      </table>
+    </>
   );
 }

@@ -253,7 +253,8 @@ fn renditions(nodes: &[Node; 3], admin: &str, item: u64, root: &std::path::Path,
         },
         || nodes[0].log(),
     );
-    // Bad input: an unknown rendition; a node without the file.
+    // Bad input: an unknown rendition, also through a node without the
+    // file.
     let (code, error) = json_of(http(
         &nodes[0],
         "GET",
@@ -264,16 +265,37 @@ fn renditions(nodes: &[Node; 3], admin: &str, item: u64, root: &std::path::Path,
         None,
     ));
     assert_eq!(code, 404, "{error}");
-    let (code, _) = json_of(http(
+    let (code, error) = json_of(http(
         &nodes[1],
         "GET",
         &format!(
-            "/api/v1/items/{item}/manifest?peer=12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN&rendition=original"
+            "/api/v1/items/{item}/manifest?peer=12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN&rendition=4320p"
         ),
         Some(admin),
         None,
     ));
-    assert_eq!(code, 404);
+    assert_eq!(code, 404, "through a node without the file: {error}");
+    // Any node serves the item's stream and HLS tree: those without the
+    // file pass the request to the holder.
+    let (code, master) = http(
+        &nodes[2],
+        "GET",
+        &format!("/api/v1/items/{item}/hls/master.m3u8"),
+        Some(admin),
+        None,
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&master));
+    assert!(String::from_utf8_lossy(&master).contains("original/index.m3u8"));
+    let (code, _, part) = common::http_raw(
+        nodes[1].http_port,
+        "GET",
+        &format!("/api/v1/items/{item}/stream"),
+        &format!("Authorization: Bearer {admin}\r\nRange: bytes=100-199\r\n"),
+        b"",
+    );
+    assert_eq!(code, 206);
+    let film = std::fs::read(root.join("films/Job Film (2024)/Job Film (2024).mkv")).unwrap();
+    assert!(part == film[100..200]);
 
     let outs: Vec<_> = (1..=3).map(|n| root.join(format!("client-{n}.mp4"))).collect();
     let rendition = ["--rendition", "original"];
@@ -289,8 +311,10 @@ fn renditions(nodes: &[Node; 3], admin: &str, item: u64, root: &std::path::Path,
     // The first client serves a segment once the origin publishes its hash
     // (it asks every 3 s).
     std::thread::sleep(Duration::from_secs(4));
-    let (second, mut seeder_two) = fetch_with(&nodes[0], item, admin, &outs[1], "120s", &rendition);
-    let (third, mut last) = fetch_with(&nodes[0], item, admin, &outs[2], "0s", &rendition);
+    // The others ask other nodes: rendition manifests come from the holder
+    // through them.
+    let (second, mut seeder_two) = fetch_with(&nodes[1], item, admin, &outs[1], "120s", &rendition);
+    let (third, mut last) = fetch_with(&nodes[2], item, admin, &outs[2], "0s", &rendition);
     let origin: Vec<u8> = origin_segments(&nodes[0], admin, item, &names)
         .into_iter()
         .flat_map(|(_, bytes)| bytes)

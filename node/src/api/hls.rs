@@ -218,7 +218,11 @@ pub async fn master(
 ) -> ApiResult<Response> {
     let stream_query = StreamQuery { t: query.t.clone() };
     let (caller, token) = caller_and_token(&state, &parts, stream_query, id)?;
-    let source = source(&state, &caller, id).await?;
+    let item = visible_item(&state, &caller, id)?;
+    if let Some(holder) = super::proxy::remote_holder(&state, &item, &parts) {
+        return super::proxy::to_holder(&state, holder, &parts).await;
+    }
+    let source = source_of(&state, item).await?;
     let tracks: Vec<SubtitleTrack> = subtitle_tracks(&source).into_iter().map(|(track, _)| track).collect();
     let mut offered: Vec<Rendition> = renditions(&source)
         .await
@@ -252,7 +256,11 @@ pub async fn file(
     parts: Parts,
 ) -> ApiResult<Response> {
     let (caller, token) = caller_and_token(&state, &parts, query, id)?;
-    let source = source(&state, &caller, id).await?;
+    let item = visible_item(&state, &caller, id)?;
+    if let Some(holder) = super::proxy::remote_holder(&state, &item, &parts) {
+        return super::proxy::to_holder(&state, holder, &parts).await;
+    }
+    let source = source_of(&state, item).await?;
     if rendition == "subtitles" {
         return subtitle_file(&source, &file, &token).await;
     }
@@ -438,14 +446,20 @@ pub async fn playback(
     State(state): State<AppState>,
     caller: Caller,
     PathParam(id): PathParam<u64>,
+    parts: Parts,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<PlaybackInfo>)> {
+) -> ApiResult<Response> {
     let request: PlaybackRequest = if body.iter().all(u8::is_ascii_whitespace) {
         PlaybackRequest::default()
     } else {
         serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))?
     };
-    let source = source(&state, &caller, id).await?;
+    let item = visible_item(&state, &caller, id)?;
+    // The holder probes its file and decides; its URLs work here too.
+    if let Some(holder) = super::proxy::remote_holder(&state, &item, &parts) {
+        return super::proxy::to_holder_with(&state, holder, &parts, Some(body)).await;
+    }
+    let source = source_of(&state, item).await?;
     let client = request.client.unwrap_or_else(ClientProfile::browser);
     let decision = source.decide(&client).await;
     let token = state.tokens.stream_token(caller.user.id, id, state.clock.now_ms());
@@ -469,5 +483,6 @@ pub async fn playback(
             hls_url,
             duration_s: source.info.duration_s,
         }),
-    ))
+    )
+        .into_response())
 }

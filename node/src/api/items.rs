@@ -703,6 +703,9 @@ pub async fn stream(
 ) -> ApiResult<Response> {
     let caller = authorize(&state, &parts, query.t.as_deref(), id)?;
     let item = visible_item(&state, &caller, id)?;
+    if let Some(holder) = super::proxy::remote_holder(&state, &item, &parts) {
+        return super::proxy::to_holder(&state, holder, &parts).await;
+    }
     serve_file(&state, &item, &headers).await
 }
 

@@ -29,6 +29,8 @@ use crate::tokens::STREAM_TTL_MS;
 
 /// How long the DHT is asked for providers.
 const PROVIDERS_WITHIN: Duration = Duration::from_millis(1500);
+/// Largest manifest taken from the holder (a day of segments).
+const MANIFEST_MAX_BYTES: usize = 64 << 20;
 /// Most peers (other than the holder) a manifest lists.
 const PROVIDERS_MAX: usize = 16;
 
@@ -75,6 +77,25 @@ pub async fn manifest(
         .parse()
         .map_err(|_| ApiError::bad_request(format!("peer {peer:?} is not a libp2p peer id")))?;
     if let Some(rendition) = query.rendition.as_deref() {
+        // The holder makes the segments, signs their manifest and counts
+        // the viewer.
+        if let Some(holder) = super::proxy::remote_holder(&state, &item, &parts) {
+            let answer = super::proxy::to_holder(&state, holder, &parts).await?;
+            let (head, body) = answer.into_parts();
+            let bytes = axum::body::to_bytes(body, MANIFEST_MAX_BYTES)
+                .await
+                .map_err(|error| ApiError::new(axum::http::StatusCode::BAD_GATEWAY, error.to_string()))?;
+            if !head.status.is_success() {
+                let message: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                return Err(ApiError::new(
+                    head.status,
+                    message["error"].as_str().unwrap_or("the holder refused").to_owned(),
+                ));
+            }
+            let manifest: Manifest = serde_json::from_slice(&bytes)
+                .map_err(|error| ApiError::new(axum::http::StatusCode::BAD_GATEWAY, error.to_string()))?;
+            return Ok(Json(manifest));
+        }
         let source = super::hls::source_of(&state, item).await?;
         let manifest = rendition_manifest(&state, &node, &source, peer, rendition).await?;
         state.popularity.hit(

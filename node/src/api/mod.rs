@@ -21,6 +21,7 @@ pub mod libraries;
 pub mod manifest;
 pub mod openapi;
 pub mod playlists;
+pub mod proxy;
 pub mod segments;
 pub mod setup;
 pub mod signed;

@@ -93,12 +93,7 @@ async fn fetch(args: FetchArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        let others: u64 = report
-            .sources
-            .iter()
-            .filter(|source| !source.origin)
-            .map(|source| source.bytes)
-            .sum();
+        let others = report.bytes_from(false);
         println!(
             "fetched {} bytes in {:.1}s from {} sources ({} from peers other than the origin), {} verify failures",
             report.bytes,

@@ -139,16 +139,20 @@ impl Server {
         })
     }
 
-    /// GETs `path`; an answer other than 2xx is an error with the server's
-    /// message.
-    async fn get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
-        let answer = self
-            .http
+    /// GETs `path`, whatever the answer.
+    async fn send_get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        self.http
             .get(format!("{}{path}", self.url))
             .bearer_auth(&self.token)
             .send()
             .await
-            .with_context(|| format!("cannot reach {}", self.url))?;
+            .with_context(|| format!("cannot reach {}", self.url))
+    }
+
+    /// GETs `path`; an answer other than 2xx is an error with the server's
+    /// message.
+    async fn get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let answer = self.send_get(path).await?;
         let status = answer.status();
         if status.is_success() {
             return Ok(answer);
@@ -200,13 +204,7 @@ impl Server {
     pub async fn hls_bytes(&self, item: u64, file: &str) -> anyhow::Result<Vec<u8>> {
         let path = format!("/api/v1/items/{item}/hls/{file}");
         for _ in 1..BUSY_TRIES {
-            let answer = self
-                .http
-                .get(format!("{}{path}", self.url))
-                .bearer_auth(&self.token)
-                .send()
-                .await
-                .with_context(|| format!("cannot reach {}", self.url))?;
+            let answer = self.send_get(&path).await?;
             if answer.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
                 let wait = answer
                     .headers()
@@ -232,18 +230,7 @@ impl Server {
     /// Tells the server what a fetch got from the origin and from other
     /// peers (it counts toward the cluster's offload ratio); best effort.
     pub async fn report(&self, item: u64, report: &FetchReport) {
-        let from_origin: u64 = report
-            .sources
-            .iter()
-            .filter(|source| source.origin)
-            .map(|source| source.bytes)
-            .sum();
-        let from_peers: u64 = report
-            .sources
-            .iter()
-            .filter(|source| !source.origin)
-            .map(|source| source.bytes)
-            .sum();
+        let (from_origin, from_peers) = (report.bytes_from(true), report.bytes_from(false));
         let sent = self
             .http
             .post(format!("{}/api/v1/items/{item}/fetch-report", self.url))

@@ -67,6 +67,18 @@ impl Relay {
         lock(&self.kept).contains(blob)
     }
 
+    /// Takes a background slot for `work` (false: it runs already, or
+    /// every slot is busy).
+    fn claim(&self, work: BlobId) -> bool {
+        let mut in_flight = lock(&self.in_flight);
+        in_flight.len() < BACKGROUND_AT_ONCE && in_flight.insert(work)
+    }
+
+    /// Gives `work`'s slot back.
+    fn release(&self, work: &BlobId) {
+        lock(&self.in_flight).remove(work);
+    }
+
     /// Blobs kept, and the budget.
     pub fn usage(&self) -> (usize, u64) {
         (lock(&self.kept).len(), self.cache_max)
@@ -137,14 +149,8 @@ pub fn cache_in_background(state: &AppState, blob: BlobId, holder: u64) {
     if relay.cache_max == 0 || held(state, &blob) {
         return;
     }
-    {
-        let mut in_flight = relay
-            .in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if in_flight.len() >= BACKGROUND_AT_ONCE || !in_flight.insert(blob) {
-            return;
-        }
+    if !relay.claim(blob) {
+        return;
     }
     let state = state.clone();
     tokio::spawn(async move {
@@ -159,11 +165,7 @@ pub fn cache_in_background(state: &AppState, blob: BlobId, holder: u64) {
             Err(error) => tracing::info!(%blob, "cannot cache a relayed blob: {error:#}"),
         }
         let _ = std::fs::remove_file(&dest);
-        relay
-            .in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&blob);
+        relay.release(&blob);
     });
 }
 
@@ -186,15 +188,8 @@ pub fn replicate_set_in_background(state: &AppState, item: u64, rendition: Strin
     }
     // Named by item and rendition until the manifest gives the set's id.
     let job = BlobId::of(format!("replicate\0{item}\0{rendition}").as_bytes());
-    {
-        let mut in_flight = node
-            .relay
-            .in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if in_flight.len() >= BACKGROUND_AT_ONCE || !in_flight.insert(job) {
-            return;
-        }
+    if !node.relay.claim(job) {
+        return;
     }
     let state = state.clone();
     tokio::spawn(async move {
@@ -202,11 +197,7 @@ pub fn replicate_set_in_background(state: &AppState, item: u64, rendition: Strin
             Ok(segments) => tracing::info!(item, %rendition, segments, "popular rendition replicated"),
             Err(error) => tracing::info!(item, %rendition, "cannot replicate a rendition: {error:#}"),
         }
-        node.relay
-            .in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&job);
+        node.relay.release(&job);
     });
 }
 

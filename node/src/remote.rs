@@ -26,8 +26,18 @@ pub async fn blob_manifest(http_addr: &str, token: &str, blob: &str) -> anyhow::
 }
 
 async fn get_manifest(client: &reqwest::Client, base: &str, token: &str, http_addr: &str) -> anyhow::Result<Manifest> {
+    get_json(client, &format!("{base}/manifest"), token, http_addr).await
+}
+
+/// GETs `url` on member `http_addr` with this node's token; its JSON.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    http_addr: &str,
+) -> anyhow::Result<T> {
     Ok(client
-        .get(format!("{base}/manifest"))
+        .get(url)
         .header(NODE_HEADER, token)
         .send()
         .await
@@ -49,17 +59,8 @@ pub async fn set_manifest(
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
-    Ok(client
-        .get(format!(
-            "http://{http_addr}/api/v1/internal/items/{item}/sets/{rendition}?peer={peer}"
-        ))
-        .header(NODE_HEADER, token)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {http_addr}"))?
-        .error_for_status()?
-        .json()
-        .await?)
+    let url = format!("http://{http_addr}/api/v1/internal/items/{item}/sets/{rendition}?peer={peer}");
+    get_json(&client, &url, token, http_addr).await
 }
 
 /// Downloads blob `blob` (hex) from the member at `http_addr` into `dest`,

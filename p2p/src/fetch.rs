@@ -80,6 +80,17 @@ pub struct FetchReport {
     pub resumed_bytes: u64,
 }
 
+impl FetchReport {
+    /// Bytes from the origin (`true`) or from every other source.
+    pub fn bytes_from(&self, origin: bool) -> u64 {
+        self.sources
+            .iter()
+            .filter(|source| source.origin == origin)
+            .map(|source| source.bytes)
+            .sum()
+    }
+}
+
 /// The part file a fetch into `out` writes.
 pub fn part_path(out: &Path) -> PathBuf {
     let mut name = out.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();

@@ -58,6 +58,13 @@ impl Timing {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_behind_snapshot,
             purge_batch_size: 256,
+            // A restarted leader stands for election like any node. Left on
+            // (openraft's default), a leader that lost power comes back as
+            // leader of the same term with its unsynced tail gone, which its
+            // followers already hold, and writes different entries under the
+            // same log ids: acknowledged writes lost, nodes diverged. The
+            // simulator found it (`omega-sim --seed 1` before the fix).
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         config

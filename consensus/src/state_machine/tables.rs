@@ -190,6 +190,18 @@ pub struct MemTables {
 }
 
 impl MemTables {
+    /// Every row, in table and key order.
+    pub fn rows(&self) -> impl Iterator<Item = (Table, &[u8], &[u8])> {
+        self.rows
+            .iter()
+            .map(|((table, key), value)| (*table, key.as_slice(), value.as_slice()))
+    }
+
+    /// Writes one row.
+    pub fn insert(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
+        self.rows.insert((table, key), value);
+    }
+
     /// Applies an overlay's writes.
     pub fn apply(&mut self, writes: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>) {
         for (key, value) in writes {

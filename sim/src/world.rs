@@ -318,23 +318,11 @@ impl Cluster {
     async fn inject(&mut self, faults: &Faults) -> anyhow::Result<()> {
         let now = tokio::time::Instant::now();
         // Crashed nodes come back, paused ones answer again, on time.
-        let due: Vec<u64> = self
-            .down
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
+        for id in due(&self.down, now) {
             self.down.remove(&id);
             self.start_node(id).await?;
         }
-        let resumed: Vec<u64> = self
-            .paused
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in resumed {
+        for id in due(&self.paused, now) {
             self.paused.remove(&id);
             locked(&self.shared.cut).retain(|(a, b)| *a != id && *b != id);
             self.shared.event(format_args!("resume {id}"));
@@ -445,6 +433,15 @@ impl Cluster {
             }
         }
     }
+}
+
+/// The nodes whose time in `waiting` is up.
+fn due(waiting: &BTreeMap<u64, tokio::time::Instant>, now: tokio::time::Instant) -> Vec<u64> {
+    waiting
+        .iter()
+        .filter(|(_, at)| **at <= now)
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 fn metrics(raft: &Raft) -> RaftMetrics {

@@ -80,13 +80,12 @@ pub struct PieceIndex {
     /// Blob maps, and whether this node keeps the blob as a relay.
     blobs: Mutex<HashMap<BlobId, (PieceMap, bool)>>,
     sets: Mutex<std::collections::VecDeque<RegisteredSet>>,
-    /// Sets this node announced in the DHT.
-    announced: Mutex<HashSet<BlobId>>,
 }
 
 impl PieceIndex {
-    /// Registers the set `set` made of these stored segments; true the
-    /// first time (the caller then announces it).
+    /// Registers the set `set` made of these stored segments; true when
+    /// it was not registered (the first time, or again after it was dropped
+    /// for room): the caller then announces it.
     pub fn register_set(
         &self,
         set: BlobId,
@@ -115,13 +114,14 @@ impl PieceIndex {
             segments: Arc::new(segments.iter().map(|(blob, _)| *blob).collect()),
         };
         let mut sets = lock(&self.sets);
+        let before = sets.len();
         sets.retain(|known| known.id != set);
+        let first = sets.len() == before;
         if sets.len() >= INDEXED_MAX {
             sets.pop_front();
         }
         sets.push_back(registered);
-        drop(sets);
-        lock(&self.announced).insert(set)
+        first
     }
 
     /// True when the set `set` is registered with at least `pieces`

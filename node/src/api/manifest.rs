@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use omega_consensus::state_machine::read;
 use omega_p2p::manifest::Segment;
 use omega_p2p::{Grant, Manifest, PeerId, Piece, Provider};
@@ -29,8 +30,6 @@ use crate::tokens::STREAM_TTL_MS;
 
 /// How long the DHT is asked for providers.
 const PROVIDERS_WITHIN: Duration = Duration::from_millis(1500);
-/// Largest manifest taken from the holder (a day of segments).
-const MANIFEST_MAX_BYTES: usize = 64 << 20;
 /// Most peers (other than the holder) a manifest lists.
 const PROVIDERS_MAX: usize = 16;
 
@@ -60,7 +59,7 @@ pub async fn manifest(
     QueryParams(query): QueryParams<ManifestQuery>,
     parts: Parts,
     PathParam(id): PathParam<u64>,
-) -> ApiResult<Json<Manifest>> {
+) -> ApiResult<Response> {
     let caller = authorize(&state, &parts, query.t.as_deref(), id)?;
     let item = visible_item(&state, &caller, id)?;
     let node = state.p2p.clone().ok_or_else(|| {
@@ -79,22 +78,9 @@ pub async fn manifest(
     if let Some(rendition) = query.rendition.as_deref() {
         // The holder makes the segments, signs their manifest and counts
         // the viewer.
+        // Its answer, manifest or error, goes back as it came.
         if let Some(holder) = super::proxy::remote_holder(&state, &item, &parts) {
-            let answer = super::proxy::to_holder(&state, holder, &parts).await?;
-            let (head, body) = answer.into_parts();
-            let bytes = axum::body::to_bytes(body, MANIFEST_MAX_BYTES)
-                .await
-                .map_err(|error| ApiError::new(axum::http::StatusCode::BAD_GATEWAY, error.to_string()))?;
-            if !head.status.is_success() {
-                let message: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                return Err(ApiError::new(
-                    head.status,
-                    message["error"].as_str().unwrap_or("the holder refused").to_owned(),
-                ));
-            }
-            let manifest: Manifest = serde_json::from_slice(&bytes)
-                .map_err(|error| ApiError::new(axum::http::StatusCode::BAD_GATEWAY, error.to_string()))?;
-            return Ok(Json(manifest));
+            return super::proxy::to_holder(&state, holder, &parts).await;
         }
         let source = super::hls::source_of(&state, item).await?;
         let manifest = rendition_manifest(&state, &node, &source, peer, rendition).await?;
@@ -107,7 +93,7 @@ pub async fn manifest(
             },
             &peer.to_string(),
         );
-        return Ok(manifest);
+        return Ok(manifest.into_response());
     }
     let media = item
         .fields
@@ -151,7 +137,9 @@ pub async fn manifest(
         },
         &peer.to_string(),
     );
-    finish(&state, &node, listed, &members, peer, media.node).await
+    finish(&state, &node, listed, &members, peer, media.node)
+        .await
+        .map(IntoResponse::into_response)
 }
 
 /// What a manifest lists before the providers the DHT knows, the members

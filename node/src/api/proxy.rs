@@ -53,8 +53,7 @@ fn client() -> &'static reqwest::Client {
 /// The member holding `item`'s file when it is not this node (and this
 /// request was not passed on already).
 pub(crate) fn remote_holder(state: &AppState, item: &Item, parts: &Parts) -> Option<u64> {
-    let own = state.cluster.id();
-    if item.fields.media.iter().any(|media| media.node == own) || parts.headers.contains_key(PROXIED_HEADER) {
+    if super::items::local_media(state, item).is_ok() || parts.headers.contains_key(PROXIED_HEADER) {
         return None;
     }
     item.fields.media.first().map(|media| media.node)

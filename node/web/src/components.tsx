@@ -151,15 +151,20 @@ export function ScanProgress({ library }: { library: number }) {
   useEffect(() => {
     let stopped = false;
     let timer: ReturnType<typeof setTimeout> | null = null;
+    // `timer` is set only while a poll is pending or in flight, so that an
+    // event saying "running" after a poll saw the scan finish (events and
+    // answers can cross) always starts polling again rather than leaving a
+    // stale "running" on screen.
     const poll = async () => {
       const view = await loadScan(library);
+      timer = null;
       if (stopped) return;
       const current = scansStore.get()[library] ?? view;
       if (!current || current.state === 'running' || current.state === 'idle') {
         timer = setTimeout(poll, current?.state === 'idle' ? 4000 : 1500);
       }
     };
-    void poll();
+    timer = setTimeout(poll, 0);
     const unsubscribe = scansStore.subscribe((all) => {
       const view = all[library];
       if (view && view.state === 'running' && !timer && !stopped) timer = setTimeout(poll, 1500);

@@ -1,8 +1,8 @@
 import type { ComponentChildren } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { api, isNotFound, librariesStore, reloadLibraries, sessionStore, type Library, type User } from '../api';
+import { api, isNotFound, librariesStore, reloadLibraries, sessionStore, type Library, type ScanStatus, type User } from '../api';
 import { AddLibraryForm, ErrorBox, Loading, ScanProgress } from '../components';
-import { onEvent, scansStore } from '../events';
+import { onEvent, scanFromStatus, scansStore } from '../events';
 import { bytes } from '../format';
 import { Link } from '../router';
 import { useStore } from '../store';
@@ -185,8 +185,9 @@ function LibrariesTab() {
   const scan = async (library: Library) => {
     setError(null);
     try {
-      await api(`/libraries/${library.id}/scan`, { method: 'POST' });
-      scansStore.update((scans) => ({ ...scans, [library.id]: { state: 'running', phase: 'walking', done: 0, total: 0 } }));
+      // The answer is where the scan stands now (it may already have ended).
+      const status = await api<ScanStatus>(`/libraries/${library.id}/scan`, { method: 'POST' });
+      scansStore.update((scans) => ({ ...scans, [library.id]: scanFromStatus(status) }));
     } catch (failure) {
       setError(failure);
     }

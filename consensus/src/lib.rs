@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod codec;
 pub mod command;
 pub mod db;
+pub mod jobs;
 pub mod local_net;
 pub mod log_store;
 pub mod model;

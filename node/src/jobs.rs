@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use omega_consensus::command::{Command, JobOutcome, Response};
+use omega_consensus::jobs;
 use omega_consensus::model::{Job, JobState, NodeId};
 use omega_consensus::state_machine::read;
 use omega_transcode::ladder::ladder;
@@ -29,8 +30,6 @@ use crate::api::AppState;
 const POLL: Duration = Duration::from_secs(2);
 /// How long a node leaves a job it gave back to others.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
-/// Claims a job is tried at most, then it fails for good.
-pub const ATTEMPTS_MAX: u32 = 5;
 
 /// What a job asks for, as its profile string says: a whole rendition
 /// (`720p`), one chunk of a chunked job (`720p#chunk:1/3`: video only, the
@@ -212,21 +211,11 @@ async fn claim_next(
     lease_ms: u64,
     released: &HashMap<u64, std::time::Instant>,
 ) -> anyhow::Result<Option<(Job, u64)>> {
-    let now_ms = state.clock.now_ms();
-    let candidates: Vec<Job> = read::jobs(state.cluster.tables())?
-        .into_iter()
-        .filter(|job| !released.contains_key(&job.id))
-        .filter(|job| match job.state {
-            JobState::Queued => true,
-            JobState::Leased { expires_ms, .. } => expires_ms <= now_ms,
-            JobState::Done { .. } | JobState::Failed { .. } => false,
-        })
-        // A join waits for its chunks (or claims to record their failure).
-        .filter(|job| match JobSpec::parse(&job.profile) {
-            Some(JobSpec::Join { chunks, .. }) => join_readiness(state, &chunks).is_some(),
-            _ => true,
-        })
-        .collect();
+    let candidates = jobs::claimable(read::jobs(state.cluster.tables())?, state.clock.now_ms(), |job| {
+        released.contains_key(&job.id)
+            // A join waits for its chunks (or claims to record their failure).
+            || matches!(JobSpec::parse(&job.profile), Some(JobSpec::Join { chunks, .. }) if join_readiness(state, &chunks).is_none())
+    });
     for job in candidates {
         let command = Command::ClaimJob {
             job: job.id,
@@ -267,7 +256,7 @@ async fn finish(state: &AppState, job: u64, fencing: u64, outcome: JobOutcome) -
 }
 
 async fn execute(state: &AppState, job: &Job, fencing: u64, lease_ms: u64, work_dir: &Path) -> anyhow::Result<()> {
-    if job.attempts > ATTEMPTS_MAX {
+    if jobs::out_of_attempts(job) {
         let reason = format!("gave up after {} attempts", job.attempts - 1);
         return finish(state, job.id, fencing, JobOutcome::Failed { reason }).await;
     }
@@ -541,7 +530,7 @@ pub(crate) fn owner_http(state: &AppState, node: NodeId) -> anyhow::Result<Strin
 /// Renews the lease every third of its length; returns (an error) only
 /// when a renewal is refused or keeps failing past the lease's end.
 async fn hold_lease(state: &AppState, job: u64, fencing: u64, lease_ms: u64) -> anyhow::Error {
-    let every = Duration::from_millis(lease_ms / 3);
+    let every = jobs::renew_every(lease_ms);
     let mut last_renewed = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(every).await;
@@ -556,7 +545,7 @@ async fn hold_lease(state: &AppState, job: u64, fencing: u64, lease_ms: u64) -> 
             Ok(Response::Rejected(rejection)) => return anyhow::anyhow!("lease lost: {rejection}"),
             Ok(other) => return anyhow::anyhow!("unexpected answer {other:?}"),
             Err(error) => {
-                if last_renewed.elapsed() >= Duration::from_millis(lease_ms) {
+                if jobs::lease_lapsed(last_renewed.elapsed(), lease_ms) {
                     return anyhow::anyhow!("lease expired while renewals failed: {error}");
                 }
             }

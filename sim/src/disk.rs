@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
-use omega_consensus::command::Response;
+use omega_consensus::command::{Command, Response};
+use omega_consensus::model::JobState;
+use omega_consensus::state_machine::read;
 use omega_consensus::state_machine::rules;
 use omega_consensus::state_machine::tables::{MemTables, Overlay, Table};
 use openraft::entry::RaftEntry;
@@ -38,6 +40,32 @@ pub enum Bug {
     /// election (what a real node had until the simulator showed that a
     /// power loss then loses acknowledged writes).
     LeaderRestore,
+    /// The state machine accepts a job's completion whatever its fencing
+    /// token: a worker whose lease lapsed and was claimed by another still
+    /// records its result.
+    StaleCompletion,
+}
+
+impl Bug {
+    /// Every bug, with its name on the command line.
+    pub const ALL: [(Bug, &'static str); 3] = [
+        (Bug::AckBeforeSync, "ack-before-sync"),
+        (Bug::LeaderRestore, "leader-restore"),
+        (Bug::StaleCompletion, "stale-completion"),
+    ];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        Bug::ALL
+            .iter()
+            .find(|(bug, _)| *bug == self)
+            .map_or("unknown", |(_, name)| name)
+    }
+
+    /// The bug named `name`.
+    pub fn from_name(name: &str) -> Option<Bug> {
+        Bug::ALL.iter().find(|(_, known)| *known == name).map(|(bug, _)| *bug)
+    }
 }
 
 /// The log's part of a disk.
@@ -119,6 +147,11 @@ impl Disk {
     /// The tables as the node applied them.
     pub fn tables(disk: &SharedDisk) -> MemTables {
         lock(disk).written.machine.tables.clone()
+    }
+
+    /// Reads the tables as the node applied them, without a copy.
+    pub fn read_tables<T>(disk: &SharedDisk, read: impl FnOnce(&MemTables) -> T) -> T {
+        read(&lock(disk).written.machine.tables)
     }
 
     /// Makes everything written durable now.
@@ -275,13 +308,36 @@ impl RaftLogStorage<SimConfig> for LogStore {
 #[derive(Debug, Clone)]
 pub struct Machine {
     disk: SharedDisk,
+    bug: Option<Bug>,
 }
 
 impl Machine {
-    /// The state machine on `disk`.
-    pub fn new(disk: SharedDisk) -> Machine {
-        Machine { disk }
+    /// The state machine on `disk`, with `bug` planted if it is
+    /// [`Bug::StaleCompletion`].
+    pub fn new(disk: SharedDisk, bug: Option<Bug>) -> Machine {
+        Machine { disk, bug }
     }
+}
+
+/// [`Bug::StaleCompletion`]: a completion carries whatever token the job's
+/// lease has now, as if the state machine did not compare them.
+fn plant_stale_completion(tables: &MemTables, command: &Command) -> Option<Command> {
+    let Command::FinishJob {
+        job, outcome, now_ms, ..
+    } = command
+    else {
+        return None;
+    };
+    let current = read::job(tables, *job).ok()??;
+    let JobState::Leased { fencing, .. } = current.state else {
+        return None;
+    };
+    Some(Command::FinishJob {
+        job: *job,
+        fencing,
+        outcome: outcome.clone(),
+        now_ms: *now_ms,
+    })
 }
 
 fn encode_tables(tables: &MemTables) -> Vec<u8> {
@@ -325,6 +381,11 @@ impl RaftStateMachine<SimConfig> for Machine {
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::Done,
                 EntryPayload::Normal(command) => {
+                    let planted = match self.bug {
+                        Some(Bug::StaleCompletion) => plant_stale_completion(&machine.tables, command),
+                        _ => None,
+                    };
+                    let command = planted.as_ref().unwrap_or(command);
                     let mut overlay = Overlay::new(&machine.tables);
                     let response = rules::apply_command(&mut overlay, log_id.index(), command)?;
                     let writes = overlay.into_writes();

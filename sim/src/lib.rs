@@ -8,9 +8,17 @@
 //! - [`types`]: openraft's types on its seeded runtime.
 //! - [`disk`]: a node's log, vote and tables, written and synced.
 //! - [`net`]: Raft's messages between nodes.
-//! - [`world`]: one run: nodes, clients, the nemesis, the checks.
+//! - [`client`]: proposing and reading as a client does; the users workload.
+//! - [`jobs`]: job workers on skewed clocks, and what fencing must rule out.
+//! - [`nemesis`]: the seed's faults and their injection.
+//! - [`check`]: Raft's safety, during the run and at its end.
+//! - [`world`]: one run: nodes, workload, nemesis, checks.
 
+pub mod check;
+pub mod client;
 pub mod disk;
+pub mod jobs;
+pub mod nemesis;
 pub mod net;
 pub mod types;
 pub mod world;

@@ -28,25 +28,22 @@ struct Cli {
     #[arg(long)]
     jobs: Option<usize>,
     /// Plants a bug, to show the simulator finds it: `ack-before-sync`,
-    /// `leader-restore`.
+    /// `leader-restore`, `stale-completion`.
     #[arg(long, value_parser = parse_bug, hide = true)]
     plant_bug: Option<Bug>,
 }
 
 fn parse_bug(text: &str) -> Result<Bug, String> {
-    match text {
-        "ack-before-sync" => Ok(Bug::AckBeforeSync),
-        "leader-restore" => Ok(Bug::LeaderRestore),
-        other => Err(format!("unknown bug {other:?}: ack-before-sync or leader-restore")),
-    }
+    Bug::from_name(text).ok_or_else(|| {
+        let known: Vec<&str> = Bug::ALL.iter().map(|(_, name)| *name).collect();
+        format!("unknown bug {text:?}: one of {}", known.join(", "))
+    })
 }
 
 fn replay_command(seed: u64, bug: Option<Bug>) -> String {
-    let bug = match bug {
-        Some(Bug::AckBeforeSync) => " --plant-bug ack-before-sync",
-        Some(Bug::LeaderRestore) => " --plant-bug leader-restore",
-        None => "",
-    };
+    let bug = bug
+        .map(|bug| format!(" --plant-bug {}", bug.name()))
+        .unwrap_or_default();
     format!("cargo run --release -p omega-sim -- --seed {seed}{bug} --trace")
 }
 
@@ -76,10 +73,11 @@ fn main() -> ExitCode {
 
 fn report(outcome: &Outcome, bug: Option<Bug>) -> ExitCode {
     println!(
-        "seed {}: {} nodes, {} operations, {} faults, {:.1} s simulated, trace {} ({})",
+        "seed {}: {} nodes, {} operations, {} jobs, {} faults, {:.1} s simulated, trace {} ({})",
         outcome.seed,
         outcome.nodes,
         outcome.operations,
+        outcome.jobs,
         outcome.faults,
         outcome.simulated.as_secs_f64(),
         &outcome.trace_hash[..16],

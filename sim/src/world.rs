@@ -1,10 +1,11 @@
 //! One simulated run: N nodes running the real openraft and Omega's state
-//! machine rules on simulated disks and a simulated network, clients
-//! adding users and reading them back, and a nemesis injecting the faults
-//! the seed picked (swarm testing), then a fault-free phase in which the
-//! cluster must recover. Everything runs on one thread on tokio's paused
-//! clock inside openraft's seeded runtime, so a seed replays exactly; the
-//! trace hash says so.
+//! machine rules on simulated disks and a simulated network; clients adding
+//! users and reading them back; every node's job worker claiming, renewing
+//! and completing transcode jobs on its own (skewed) clock; and a nemesis
+//! injecting the faults the seed picked (swarm testing), then a fault-free
+//! phase in which the cluster must recover and every job finish.
+//! Everything runs on one thread on tokio's paused clock inside openraft's
+//! seeded runtime, so a seed replays exactly; the trace hash says so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -12,17 +13,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use omega_chaos::history::{self, AddOutcome, IdSet, Op};
-use omega_consensus::command::{Command, Response};
-use omega_consensus::model::{LibraryAccess, MemberNode};
+use omega_chaos::history::{self, IdSet};
+use omega_consensus::model::{Job, MemberNode};
 use omega_consensus::state_machine::read;
-use openraft::{AsyncRuntime, Config, ReadPolicy, ServerState, SnapshotPolicy};
+use openraft::{AsyncRuntime, Config, ServerState, SnapshotPolicy};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::check::{self, Invariants, metrics};
+use crate::client;
 use crate::disk::{Bug, Disk, LogStore, Machine, SharedDisk};
+use crate::jobs::{self, JobLoad};
+use crate::nemesis::{CLOCK_OFF_MAX_MS, Faults};
 use crate::net::Net;
-use crate::types::{LogId, Raft, RaftMetrics, Runtime};
+use crate::types::{Raft, RaftMetrics, Runtime};
 
 /// How long faults are injected (simulated time).
 const FAULT_PHASE: Duration = Duration::from_secs(12);
@@ -32,10 +36,11 @@ const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
 const CLIENTS_INTO_RECOVERY: Duration = Duration::from_secs(2);
 /// Clients working at once.
 const CLIENTS: usize = 3;
-/// How long a client waits for one answer.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Invariants are checked this often.
 const CHECK_EVERY: Duration = Duration::from_millis(10);
+/// Wall-clock time at the start of every run (2027-01-15), so that clocks
+/// set back stay after the epoch.
+const EPOCH_MS: i64 = 1_800_000_000_000;
 
 /// What a run is asked to do.
 #[derive(Debug, Clone, Default)]
@@ -63,96 +68,33 @@ pub struct Outcome {
     pub simulated: Duration,
     /// Nodes in the cluster.
     pub nodes: usize,
-    /// Client operations recorded.
+    /// Client operations recorded (users and jobs).
     pub operations: usize,
+    /// Jobs the cluster held at the end (all finished, unless a violation
+    /// says otherwise).
+    pub jobs: usize,
     /// Faults injected.
     pub faults: usize,
     /// The seed's mix of faults, in words.
     pub mix: String,
 }
 
-/// The faults a run injects, and how often (swarm testing: each seed picks
-/// its own mix).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Faults {
-    /// Chance a message is lost.
-    pub loss: f64,
-    /// Chance a request is delivered twice.
-    pub duplication: f64,
-    /// Longest one-way delay, in microseconds.
-    pub delay_max_us: u64,
-    /// Longest sync, in milliseconds.
-    pub disk_max_ms: u64,
-    /// Weights of the nemesis's moves.
-    pub crash: u32,
-    /// Every node loses power at once.
-    pub power_loss: u32,
-    /// A partition (the leader isolated, or a random cut).
-    pub partition: u32,
-    /// A node stops answering for a while (a pause).
-    pub pause: u32,
-    /// Links heal.
-    pub heal: u32,
-}
-
-impl Faults {
-    fn pick(rng: &mut StdRng) -> Faults {
-        let on = |rng: &mut StdRng, weight: u32| if rng.random_bool(0.7) { weight } else { 0 };
-        Faults {
-            loss: if rng.random_bool(0.5) {
-                rng.random_range(0.0..0.15)
-            } else {
-                0.0
-            },
-            duplication: if rng.random_bool(0.3) {
-                rng.random_range(0.0..0.1)
-            } else {
-                0.0
-            },
-            delay_max_us: rng.random_range(200..30_000),
-            disk_max_ms: rng.random_range(1..40),
-            crash: on(rng, 3),
-            power_loss: on(rng, 1),
-            partition: on(rng, 3),
-            pause: on(rng, 2),
-            heal: 4,
-        }
-    }
-
-    /// A healthy network and disk.
-    fn none(self) -> Faults {
-        Faults {
-            loss: 0.0,
-            duplication: 0.0,
-            delay_max_us: 2_000,
-            disk_max_ms: self.disk_max_ms.min(5),
-            crash: 0,
-            power_loss: 0,
-            partition: 0,
-            pause: 0,
-            heal: 0,
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "loss {:.0}%, duplication {:.0}%, delay ≤{} ms, sync ≤{} ms, weights crash {} power-loss {} partition {} pause {}",
-            self.loss * 100.0,
-            self.duplication * 100.0,
-            self.delay_max_us / 1000,
-            self.disk_max_ms,
-            self.crash,
-            self.power_loss,
-            self.partition,
-            self.pause
-        )
-    }
-}
-
 #[derive(Debug)]
 struct Trace {
     hasher: blake3::Hasher,
     lines: Option<Vec<String>>,
+}
+
+/// A node of the run: its disk (kept across crashes), its Raft while it
+/// runs, and its clock.
+#[derive(Debug)]
+struct NodeSlot {
+    disk: SharedDisk,
+    raft: Option<Raft>,
+    /// Bumped at every start: work begun in an earlier one is void.
+    incarnation: u64,
+    /// How far its wall clock is from true time.
+    clock_off_ms: i64,
 }
 
 /// What every part of a run shares.
@@ -162,13 +104,14 @@ pub struct Shared {
     pub bug: Option<Bug>,
     rng: Mutex<StdRng>,
     faults: Mutex<Faults>,
-    rafts: Mutex<BTreeMap<u64, Raft>>,
-    cut: Mutex<BTreeSet<(u64, u64)>>,
+    nodes: Mutex<BTreeMap<u64, NodeSlot>>,
+    pub(crate) cut: Mutex<BTreeSet<(u64, u64)>>,
     trace: Mutex<Trace>,
     started: tokio::time::Instant,
 }
 
-fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `mutex`; a panic elsewhere ends the run anyway.
+pub fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -190,7 +133,68 @@ impl Shared {
 
     /// Node `id`'s Raft, when it runs.
     pub fn raft(&self, id: u64) -> Option<Raft> {
-        locked(&self.rafts).get(&id).cloned()
+        locked(&self.nodes).get(&id).and_then(|node| node.raft.clone())
+    }
+
+    /// Node `id`'s disk.
+    pub fn disk(&self, id: u64) -> Option<SharedDisk> {
+        locked(&self.nodes).get(&id).map(|node| node.disk.clone())
+    }
+
+    /// Every node's disk.
+    pub fn disks(&self) -> BTreeMap<u64, SharedDisk> {
+        locked(&self.nodes)
+            .iter()
+            .map(|(id, node)| (*id, node.disk.clone()))
+            .collect()
+    }
+
+    /// The running nodes' Rafts.
+    pub fn rafts(&self) -> Vec<(u64, Raft)> {
+        locked(&self.nodes)
+            .iter()
+            .filter_map(|(id, node)| node.raft.clone().map(|raft| (*id, raft)))
+            .collect()
+    }
+
+    /// Node `id`'s incarnation while it runs.
+    pub fn incarnation(&self, id: u64) -> Option<u64> {
+        locked(&self.nodes)
+            .get(&id)
+            .filter(|node| node.raft.is_some())
+            .map(|node| node.incarnation)
+    }
+
+    /// Every node of the run, running or not.
+    pub fn node_ids(&self) -> Vec<u64> {
+        locked(&self.nodes).keys().copied().collect()
+    }
+
+    /// The node after `id`, round the ring: where a client tries next.
+    pub fn next_node(&self, id: u64) -> u64 {
+        let nodes = locked(&self.nodes);
+        nodes
+            .range(id + 1..)
+            .chain(nodes.iter())
+            .map(|(next, _)| *next)
+            .next()
+            .unwrap_or(id)
+    }
+
+    /// Node `id`'s wall clock, milliseconds since the Unix epoch.
+    pub fn wall_ms(&self, id: u64) -> u64 {
+        let off = locked(&self.nodes).get(&id).map_or(0, |node| node.clock_off_ms);
+        let elapsed = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX / 2);
+        u64::try_from(EPOCH_MS + elapsed + off).unwrap_or(0)
+    }
+
+    /// Moves node `id`'s clock by `jump` ms, within
+    /// ±[`CLOCK_OFF_MAX_MS`] of true time; how far off it is now.
+    pub fn jump_clock(&self, id: u64, jump: i64) -> i64 {
+        let mut nodes = locked(&self.nodes);
+        let Some(node) = nodes.get_mut(&id) else { return 0 };
+        node.clock_off_ms = (node.clock_off_ms + jump).clamp(-CLOCK_OFF_MAX_MS, CLOCK_OFF_MAX_MS);
+        node.clock_off_ms
     }
 
     /// How long the next sync takes.
@@ -210,7 +214,8 @@ impl Shared {
         }
     }
 
-    fn now_ns(&self) -> u128 {
+    /// Simulated time since the run began, in nanoseconds.
+    pub fn now_ns(&self) -> u128 {
         self.started.elapsed().as_nanos()
     }
 }
@@ -229,19 +234,16 @@ pub fn run(options: &Options) -> anyhow::Result<Outcome> {
     runtime.block_on(Runtime::scope(seed, simulate(options)))
 }
 
-/// The cluster: its disks (kept across crashes) and what runs.
-struct Cluster {
-    shared: Arc<Shared>,
-    disks: BTreeMap<u64, SharedDisk>,
-    members: BTreeMap<u64, MemberNode>,
+/// The cluster as the nemesis and the checks see it.
+#[derive(Debug)]
+pub struct Cluster {
+    pub(crate) shared: Arc<Shared>,
     /// Crashed nodes and when they come back.
-    down: BTreeMap<u64, tokio::time::Instant>,
+    pub(crate) down: BTreeMap<u64, tokio::time::Instant>,
     /// Paused nodes and when they answer again.
-    paused: BTreeMap<u64, tokio::time::Instant>,
-    /// Leaders seen, by term.
-    leaders: BTreeMap<u64, u64>,
-    violations: Vec<String>,
-    faults_injected: usize,
+    pub(crate) paused: BTreeMap<u64, tokio::time::Instant>,
+    invariants: Invariants,
+    pub(crate) faults_injected: usize,
 }
 
 fn config(rng: &mut StdRng, bug: Option<Bug>) -> anyhow::Result<Arc<Config>> {
@@ -261,191 +263,81 @@ fn config(rng: &mut StdRng, bug: Option<Bug>) -> anyhow::Result<Arc<Config>> {
 }
 
 impl Cluster {
-    async fn start_node(&mut self, id: u64) -> anyhow::Result<()> {
+    /// Starts node `id` on its disk (a new one the first time).
+    pub async fn start_node(&mut self, id: u64) -> anyhow::Result<()> {
         let config = config(&mut self.shared.rng(), self.shared.bug)?;
-        let disk = self.disks.entry(id).or_default().clone();
+        let disk = {
+            let skew = self.shared.faults().skew_max_ms as i64;
+            let clock_off_ms = if skew > 0 {
+                self.shared.rng().random_range(-skew..=skew)
+            } else {
+                0
+            };
+            let mut nodes = locked(&self.shared.nodes);
+            let node = nodes.entry(id).or_insert_with(|| NodeSlot {
+                disk: SharedDisk::default(),
+                raft: None,
+                incarnation: 0,
+                clock_off_ms,
+            });
+            node.disk.clone()
+        };
         let raft = Raft::new(
             id,
             config,
             Net::new(id, self.shared.clone()),
             LogStore::new(disk.clone(), self.shared.clone()),
-            Machine::new(disk),
+            Machine::new(disk, self.shared.bug),
         )
         .await
         .map_err(|error| anyhow::anyhow!("node {id} cannot start: {error}"))?;
-        locked(&self.shared.rafts).insert(id, raft);
+        if let Some(node) = locked(&self.shared.nodes).get_mut(&id) {
+            node.raft = Some(raft);
+            node.incarnation += 1;
+        }
         self.shared.event(format_args!("start {id}"));
         Ok(())
     }
 
-    async fn crash(&mut self, id: u64, until: tokio::time::Instant) {
-        let raft = locked(&self.shared.rafts).remove(&id);
+    /// Stops node `id` and loses what its disk had not synced; it comes
+    /// back at `until`.
+    pub async fn crash(&mut self, id: u64, until: tokio::time::Instant) {
+        let (raft, disk) = match locked(&self.shared.nodes).get_mut(&id) {
+            Some(node) => (node.raft.take(), Some(node.disk.clone())),
+            None => (None, None),
+        };
         if let Some(raft) = raft {
             let _ = raft.shutdown().await;
         }
-        if let Some(disk) = self.disks.get(&id) {
-            Disk::crash(disk);
+        if let Some(disk) = disk {
+            Disk::crash(&disk);
         }
         self.down.insert(id, until);
         self.shared.event(format_args!("crash {id}"));
     }
 
-    fn cut_off(&self, side: &BTreeSet<u64>) {
-        let mut cut = locked(&self.shared.cut);
-        for a in self.members.keys() {
-            for b in self.members.keys() {
-                if side.contains(a) != side.contains(b) {
-                    cut.insert((*a, *b));
-                }
-            }
-        }
+    /// The node that leads now, if one does.
+    pub fn leader(&self) -> Option<u64> {
+        self.shared
+            .rafts()
+            .into_iter()
+            .find(|(_, raft)| metrics(raft).state == ServerState::Leader)
+            .map(|(id, _)| id)
     }
 
-    fn heal(&mut self) {
-        locked(&self.shared.cut).clear();
-        self.paused.clear();
-        self.shared.event(format_args!("heal"));
-    }
-
-    fn leader(&self) -> Option<u64> {
-        locked(&self.shared.rafts).iter().find_map(|(id, raft)| {
-            let metrics = metrics(raft);
-            (metrics.state == ServerState::Leader).then_some(*id)
-        })
-    }
-
-    /// One move of the nemesis.
-    async fn inject(&mut self, faults: &Faults) -> anyhow::Result<()> {
-        let now = tokio::time::Instant::now();
-        // Crashed nodes come back, paused ones answer again, on time.
-        for id in due(&self.down, now) {
-            self.down.remove(&id);
-            self.start_node(id).await?;
-        }
-        for id in due(&self.paused, now) {
-            self.paused.remove(&id);
-            locked(&self.shared.cut).retain(|(a, b)| *a != id && *b != id);
-            self.shared.event(format_args!("resume {id}"));
-        }
-        let weights = [
-            faults.crash,
-            faults.power_loss,
-            faults.partition,
-            faults.pause,
-            faults.heal,
-        ];
-        let total: u32 = weights.iter().sum();
-        if total == 0 {
-            return Ok(());
-        }
-        let (mut pick, down_for, ids) = {
-            let mut rng = self.shared.rng();
-            let pick = rng.random_range(0..total);
-            let down_for = Duration::from_millis(rng.random_range(100..3000));
-            let ids: Vec<u64> = self.members.keys().copied().collect();
-            (pick, down_for, ids)
-        };
-        let mut choice = 0;
-        for (index, weight) in weights.iter().enumerate() {
-            if pick < *weight {
-                choice = index;
-                break;
-            }
-            pick -= weight;
-        }
-        match choice {
-            0 => {
-                let running: Vec<u64> = ids.iter().copied().filter(|id| !self.down.contains_key(id)).collect();
-                if running.is_empty() {
-                    return Ok(());
-                }
-                let id = running[self.shared.rng().random_range(0..running.len())];
-                self.crash(id, now + down_for).await;
-                self.faults_injected += 1;
-            }
-            1 => {
-                for id in ids {
-                    if !self.down.contains_key(&id) {
-                        self.crash(id, now + down_for).await;
-                    }
-                }
-                self.shared.event(format_args!("power loss"));
-                self.faults_injected += 1;
-            }
-            2 => {
-                let leader = self.leader();
-                let side: BTreeSet<u64> = {
-                    let mut rng = self.shared.rng();
-                    match leader {
-                        Some(leader) if rng.random_bool(0.5) => [leader].into(),
-                        _ => ids.iter().copied().filter(|_| rng.random_bool(0.5)).collect(),
-                    }
-                };
-                self.cut_off(&side);
-                self.shared.event(format_args!("partition {side:?}"));
-                self.faults_injected += 1;
-            }
-            3 => {
-                let id = ids[self.shared.rng().random_range(0..ids.len())];
-                self.cut_off(&[id].into());
-                self.paused.insert(id, now + down_for);
-                self.shared.event(format_args!("pause {id}"));
-                self.faults_injected += 1;
-            }
-            _ => self.heal(),
-        }
-        Ok(())
-    }
-
-    /// Checks what must hold at every step: one leader per term, and on
-    /// each node purged ≤ snapshot ≤ applied ≤ committed.
     fn check(&mut self) {
-        let rafts: Vec<(u64, Raft)> = locked(&self.shared.rafts)
-            .iter()
-            .map(|(id, raft)| (*id, raft.clone()))
-            .collect();
-        for (id, raft) in rafts {
-            let metrics = metrics(&raft);
-            if metrics.state == ServerState::Leader {
-                let term = metrics.current_term;
-                match self.leaders.get(&term) {
-                    Some(other) if *other != id => self
-                        .violations
-                        .push(format!("two leaders in term {term}: nodes {other} and {id}")),
-                    Some(_) => {}
-                    None => {
-                        self.leaders.insert(term, id);
-                        self.shared.event(format_args!("leader {id} term {term}"));
-                    }
-                }
-            }
-            let index = |log_id: &Option<LogId>| log_id.as_ref().map(|log_id| log_id.index);
-            let (purged, snapshot, applied, committed) = (
-                index(&metrics.purged),
-                index(&metrics.snapshot),
-                index(&metrics.last_applied),
-                index(&metrics.local_committed),
-            );
-            if !(purged <= snapshot && snapshot <= applied && applied <= committed) {
-                self.violations.push(format!(
-                    "node {id}: purged {purged:?} ≤ snapshot {snapshot:?} ≤ applied {applied:?} ≤ committed {committed:?} fails"
-                ));
-            }
-        }
+        let rafts = self.shared.rafts();
+        self.invariants.step(&self.shared, &rafts);
     }
 }
 
 /// The nodes whose time in `waiting` is up.
-fn due(waiting: &BTreeMap<u64, tokio::time::Instant>, now: tokio::time::Instant) -> Vec<u64> {
+pub fn due(waiting: &BTreeMap<u64, tokio::time::Instant>, now: tokio::time::Instant) -> Vec<u64> {
     waiting
         .iter()
         .filter(|(_, at)| **at <= now)
         .map(|(id, _)| *id)
         .collect()
-}
-
-fn metrics(raft: &Raft) -> RaftMetrics {
-    openraft::async_runtime::watch::WatchReceiver::borrow_watched(&raft.metrics()).clone()
 }
 
 fn member(id: u64) -> MemberNode {
@@ -457,15 +349,72 @@ fn member(id: u64) -> MemberNode {
     }
 }
 
+/// What the run's workload tasks share.
+struct Workload {
+    users: Arc<Mutex<Vec<history::Op>>>,
+    jobs: Arc<Mutex<Vec<jobs::JobOp>>>,
+    stop_users: Arc<AtomicBool>,
+    stop_jobs: Arc<AtomicBool>,
+    tasks: Vec<<Runtime as AsyncRuntime>::JoinHandle<()>>,
+}
+
+impl Workload {
+    fn start(shared: &Arc<Shared>, item: Option<u64>, load: JobLoad) -> Workload {
+        let mut workload = Workload {
+            users: Arc::default(),
+            jobs: Arc::default(),
+            stop_users: Arc::default(),
+            stop_jobs: Arc::default(),
+            tasks: Vec::new(),
+        };
+        let next_add = Arc::new(AtomicU64::new(0));
+        for client in 0..CLIENTS {
+            let (shared, history, next_add, stop) = (
+                shared.clone(),
+                workload.users.clone(),
+                next_add.clone(),
+                workload.stop_users.clone(),
+            );
+            workload.tasks.push(Runtime::spawn(async move {
+                client::users_loop(client, &shared, &history, &next_add, &stop).await;
+            }));
+        }
+        let Some(item) = item else { return workload };
+        let producer = shared.clone();
+        workload.tasks.push(Runtime::spawn(async move {
+            jobs::produce(&producer, item, load, FAULT_PHASE / 2).await;
+        }));
+        for node in shared.node_ids() {
+            let (shared, history, stop) = (shared.clone(), workload.jobs.clone(), workload.stop_jobs.clone());
+            workload.tasks.push(Runtime::spawn(async move {
+                jobs::worker(node, &shared, load, &history, &stop).await;
+            }));
+        }
+        workload
+    }
+
+    async fn stop(self) -> (Vec<history::Op>, Vec<jobs::JobOp>) {
+        self.stop_users.store(true, Ordering::Release);
+        self.stop_jobs.store(true, Ordering::Release);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let users = std::mem::take(&mut *locked(&self.users));
+        let jobs = std::mem::take(&mut *locked(&self.jobs));
+        (users, jobs)
+    }
+}
+
 async fn simulate(options: Options) -> anyhow::Result<Outcome> {
     let mut rng = StdRng::seed_from_u64(options.seed);
     let nodes: u64 = if rng.random_bool(0.5) { 3 } else { 5 };
     let faults = Faults::pick(&mut rng);
+    let load = JobLoad::pick(&mut rng);
     let shared = Arc::new(Shared {
         bug: options.bug,
         rng: Mutex::new(StdRng::seed_from_u64(rng.random())),
         faults: Mutex::new(faults),
-        rafts: Mutex::new(BTreeMap::new()),
+        nodes: Mutex::new(BTreeMap::new()),
         cut: Mutex::new(BTreeSet::new()),
         trace: Mutex::new(Trace {
             hasher: blake3::Hasher::new(),
@@ -474,19 +423,16 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
         started: tokio::time::Instant::now(),
     });
     shared.event(format_args!(
-        "seed {} nodes {nodes} {}",
+        "seed {} nodes {nodes} {}; {load:?}",
         options.seed,
         faults.describe()
     ));
     let members: BTreeMap<u64, MemberNode> = (1..=nodes).map(|id| (id, member(id))).collect();
     let mut cluster = Cluster {
         shared: shared.clone(),
-        disks: BTreeMap::new(),
-        members: members.clone(),
         down: BTreeMap::new(),
         paused: BTreeMap::new(),
-        leaders: BTreeMap::new(),
-        violations: Vec::new(),
+        invariants: Invariants::default(),
         faults_injected: 0,
     };
     for id in 1..=nodes {
@@ -508,19 +454,15 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
         tokio::time::sleep(CHECK_EVERY).await;
         cluster.check();
     }
-    shared.event(format_args!("formed"));
-
-    let history = Arc::new(Mutex::new(Vec::new()));
-    let next_add = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for client in 0..CLIENTS {
-        let (shared, history, next_add, stop) = (shared.clone(), history.clone(), next_add.clone(), stop.clone());
-        let disks = cluster.disks.clone();
-        clients.push(Runtime::spawn(async move {
-            client_loop(client, &shared, &disks, &history, &next_add, &stop).await;
-        }));
+    let item = jobs::setup(&shared).await;
+    if item.is_none() {
+        cluster
+            .invariants
+            .violations
+            .push("the job's library and item were not written before the faults".into());
     }
+    shared.event(format_args!("formed"));
+    let workload = Workload::start(&shared, item, load);
 
     // Faults, checked every step.
     let fault_end = tokio::time::Instant::now() + FAULT_PHASE;
@@ -534,7 +476,8 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
         }
     }
 
-    // Recovery: no more faults; everyone back.
+    // Recovery: no more faults; everyone back. Clients stop after a
+    // while; workers go on until every job is finished.
     *locked(&shared.faults) = faults.none();
     cluster.heal();
     let down: Vec<u64> = cluster.down.keys().copied().collect();
@@ -543,44 +486,45 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
         cluster.start_node(id).await?;
     }
     shared.event(format_args!("recovery"));
-    let recovery_end = tokio::time::Instant::now() + RECOVERY_LIMIT;
+    let recovery_started = tokio::time::Instant::now();
+    let recovery_end = recovery_started + RECOVERY_LIMIT;
     let mut converged = false;
     while tokio::time::Instant::now() < recovery_end {
         tokio::time::sleep(CHECK_EVERY * 10).await;
         cluster.check();
-        if tokio::time::Instant::now() + RECOVERY_LIMIT < recovery_end + CLIENTS_INTO_RECOVERY {
-            // Clients keep working for the first part of recovery.
+        if recovery_started.elapsed() < CLIENTS_INTO_RECOVERY {
             continue;
         }
-        stop.store(true, Ordering::Release);
-        if converged_now(&cluster) {
+        workload.stop_users.store(true, Ordering::Release);
+        if converged_now(&cluster) && jobs::all_finished(&final_jobs(&shared)) {
             converged = true;
             break;
         }
     }
-    stop.store(true, Ordering::Release);
-    for client in clients {
-        let _ = client.await;
-    }
+    let (users, job_ops) = workload.stop().await;
     // One more write through the leader makes every earlier entry
     // committed and applied on all nodes once they converge.
     if converged {
         converged = settle(&cluster).await;
     }
+    let mut violations = std::mem::take(&mut cluster.invariants.violations);
     if !converged {
-        cluster.violations.push(format!(
-            "the cluster did not converge within {RECOVERY_LIMIT:?} after the faults"
+        violations.push(format!(
+            "the cluster did not converge and finish its jobs within {RECOVERY_LIMIT:?} after the faults"
         ));
     }
-
-    let finals: Vec<IdSet> = cluster.disks.values().map(|disk| names(&Disk::tables(disk))).collect();
-    let history = std::mem::take(&mut *locked(&history));
-    let mut violations = cluster.violations.clone();
-    violations.extend(history::check(&history, &finals).iter().map(ToString::to_string));
-    violations.extend(log_matching(&cluster));
+    let disks = shared.disks();
+    let finals: Vec<IdSet> = disks.values().map(|disk| client::names(&Disk::tables(disk))).collect();
+    let finished = final_jobs(&shared);
+    violations.extend(history::check(&users, &finals).iter().map(ToString::to_string));
+    violations.extend(jobs::check(&job_ops, &finished));
+    violations.extend(check::log_matching(&disks));
     // Not under the lock: messages in flight look nodes up while these
     // shut down.
-    let running: Vec<Raft> = std::mem::take(&mut *locked(&shared.rafts)).into_values().collect();
+    let running: Vec<Raft> = {
+        let mut nodes = locked(&shared.nodes);
+        nodes.values_mut().filter_map(|node| node.raft.take()).collect()
+    };
     for raft in running {
         let _ = raft.shutdown().await;
     }
@@ -592,19 +536,34 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
         trace: trace.lines.clone().unwrap_or_default(),
         simulated: shared.started.elapsed(),
         nodes: nodes as usize,
-        operations: history.len(),
+        operations: users.len() + job_ops.len(),
+        jobs: finished.len(),
         faults: cluster.faults_injected,
-        mix: faults.describe(),
+        mix: format!("{}; {load:?}", faults.describe()),
     })
+}
+
+/// The jobs as the leader (or else the first node) applied them.
+fn final_jobs(shared: &Shared) -> Vec<Job> {
+    let rafts = shared.rafts();
+    let leader = rafts
+        .iter()
+        .find(|(_, raft)| metrics(raft).state == ServerState::Leader)
+        .map(|(id, _)| *id);
+    let disk = leader
+        .or_else(|| shared.node_ids().first().copied())
+        .and_then(|id| shared.disk(id));
+    disk.map(|disk| Disk::read_tables(&disk, |tables| read::jobs(tables).unwrap_or_default()))
+        .unwrap_or_default()
 }
 
 /// Every node applied the same last entry, and there is a leader.
 fn converged_now(cluster: &Cluster) -> bool {
-    let rafts = locked(&cluster.shared.rafts);
-    if rafts.len() != cluster.members.len() {
+    let rafts = cluster.shared.rafts();
+    if rafts.len() != cluster.shared.node_ids().len() {
         return false;
     }
-    let all: Vec<RaftMetrics> = rafts.values().map(metrics).collect();
+    let all: Vec<RaftMetrics> = rafts.iter().map(|(_, raft)| metrics(raft)).collect();
     let leader = all.iter().find(|metrics| metrics.state == ServerState::Leader);
     let Some(leader) = leader else { return false };
     all.iter()
@@ -622,7 +581,7 @@ async fn settle(cluster: &Cluster) -> bool {
     };
     let target = written.log_id.index;
     for _ in 0..100 {
-        let done = locked(&cluster.shared.rafts).values().all(|raft| {
+        let done = cluster.shared.rafts().iter().all(|(_, raft)| {
             metrics(raft)
                 .last_applied
                 .as_ref()
@@ -634,148 +593,4 @@ async fn settle(cluster: &Cluster) -> bool {
         tokio::time::sleep(CHECK_EVERY * 10).await;
     }
     false
-}
-
-/// Nodes agree on every entry their synced logs share (log matching).
-fn log_matching(cluster: &Cluster) -> Vec<String> {
-    let logs: Vec<(u64, BTreeMap<u64, LogId>)> = cluster
-        .disks
-        .iter()
-        .map(|(id, disk)| (*id, Disk::synced_log(disk)))
-        .collect();
-    let mut violations = Vec::new();
-    for (position, (a, log_a)) in logs.iter().enumerate() {
-        for (b, log_b) in &logs[position + 1..] {
-            // Entries at or below both nodes' common committed point must
-            // be the same; a follower may hold an uncommitted tail.
-            let common = log_a
-                .iter()
-                .filter_map(|(index, id)| log_b.get(index).map(|other| (index, id, other)))
-                .filter(|(_, id, other)| id != other)
-                .map(|(index, ..)| *index)
-                .min();
-            if let Some(index) = common {
-                // Differing entries are allowed only as an unsynced,
-                // uncommitted tail: nothing after them may agree.
-                let later_agree = log_a
-                    .range(index..)
-                    .any(|(later, id)| log_b.get(later) == Some(id) && *later > index);
-                if later_agree {
-                    violations.push(format!(
-                        "log matching: nodes {a} and {b} differ at {index} but agree later"
-                    ));
-                }
-            }
-        }
-    }
-    violations
-}
-
-/// The add ids among the users in `tables` (users named `u{id}`).
-fn names(tables: &omega_consensus::state_machine::tables::MemTables) -> IdSet {
-    let mut set = IdSet::default();
-    for user in read::users(tables).unwrap_or_default() {
-        if let Some(id) = user.name.strip_prefix('u').and_then(|id| id.parse().ok()) {
-            set.insert(id);
-        }
-    }
-    set
-}
-
-async fn client_loop(
-    client: usize,
-    shared: &Arc<Shared>,
-    disks: &BTreeMap<u64, SharedDisk>,
-    history: &Mutex<Vec<Op>>,
-    next_add: &AtomicU64,
-    stop: &AtomicBool,
-) {
-    let ids: Vec<u64> = disks.keys().copied().collect();
-    while !stop.load(Ordering::Acquire) {
-        let (think, add, node) = {
-            let mut rng = shared.rng();
-            (
-                Duration::from_millis(rng.random_range(5..60)),
-                rng.random_bool(0.6),
-                ids[rng.random_range(0..ids.len())],
-            )
-        };
-        tokio::time::sleep(think).await;
-        let invoke = shared.now_ns();
-        if add {
-            let id = next_add.fetch_add(1, Ordering::Relaxed);
-            let outcome = add_user(shared, ids.len() as u64, node, id).await;
-            let complete = shared.now_ns();
-            shared.event(format_args!("client {client} add {id} {outcome:?}"));
-            locked(history).push(Op::Add {
-                id,
-                invoke,
-                complete,
-                outcome,
-            });
-        } else if let Some(names) = read_users(shared, disks, node).await {
-            let complete = shared.now_ns();
-            shared.event(format_args!("client {client} read node {node}"));
-            locked(history).push(Op::Read {
-                node: node as usize,
-                invoke,
-                complete,
-                names,
-            });
-        }
-    }
-}
-
-/// Adds user `u{id}` through whichever node leads; `Done` once the
-/// cluster answered (a refusal as taken means an earlier try applied).
-async fn add_user(shared: &Shared, nodes: u64, first: u64, id: u64) -> AddOutcome {
-    let command = Command::CreateUser {
-        name: format!("u{id}"),
-        password_hash: String::new(),
-        roles: BTreeSet::new(),
-        library_access: LibraryAccess::All,
-        now_ms: 0,
-    };
-    let deadline = tokio::time::Instant::now() + CLIENT_TIMEOUT;
-    let mut node = first;
-    while tokio::time::Instant::now() < deadline {
-        let Some(raft) = shared.raft(node) else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            node = node % nodes + 1;
-            continue;
-        };
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match tokio::time::timeout(left, raft.client_write(command.clone())).await {
-            Ok(Ok(written)) => {
-                return match written.data {
-                    Response::Created(_) | Response::Rejected(_) => AddOutcome::Done,
-                    _ => AddOutcome::Unknown,
-                };
-            }
-            Ok(Err(error)) => {
-                if let Some(forward) = error.forward_to_leader() {
-                    match forward.leader_id {
-                        Some(leader) => node = leader,
-                        None => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
-                } else {
-                    // Proposed somewhere, then lost: it may yet apply.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-            Err(_) => return AddOutcome::Unknown,
-        }
-    }
-    // An attempt may have reached a leader: the add may have applied.
-    AddOutcome::Unknown
-}
-
-/// A linearizable read of the users on `node` (it must lead).
-async fn read_users(shared: &Shared, disks: &BTreeMap<u64, SharedDisk>, node: u64) -> Option<IdSet> {
-    let raft = shared.raft(node)?;
-    let read = tokio::time::timeout(CLIENT_TIMEOUT, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await;
-    match read {
-        Ok(Ok(_)) => disks.get(&node).map(|disk| names(&Disk::tables(disk))),
-        _ => None,
-    }
 }

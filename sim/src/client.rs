@@ -39,10 +39,16 @@ pub async fn propose(shared: &Shared, first: u64, command: &Command, timeout: Du
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match tokio::time::timeout(left, raft.client_write(command.clone())).await {
             Ok(Ok(written)) => return Some(written.data),
-            Ok(Err(error)) => match error.forward_to_leader().and_then(|forward| forward.leader_id) {
-                Some(leader) if leader != node => node = leader,
-                // No leader known, or proposed and then lost (it may yet
-                // apply): wait, then try again.
+            Ok(Err(error)) => match error.forward_to_leader().map(|forward| forward.leader_id) {
+                Some(Some(leader)) if leader != node => node = leader,
+                // This node knows no leader (an election, or it has not
+                // joined yet): another may.
+                Some(None) => {
+                    tokio::time::sleep(BACKOFF).await;
+                    node = shared.next_node(node);
+                }
+                // Proposed and then lost (it may yet apply): wait, then
+                // try again.
                 _ => tokio::time::sleep(BACKOFF).await,
             },
             Err(_) => return None,

@@ -10,6 +10,7 @@
 //! - [`net`]: Raft's messages between nodes.
 //! - [`client`]: proposing and reading as a client does; the users workload.
 //! - [`jobs`]: job workers on skewed clocks, and what fencing must rule out.
+//! - [`membership`]: nodes added, removed and replaced under faults.
 //! - [`nemesis`]: the seed's faults and their injection.
 //! - [`check`]: Raft's safety, during the run and at its end.
 //! - [`world`]: one run: nodes, workload, nemesis, checks.
@@ -18,6 +19,7 @@ pub mod check;
 pub mod client;
 pub mod disk;
 pub mod jobs;
+pub mod membership;
 pub mod nemesis;
 pub mod net;
 pub mod types;

@@ -1,6 +1,7 @@
 //! The faults a seed picks (swarm testing: each seed its own mix and
 //! rates), and the nemesis that injects them: crashes, power losses,
-//! partitions (an isolated leader among them), pauses and clock jumps; the
+//! partitions (an isolated leader among them), pauses, clock jumps and
+//! membership changes ([`crate::membership`]); the
 //! network's loss, duplication and delay and the disks' sync latency are
 //! drawn per message and per sync from the same rates.
 
@@ -41,6 +42,8 @@ pub struct Faults {
     pub pause: u32,
     /// A node's clock jumps, forwards or back.
     pub clock_jump: u32,
+    /// A node is added, removed or replaced.
+    pub membership: u32,
     /// Links heal.
     pub heal: u32,
 }
@@ -77,6 +80,7 @@ impl Faults {
             partition: on(rng, 3),
             pause: on(rng, 2),
             clock_jump: on(rng, 2),
+            membership: on(rng, 2),
             heal: 4,
         }
     }
@@ -95,6 +99,7 @@ impl Faults {
             partition: 0,
             pause: 0,
             clock_jump: 0,
+            membership: 0,
             heal: 0,
         }
     }
@@ -102,7 +107,7 @@ impl Faults {
     /// The mix, in words.
     pub fn describe(&self) -> String {
         format!(
-            "loss {:.0}%, duplication {:.0}%, delay ≤{} ms, sync ≤{} ms, skew ≤{} ms, stalls {:.0}%, weights crash {} power-loss {} partition {} pause {} clock {}",
+            "loss {:.0}%, duplication {:.0}%, delay ≤{} ms, sync ≤{} ms, skew ≤{} ms, stalls {:.0}%, weights crash {} power-loss {} partition {} pause {} clock {} membership {}",
             self.loss * 100.0,
             self.duplication * 100.0,
             self.delay_max_us / 1000,
@@ -113,7 +118,8 @@ impl Faults {
             self.power_loss,
             self.partition,
             self.pause,
-            self.clock_jump
+            self.clock_jump,
+            self.membership
         )
     }
 }
@@ -126,6 +132,7 @@ enum Move {
     Partition,
     Pause,
     ClockJump,
+    Membership,
     Heal,
 }
 
@@ -137,6 +144,7 @@ impl Faults {
             (self.partition, Move::Partition),
             (self.pause, Move::Pause),
             (self.clock_jump, Move::ClockJump),
+            (self.membership, Move::Membership),
             (self.heal, Move::Heal),
         ];
         let total: u32 = moves.iter().map(|(weight, _)| weight).sum();
@@ -221,6 +229,11 @@ impl Cluster {
                 let off = self.shared.jump_clock(id, jump);
                 self.shared
                     .event(format_args!("clock of {id} jumps {jump} ms (now {off} ms off)"));
+            }
+            Move::Membership => {
+                if !self.change_membership().await? {
+                    return Ok(());
+                }
             }
             Move::Heal => {
                 self.heal();

@@ -24,6 +24,7 @@ use crate::check::{self, Invariants, metrics};
 use crate::client;
 use crate::disk::{Bug, Disk, LogStore, Machine, SharedDisk};
 use crate::jobs::{self, JobLoad};
+use crate::membership;
 use crate::nemesis::{CLOCK_OFF_MAX_MS, Faults};
 use crate::net::Net;
 use crate::types::{Raft, RaftMetrics, Runtime};
@@ -105,6 +106,10 @@ pub struct Shared {
     rng: Mutex<StdRng>,
     faults: Mutex<Faults>,
     nodes: Mutex<BTreeMap<u64, NodeSlot>>,
+    /// Disks of nodes removed from the cluster, for the log checks.
+    retired: Mutex<BTreeMap<u64, SharedDisk>>,
+    /// The voters the operator wants.
+    intended: Mutex<BTreeSet<u64>>,
     pub(crate) cut: Mutex<BTreeSet<(u64, u64)>>,
     trace: Mutex<Trace>,
     started: tokio::time::Instant,
@@ -139,6 +144,31 @@ impl Shared {
     /// Node `id`'s disk.
     pub fn disk(&self, id: u64) -> Option<SharedDisk> {
         locked(&self.nodes).get(&id).map(|node| node.disk.clone())
+    }
+
+    /// The voters the operator wants.
+    pub fn intended(&self) -> BTreeSet<u64> {
+        locked(&self.intended).clone()
+    }
+
+    /// Sets the voters the operator wants.
+    pub fn set_intended(&self, voters: BTreeSet<u64>) {
+        *locked(&self.intended) = voters;
+    }
+
+    /// Takes node `id` out of the run (its removal was committed): its
+    /// Raft, to shut down; its disk stays for the log checks.
+    pub fn retire(&self, id: u64) -> Option<Raft> {
+        let slot = locked(&self.nodes).remove(&id)?;
+        locked(&self.retired).insert(id, slot.disk);
+        slot.raft
+    }
+
+    /// The disks of every node that ever ran, retired ones too.
+    pub fn all_disks(&self) -> BTreeMap<u64, SharedDisk> {
+        let mut disks = self.disks();
+        disks.extend(locked(&self.retired).iter().map(|(id, disk)| (*id, disk.clone())));
+        disks
     }
 
     /// Every node's disk.
@@ -244,6 +274,9 @@ pub struct Cluster {
     pub(crate) paused: BTreeMap<u64, tokio::time::Instant>,
     invariants: Invariants,
     pub(crate) faults_injected: usize,
+    /// Nodes added so far, and the id of the first.
+    pub(crate) added: u64,
+    pub(crate) first_added: u64,
 }
 
 fn config(rng: &mut StdRng, bug: Option<Bug>) -> anyhow::Result<Arc<Config>> {
@@ -340,33 +373,36 @@ pub fn due(waiting: &BTreeMap<u64, tokio::time::Instant>, now: tokio::time::Inst
         .collect()
 }
 
-fn member(id: u64) -> MemberNode {
-    MemberNode {
-        cluster_addr: format!("sim-{id}"),
-        http_addr: format!("sim-{id}"),
-        p2p_peer_id: None,
-        cert_fingerprint: String::new(),
-    }
-}
-
 /// What the run's workload tasks share.
 struct Workload {
     users: Arc<Mutex<Vec<history::Op>>>,
     jobs: Arc<Mutex<Vec<jobs::JobOp>>>,
     stop_users: Arc<AtomicBool>,
     stop_jobs: Arc<AtomicBool>,
+    /// Stops the membership operator.
+    stop_operator: Arc<AtomicBool>,
     tasks: Vec<<Runtime as AsyncRuntime>::JoinHandle<()>>,
 }
 
 impl Workload {
-    fn start(shared: &Arc<Shared>, item: Option<u64>, load: JobLoad) -> Workload {
+    fn start(
+        shared: &Arc<Shared>,
+        item: Option<u64>,
+        load: JobLoad,
+        node_ids: std::ops::RangeInclusive<u64>,
+    ) -> Workload {
         let mut workload = Workload {
             users: Arc::default(),
             jobs: Arc::default(),
             stop_users: Arc::default(),
             stop_jobs: Arc::default(),
+            stop_operator: Arc::default(),
             tasks: Vec::new(),
         };
+        let (operator, stop) = (shared.clone(), workload.stop_operator.clone());
+        workload.tasks.push(Runtime::spawn(async move {
+            membership::operator(&operator, &stop).await;
+        }));
         let next_add = Arc::new(AtomicU64::new(0));
         for client in 0..CLIENTS {
             let (shared, history, next_add, stop) = (
@@ -384,7 +420,8 @@ impl Workload {
         workload.tasks.push(Runtime::spawn(async move {
             jobs::produce(&producer, item, load, FAULT_PHASE / 2).await;
         }));
-        for node in shared.node_ids() {
+        // Every node that may run gets a worker, idle while it does not.
+        for node in node_ids {
             let (shared, history, stop) = (shared.clone(), workload.jobs.clone(), workload.stop_jobs.clone());
             workload.tasks.push(Runtime::spawn(async move {
                 jobs::worker(node, &shared, load, &history, &stop).await;
@@ -396,6 +433,7 @@ impl Workload {
     async fn stop(self) -> (Vec<history::Op>, Vec<jobs::JobOp>) {
         self.stop_users.store(true, Ordering::Release);
         self.stop_jobs.store(true, Ordering::Release);
+        self.stop_operator.store(true, Ordering::Release);
         for task in self.tasks {
             let _ = task.await;
         }
@@ -415,6 +453,8 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
         rng: Mutex::new(StdRng::seed_from_u64(rng.random())),
         faults: Mutex::new(faults),
         nodes: Mutex::new(BTreeMap::new()),
+        retired: Mutex::new(BTreeMap::new()),
+        intended: Mutex::new((1..=nodes).collect()),
         cut: Mutex::new(BTreeSet::new()),
         trace: Mutex::new(Trace {
             hasher: blake3::Hasher::new(),
@@ -427,13 +467,15 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
         options.seed,
         faults.describe()
     ));
-    let members: BTreeMap<u64, MemberNode> = (1..=nodes).map(|id| (id, member(id))).collect();
+    let members: BTreeMap<u64, MemberNode> = (1..=nodes).map(|id| (id, membership::member(id))).collect();
     let mut cluster = Cluster {
         shared: shared.clone(),
         down: BTreeMap::new(),
         paused: BTreeMap::new(),
         invariants: Invariants::default(),
         faults_injected: 0,
+        added: 0,
+        first_added: nodes + 1,
     };
     for id in 1..=nodes {
         cluster.start_node(id).await?;
@@ -462,7 +504,7 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
             .push("the job's library and item were not written before the faults".into());
     }
     shared.event(format_args!("formed"));
-    let workload = Workload::start(&shared, item, load);
+    let workload = Workload::start(&shared, item, load, 1..=nodes + membership::ADDED_MAX);
 
     // Faults, checked every step.
     let fault_end = tokio::time::Instant::now() + FAULT_PHASE;
@@ -470,6 +512,7 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
     while tokio::time::Instant::now() < fault_end {
         tokio::time::sleep(CHECK_EVERY).await;
         cluster.check();
+        cluster.retire_removed().await;
         if tokio::time::Instant::now() >= next_fault {
             cluster.inject(&faults).await?;
             next_fault = tokio::time::Instant::now() + Duration::from_millis(shared.rng().random_range(100..1500));
@@ -492,6 +535,7 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
     while tokio::time::Instant::now() < recovery_end {
         tokio::time::sleep(CHECK_EVERY * 10).await;
         cluster.check();
+        cluster.retire_removed().await;
         if recovery_started.elapsed() < CLIENTS_INTO_RECOVERY {
             continue;
         }
@@ -518,7 +562,7 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
     let finished = final_jobs(&shared);
     violations.extend(history::check(&users, &finals).iter().map(ToString::to_string));
     violations.extend(jobs::check(&job_ops, &finished));
-    violations.extend(check::log_matching(&disks));
+    violations.extend(check::log_matching(&shared.all_disks()));
     // Not under the lock: messages in flight look nodes up while these
     // shut down.
     let running: Vec<Raft> = {
@@ -535,7 +579,7 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
         trace_hash: trace.hasher.finalize().to_hex().to_string(),
         trace: trace.lines.clone().unwrap_or_default(),
         simulated: shared.started.elapsed(),
-        nodes: nodes as usize,
+        nodes: shared.node_ids().len(),
         operations: users.len() + job_ops.len(),
         jobs: finished.len(),
         faults: cluster.faults_injected,
@@ -557,15 +601,28 @@ fn final_jobs(shared: &Shared) -> Vec<Job> {
         .unwrap_or_default()
 }
 
-/// Every node applied the same last entry, and there is a leader.
+/// There is a leader, the membership is the one intended, and every node
+/// runs and applied the same last entry.
 fn converged_now(cluster: &Cluster) -> bool {
     let rafts = cluster.shared.rafts();
-    if rafts.len() != cluster.shared.node_ids().len() {
+    let intended = cluster.shared.intended();
+    if rafts.len() != cluster.shared.node_ids().len()
+        || cluster.shared.node_ids().into_iter().ne(intended.iter().copied())
+    {
+        return false;
+    }
+    let Some((_, leader_raft)) = rafts
+        .iter()
+        .find(|(_, raft)| metrics(raft).state == ServerState::Leader)
+    else {
+        return false;
+    };
+    let seen = membership::view(leader_raft);
+    if seen.voters != intended || seen.nodes != intended || !seen.committed {
         return false;
     }
     let all: Vec<RaftMetrics> = rafts.iter().map(|(_, raft)| metrics(raft)).collect();
-    let leader = all.iter().find(|metrics| metrics.state == ServerState::Leader);
-    let Some(leader) = leader else { return false };
+    let leader = metrics(leader_raft);
     all.iter()
         .all(|metrics| metrics.last_applied == leader.local_committed && metrics.last_applied.is_some())
 }

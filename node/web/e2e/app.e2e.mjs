@@ -112,14 +112,20 @@ try {
   await addLibrary(page, 'Films', 'movies', films);
   await addLibrary(page, 'Music', 'music', music);
   await page.getByTestId('scan-progress').first().waitFor();
-  await page.waitForFunction(
-    () => {
-      const rows = [...document.querySelectorAll('[data-testid="scan-progress"]')];
-      return rows.length >= 2 && rows.every((row) => /Finished/.test(row.textContent ?? ''));
-    },
-    null,
-    { timeout: 120_000, polling: 250 },
-  );
+  await page
+    .waitForFunction(
+      () => {
+        const rows = [...document.querySelectorAll('[data-testid="scan-progress"]')];
+        return rows.length >= 2 && rows.every((row) => /Finished/.test(row.textContent ?? ''));
+      },
+      null,
+      { timeout: 120_000, polling: 250 },
+    )
+    .catch(async (error) => {
+      // Say where each scan stood, so that a failure here explains itself.
+      const rows = await page.getByTestId('scan-progress').allTextContents();
+      throw new Error(`scans did not finish: ${JSON.stringify(rows)} (${error.message})`);
+    });
   await shoot(page, 'setup-libraries');
   await page.getByTestId('setup-finish').click();
 

@@ -49,7 +49,9 @@ impl Timing {
         keep_behind_snapshot: 1_000,
     };
 
-    fn config(&self) -> Result<Config, ClusterError> {
+    /// openraft's configuration for this timing: what every node runs
+    /// (and the simulator, so that it checks the same settings).
+    pub fn raft_config(&self) -> Result<Config, ClusterError> {
         let config = Config {
             cluster_name: "omega".into(),
             heartbeat_interval: self.heartbeat.as_millis() as u64,
@@ -167,7 +169,7 @@ impl<T: Transport> Cluster<T> {
         let db = Db::open(&dir.join("raft"))?;
         let log = LogStore::new(db.clone())?;
         let machine = StateMachine::open(db.clone(), &dir.join("snapshots"))?;
-        let config = Arc::new(timing.config()?);
+        let config = Arc::new(timing.raft_config()?);
         let raft = Raft::new(id, config, Network::new(transport.clone()), log, machine)
             .await
             .map_err(|error| ClusterError::Raft(error.to_string()))?;

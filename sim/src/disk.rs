@@ -1,10 +1,13 @@
 //! A node's simulated disk: its Raft log, vote and state machine, as the
 //! node wrote them and as the last completed sync left them. Like the real
-//! node (log and tables share one RocksDB WAL), a sync makes everything
-//! written so far durable; it completes after a delay drawn from the run's
-//! RNG, and only then are appends reported flushed to openraft. A crash
-//! throws away what was written since the last sync. The vote and an
-//! installed snapshot are synced before they return, as on a real node.
+//! node (log and tables share one RocksDB WAL), every write goes into one
+//! journal in order, and a sync makes everything written so far durable; it
+//! completes after a delay drawn from the run's RNG, and only then are
+//! appends reported flushed to openraft. A crash keeps what was synced and,
+//! like a write-ahead log whose unsynced tail reached the platter in part,
+//! may keep a prefix of the writes since (a torn write: the rest is lost).
+//! The vote, a built snapshot and an installed one are synced before they
+//! return, as on a real node. A full disk refuses writes.
 //!
 //! With [`Bug::AckBeforeSync`] appends are reported flushed at once, while
 //! their sync still waits: the bug the simulator must catch.
@@ -93,16 +96,80 @@ struct Contents {
     machine: MachineData,
 }
 
+/// One write, as it goes into the journal.
+#[derive(Debug, Clone)]
+enum Write {
+    Vote(Vote),
+    Committed(Option<LogId>),
+    Append(Vec<Entry>),
+    /// Drops the entries from this index on.
+    TruncateFrom(u64),
+    Purge(LogId),
+    /// An entry applied: its table writes, and the membership it set.
+    Apply {
+        rows: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+        applied: LogId,
+        membership: Option<StoredMembership>,
+    },
+    /// A snapshot built from the tables.
+    Snapshot(SnapshotMeta, Vec<u8>),
+    /// A snapshot installed in place of the tables.
+    Install(MemTables, SnapshotMeta, Vec<u8>),
+}
+
+impl Contents {
+    fn apply(&mut self, write: &Write) {
+        match write {
+            Write::Vote(vote) => self.log.vote = Some(*vote),
+            Write::Committed(committed) => self.log.committed = *committed,
+            Write::Append(entries) => {
+                for entry in entries {
+                    self.log.entries.insert(entry.index(), entry.clone());
+                }
+            }
+            Write::TruncateFrom(from) => {
+                let _dropped = self.log.entries.split_off(from);
+            }
+            Write::Purge(log_id) => {
+                self.log.entries = self.log.entries.split_off(&(log_id.index() + 1));
+                self.log.purged = Some(*log_id);
+            }
+            Write::Apply {
+                rows,
+                applied,
+                membership,
+            } => {
+                self.machine.tables.apply(rows.clone());
+                self.machine.applied = Some(*applied);
+                if let Some(membership) = membership {
+                    self.machine.membership = membership.clone();
+                }
+            }
+            Write::Snapshot(meta, bytes) => self.machine.snapshot = Some((meta.clone(), bytes.clone())),
+            Write::Install(tables, meta, bytes) => {
+                self.machine.tables = tables.clone();
+                self.machine.applied = meta.last_log_id;
+                self.machine.membership = meta.last_membership.clone();
+                self.machine.snapshot = Some((meta.clone(), bytes.clone()));
+            }
+        }
+    }
+}
+
 /// One node's disk, kept across its crashes.
 #[derive(Default)]
 pub struct Disk {
     written: Contents,
     synced: Contents,
+    /// What was written since the last sync, in order.
+    journal: Vec<Write>,
     /// Appends waiting for the sync in progress.
     waiting: Vec<IoFlushed>,
     sync_pending: bool,
     /// Bumped by a crash, so that a sync begun before it is void.
     generation: u64,
+    /// A full disk refuses writes.
+    full: bool,
 }
 
 impl Debug for Disk {
@@ -111,6 +178,7 @@ impl Debug for Disk {
             .debug_struct("Disk")
             .field("written", &self.written)
             .field("synced", &self.synced)
+            .field("journal", &self.journal.len())
             .field("waiting", &self.waiting.len())
             .finish_non_exhaustive()
     }
@@ -123,14 +191,44 @@ fn lock(disk: &SharedDisk) -> std::sync::MutexGuard<'_, Disk> {
     disk.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+fn full_error() -> io::Error {
+    io::Error::new(io::ErrorKind::StorageFull, "no space left on the simulated disk")
+}
+
 impl Disk {
-    /// Loses what was written since the last sync (power loss).
-    pub fn crash(disk: &SharedDisk) {
+    /// Writes since the last sync.
+    pub fn unsynced(disk: &SharedDisk) -> usize {
+        lock(disk).journal.len()
+    }
+
+    /// Loses what was written since the last sync but its first `kept`
+    /// writes (power loss; `kept > 0` is a torn write).
+    pub fn crash(disk: &SharedDisk, kept: usize) {
         let mut disk = lock(disk);
+        let journal = std::mem::take(&mut disk.journal);
+        for write in journal.iter().take(kept) {
+            disk.synced.apply(write);
+        }
         disk.written = disk.synced.clone();
         disk.waiting.clear();
         disk.sync_pending = false;
         disk.generation += 1;
+    }
+
+    /// Fills the disk (writes fail) or frees it.
+    pub fn set_full(disk: &SharedDisk, full: bool) {
+        lock(disk).full = full;
+    }
+
+    /// Writes `write`: at once to what the node reads, durable at the
+    /// next sync.
+    fn write(&mut self, write: Write) -> io::Result<()> {
+        if self.full {
+            return Err(full_error());
+        }
+        self.written.apply(&write);
+        self.journal.push(write);
+        Ok(())
     }
 
     /// The log ids of the synced log, by index.
@@ -156,9 +254,23 @@ impl Disk {
 
     /// Makes everything written durable now.
     fn sync_now(&mut self) -> Vec<IoFlushed> {
-        self.synced = self.written.clone();
+        for write in std::mem::take(&mut self.journal) {
+            self.synced.apply(&write);
+        }
         self.sync_pending = false;
         std::mem::take(&mut self.waiting)
+    }
+
+    /// Writes `write` and syncs; the appends the sync made durable.
+    fn write_synced(&mut self, write: Write) -> io::Result<Vec<IoFlushed>> {
+        self.write(write)?;
+        Ok(self.sync_now())
+    }
+}
+
+fn flushed(callbacks: Vec<IoFlushed>) {
+    for callback in callbacks {
+        callback.io_completed(Ok(()));
     }
 }
 
@@ -184,9 +296,7 @@ fn schedule_sync(disk: &SharedDisk, shared: &Arc<Shared>) {
             }
             locked.sync_now()
         };
-        for callback in callbacks {
-            callback.io_completed(Ok(()));
-        }
+        flushed(callbacks);
     });
 }
 
@@ -251,16 +361,15 @@ impl RaftLogStorage<SimConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        // Synced before it returns, as a real node does.
-        let mut disk = lock(&self.disk);
-        disk.written.log.vote = Some(*vote);
-        disk.synced.log.vote = Some(*vote);
+        // Synced before it returns, as a real node does (and with it every
+        // write before it: one journal).
+        let callbacks = lock(&self.disk).write_synced(Write::Vote(*vote))?;
+        flushed(callbacks);
         Ok(())
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        lock(&self.disk).written.log.committed = committed;
-        Ok(())
+        lock(&self.disk).write(Write::Committed(committed))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
@@ -274,9 +383,7 @@ impl RaftLogStorage<SimConfig> for LogStore {
     {
         {
             let mut disk = lock(&self.disk);
-            for entry in entries {
-                disk.written.log.entries.insert(entry.index(), entry);
-            }
+            disk.write(Write::Append(entries.into_iter().collect()))?;
             if self.shared.bug == Some(Bug::AckBeforeSync) {
                 drop(disk);
                 callback.io_completed(Ok(()));
@@ -290,17 +397,11 @@ impl RaftLogStorage<SimConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |log_id| log_id.index() + 1);
-        let mut disk = lock(&self.disk);
-        let _dropped = disk.written.log.entries.split_off(&from);
-        Ok(())
+        lock(&self.disk).write(Write::TruncateFrom(from))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        let mut disk = lock(&self.disk);
-        let keep = disk.written.log.entries.split_off(&(log_id.index() + 1));
-        disk.written.log.entries = keep;
-        disk.written.log.purged = Some(log_id);
-        Ok(())
+        lock(&self.disk).write(Write::Purge(log_id))
     }
 }
 
@@ -377,27 +478,30 @@ impl RaftStateMachine<SimConfig> for Machine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let log_id = entry.log_id();
             let mut disk = lock(&self.disk);
-            let machine = &mut disk.written.machine;
-            let response = match &entry.payload {
-                EntryPayload::Blank => Response::Done,
+            let tables = &disk.written.machine.tables;
+            let (response, rows, membership) = match &entry.payload {
+                EntryPayload::Blank => (Response::Done, BTreeMap::new(), None),
                 EntryPayload::Normal(command) => {
                     let planted = match self.bug {
-                        Some(Bug::StaleCompletion) => plant_stale_completion(&machine.tables, command),
+                        Some(Bug::StaleCompletion) => plant_stale_completion(tables, command),
                         _ => None,
                     };
                     let command = planted.as_ref().unwrap_or(command);
-                    let mut overlay = Overlay::new(&machine.tables);
+                    let mut overlay = Overlay::new(tables);
                     let response = rules::apply_command(&mut overlay, log_id.index(), command)?;
-                    let writes = overlay.into_writes();
-                    machine.tables.apply(writes);
-                    response
+                    (response, overlay.into_writes(), None)
                 }
-                EntryPayload::Membership(membership) => {
-                    machine.membership = StoredMembership::new(Some(log_id), membership.clone());
-                    Response::Done
-                }
+                EntryPayload::Membership(membership) => (
+                    Response::Done,
+                    BTreeMap::new(),
+                    Some(StoredMembership::new(Some(log_id), membership.clone())),
+                ),
             };
-            machine.applied = Some(log_id);
+            disk.write(Write::Apply {
+                rows,
+                applied: log_id,
+                membership,
+            })?;
             if let Some(responder) = responder {
                 responders.push((responder, response));
             }
@@ -415,19 +519,9 @@ impl RaftStateMachine<SimConfig> for Machine {
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Self::SnapshotData) -> Result<(), io::Error> {
         let bytes = snapshot.into_inner();
         let tables = decode_tables(&bytes)?;
-        let callbacks = {
-            let mut disk = lock(&self.disk);
-            let machine = &mut disk.written.machine;
-            machine.tables = tables;
-            machine.applied = meta.last_log_id;
-            machine.membership = meta.last_membership.clone();
-            machine.snapshot = Some((meta.clone(), bytes));
-            // Installed snapshots are durable when this returns.
-            disk.sync_now()
-        };
-        for callback in callbacks {
-            callback.io_completed(Ok(()));
-        }
+        // Installed snapshots are durable when this returns.
+        let callbacks = lock(&self.disk).write_synced(Write::Install(tables, meta.clone(), bytes))?;
+        flushed(callbacks);
         Ok(())
     }
 
@@ -456,15 +550,12 @@ impl RaftSnapshotBuilder<SimConfig> for Machine {
                 last_membership: machine.membership.clone(),
             };
             let bytes = encode_tables(&machine.tables);
-            disk.written.machine.snapshot = Some((meta.clone(), bytes.clone()));
             // As on a real node, everything applied is synced before the
             // log may be purged behind the snapshot.
-            let callbacks = disk.sync_now();
+            let callbacks = disk.write_synced(Write::Snapshot(meta.clone(), bytes.clone()))?;
             (meta, bytes, callbacks)
         };
-        for callback in callbacks {
-            callback.io_completed(Ok(()));
-        }
+        flushed(callbacks);
         Ok(Snapshot {
             meta,
             snapshot: std::io::Cursor::new(bytes),

@@ -1,9 +1,10 @@
 //! The faults a seed picks (swarm testing: each seed its own mix and
 //! rates), and the nemesis that injects them: crashes, power losses,
-//! partitions (an isolated leader among them), pauses, clock jumps and
-//! membership changes ([`crate::membership`]); the
-//! network's loss, duplication and delay and the disks' sync latency are
-//! drawn per message and per sync from the same rates.
+//! partitions (an isolated leader among them), pauses, clock jumps,
+//! membership changes ([`crate::membership`]) and full disks. Torn writes
+//! at a crash, the network's loss, duplication and delay and the disks'
+//! sync latency are drawn per crash, per message and per sync from the
+//! same rates.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use rand::Rng;
 use rand::rngs::StdRng;
 
+use crate::disk::Disk;
 use crate::world::{Cluster, locked};
 
 /// How far the nemesis may set a node's clock from true time.
@@ -29,6 +31,9 @@ pub struct Faults {
     pub disk_max_ms: u64,
     /// How far apart the nodes' clocks start, at most, in milliseconds.
     pub skew_max_ms: u64,
+    /// Chance a crash keeps a prefix of the unsynced writes (a torn
+    /// write) rather than none.
+    pub torn: f64,
     /// Chance a job worker stalls past its lease just before it records
     /// its result (a long pause of the process).
     pub stall: f64,
@@ -44,6 +49,8 @@ pub struct Faults {
     pub clock_jump: u32,
     /// A node is added, removed or replaced.
     pub membership: u32,
+    /// A node's disk fills up for a while.
+    pub disk_full: u32,
     /// Links heal.
     pub heal: u32,
 }
@@ -70,6 +77,11 @@ impl Faults {
             } else {
                 0
             },
+            torn: if rng.random_bool(0.5) {
+                rng.random_range(0.2..1.0)
+            } else {
+                0.0
+            },
             stall: if rng.random_bool(0.6) {
                 rng.random_range(0.1..0.5)
             } else {
@@ -81,6 +93,7 @@ impl Faults {
             pause: on(rng, 2),
             clock_jump: on(rng, 2),
             membership: on(rng, 2),
+            disk_full: on(rng, 1),
             heal: 4,
         }
     }
@@ -93,6 +106,7 @@ impl Faults {
             delay_max_us: 2_000,
             disk_max_ms: self.disk_max_ms.min(5),
             skew_max_ms: self.skew_max_ms,
+            torn: 0.0,
             stall: 0.0,
             crash: 0,
             power_loss: 0,
@@ -100,6 +114,7 @@ impl Faults {
             pause: 0,
             clock_jump: 0,
             membership: 0,
+            disk_full: 0,
             heal: 0,
         }
     }
@@ -107,19 +122,21 @@ impl Faults {
     /// The mix, in words.
     pub fn describe(&self) -> String {
         format!(
-            "loss {:.0}%, duplication {:.0}%, delay ≤{} ms, sync ≤{} ms, skew ≤{} ms, stalls {:.0}%, weights crash {} power-loss {} partition {} pause {} clock {} membership {}",
+            "loss {:.0}%, duplication {:.0}%, delay ≤{} ms, sync ≤{} ms, skew ≤{} ms, torn {:.0}%, stalls {:.0}%, weights crash {} power-loss {} partition {} pause {} clock {} membership {} disk-full {}",
             self.loss * 100.0,
             self.duplication * 100.0,
             self.delay_max_us / 1000,
             self.disk_max_ms,
             self.skew_max_ms,
+            self.torn * 100.0,
             self.stall * 100.0,
             self.crash,
             self.power_loss,
             self.partition,
             self.pause,
             self.clock_jump,
-            self.membership
+            self.membership,
+            self.disk_full
         )
     }
 }
@@ -133,6 +150,7 @@ enum Move {
     Pause,
     ClockJump,
     Membership,
+    DiskFull,
     Heal,
 }
 
@@ -145,6 +163,7 @@ impl Faults {
             (self.pause, Move::Pause),
             (self.clock_jump, Move::ClockJump),
             (self.membership, Move::Membership),
+            (self.disk_full, Move::DiskFull),
             (self.heal, Move::Heal),
         ];
         let total: u32 = moves.iter().map(|(weight, _)| weight).sum();
@@ -167,7 +186,19 @@ impl Cluster {
     /// down or paused is up.
     pub async fn inject(&mut self, faults: &Faults) -> anyhow::Result<()> {
         let now = tokio::time::Instant::now();
+        for id in crate::world::due(&self.full, now) {
+            self.full.remove(&id);
+            if let Some(disk) = self.shared.disk(id) {
+                Disk::set_full(&disk, false);
+            }
+            self.shared.event(format_args!("disk of {id} has room"));
+        }
         for id in crate::world::due(&self.down, now) {
+            // A node cannot start on a full disk (it applies its committed
+            // log first): it stays down until there is room.
+            if self.full.contains_key(&id) {
+                continue;
+            }
             self.down.remove(&id);
             self.start_node(id).await?;
         }
@@ -235,6 +266,15 @@ impl Cluster {
                     return Ok(());
                 }
             }
+            Move::DiskFull => {
+                let id = ids[self.shared.rng().random_range(0..ids.len())];
+                let Some(disk) = self.shared.disk(id) else {
+                    return Ok(());
+                };
+                Disk::set_full(&disk, true);
+                self.full.insert(id, now + down_for);
+                self.shared.event(format_args!("disk of {id} full"));
+            }
             Move::Heal => {
                 self.heal();
                 return Ok(());
@@ -252,6 +292,15 @@ impl Cluster {
                 if side.contains(a) != side.contains(b) {
                     cut.insert((*a, *b));
                 }
+            }
+        }
+    }
+
+    /// Every full disk has room again.
+    pub fn free_disks(&mut self) {
+        for (id, _) in std::mem::take(&mut self.full) {
+            if let Some(disk) = self.shared.disk(id) {
+                Disk::set_full(&disk, false);
             }
         }
     }

@@ -14,9 +14,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use omega_chaos::history::{self, IdSet};
+use omega_consensus::Timing;
 use omega_consensus::model::{Job, MemberNode};
 use omega_consensus::state_machine::read;
-use openraft::{AsyncRuntime, Config, ServerState, SnapshotPolicy};
+use openraft::{AsyncRuntime, Config, ServerState};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -272,6 +273,8 @@ pub struct Cluster {
     pub(crate) down: BTreeMap<u64, tokio::time::Instant>,
     /// Paused nodes and when they answer again.
     pub(crate) paused: BTreeMap<u64, tokio::time::Instant>,
+    /// Nodes whose disk is full, and when it has room again.
+    pub(crate) full: BTreeMap<u64, tokio::time::Instant>,
     invariants: Invariants,
     pub(crate) faults_injected: usize,
     /// Nodes added so far, and the id of the first.
@@ -279,26 +282,26 @@ pub struct Cluster {
     pub(crate) first_added: u64,
 }
 
-fn config(rng: &mut StdRng, bug: Option<Bug>) -> anyhow::Result<Arc<Config>> {
-    let election_min = rng.random_range(250..400);
-    let config = Config {
-        heartbeat_interval: 50,
-        election_timeout_min: election_min,
-        election_timeout_max: election_min + 200,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(150),
-        max_in_snapshot_log_to_keep: 20,
-        purge_batch_size: 16,
-        // Off, as on a real node (`omega_consensus::cluster`): see there why.
-        enable_leader_restore: Some(bug == Some(Bug::LeaderRestore)),
-        ..Config::default()
+/// A node's openraft settings: a real node's ([`Timing::DEFAULT`]), but
+/// for snapshots taken far more often, so that runs install and purge
+/// behind them.
+fn config(bug: Option<Bug>) -> anyhow::Result<Arc<Config>> {
+    let timing = Timing {
+        snapshot_every: 150,
+        keep_behind_snapshot: 20,
+        ..Timing::DEFAULT
     };
-    Ok(Arc::new(config.validate()?))
+    let mut config = timing.raft_config()?;
+    if bug == Some(Bug::LeaderRestore) {
+        config.enable_leader_restore = Some(true);
+    }
+    Ok(Arc::new(config))
 }
 
 impl Cluster {
     /// Starts node `id` on its disk (a new one the first time).
     pub async fn start_node(&mut self, id: u64) -> anyhow::Result<()> {
-        let config = config(&mut self.shared.rng(), self.shared.bug)?;
+        let config = config(self.shared.bug)?;
         let disk = {
             let skew = self.shared.faults().skew_max_ms as i64;
             let clock_off_ms = if skew > 0 {
@@ -332,8 +335,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Stops node `id` and loses what its disk had not synced; it comes
-    /// back at `until`.
+    /// Stops node `id` and loses what its disk had not synced (but for a
+    /// prefix, when the seed tears writes); it comes back at `until`.
     pub async fn crash(&mut self, id: u64, until: tokio::time::Instant) {
         let (raft, disk) = match locked(&self.shared.nodes).get_mut(&id) {
             Some(node) => (node.raft.take(), Some(node.disk.clone())),
@@ -342,11 +345,45 @@ impl Cluster {
         if let Some(raft) = raft {
             let _ = raft.shutdown().await;
         }
+        let mut kept = 0;
         if let Some(disk) = disk {
-            Disk::crash(&disk);
+            let unsynced = Disk::unsynced(&disk);
+            let torn = self.shared.faults().torn;
+            kept = {
+                let mut rng = self.shared.rng();
+                if unsynced > 0 && rng.random_bool(torn) {
+                    rng.random_range(0..=unsynced)
+                } else {
+                    0
+                }
+            };
+            Disk::crash(&disk, kept);
         }
         self.down.insert(id, until);
-        self.shared.event(format_args!("crash {id}"));
+        self.shared
+            .event(format_args!("crash {id} (kept {kept} unsynced writes)"));
+    }
+
+    /// Nodes whose Raft stopped on an error (a full disk) go down like a
+    /// crashed process, and come back once their disk has room.
+    pub async fn reap_failed(&mut self) {
+        let failed: Vec<u64> = self
+            .shared
+            .rafts()
+            .into_iter()
+            .filter(|(_, raft)| metrics(raft).running_state.is_err())
+            .map(|(id, _)| id)
+            .collect();
+        for id in failed {
+            let until = self
+                .full
+                .get(&id)
+                .copied()
+                .unwrap_or_else(tokio::time::Instant::now)
+                .max(tokio::time::Instant::now() + Duration::from_millis(100));
+            self.shared.event(format_args!("node {id} stopped on a storage error"));
+            self.crash(id, until).await;
+        }
     }
 
     /// The node that leads now, if one does.
@@ -472,6 +509,7 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
         shared: shared.clone(),
         down: BTreeMap::new(),
         paused: BTreeMap::new(),
+        full: BTreeMap::new(),
         invariants: Invariants::default(),
         faults_injected: 0,
         added: 0,
@@ -512,6 +550,7 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
     while tokio::time::Instant::now() < fault_end {
         tokio::time::sleep(CHECK_EVERY).await;
         cluster.check();
+        cluster.reap_failed().await;
         cluster.retire_removed().await;
         if tokio::time::Instant::now() >= next_fault {
             cluster.inject(&faults).await?;
@@ -523,6 +562,8 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
     // while; workers go on until every job is finished.
     *locked(&shared.faults) = faults.none();
     cluster.heal();
+    cluster.free_disks();
+    cluster.reap_failed().await;
     let down: Vec<u64> = cluster.down.keys().copied().collect();
     for id in down {
         cluster.down.remove(&id);
@@ -535,6 +576,7 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
     while tokio::time::Instant::now() < recovery_end {
         tokio::time::sleep(CHECK_EVERY * 10).await;
         cluster.check();
+        cluster.reap_failed().await;
         cluster.retire_removed().await;
         if recovery_started.elapsed() < CLIENTS_INTO_RECOVERY {
             continue;

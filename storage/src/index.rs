@@ -1,8 +1,10 @@
-//! The store's index in RocksDB: one column family per kind of record.
+//! The store's index: one family per kind of record, in RocksDB (one
+//! column family each) or, in the simulator, in memory behind the same
+//! [`IndexBackend`].
 //!
-//! Every change is a [`Batch`] written with a synced WAL, so that once a
-//! commit returns the change survives a crash, and a crash before it leaves
-//! no trace of the change.
+//! Every change is a [`Batch`] committed atomically and durably (RocksDB:
+//! a synced WAL), so that once a commit returns the change survives a
+//! crash, and a crash before it leaves no trace of the change.
 
 use std::path::Path;
 
@@ -14,7 +16,7 @@ use crate::error::{Result, StoreError};
 use crate::records::{decode, encode};
 
 /// The column families of the index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Family {
     /// Store identity, counters and pack counter.
     Meta,
@@ -33,7 +35,8 @@ pub enum Family {
 }
 
 impl Family {
-    const ALL: [Family; 7] = [
+    /// Every family.
+    pub const ALL: [Family; 7] = [
         Family::Meta,
         Family::Chunks,
         Family::Blobs,
@@ -43,7 +46,8 @@ impl Family {
         Family::Quarantine,
     ];
 
-    fn name(self) -> &'static str {
+    /// Its name (RocksDB's column family).
+    pub fn name(self) -> &'static str {
         match self {
             Family::Meta => "meta",
             Family::Chunks => "chunks",
@@ -56,18 +60,43 @@ impl Family {
     }
 }
 
-/// The RocksDB index.
-pub struct Index {
+/// One change of a [`Batch`]: a row written, or deleted (`value: None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The family.
+    pub family: Family,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The new value; `None` deletes the row.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Rows of one family, in key order.
+pub type Rows<'a> = Box<dyn Iterator<Item = Result<(Box<[u8]>, Vec<u8>)>> + 'a>;
+
+/// Where the index's rows live: RocksDB on a node ([`RocksIndex`]), memory
+/// on a simulated disk. A commit is atomic and durable when it returns.
+pub trait IndexBackend: Send + Sync + std::fmt::Debug {
+    /// Reads one row.
+    fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// The rows of `family` from `start` on, in key order.
+    fn scan_from<'a>(&'a self, family: Family, start: &[u8]) -> Rows<'a>;
+    /// Applies `changes` atomically and durably.
+    fn commit(&self, changes: Vec<Change>) -> Result<()>;
+}
+
+/// The index on RocksDB.
+pub struct RocksIndex {
     db: DB,
 }
 
-impl std::fmt::Debug for Index {
+impl std::fmt::Debug for RocksIndex {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("Index").field("path", &self.db.path()).finish()
+        formatter.debug_struct("RocksIndex").field("path", &self.db.path()).finish()
     }
 }
 
-impl Index {
+impl RocksIndex {
     /// Opens (or creates) the index in `path`.
     pub fn open(path: &Path) -> Result<Self> {
         let mut options = Options::default();
@@ -89,7 +118,7 @@ impl Index {
                 StoreError::Index(message)
             }
         })?;
-        Ok(Index { db })
+        Ok(RocksIndex { db })
     }
 
     fn family(&self, family: Family) -> &ColumnFamily {
@@ -98,10 +127,59 @@ impl Index {
             .cf_handle(family.name())
             .unwrap_or_else(|| unreachable!("column family {} is created at open", family.name()))
     }
+}
+
+impl IndexBackend for RocksIndex {
+    fn get(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.family(family), key)?)
+    }
+
+    fn scan_from<'a>(&'a self, family: Family, start: &[u8]) -> Rows<'a> {
+        let mode = IteratorMode::From(start, Direction::Forward);
+        Box::new(
+            self.db
+                .iterator_cf(self.family(family), mode)
+                .map(|item| item.map(|(key, value)| (key, value.into_vec())).map_err(StoreError::from)),
+        )
+    }
+
+    /// A batch with a synced WAL: durable once this returns.
+    fn commit(&self, changes: Vec<Change>) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for change in changes {
+            let family = self.family(change.family);
+            match change.value {
+                Some(value) => batch.put_cf(family, change.key, value),
+                None => batch.delete_cf(family, change.key),
+            }
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options)?;
+        Ok(())
+    }
+}
+
+/// The index: typed records over a backend.
+#[derive(Debug)]
+pub struct Index {
+    backend: Box<dyn IndexBackend>,
+}
+
+impl Index {
+    /// Opens (or creates) the RocksDB index in `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Index::on(Box::new(RocksIndex::open(path)?)))
+    }
+
+    /// The index on `backend`.
+    pub fn on(backend: Box<dyn IndexBackend>) -> Self {
+        Index { backend }
+    }
 
     /// Reads a raw value.
     pub fn get_raw(&self, family: Family, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.db.get_cf(self.family(family), key)?)
+        self.backend.get(family, key)
     }
 
     /// Reads and decodes a record.
@@ -123,8 +201,7 @@ impl Index {
         family: Family,
         start: &[u8],
     ) -> impl Iterator<Item = Result<(Box<[u8]>, T)>> + 'a {
-        let mode = IteratorMode::From(start, Direction::Forward);
-        self.db.iterator_cf(self.family(family), mode).map(move |item| {
+        self.backend.scan_from(family, start).map(move |item| {
             let (key, value) = item?;
             let record = decode(|| format!("{}/{}", family.name(), hex::encode(&key)), &value)?;
             Ok((key, record))
@@ -143,56 +220,56 @@ impl Index {
         })
     }
 
-    /// Writes a batch with a synced WAL: durable once this returns.
+    /// Commits a batch: atomic, and durable once this returns.
     pub fn commit(&self, batch: Batch) -> Result<()> {
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db.write_opt(batch.inner, &options)?;
-        Ok(())
+        if batch.changes.is_empty() {
+            return Ok(());
+        }
+        self.backend.commit(batch.changes)
     }
 
     /// Starts an empty batch.
     pub fn batch(&self) -> Batch<'_> {
         Batch {
-            index: self,
-            inner: WriteBatch::default(),
+            changes: Vec::new(),
+            _index: std::marker::PhantomData,
         }
     }
 }
 
 /// A set of changes committed atomically by [`Index::commit`].
+#[derive(Debug)]
 pub struct Batch<'a> {
-    index: &'a Index,
-    inner: WriteBatch,
-}
-
-impl std::fmt::Debug for Batch<'_> {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("Batch")
-            .field("changes", &self.inner.len())
-            .finish()
-    }
+    changes: Vec<Change>,
+    _index: std::marker::PhantomData<&'a Index>,
 }
 
 impl Batch<'_> {
     /// Puts an encoded record.
     pub fn put<T: Serialize>(&mut self, family: Family, key: &[u8], value: &T) {
-        self.inner.put_cf(self.index.family(family), key, encode(value));
+        self.changes.push(Change {
+            family,
+            key: key.to_vec(),
+            value: Some(encode(value)),
+        });
     }
 
     /// Deletes a key.
     pub fn delete(&mut self, family: Family, key: &[u8]) {
-        self.inner.delete_cf(self.index.family(family), key);
+        self.changes.push(Change {
+            family,
+            key: key.to_vec(),
+            value: None,
+        });
     }
 
     /// Number of changes in the batch.
     pub fn len(&self) -> usize {
-        self.inner.len()
+        self.changes.len()
     }
 
     /// True when the batch holds no change.
     pub fn is_empty(&self) -> bool {
-        self.inner.is_empty()
+        self.changes.is_empty()
     }
 }

@@ -15,8 +15,10 @@
 //! - [`chunker`]: FastCDC over blocks, with cut points equal to a whole pass.
 //! - [`ids`]: hashes and pack ids.
 //! - [`records`]: what the index holds, encoded with postcard.
-//! - [`index`]: RocksDB column families and synced batches.
-//! - [`packs`]: hot pack files and their append protocol.
+//! - [`index`]: the index's families and atomic, durable batches (RocksDB,
+//!   or any [`index::IndexBackend`]).
+//! - [`packs`]: hot pack files and their append protocol (a directory, or
+//!   any [`packs::PackBackend`]).
 //! - [`cold`]: the cold tier over `object_store`.
 //! - [`policy`]: which packs are demoted and which chunks promoted.
 //! - [`store`]: the [`Store`] itself: ingest, reads, tiering, gc and scrub.
@@ -38,5 +40,5 @@ pub use chunker::ChunkerConfig;
 pub use error::{Result, StoreError};
 pub use ids::{BlobId, ChunkId, Hash32, PackId};
 pub use store::{
-    GcReport, IngestReport, Residency, ScrubFinding, ScrubReport, Store, StoreConfig, StoreStats, TierReport,
+    Backends, GcReport, IngestReport, Residency, ScrubFinding, ScrubReport, Store, StoreConfig, StoreStats, TierReport,
 };

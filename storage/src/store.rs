@@ -13,7 +13,7 @@ mod tiering;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
@@ -25,8 +25,8 @@ use crate::chunker::ChunkerConfig;
 use crate::cold::{ColdTier, ObjectStoreCold};
 use crate::error::{Result, StoreError};
 use crate::ids::PackId;
-use crate::index::{Batch, Family, Index};
-use crate::packs::{HotPacks, PACK_TARGET_BYTES, PackWriter};
+use crate::index::{Batch, Family, Index, IndexBackend, RocksIndex};
+use crate::packs::{DirPacks, HotPacks, PACK_TARGET_BYTES, PackBackend, PackWriter};
 use crate::policy::TierPolicy;
 use crate::records::{Counters, FORMAT_VERSION, PackRecord, StoreMeta, Tier};
 
@@ -65,6 +65,31 @@ impl Default for StoreConfig {
             pack_target_bytes: PACK_TARGET_BYTES,
         }
     }
+}
+
+impl StoreConfig {
+    fn validate(&self) -> Result<()> {
+        self.chunker.validate().map_err(StoreError::Config)?;
+        if self.pack_target_bytes == 0 {
+            return Err(StoreError::Config("pack_target_bytes must be positive".into()));
+        }
+        if self.low_watermark_percent > self.high_watermark_percent || self.high_watermark_percent > 100 {
+            return Err(StoreError::Config("watermarks must satisfy low <= high <= 100".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What a store keeps its index, packs and cold tier on.
+#[derive(Debug)]
+pub struct Backends {
+    /// The index.
+    pub index: Box<dyn IndexBackend>,
+    /// The hot packs.
+    pub packs: Arc<dyn PackBackend>,
+    /// The cold tier, when `cold_url` names one (otherwise opened from the
+    /// URL).
+    pub cold: Option<Box<dyn ColdTier>>,
 }
 
 /// Store-wide figures.
@@ -127,16 +152,23 @@ impl Store {
     /// Opens the store in `root`, creating it if needed, and repairs what an
     /// interrupted write left behind.
     pub fn open(root: &Path, config: StoreConfig) -> Result<Self> {
-        config.chunker.validate().map_err(StoreError::Config)?;
-        if config.pack_target_bytes == 0 {
-            return Err(StoreError::Config("pack_target_bytes must be positive".into()));
-        }
-        if config.low_watermark_percent > config.high_watermark_percent || config.high_watermark_percent > 100 {
-            return Err(StoreError::Config("watermarks must satisfy low <= high <= 100".into()));
-        }
+        config.validate()?;
         std::fs::create_dir_all(root).map_err(|error| StoreError::io("create", root, error))?;
-        let index = Index::open(&root.join("index"))?;
-        let hot = HotPacks::open(&root.join("packs"))?;
+        let backends = Backends {
+            index: Box::new(RocksIndex::open(&root.join("index"))?),
+            packs: Arc::new(DirPacks::open(&root.join("packs"))?),
+            cold: None,
+        };
+        Store::open_on(root, config, backends)
+    }
+
+    /// Opens the store on `backends` (named as if in `root`), and repairs
+    /// what an interrupted write left behind. The simulator opens stores on
+    /// simulated disks this way.
+    pub fn open_on(root: &Path, config: StoreConfig, backends: Backends) -> Result<Self> {
+        config.validate()?;
+        let index = Index::on(backends.index);
+        let hot = HotPacks::on(&root.join("packs"), backends.packs);
         let mut meta = match index.get::<StoreMeta>(Family::Meta, META_STORE)? {
             Some(meta) => meta,
             None => StoreMeta {
@@ -153,9 +185,10 @@ impl Store {
             });
         }
         let cold_url = resolve_cold_url(&index, &meta, config.cold_url.as_deref())?;
-        let cold = match &cold_url {
-            Some(url) => Some(Box::new(ObjectStoreCold::open(url, &config.cold_options)?) as Box<dyn ColdTier>),
-            None => None,
+        let cold = match (&cold_url, backends.cold) {
+            (Some(_), Some(given)) => Some(given),
+            (Some(url), None) => Some(Box::new(ObjectStoreCold::open(url, &config.cold_options)?) as Box<dyn ColdTier>),
+            (None, _) => None,
         };
         meta.cold_url = cold_url;
         let mut batch = index.batch();

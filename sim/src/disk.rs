@@ -47,14 +47,18 @@ pub enum Bug {
     /// token: a worker whose lease lapsed and was claimed by another still
     /// records its result.
     StaleCompletion,
+    /// The store's pack sync does nothing: the index points at chunk bytes
+    /// that a crash loses.
+    UnsyncedPack,
 }
 
 impl Bug {
     /// Every bug, with its name on the command line.
-    pub const ALL: [(Bug, &'static str); 3] = [
+    pub const ALL: [(Bug, &'static str); 4] = [
         (Bug::AckBeforeSync, "ack-before-sync"),
         (Bug::LeaderRestore, "leader-restore"),
         (Bug::StaleCompletion, "stale-completion"),
+        (Bug::UnsyncedPack, "unsynced-pack"),
     ];
 
     /// Its name on the command line.

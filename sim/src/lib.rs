@@ -11,6 +11,7 @@
 //! - [`client`]: proposing and reading as a client does; the users workload.
 //! - [`jobs`]: job workers on skewed clocks, and what fencing must rule out.
 //! - [`membership`]: nodes added, removed and replaced under faults.
+//! - [`store`]: every node's content-addressed store on a simulated disk.
 //! - [`nemesis`]: the seed's faults and their injection.
 //! - [`check`]: Raft's safety, during the run and at its end.
 //! - [`world`]: one run: nodes, workload, nemesis, checks.
@@ -22,6 +23,7 @@ pub mod jobs;
 pub mod membership;
 pub mod nemesis;
 pub mod net;
+pub mod store;
 pub mod types;
 pub mod world;
 

@@ -1,7 +1,8 @@
 //! The faults a seed picks (swarm testing: each seed its own mix and
 //! rates), and the nemesis that injects them: crashes, power losses,
 //! partitions (an isolated leader among them), pauses, clock jumps,
-//! membership changes ([`crate::membership`]) and full disks. Torn writes
+//! membership changes ([`crate::membership`]), full disks and store disks
+//! failing mid-operation ([`crate::store`]). Torn writes
 //! at a crash, the network's loss, duplication and delay and the disks'
 //! sync latency are drawn per crash, per message and per sync from the
 //! same rates.
@@ -51,6 +52,9 @@ pub struct Faults {
     pub membership: u32,
     /// A node's disk fills up for a while.
     pub disk_full: u32,
+    /// A node's store disk fails a few operations from now, and the node
+    /// goes down (a crash in the middle of a store operation).
+    pub store_failure: u32,
     /// Links heal.
     pub heal: u32,
 }
@@ -94,6 +98,7 @@ impl Faults {
             clock_jump: on(rng, 2),
             membership: on(rng, 2),
             disk_full: on(rng, 1),
+            store_failure: on(rng, 2),
             heal: 4,
         }
     }
@@ -115,6 +120,7 @@ impl Faults {
             clock_jump: 0,
             membership: 0,
             disk_full: 0,
+            store_failure: 0,
             heal: 0,
         }
     }
@@ -122,7 +128,7 @@ impl Faults {
     /// The mix, in words.
     pub fn describe(&self) -> String {
         format!(
-            "loss {:.0}%, duplication {:.0}%, delay ≤{} ms, sync ≤{} ms, skew ≤{} ms, torn {:.0}%, stalls {:.0}%, weights crash {} power-loss {} partition {} pause {} clock {} membership {} disk-full {}",
+            "loss {:.0}%, duplication {:.0}%, delay ≤{} ms, sync ≤{} ms, skew ≤{} ms, torn {:.0}%, stalls {:.0}%, weights crash {} power-loss {} partition {} pause {} clock {} membership {} disk-full {} store-failure {}",
             self.loss * 100.0,
             self.duplication * 100.0,
             self.delay_max_us / 1000,
@@ -136,7 +142,8 @@ impl Faults {
             self.pause,
             self.clock_jump,
             self.membership,
-            self.disk_full
+            self.disk_full,
+            self.store_failure
         )
     }
 }
@@ -151,6 +158,7 @@ enum Move {
     ClockJump,
     Membership,
     DiskFull,
+    StoreFailure,
     Heal,
 }
 
@@ -164,6 +172,7 @@ impl Faults {
             (self.clock_jump, Move::ClockJump),
             (self.membership, Move::Membership),
             (self.disk_full, Move::DiskFull),
+            (self.store_failure, Move::StoreFailure),
             (self.heal, Move::Heal),
         ];
         let total: u32 = moves.iter().map(|(weight, _)| weight).sum();
@@ -186,27 +195,7 @@ impl Cluster {
     /// down or paused is up.
     pub async fn inject(&mut self, faults: &Faults) -> anyhow::Result<()> {
         let now = tokio::time::Instant::now();
-        for id in crate::world::due(&self.full, now) {
-            self.full.remove(&id);
-            if let Some(disk) = self.shared.disk(id) {
-                Disk::set_full(&disk, false);
-            }
-            self.shared.event(format_args!("disk of {id} has room"));
-        }
-        for id in crate::world::due(&self.down, now) {
-            // A node cannot start on a full disk (it applies its committed
-            // log first): it stays down until there is room.
-            if self.full.contains_key(&id) {
-                continue;
-            }
-            self.down.remove(&id);
-            self.start_node(id).await?;
-        }
-        for id in crate::world::due(&self.paused, now) {
-            self.paused.remove(&id);
-            locked(&self.shared.cut).retain(|(a, b)| *a != id && *b != id);
-            self.shared.event(format_args!("resume {id}"));
-        }
+        self.restart_due().await?;
         let (chosen, down_for, ids) = {
             let mut rng = self.shared.rng();
             let chosen = faults.draw(&mut rng);
@@ -275,12 +264,53 @@ impl Cluster {
                 self.full.insert(id, now + down_for);
                 self.shared.event(format_args!("disk of {id} full"));
             }
+            Move::StoreFailure => {
+                let (id, ops) = {
+                    let mut rng = self.shared.rng();
+                    (ids[rng.random_range(0..ids.len())], rng.random_range(0..60))
+                };
+                let (Some(disk), Some(_)) = (self.shared.store_disk(id), self.shared.store(id)) else {
+                    return Ok(());
+                };
+                disk.fail_after(ops);
+                self.shared
+                    .event(format_args!("store disk of {id} fails in {ops} operations"));
+            }
             Move::Heal => {
                 self.heal();
                 return Ok(());
             }
         }
         self.faults_injected += 1;
+        Ok(())
+    }
+
+    /// Brings back the nodes whose time down is up (and whose disk has
+    /// room), frees disks whose time full is up, and lets paused nodes
+    /// answer again.
+    pub async fn restart_due(&mut self) -> anyhow::Result<()> {
+        let now = tokio::time::Instant::now();
+        for id in crate::world::due(&self.full, now) {
+            self.full.remove(&id);
+            if let Some(disk) = self.shared.disk(id) {
+                Disk::set_full(&disk, false);
+            }
+            self.shared.event(format_args!("disk of {id} has room"));
+        }
+        for id in crate::world::due(&self.down, now) {
+            // A node cannot start on a full disk (it applies its committed
+            // log first): it stays down until there is room.
+            if self.full.contains_key(&id) {
+                continue;
+            }
+            self.down.remove(&id);
+            self.start_node(id).await?;
+        }
+        for id in crate::world::due(&self.paused, now) {
+            self.paused.remove(&id);
+            locked(&self.shared.cut).retain(|(a, b)| *a != id && *b != id);
+            self.shared.event(format_args!("resume {id}"));
+        }
         Ok(())
     }
 

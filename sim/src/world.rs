@@ -17,6 +17,7 @@ use omega_chaos::history::{self, IdSet};
 use omega_consensus::Timing;
 use omega_consensus::model::{Job, MemberNode};
 use omega_consensus::state_machine::read;
+use omega_storage::Store;
 use openraft::{AsyncRuntime, Config, ServerState};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -28,6 +29,7 @@ use crate::jobs::{self, JobLoad};
 use crate::membership;
 use crate::nemesis::{CLOCK_OFF_MAX_MS, Faults};
 use crate::net::Net;
+use crate::store::{self, StoreDisk, StoreModel};
 use crate::types::{Raft, RaftMetrics, Runtime};
 
 /// How long faults are injected (simulated time).
@@ -93,6 +95,9 @@ struct Trace {
 struct NodeSlot {
     disk: SharedDisk,
     raft: Option<Raft>,
+    /// Its store's disk, and the store while the node runs.
+    store_disk: StoreDisk,
+    store: Option<Arc<Store>>,
     /// Bumped at every start: work begun in an earlier one is void.
     incarnation: u64,
     /// How far its wall clock is from true time.
@@ -140,6 +145,16 @@ impl Shared {
     /// Node `id`'s Raft, when it runs.
     pub fn raft(&self, id: u64) -> Option<Raft> {
         locked(&self.nodes).get(&id).and_then(|node| node.raft.clone())
+    }
+
+    /// Node `id`'s store, while it runs.
+    pub fn store(&self, id: u64) -> Option<Arc<Store>> {
+        locked(&self.nodes).get(&id).and_then(|node| node.store.clone())
+    }
+
+    /// Node `id`'s store disk.
+    pub fn store_disk(&self, id: u64) -> Option<StoreDisk> {
+        locked(&self.nodes).get(&id).map(|node| node.store_disk.clone())
     }
 
     /// Node `id`'s disk.
@@ -313,10 +328,23 @@ impl Cluster {
             let node = nodes.entry(id).or_insert_with(|| NodeSlot {
                 disk: SharedDisk::default(),
                 raft: None,
+                store_disk: StoreDisk::new(self.shared.bug),
+                store: None,
                 incarnation: 0,
                 clock_off_ms,
             });
-            node.disk.clone()
+            (node.disk.clone(), node.store_disk.clone())
+        };
+        let (disk, store_disk) = disk;
+        // The store repairs what the crash left before the node serves.
+        let store = match store_disk.unfailing(|| store::open(id, &store_disk)) {
+            Ok(store) => Some(Arc::new(store)),
+            Err(error) => {
+                self.invariants
+                    .violations
+                    .push(format!("store of node {id} did not open: {error}"));
+                None
+            }
         };
         let raft = Raft::new(
             id,
@@ -329,6 +357,7 @@ impl Cluster {
         .map_err(|error| anyhow::anyhow!("node {id} cannot start: {error}"))?;
         if let Some(node) = locked(&self.shared.nodes).get_mut(&id) {
             node.raft = Some(raft);
+            node.store = store;
             node.incarnation += 1;
         }
         self.shared.event(format_args!("start {id}"));
@@ -338,17 +367,23 @@ impl Cluster {
     /// Stops node `id` and loses what its disk had not synced (but for a
     /// prefix, when the seed tears writes); it comes back at `until`.
     pub async fn crash(&mut self, id: u64, until: tokio::time::Instant) {
-        let (raft, disk) = match locked(&self.shared.nodes).get_mut(&id) {
-            Some(node) => (node.raft.take(), Some(node.disk.clone())),
-            None => (None, None),
+        let (raft, disk, store_disk) = match locked(&self.shared.nodes).get_mut(&id) {
+            Some(node) => {
+                node.store = None;
+                (node.raft.take(), Some(node.disk.clone()), Some(node.store_disk.clone()))
+            }
+            None => (None, None, None),
         };
         if let Some(raft) = raft {
             let _ = raft.shutdown().await;
         }
+        let torn = self.shared.faults().torn;
+        if let Some(store_disk) = store_disk {
+            store_disk.crash(&mut *self.shared.rng(), torn);
+        }
         let mut kept = 0;
         if let Some(disk) = disk {
             let unsynced = Disk::unsynced(&disk);
-            let torn = self.shared.faults().torn;
             kept = {
                 let mut rng = self.shared.rng();
                 if unsynced > 0 && rng.random_bool(torn) {
@@ -364,14 +399,17 @@ impl Cluster {
             .event(format_args!("crash {id} (kept {kept} unsynced writes)"));
     }
 
-    /// Nodes whose Raft stopped on an error (a full disk) go down like a
-    /// crashed process, and come back once their disk has room.
+    /// Nodes whose Raft stopped on an error (a full disk), or whose store's
+    /// disk failed, go down like a crashed process, and come back once
+    /// their disk has room.
     pub async fn reap_failed(&mut self) {
         let failed: Vec<u64> = self
             .shared
             .rafts()
             .into_iter()
-            .filter(|(_, raft)| metrics(raft).running_state.is_err())
+            .filter(|(id, raft)| {
+                metrics(raft).running_state.is_err() || self.shared.store_disk(*id).is_some_and(|disk| disk.failed())
+            })
             .map(|(id, _)| id)
             .collect();
         for id in failed {
@@ -381,7 +419,7 @@ impl Cluster {
                 .copied()
                 .unwrap_or_else(tokio::time::Instant::now)
                 .max(tokio::time::Instant::now() + Duration::from_millis(100));
-            self.shared.event(format_args!("node {id} stopped on a storage error"));
+            self.shared.event(format_args!("node {id} stopped on a disk error"));
             self.crash(id, until).await;
         }
     }
@@ -416,6 +454,9 @@ struct Workload {
     jobs: Arc<Mutex<Vec<jobs::JobOp>>>,
     stop_users: Arc<AtomicBool>,
     stop_jobs: Arc<AtomicBool>,
+    /// What each node's store clients were told, and what broke.
+    stores: Arc<Mutex<BTreeMap<u64, StoreModel>>>,
+    store_violations: Arc<Mutex<Vec<String>>>,
     /// Stops the membership operator.
     stop_operator: Arc<AtomicBool>,
     tasks: Vec<<Runtime as AsyncRuntime>::JoinHandle<()>>,
@@ -433,6 +474,8 @@ impl Workload {
             jobs: Arc::default(),
             stop_users: Arc::default(),
             stop_jobs: Arc::default(),
+            stores: Arc::default(),
+            store_violations: Arc::default(),
             stop_operator: Arc::default(),
             tasks: Vec::new(),
         };
@@ -457,7 +500,19 @@ impl Workload {
         workload.tasks.push(Runtime::spawn(async move {
             jobs::produce(&producer, item, load, FAULT_PHASE / 2).await;
         }));
-        // Every node that may run gets a worker, idle while it does not.
+        // Every node that may run gets a worker and a store client, idle
+        // while it does not run.
+        for node in node_ids.clone() {
+            let (shared, models, violations, stop) = (
+                shared.clone(),
+                workload.stores.clone(),
+                workload.store_violations.clone(),
+                workload.stop_jobs.clone(),
+            );
+            workload.tasks.push(Runtime::spawn(async move {
+                store_client(node, &shared, &models, &violations, &stop).await;
+            }));
+        }
         for node in node_ids {
             let (shared, history, stop) = (shared.clone(), workload.jobs.clone(), workload.stop_jobs.clone());
             workload.tasks.push(Runtime::spawn(async move {
@@ -467,16 +522,63 @@ impl Workload {
         workload
     }
 
-    async fn stop(self) -> (Vec<history::Op>, Vec<jobs::JobOp>) {
+    async fn stop(
+        self,
+    ) -> (
+        Vec<history::Op>,
+        Vec<jobs::JobOp>,
+        BTreeMap<u64, StoreModel>,
+        Vec<String>,
+    ) {
         self.stop_users.store(true, Ordering::Release);
         self.stop_jobs.store(true, Ordering::Release);
         self.stop_operator.store(true, Ordering::Release);
+        let mut panicked = 0;
         for task in self.tasks {
-            let _ = task.await;
+            if task.await.is_err() {
+                panicked += 1;
+            }
         }
         let users = std::mem::take(&mut *locked(&self.users));
         let jobs = std::mem::take(&mut *locked(&self.jobs));
-        (users, jobs)
+        let stores = std::mem::take(&mut *locked(&self.stores));
+        let mut violations = std::mem::take(&mut *locked(&self.store_violations));
+        if panicked > 0 {
+            violations.push(format!(
+                "{panicked} client tasks panicked (the real code under them did)"
+            ));
+        }
+        (users, jobs, stores, violations)
+    }
+}
+
+/// Node `node`'s store client, until `stop`: a move at a time while the
+/// node runs; after each restart, first checks what the store kept.
+async fn store_client(
+    node: u64,
+    shared: &Shared,
+    models: &Mutex<BTreeMap<u64, StoreModel>>,
+    violations: &Mutex<Vec<String>>,
+    stop: &AtomicBool,
+) {
+    let pieces = store::pieces(&mut *shared.rng());
+    let mut seen = None;
+    while !stop.load(Ordering::Acquire) {
+        tokio::time::sleep(store::think(shared)).await;
+        let (Some(incarnation), Some(store), Some(disk)) =
+            (shared.incarnation(node), shared.store(node), shared.store_disk(node))
+        else {
+            continue;
+        };
+        let mut models = locked(models);
+        let model = models.entry(node).or_default();
+        let found = if seen == Some(incarnation) {
+            store::step(node, shared, &store, &disk, model, &pieces)
+        } else {
+            seen = Some(incarnation);
+            disk.unfailing(|| store::verify(node, &store, model))
+        };
+        locked(violations).extend(found);
     }
 }
 
@@ -563,6 +665,11 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
     *locked(&shared.faults) = faults.none();
     cluster.heal();
     cluster.free_disks();
+    for id in shared.node_ids() {
+        if let Some(disk) = shared.store_disk(id) {
+            disk.clear_failpoint();
+        }
+    }
     cluster.reap_failed().await;
     let down: Vec<u64> = cluster.down.keys().copied().collect();
     for id in down {
@@ -577,6 +684,7 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
         tokio::time::sleep(CHECK_EVERY * 10).await;
         cluster.check();
         cluster.reap_failed().await;
+        cluster.restart_due().await?;
         cluster.retire_removed().await;
         if recovery_started.elapsed() < CLIENTS_INTO_RECOVERY {
             continue;
@@ -587,7 +695,7 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
             break;
         }
     }
-    let (users, job_ops) = workload.stop().await;
+    let (users, job_ops, store_models, store_violations) = workload.stop().await;
     // One more write through the leader makes every earlier entry
     // committed and applied on all nodes once they converge.
     if converged {
@@ -605,6 +713,8 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
     violations.extend(history::check(&users, &finals).iter().map(ToString::to_string));
     violations.extend(jobs::check(&job_ops, &finished));
     violations.extend(check::log_matching(&shared.all_disks()));
+    violations.extend(store_violations);
+    violations.extend(final_stores(&shared, &store_models));
     // Not under the lock: messages in flight look nodes up while these
     // shut down.
     let running: Vec<Raft> = {
@@ -627,6 +737,24 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
         faults: cluster.faults_injected,
         mix: format!("{}; {load:?}", faults.describe()),
     })
+}
+
+/// Every running node's store: what its clients were told reads back, and
+/// scrub finds it sound.
+fn final_stores(shared: &Shared, models: &BTreeMap<u64, StoreModel>) -> Vec<String> {
+    let mut violations = Vec::new();
+    for (node, model) in models {
+        let Some(store) = shared.store(*node) else { continue };
+        violations.extend(store::verify(*node, &store, model));
+        match store.scrub() {
+            Ok(report) if !report.is_clean() => {
+                violations.push(format!("store of node {node}: scrub found {:?}", report.findings));
+            }
+            Ok(_) => {}
+            Err(error) => violations.push(format!("store of node {node}: scrub failed: {error}")),
+        }
+    }
+    violations
 }
 
 /// The jobs as the leader (or else the first node) applied them.

@@ -1,7 +1,8 @@
 //! The simulator's own guarantees: a seed replays exactly; each planted
 //! bug (appends acknowledged before they are synced, a leader restored
-//! without an election, a completion accepted under a stale lease) is
-//! found within 200 seeds; and 200 seeds of the real code pass.
+//! without an election, a completion accepted under a stale lease, a pack
+//! sync that does nothing) is found within 200 seeds; and 200 seeds of the
+//! real code pass.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -63,6 +64,14 @@ fn a_stale_completion_accepted_is_found_within_200_seeds() {
     // A worker stalled past its lease, another claimed the job, and the
     // state machine took the first worker's result anyway.
     let (seed, violations) = found_within_200_seeds(Bug::StaleCompletion).expect("not found in 200 seeds");
+    println!("seed {seed} found it: {violations}");
+}
+
+#[test]
+fn a_pack_sync_that_does_nothing_is_found_within_200_seeds() {
+    // The store's index then points at chunk bytes a crash loses: an
+    // acknowledged blob no longer reads back.
+    let (seed, violations) = found_within_200_seeds(Bug::UnsyncedPack).expect("not found in 200 seeds");
     println!("seed {seed} found it: {violations}");
 }
 

@@ -103,6 +103,9 @@ pub fn chunk_slice(data: &[u8], config: ChunkerConfig) -> Vec<Span> {
     .collect()
 }
 
+/// What [`chunk_reader`] reads into first; it doubles up to a whole block.
+const FIRST_BLOCK_BYTES: usize = 64 * 1024;
+
 /// Why [`chunk_reader`] stopped early.
 #[derive(Debug)]
 pub enum ChunkReadError<E> {
@@ -122,13 +125,19 @@ pub fn chunk_reader<R: Read, E>(
 ) -> Result<u64, ChunkReadError<E>> {
     debug_assert!(config.validate().is_ok());
     let capacity = config.block_bytes();
-    let mut buffer = vec![0_u8; capacity];
+    // Grown as the input turns out long, so that a small blob (an image, a
+    // short segment) does not cost a whole zeroed block.
+    let mut buffer = Vec::new();
     let mut filled = 0_usize;
     let mut block_offset = 0_u64;
     let mut eof = false;
     // Bounded: every pass either consumes at least one chunk or ends at EOF.
     loop {
         while !eof && filled < capacity {
+            if filled == buffer.len() {
+                let grown = (buffer.len() * 2).clamp(FIRST_BLOCK_BYTES.min(capacity), capacity);
+                buffer.resize(grown, 0);
+            }
             match reader.read(&mut buffer[filled..]) {
                 Ok(0) => eof = true,
                 Ok(read) => filled += read,

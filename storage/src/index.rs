@@ -92,7 +92,10 @@ pub struct RocksIndex {
 
 impl std::fmt::Debug for RocksIndex {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("RocksIndex").field("path", &self.db.path()).finish()
+        formatter
+            .debug_struct("RocksIndex")
+            .field("path", &self.db.path())
+            .finish()
     }
 }
 
@@ -136,11 +139,10 @@ impl IndexBackend for RocksIndex {
 
     fn scan_from<'a>(&'a self, family: Family, start: &[u8]) -> Rows<'a> {
         let mode = IteratorMode::From(start, Direction::Forward);
-        Box::new(
-            self.db
-                .iterator_cf(self.family(family), mode)
-                .map(|item| item.map(|(key, value)| (key, value.into_vec())).map_err(StoreError::from)),
-        )
+        Box::new(self.db.iterator_cf(self.family(family), mode).map(|item| {
+            item.map(|(key, value)| (key, value.into_vec()))
+                .map_err(StoreError::from)
+        }))
     }
 
     /// A batch with a synced WAL: durable once this returns.

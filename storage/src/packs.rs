@@ -22,13 +22,21 @@ pub const PACK_TARGET_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Open read handles kept at most; the cache is emptied when full.
 const READ_HANDLES_MAX: usize = 64;
-/// Open write handles kept at most (one pack is written at a time).
-const WRITE_HANDLES_MAX: usize = 4;
+
+/// One pack open for appending. Its bytes are durable after [`sync`],
+/// which syncs through the very handle they were written through (so that
+/// a writeback error cannot be missed); dropping it closes the file.
+///
+/// [`sync`]: PackFile::sync
+pub trait PackFile: Send + std::fmt::Debug {
+    /// Writes `bytes` at `offset`.
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()>;
+    /// Makes every byte written through this handle durable.
+    fn sync(&mut self) -> std::io::Result<()>;
+}
 
 /// Where pack files live. Creating, removing and truncating a pack are
-/// durable when they return; appended bytes are durable after [`sync`].
-///
-/// [`sync`]: PackBackend::sync
+/// durable when they return; appended bytes once their [`PackFile`] syncs.
 pub trait PackBackend: Send + Sync + std::fmt::Debug {
     /// Reads `len` bytes at `offset` of `pack`; a short pack is an error.
     fn read_at(&self, pack: PackId, offset: u64, len: u32) -> std::io::Result<Vec<u8>>;
@@ -40,12 +48,13 @@ pub trait PackBackend: Send + Sync + std::fmt::Debug {
     fn remove(&self, pack: PackId) -> std::io::Result<()>;
     /// Cuts a pack back to `len` bytes.
     fn truncate(&self, pack: PackId, len: u64) -> std::io::Result<()>;
-    /// Creates a new, empty pack; an existing one is an error.
-    fn create(&self, pack: PackId) -> std::io::Result<()>;
-    /// Writes `bytes` at `offset` of `pack`.
-    fn write_at(&self, pack: PackId, offset: u64, bytes: &[u8]) -> std::io::Result<()>;
-    /// Makes every byte written to `pack` durable.
-    fn sync(&self, pack: PackId) -> std::io::Result<()>;
+    /// Creates a new, empty pack, durably, open for appending; an existing
+    /// one is an error.
+    fn create(&self, pack: PackId) -> std::io::Result<Box<dyn PackFile>>;
+    /// Opens an existing pack for appending after its first `len` bytes,
+    /// cutting off (durably) anything after them; a missing pack is a
+    /// `NotFound` error.
+    fn append_after(&self, pack: PackId, len: u64) -> std::io::Result<Box<dyn PackFile>>;
 }
 
 /// Packs as files in one directory.
@@ -53,7 +62,20 @@ pub trait PackBackend: Send + Sync + std::fmt::Debug {
 pub struct DirPacks {
     dir: PathBuf,
     readers: Mutex<HashMap<PackId, Arc<File>>>,
-    writers: Mutex<HashMap<PackId, Arc<File>>>,
+}
+
+/// A pack file open for appending.
+#[derive(Debug)]
+struct DirPackFile(File);
+
+impl PackFile for DirPackFile {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.write_all_at(bytes, offset)
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -67,7 +89,6 @@ impl DirPacks {
         Ok(DirPacks {
             dir: dir.to_path_buf(),
             readers: Mutex::new(HashMap::new()),
-            writers: Mutex::new(HashMap::new()),
         })
     }
 
@@ -88,22 +109,8 @@ impl DirPacks {
         Ok(file)
     }
 
-    fn writer(&self, pack: PackId) -> std::io::Result<Arc<File>> {
-        let mut writers = lock(&self.writers);
-        if let Some(file) = writers.get(&pack) {
-            return Ok(Arc::clone(file));
-        }
-        let file = Arc::new(OpenOptions::new().write(true).open(self.path(pack))?);
-        if writers.len() >= WRITE_HANDLES_MAX {
-            writers.clear();
-        }
-        writers.insert(pack, Arc::clone(&file));
-        Ok(file)
-    }
-
     fn forget(&self, pack: PackId) {
         lock(&self.readers).remove(&pack);
-        lock(&self.writers).remove(&pack);
     }
 
     /// Syncs the directory, so that created and removed names survive a crash.
@@ -153,19 +160,21 @@ impl PackBackend for DirPacks {
         file.sync_all()
     }
 
-    fn create(&self, pack: PackId) -> std::io::Result<()> {
+    fn create(&self, pack: PackId) -> std::io::Result<Box<dyn PackFile>> {
         let file = OpenOptions::new().create_new(true).write(true).open(self.path(pack))?;
-        lock(&self.writers).insert(pack, Arc::new(file));
         // The new name must survive a crash before the index points into it.
-        self.sync_dir()
+        self.sync_dir()?;
+        Ok(Box::new(DirPackFile(file)))
     }
 
-    fn write_at(&self, pack: PackId, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-        self.writer(pack)?.write_all_at(bytes, offset)
-    }
-
-    fn sync(&self, pack: PackId) -> std::io::Result<()> {
-        self.writer(pack)?.sync_data()
+    fn append_after(&self, pack: PackId, len: u64) -> std::io::Result<Box<dyn PackFile>> {
+        let file = OpenOptions::new().write(true).open(self.path(pack))?;
+        if file.metadata()?.len() != len {
+            self.forget(pack);
+            file.set_len(len)?;
+            file.sync_all()?;
+        }
+        Ok(Box::new(DirPackFile(file)))
     }
 }
 
@@ -230,13 +239,14 @@ impl HotPacks {
 
     /// Creates a new, empty pack for appending.
     pub fn create(&self, pack: PackId) -> Result<PackWriter> {
-        self.backend
+        let file = self
+            .backend
             .create(pack)
             .map_err(|error| StoreError::io("create", self.path(pack), error))?;
         Ok(PackWriter {
             pack,
             path: self.path(pack),
-            backend: Arc::clone(&self.backend),
+            file,
             len: 0,
         })
     }
@@ -244,36 +254,25 @@ impl HotPacks {
     /// Reopens an existing pack for appending after its `len` committed
     /// bytes, cutting off anything after them.
     pub fn reopen(&self, pack: PackId, len: u64) -> Result<PackWriter> {
-        let on_disk = self
-            .list()?
-            .into_iter()
-            .find(|(listed, _)| *listed == pack)
-            .map(|(_, on_disk)| on_disk)
-            .ok_or_else(|| {
-                StoreError::io(
-                    "open",
-                    self.path(pack),
-                    std::io::Error::new(std::io::ErrorKind::NotFound, "pack missing"),
-                )
-            })?;
-        if on_disk != len {
-            self.truncate(pack, len)?;
-        }
+        let file = self
+            .backend
+            .append_after(pack, len)
+            .map_err(|error| StoreError::io("open", self.path(pack), error))?;
         Ok(PackWriter {
             pack,
             path: self.path(pack),
-            backend: Arc::clone(&self.backend),
+            file,
             len,
         })
     }
 }
 
-/// Appends chunks to one pack.
+/// Appends chunks to one pack; the file closes when it is dropped.
 #[derive(Debug)]
 pub struct PackWriter {
     pack: PackId,
     path: PathBuf,
-    backend: Arc<dyn PackBackend>,
+    file: Box<dyn PackFile>,
     len: u64,
 }
 
@@ -296,8 +295,8 @@ impl PackWriter {
     /// Appends `bytes` and returns the offset they start at.
     pub fn append(&mut self, bytes: &[u8]) -> Result<u64> {
         let offset = self.len;
-        self.backend
-            .write_at(self.pack, offset, bytes)
+        self.file
+            .write_at(offset, bytes)
             .map_err(|error| StoreError::io("write", &self.path, error))?;
         self.len += bytes.len() as u64;
         Ok(offset)
@@ -305,8 +304,8 @@ impl PackWriter {
 
     /// Makes every appended byte durable.
     pub fn sync(&mut self) -> Result<()> {
-        self.backend
-            .sync(self.pack)
+        self.file
+            .sync()
             .map_err(|error| StoreError::io("sync", &self.path, error))
     }
 }

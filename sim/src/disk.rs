@@ -50,15 +50,18 @@ pub enum Bug {
     /// The store's pack sync does nothing: the index points at chunk bytes
     /// that a crash loses.
     UnsyncedPack,
+    /// A P2P viewer takes pieces without checking their hash.
+    UnverifiedPieces,
 }
 
 impl Bug {
     /// Every bug, with its name on the command line.
-    pub const ALL: [(Bug, &'static str); 4] = [
+    pub const ALL: [(Bug, &'static str); 5] = [
         (Bug::AckBeforeSync, "ack-before-sync"),
         (Bug::LeaderRestore, "leader-restore"),
         (Bug::StaleCompletion, "stale-completion"),
         (Bug::UnsyncedPack, "unsynced-pack"),
+        (Bug::UnverifiedPieces, "unverified-pieces"),
     ];
 
     /// Its name on the command line.

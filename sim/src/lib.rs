@@ -11,6 +11,7 @@
 //! - [`client`]: proposing and reading as a client does; the users workload.
 //! - [`jobs`]: job workers on skewed clocks, and what fencing must rule out.
 //! - [`membership`]: nodes added, removed and replaced under faults.
+//! - [`p2p`]: multi-source fetches routed by the real P2P schedule.
 //! - [`store`]: every node's content-addressed store on a simulated disk.
 //! - [`nemesis`]: the seed's faults and their injection.
 //! - [`check`]: Raft's safety, during the run and at its end.
@@ -23,6 +24,7 @@ pub mod jobs;
 pub mod membership;
 pub mod nemesis;
 pub mod net;
+pub mod p2p;
 pub mod store;
 pub mod types;
 pub mod world;

@@ -28,7 +28,8 @@ struct Cli {
     #[arg(long)]
     jobs: Option<usize>,
     /// Plants a bug, to show the simulator finds it: `ack-before-sync`,
-    /// `leader-restore`, `stale-completion`, `unsynced-pack`.
+    /// `leader-restore`, `stale-completion`, `unsynced-pack`,
+    /// `unverified-pieces`.
     #[arg(long, value_parser = parse_bug, hide = true)]
     plant_bug: Option<Bug>,
 }

@@ -1,11 +1,11 @@
 //! The faults a seed picks (swarm testing: each seed its own mix and
 //! rates), and the nemesis that injects them: crashes, power losses,
 //! partitions (an isolated leader among them), pauses, clock jumps,
-//! membership changes ([`crate::membership`]), full disks and store disks
-//! failing mid-operation ([`crate::store`]). Torn writes
-//! at a crash, the network's loss, duplication and delay and the disks'
-//! sync latency are drawn per crash, per message and per sync from the
-//! same rates.
+//! membership changes ([`crate::membership`]), full disks, store disks
+//! failing mid-operation and bytes flipped at rest ([`crate::store`]).
+//! Torn writes at a crash, the network's loss, duplication and delay and
+//! the disks' sync latency are drawn per crash, per message and per sync
+//! from the same rates.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -55,6 +55,8 @@ pub struct Faults {
     /// A node's store disk fails a few operations from now, and the node
     /// goes down (a crash in the middle of a store operation).
     pub store_failure: u32,
+    /// A synced byte of a node's store is flipped (a bad sector).
+    pub corruption: u32,
     /// Links heal.
     pub heal: u32,
 }
@@ -99,6 +101,7 @@ impl Faults {
             membership: on(rng, 2),
             disk_full: on(rng, 1),
             store_failure: on(rng, 2),
+            corruption: on(rng, 1),
             heal: 4,
         }
     }
@@ -121,6 +124,7 @@ impl Faults {
             membership: 0,
             disk_full: 0,
             store_failure: 0,
+            corruption: 0,
             heal: 0,
         }
     }
@@ -128,7 +132,7 @@ impl Faults {
     /// The mix, in words.
     pub fn describe(&self) -> String {
         format!(
-            "loss {:.0}%, duplication {:.0}%, delay ≤{} ms, sync ≤{} ms, skew ≤{} ms, torn {:.0}%, stalls {:.0}%, weights crash {} power-loss {} partition {} pause {} clock {} membership {} disk-full {} store-failure {}",
+            "loss {:.0}%, duplication {:.0}%, delay ≤{} ms, sync ≤{} ms, skew ≤{} ms, torn {:.0}%, stalls {:.0}%, weights crash {} power-loss {} partition {} pause {} clock {} membership {} disk-full {} store-failure {} corruption {}",
             self.loss * 100.0,
             self.duplication * 100.0,
             self.delay_max_us / 1000,
@@ -143,7 +147,8 @@ impl Faults {
             self.clock_jump,
             self.membership,
             self.disk_full,
-            self.store_failure
+            self.store_failure,
+            self.corruption
         )
     }
 }
@@ -159,6 +164,7 @@ enum Move {
     Membership,
     DiskFull,
     StoreFailure,
+    Corruption,
     Heal,
 }
 
@@ -173,6 +179,7 @@ impl Faults {
             (self.membership, Move::Membership),
             (self.disk_full, Move::DiskFull),
             (self.store_failure, Move::StoreFailure),
+            (self.corruption, Move::Corruption),
             (self.heal, Move::Heal),
         ];
         let total: u32 = moves.iter().map(|(weight, _)| weight).sum();
@@ -275,6 +282,16 @@ impl Cluster {
                 disk.fail_after(ops);
                 self.shared
                     .event(format_args!("store disk of {id} fails in {ops} operations"));
+            }
+            Move::Corruption => {
+                let id = ids[self.shared.rng().random_range(0..ids.len())];
+                let Some(disk) = self.shared.store_disk(id) else {
+                    return Ok(());
+                };
+                let Some(place) = disk.damage(&mut *self.shared.rng()) else {
+                    return Ok(());
+                };
+                self.shared.event(format_args!("store of {id}: flipped {place}"));
             }
             Move::Heal => {
                 self.heal();

@@ -7,14 +7,16 @@
 //!
 //! Faults: a crash of the node crashes its store, losing pack bytes written
 //! since the last sync, or keeping some of them, or leaving zeros in their
-//! place (a torn write); and a failpoint makes the disk fail from its k-th
+//! place (a torn write); a failpoint makes the disk fail from its k-th
 //! operation on, as if the process died in the middle of an ingest, a gc
-//! or a demotion, after which the node crashes.
+//! or a demotion, after which the node crashes; and a synced byte of a
+//! pack or a cold object may be flipped (a bad sector).
 //!
 //! Checked, after every reopen and at the end: every reference whose
 //! ingest was acknowledged (and not removed since) resolves to its blob and
-//! reads back byte for byte; one whose ingest or removal failed either
-//! does or is gone; and at the end scrub finds the store sound.
+//! reads back byte for byte (on a damaged disk, or fails naming a damaged
+//! chunk: never other bytes); one whose ingest or removal failed either
+//! does or is gone; and at the end scrub finds an undamaged store sound.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,7 +25,7 @@ use std::time::Duration;
 
 use omega_storage::cold::ColdTier;
 use omega_storage::index::{Change, Family, IndexBackend, Rows};
-use omega_storage::packs::PackBackend;
+use omega_storage::packs::{PackBackend, PackFile};
 use omega_storage::{Backends, BlobId, ChunkerConfig, PackId, Store, StoreConfig, StoreError};
 use rand::Rng;
 
@@ -47,6 +49,9 @@ struct DiskState {
     failed: bool,
     /// [`Bug::UnsyncedPack`]: a pack's sync does nothing.
     lying_sync: bool,
+    /// A synced byte was damaged (a bad sector): reads of the chunk it
+    /// falls in must fail, never return other bytes.
+    damaged: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -105,6 +110,44 @@ impl StoreDisk {
     /// Whether a failpoint made the disk fail.
     pub fn failed(&self) -> bool {
         locked(&self.state).failed
+    }
+
+    /// Flips one synced byte of a hot pack or a cold object (a bad sector
+    /// or a bit flip at rest); where, in words, if there was one.
+    pub fn damage(&self, rng: &mut impl Rng) -> Option<String> {
+        let mut state = locked(&self.state);
+        let mut places: Vec<(bool, PackId, usize)> = state
+            .packs
+            .iter()
+            .filter(|(_, pack)| pack.synced > 0)
+            .map(|(id, pack)| (true, *id, pack.synced))
+            .collect();
+        places.extend(
+            state
+                .cold
+                .iter()
+                .filter(|(_, bytes)| !bytes.is_empty())
+                .map(|(id, bytes)| (false, *id, bytes.len())),
+        );
+        if places.is_empty() {
+            return None;
+        }
+        let (hot, pack, len) = places[rng.random_range(0..places.len())];
+        let offset = rng.random_range(0..len);
+        let flip = rng.random_range(1..=255_u8);
+        let byte = if hot {
+            state.packs.get_mut(&pack).and_then(|file| file.bytes.get_mut(offset))
+        } else {
+            state.cold.get_mut(&pack).and_then(|bytes| bytes.get_mut(offset))
+        };
+        *byte? ^= flip;
+        state.damaged = true;
+        Some(format!("{} {pack} byte {offset}", if hot { "hot" } else { "cold" }))
+    }
+
+    /// Whether a byte was ever damaged.
+    pub fn damaged(&self) -> bool {
+        locked(&self.state).damaged
     }
 
     /// Runs `check` with no failpoint armed (the checker's reads are not
@@ -238,7 +281,7 @@ impl PackBackend for StoreDisk {
         Ok(())
     }
 
-    fn create(&self, pack: PackId) -> std::io::Result<()> {
+    fn create(&self, pack: PackId) -> std::io::Result<Box<dyn PackFile>> {
         let mut state = locked(&self.state);
         state.operate()?;
         if state.packs.contains_key(&pack) {
@@ -248,13 +291,41 @@ impl PackBackend for StoreDisk {
             ));
         }
         state.packs.insert(pack, Pack::default());
-        Ok(())
+        Ok(Box::new(SimPackFile {
+            disk: self.clone(),
+            pack,
+        }))
     }
 
-    fn write_at(&self, pack: PackId, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+    fn append_after(&self, pack: PackId, len: u64) -> std::io::Result<Box<dyn PackFile>> {
         let mut state = locked(&self.state);
         state.operate()?;
         let file = state.pack(pack)?;
+        let len = usize::try_from(len).map_err(std::io::Error::other)?;
+        if file.bytes.len() != len {
+            // Cut and synced, as a node does.
+            file.bytes.resize(len, 0);
+            file.synced = len;
+        }
+        Ok(Box::new(SimPackFile {
+            disk: self.clone(),
+            pack,
+        }))
+    }
+}
+
+/// A pack open for appending on the simulated disk.
+#[derive(Debug)]
+struct SimPackFile {
+    disk: StoreDisk,
+    pack: PackId,
+}
+
+impl PackFile for SimPackFile {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        let mut state = locked(&self.disk.state);
+        state.operate()?;
+        let file = state.pack(self.pack)?;
         let start = usize::try_from(offset).map_err(std::io::Error::other)?;
         if file.bytes.len() < start + bytes.len() {
             file.bytes.resize(start + bytes.len(), 0);
@@ -265,11 +336,11 @@ impl PackBackend for StoreDisk {
         Ok(())
     }
 
-    fn sync(&self, pack: PackId) -> std::io::Result<()> {
-        let mut state = locked(&self.state);
+    fn sync(&mut self) -> std::io::Result<()> {
+        let mut state = locked(&self.disk.state);
         state.operate()?;
         let lying = state.lying_sync;
-        let file = state.pack(pack)?;
+        let file = state.pack(self.pack)?;
         if !lying {
             file.synced = file.bytes.len();
         }
@@ -372,10 +443,10 @@ pub struct StoreModel {
 
 /// The references of a node's store that must (or may) read back, checked
 /// against `store`; what does not.
-pub fn verify(node: u64, store: &Store, model: &StoreModel) -> Vec<String> {
+pub fn verify(node: u64, store: &Store, disk: &StoreDisk, model: &StoreModel) -> Vec<String> {
     let mut violations = Vec::new();
     for (name, content) in &model.acked {
-        if let Err(problem) = reads_back(store, name, content) {
+        if let Err(problem) = reads_back(store, disk, name, content) {
             violations.push(format!("store of node {node}: acknowledged {name}: {problem}"));
         }
     }
@@ -383,7 +454,7 @@ pub fn verify(node: u64, store: &Store, model: &StoreModel) -> Vec<String> {
         match store.resolve_reference(name) {
             Ok(None) => {}
             Ok(Some(_)) => {
-                if let Err(problem) = reads_back(store, name, content) {
+                if let Err(problem) = reads_back(store, disk, name, content) {
                     violations.push(format!("store of node {node}: {name} (outcome unknown): {problem}"));
                 }
             }
@@ -393,7 +464,10 @@ pub fn verify(node: u64, store: &Store, model: &StoreModel) -> Vec<String> {
     violations
 }
 
-fn reads_back(store: &Store, name: &str, content: &[u8]) -> Result<(), String> {
+/// Whether `name` reads back as `content`. On a disk with a damaged byte a
+/// read may instead fail naming the damaged chunk: a read never returns
+/// other bytes.
+fn reads_back(store: &Store, disk: &StoreDisk, name: &str, content: &[u8]) -> Result<(), String> {
     let blob = store
         .resolve_reference(name)
         .map_err(|error| error.to_string())?
@@ -401,13 +475,21 @@ fn reads_back(store: &Store, name: &str, content: &[u8]) -> Result<(), String> {
     if blob != BlobId::of(content) {
         return Err(format!("names {blob}, not its content"));
     }
-    let read = store
-        .read_range(&blob, 0, content.len() as u64)
-        .map_err(|error| format!("a chunk is missing or damaged: {error}"))?;
+    let read = match store.read_range(&blob, 0, content.len() as u64) {
+        Ok(read) => read,
+        Err(error) if disk.damaged() && damage_reported(&error) => return Ok(()),
+        Err(error) => return Err(format!("a chunk is missing or damaged: {error}")),
+    };
     if read != content {
         return Err("read back different bytes".into());
     }
     Ok(())
+}
+
+/// Whether `error` says a chunk's bytes are damaged (as they may be after
+/// [`StoreDisk::damage`]).
+fn damage_reported(error: &StoreError) -> bool {
+    matches!(error, StoreError::CorruptChunk { .. } | StoreError::Quarantined { .. })
 }
 
 /// The pieces node `node`'s blobs are made of.
@@ -444,7 +526,9 @@ pub fn step(
     };
     let mut violations = Vec::new();
     let mut failed = |what: &str, error: &StoreError| {
-        if !disk.failed() {
+        // A failed disk, or damage the store reported as such, is expected.
+        let expected = disk.failed() || (disk.damaged() && damage_reported(error));
+        if !expected {
             violations.push(format!("store of node {node}: {what} failed on a sound disk: {error}"));
         }
     };
@@ -477,7 +561,7 @@ pub fn step(
             if let Some(name) = chosen
                 && !disk.failed()
                 && let Some(content) = model.acked.get(&name)
-                && let Err(problem) = reads_back(store, &name, content)
+                && let Err(problem) = reads_back(store, disk, &name, content)
                 && !disk.failed()
             {
                 violations.push(format!("store of node {node}: acknowledged {name}: {problem}"));
@@ -494,7 +578,7 @@ pub fn step(
             }
         }
         _ => match store.scrub() {
-            Ok(report) if !report.is_clean() && !disk.failed() => {
+            Ok(report) if !report.is_clean() && !disk.failed() && !disk.damaged() => {
                 violations.push(format!("store of node {node}: scrub found {:?}", report.findings));
             }
             Ok(_) => {}

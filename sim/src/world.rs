@@ -29,6 +29,7 @@ use crate::jobs::{self, JobLoad};
 use crate::membership;
 use crate::nemesis::{CLOCK_OFF_MAX_MS, Faults};
 use crate::net::Net;
+use crate::p2p;
 use crate::store::{self, StoreDisk, StoreModel};
 use crate::types::{Raft, RaftMetrics, Runtime};
 
@@ -140,6 +141,14 @@ impl Shared {
     /// Whether messages from `a` reach `b`.
     pub fn linked(&self, a: u64, b: u64) -> bool {
         !locked(&self.cut).contains(&(a, b))
+    }
+
+    /// Whether node `id` is cut off from every other node (paused, or a
+    /// leader isolated): a viewer outside cannot reach it either.
+    pub fn isolated(&self, id: u64) -> bool {
+        let others: Vec<u64> = self.node_ids().into_iter().filter(|other| *other != id).collect();
+        let cut = locked(&self.cut);
+        !others.is_empty() && others.iter().all(|other| cut.contains(&(id, *other)))
     }
 
     /// Node `id`'s Raft, when it runs.
@@ -454,11 +463,14 @@ struct Workload {
     jobs: Arc<Mutex<Vec<jobs::JobOp>>>,
     stop_users: Arc<AtomicBool>,
     stop_jobs: Arc<AtomicBool>,
-    /// What each node's store clients were told, and what broke.
+    /// What each node's store clients were told, and what broke (there
+    /// and in the P2P viewer's fetches).
     stores: Arc<Mutex<BTreeMap<u64, StoreModel>>>,
     store_violations: Arc<Mutex<Vec<String>>>,
     /// Stops the membership operator.
     stop_operator: Arc<AtomicBool>,
+    /// Set once the P2P viewer's last set is complete.
+    p2p_done: Arc<AtomicBool>,
     tasks: Vec<<Runtime as AsyncRuntime>::JoinHandle<()>>,
 }
 
@@ -477,8 +489,20 @@ impl Workload {
             stores: Arc::default(),
             store_violations: Arc::default(),
             stop_operator: Arc::default(),
+            p2p_done: Arc::default(),
             tasks: Vec::new(),
         };
+        let (viewer, stop, done, violations) = (
+            shared.clone(),
+            workload.stop_jobs.clone(),
+            workload.p2p_done.clone(),
+            workload.store_violations.clone(),
+        );
+        let fault_end_ns = shared.now_ns() + FAULT_PHASE.as_nanos();
+        workload.tasks.push(Runtime::spawn(async move {
+            let found = p2p::viewers(&viewer, fault_end_ns, &stop, &done).await;
+            locked(&violations).extend(found);
+        }));
         let (operator, stop) = (shared.clone(), workload.stop_operator.clone());
         workload.tasks.push(Runtime::spawn(async move {
             membership::operator(&operator, &stop).await;
@@ -576,7 +600,7 @@ async fn store_client(
             store::step(node, shared, &store, &disk, model, &pieces)
         } else {
             seen = Some(incarnation);
-            disk.unfailing(|| store::verify(node, &store, model))
+            disk.unfailing(|| store::verify(node, &store, &disk, model))
         };
         locked(violations).extend(found);
     }
@@ -690,7 +714,10 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
             continue;
         }
         workload.stop_users.store(true, Ordering::Release);
-        if converged_now(&cluster) && jobs::all_finished(&final_jobs(&shared)) {
+        if converged_now(&cluster)
+            && jobs::all_finished(&final_jobs(&shared))
+            && workload.p2p_done.load(Ordering::Acquire)
+        {
             converged = true;
             break;
         }
@@ -704,7 +731,7 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
     let mut violations = std::mem::take(&mut cluster.invariants.violations);
     if !converged {
         violations.push(format!(
-            "the cluster did not converge and finish its jobs within {RECOVERY_LIMIT:?} after the faults"
+            "the cluster did not converge, finish its jobs and serve its sets within {RECOVERY_LIMIT:?} after the faults"
         ));
     }
     let disks = shared.disks();
@@ -744,10 +771,12 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
 fn final_stores(shared: &Shared, models: &BTreeMap<u64, StoreModel>) -> Vec<String> {
     let mut violations = Vec::new();
     for (node, model) in models {
-        let Some(store) = shared.store(*node) else { continue };
-        violations.extend(store::verify(*node, &store, model));
+        let (Some(store), Some(disk)) = (shared.store(*node), shared.store_disk(*node)) else {
+            continue;
+        };
+        violations.extend(store::verify(*node, &store, &disk, model));
         match store.scrub() {
-            Ok(report) if !report.is_clean() => {
+            Ok(report) if !report.is_clean() && !disk.damaged() => {
                 violations.push(format!("store of node {node}: scrub found {:?}", report.findings));
             }
             Ok(_) => {}

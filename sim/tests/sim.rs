@@ -1,8 +1,8 @@
 //! The simulator's own guarantees: a seed replays exactly; each planted
 //! bug (appends acknowledged before they are synced, a leader restored
 //! without an election, a completion accepted under a stale lease, a pack
-//! sync that does nothing) is found within 200 seeds; and 200 seeds of the
-//! real code pass.
+//! sync that does nothing, P2P pieces taken unverified) is found within 200
+//! seeds; and 200 seeds of the real code pass.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -72,6 +72,13 @@ fn a_pack_sync_that_does_nothing_is_found_within_200_seeds() {
     // The store's index then points at chunk bytes a crash loses: an
     // acknowledged blob no longer reads back.
     let (seed, violations) = found_within_200_seeds(Bug::UnsyncedPack).expect("not found in 200 seeds");
+    println!("seed {seed} found it: {violations}");
+}
+
+#[test]
+fn pieces_taken_unverified_are_found_within_200_seeds() {
+    // A lying seeder's bytes then end up in the assembled set.
+    let (seed, violations) = found_within_200_seeds(Bug::UnverifiedPieces).expect("not found in 200 seeds");
     println!("seed {seed} found it: {violations}");
 }
 

@@ -52,16 +52,20 @@ pub enum Bug {
     UnsyncedPack,
     /// A P2P viewer takes pieces without checking their hash.
     UnverifiedPieces,
+    /// Watch state is read from whichever node is asked, without asking
+    /// the leader (ReadIndex) first.
+    LocalReads,
 }
 
 impl Bug {
     /// Every bug, with its name on the command line.
-    pub const ALL: [(Bug, &'static str); 5] = [
+    pub const ALL: [(Bug, &'static str); 6] = [
         (Bug::AckBeforeSync, "ack-before-sync"),
         (Bug::LeaderRestore, "leader-restore"),
         (Bug::StaleCompletion, "stale-completion"),
         (Bug::UnsyncedPack, "unsynced-pack"),
         (Bug::UnverifiedPieces, "unverified-pieces"),
+        (Bug::LocalReads, "local-reads"),
     ];
 
     /// Its name on the command line.

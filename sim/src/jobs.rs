@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use omega_consensus::command::{Command, JobOutcome, Response};
 use omega_consensus::jobs;
-use omega_consensus::model::{EntityId, ItemKind, ItemWrite, Job, JobState, LibraryKind};
+use omega_consensus::model::{EntityId, Job, JobState};
 use omega_consensus::state_machine::read;
 use rand::Rng;
 
@@ -74,42 +74,6 @@ pub struct JobOp {
     pub invoke: u128,
     /// When it was answered, simulated ns.
     pub complete: u128,
-}
-
-/// Creates the library and item the jobs are for; `None` if the cluster
-/// did not answer (it has formed and has no faults yet, so that is a
-/// failure of the run).
-pub async fn setup(shared: &Shared) -> Option<EntityId> {
-    let first = shared.node_ids().first().copied()?;
-    let library = Command::CreateLibrary {
-        name: "films".into(),
-        kind: LibraryKind::Movies,
-        paths: vec!["/films".into()],
-        node: first,
-        now_ms: shared.wall_ms(first),
-    };
-    let Some(Response::Created(library)) = propose(shared, first, &library, CLIENT_TIMEOUT * 3).await else {
-        return None;
-    };
-    let item = Command::UpsertItems {
-        items: vec![ItemWrite {
-            key: "film".into(),
-            library,
-            kind: ItemKind::Movie,
-            parent_key: None,
-            title: "Film".into(),
-            sort_title: "film".into(),
-            year: None,
-            index: None,
-            metadata: BTreeMap::new(),
-            media: Vec::new(),
-        }],
-        now_ms: shared.wall_ms(first),
-    };
-    match propose(shared, first, &item, CLIENT_TIMEOUT * 3).await {
-        Some(Response::Items(ids)) => ids.first().copied(),
-        _ => None,
-    }
 }
 
 /// Queues `load.jobs` jobs for `item` at random times within `over`,

@@ -9,6 +9,8 @@
 //! - [`disk`]: a node's log, vote and tables, written and synced.
 //! - [`net`]: Raft's messages between nodes.
 //! - [`client`]: proposing and reading as a client does; the users workload.
+//! - [`watch`]: the catalog, and watch state as registers.
+//! - [`linearizable`]: a register linearizability checker (Wing–Gong).
 //! - [`jobs`]: job workers on skewed clocks, and what fencing must rule out.
 //! - [`membership`]: nodes added, removed and replaced under faults.
 //! - [`p2p`]: multi-source fetches routed by the real P2P schedule.
@@ -21,12 +23,14 @@ pub mod check;
 pub mod client;
 pub mod disk;
 pub mod jobs;
+pub mod linearizable;
 pub mod membership;
 pub mod nemesis;
 pub mod net;
 pub mod p2p;
 pub mod store;
 pub mod types;
+pub mod watch;
 pub mod world;
 
 pub use disk::Bug;

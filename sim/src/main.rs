@@ -29,7 +29,7 @@ struct Cli {
     jobs: Option<usize>,
     /// Plants a bug, to show the simulator finds it: `ack-before-sync`,
     /// `leader-restore`, `stale-completion`, `unsynced-pack`,
-    /// `unverified-pieces`.
+    /// `unverified-pieces`, `local-reads`.
     #[arg(long, value_parser = parse_bug, hide = true)]
     plant_bug: Option<Bug>,
 }

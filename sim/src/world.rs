@@ -32,6 +32,7 @@ use crate::net::Net;
 use crate::p2p;
 use crate::store::{self, StoreDisk, StoreModel};
 use crate::types::{Raft, RaftMetrics, Runtime};
+use crate::{linearizable, watch};
 
 /// How long faults are injected (simulated time).
 const FAULT_PHASE: Duration = Duration::from_secs(12);
@@ -39,8 +40,10 @@ const FAULT_PHASE: Duration = Duration::from_secs(12);
 const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
 /// How long clients keep working once the faults stop.
 const CLIENTS_INTO_RECOVERY: Duration = Duration::from_secs(2);
-/// Clients working at once.
+/// Clients adding and reading users at once.
 const CLIENTS: usize = 3;
+/// Clients setting and reading watch state at once.
+const WATCH_CLIENTS: usize = 2;
 /// Invariants are checked this often.
 const CHECK_EVERY: Duration = Duration::from_millis(10);
 /// Wall-clock time at the start of every run (2027-01-15), so that clocks
@@ -469,6 +472,8 @@ struct Workload {
     store_violations: Arc<Mutex<Vec<String>>>,
     /// Stops the membership operator.
     stop_operator: Arc<AtomicBool>,
+    /// Watch-state histories, by film.
+    watch: Arc<Mutex<watch::Histories>>,
     /// Set once the P2P viewer's last set is complete.
     p2p_done: Arc<AtomicBool>,
     tasks: Vec<<Runtime as AsyncRuntime>::JoinHandle<()>>,
@@ -477,7 +482,7 @@ struct Workload {
 impl Workload {
     fn start(
         shared: &Arc<Shared>,
-        item: Option<u64>,
+        catalog: Option<watch::Catalog>,
         load: JobLoad,
         node_ids: std::ops::RangeInclusive<u64>,
     ) -> Workload {
@@ -490,6 +495,7 @@ impl Workload {
             store_violations: Arc::default(),
             stop_operator: Arc::default(),
             p2p_done: Arc::default(),
+            watch: Arc::default(),
             tasks: Vec::new(),
         };
         let (viewer, stop, done, violations) = (
@@ -519,7 +525,21 @@ impl Workload {
                 client::users_loop(client, &shared, &history, &next_add, &stop).await;
             }));
         }
-        let Some(item) = item else { return workload };
+        let Some(catalog) = catalog else { return workload };
+        let item = catalog.films[0];
+        let next_position = Arc::new(AtomicU64::new(0));
+        for _ in 0..WATCH_CLIENTS {
+            let (shared, catalog, histories, next, stop) = (
+                shared.clone(),
+                catalog.clone(),
+                workload.watch.clone(),
+                next_position.clone(),
+                workload.stop_users.clone(),
+            );
+            workload.tasks.push(Runtime::spawn(async move {
+                watch::client(&shared, &catalog, &histories, &next, &stop).await;
+            }));
+        }
         let producer = shared.clone();
         workload.tasks.push(Runtime::spawn(async move {
             jobs::produce(&producer, item, load, FAULT_PHASE / 2).await;
@@ -546,14 +566,7 @@ impl Workload {
         workload
     }
 
-    async fn stop(
-        self,
-    ) -> (
-        Vec<history::Op>,
-        Vec<jobs::JobOp>,
-        BTreeMap<u64, StoreModel>,
-        Vec<String>,
-    ) {
+    async fn stop(self) -> Finished {
         self.stop_users.store(true, Ordering::Release);
         self.stop_jobs.store(true, Ordering::Release);
         self.stop_operator.store(true, Ordering::Release);
@@ -572,8 +585,24 @@ impl Workload {
                 "{panicked} client tasks panicked (the real code under them did)"
             ));
         }
-        (users, jobs, stores, violations)
+        let watch = std::mem::take(&mut *locked(&self.watch));
+        Finished {
+            users,
+            jobs,
+            stores,
+            watch,
+            violations,
+        }
     }
+}
+
+/// What the workload recorded, once it stopped.
+struct Finished {
+    users: Vec<history::Op>,
+    jobs: Vec<jobs::JobOp>,
+    stores: BTreeMap<u64, StoreModel>,
+    watch: watch::Histories,
+    violations: Vec<String>,
 }
 
 /// Node `node`'s store client, until `stop`: a move at a time while the
@@ -660,15 +689,15 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
         tokio::time::sleep(CHECK_EVERY).await;
         cluster.check();
     }
-    let item = jobs::setup(&shared).await;
-    if item.is_none() {
+    let catalog = watch::setup(&shared).await;
+    if catalog.is_none() {
         cluster
             .invariants
             .violations
-            .push("the job's library and item were not written before the faults".into());
+            .push("the library, its films and the viewer were not written before the faults".into());
     }
     shared.event(format_args!("formed"));
-    let workload = Workload::start(&shared, item, load, 1..=nodes + membership::ADDED_MAX);
+    let workload = Workload::start(&shared, catalog, load, 1..=nodes + membership::ADDED_MAX);
 
     // Faults, checked every step.
     let fault_end = tokio::time::Instant::now() + FAULT_PHASE;
@@ -722,7 +751,13 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
             break;
         }
     }
-    let (users, job_ops, store_models, store_violations) = workload.stop().await;
+    let Finished {
+        users,
+        jobs: job_ops,
+        stores: store_models,
+        watch: watch_histories,
+        violations: store_violations,
+    } = workload.stop().await;
     // One more write through the leader makes every earlier entry
     // committed and applied on all nodes once they converge.
     if converged {
@@ -741,6 +776,7 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
     violations.extend(jobs::check(&job_ops, &finished));
     violations.extend(check::log_matching(&shared.all_disks()));
     violations.extend(store_violations);
+    violations.extend(linearizable::check("watch position on film", &watch_histories));
     violations.extend(final_stores(&shared, &store_models));
     // Not under the lock: messages in flight look nodes up while these
     // shut down.
@@ -759,7 +795,7 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
         trace: trace.lines.clone().unwrap_or_default(),
         simulated: shared.started.elapsed(),
         nodes: shared.node_ids().len(),
-        operations: users.len() + job_ops.len(),
+        operations: users.len() + job_ops.len() + watch_histories.values().map(Vec::len).sum::<usize>(),
         jobs: finished.len(),
         faults: cluster.faults_injected,
         mix: format!("{}; {load:?}", faults.describe()),

@@ -160,6 +160,12 @@ pub struct Cluster<T: Transport> {
     raft: Raft,
     db: Db,
     transport: Arc<T>,
+    /// Held while this node, as leader, changes the membership. openraft
+    /// refuses the second step of a change (joint → uniform) when another
+    /// change slipped in between, so two nodes joining at once made one of
+    /// them fail ("last membership log id mismatch"): changes go one at a
+    /// time.
+    membership_changes: tokio::sync::Mutex<()>,
 }
 
 impl<T: Transport> Cluster<T> {
@@ -178,6 +184,7 @@ impl<T: Transport> Cluster<T> {
             raft,
             db,
             transport,
+            membership_changes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -390,6 +397,7 @@ impl<T: Transport> Cluster<T> {
                 Err(error) => self.failure(&error),
             },
             PeerRequest::AddMember { id, member } => {
+                let _one_at_a_time = self.membership_changes.lock().await;
                 if let Err(error) = self.raft.add_learner(id, member, true).await {
                     return self.failure(&error);
                 }
@@ -398,6 +406,7 @@ impl<T: Transport> Cluster<T> {
             // `retain: false` in `change_voters` drops the member entirely,
             // not just from the voters.
             PeerRequest::RemoveMember { id } => {
+                let _one_at_a_time = self.membership_changes.lock().await;
                 let fingerprint = self
                     .known_member(id)
                     .map(|member| member.cert_fingerprint)

@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::manifest::Manifest;
-use crate::schedule::{Next, Outcome, Schedule, Slot};
+use crate::schedule::{Outcome, Schedule, Slot};
 use crate::service::P2p;
 use crate::wire::{self, MAX_PIECES_PER_REQUEST, Request, Status};
 use crate::{P2pError, Result};
@@ -299,29 +299,22 @@ async fn work(
     loop {
         // Registered before asking, so a change in between is not missed.
         let changed = shared.changed.notified();
-        let mut finished = false;
-        while pending.len() < PIPELINE {
-            let next = shared
-                .schedule()
-                .next(slot, options.batch_bytes, MAX_PIECES_PER_REQUEST);
-            match next {
-                Next::Batch(batch) => {
-                    let request = Request {
-                        blob: manifest.blob.0,
-                        grant: (!manifest.grant.is_empty()).then(|| manifest.grant.clone()),
-                        pieces: batch.iter().map(|index| manifest.pieces[*index].hash.0).collect(),
-                    };
-                    wire::write_request(&mut stream, &request)
-                        .await
-                        .map_err(|error| protocol(error.to_string()))?;
-                    pending.push_back(batch);
-                }
-                Next::Wait => break,
-                Next::Stop | Next::Done => {
-                    finished = true;
-                    break;
-                }
-            }
+        let (batches, finished) = shared.schedule().next_batches(
+            slot,
+            PIPELINE - pending.len(),
+            options.batch_bytes,
+            MAX_PIECES_PER_REQUEST,
+        );
+        for batch in batches {
+            let request = Request {
+                blob: manifest.blob.0,
+                grant: (!manifest.grant.is_empty()).then(|| manifest.grant.clone()),
+                pieces: batch.iter().map(|index| manifest.pieces[*index].hash.0).collect(),
+            };
+            wire::write_request(&mut stream, &request)
+                .await
+                .map_err(|error| protocol(error.to_string()))?;
+            pending.push_back(batch);
         }
         let Some(batch) = pending.pop_front() else {
             if finished {

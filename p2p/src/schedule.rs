@@ -179,6 +179,27 @@ impl Schedule {
         Next::Batch(batch)
     }
 
+    /// Up to `room` batches for `slot` (see [`Schedule::next`]), to keep a
+    /// stream's pipeline full; and whether the peer has finished (nothing
+    /// more will come for it: every piece is here, or it can give none).
+    pub fn next_batches(
+        &mut self,
+        slot: Slot,
+        room: usize,
+        max_bytes: u64,
+        max_pieces: usize,
+    ) -> (Vec<Vec<usize>>, bool) {
+        let mut batches = Vec::new();
+        while batches.len() < room {
+            match self.next(slot, max_bytes, max_pieces) {
+                Next::Batch(batch) => batches.push(batch),
+                Next::Wait => break,
+                Next::Stop | Next::Done => return (batches, true),
+            }
+        }
+        (batches, false)
+    }
+
     /// Records what came of `piece`, requested from `slot`.
     pub fn outcome(&mut self, slot: Slot, piece: usize, outcome: Outcome) {
         // A piece no longer in flight to this peer was re-queued under it

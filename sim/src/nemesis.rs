@@ -19,6 +19,19 @@ use crate::world::{Cluster, locked};
 /// How far the nemesis may set a node's clock from true time.
 pub const CLOCK_OFF_MAX_MS: i64 = 6_000;
 
+/// A value drawn from `range` with chance `chance`, else zero: a seed
+/// turns each kind of fault off as often as it picks its rate.
+pub fn sometimes<T>(rng: &mut impl Rng, chance: f64, range: std::ops::Range<T>) -> T
+where
+    T: rand::distr::uniform::SampleUniform + PartialOrd + Default,
+{
+    if rng.random_bool(chance) {
+        rng.random_range(range)
+    } else {
+        T::default()
+    }
+}
+
 /// The faults a run injects, and how often.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Faults {
@@ -66,33 +79,13 @@ impl Faults {
     pub fn pick(rng: &mut StdRng) -> Faults {
         let on = |rng: &mut StdRng, weight: u32| if rng.random_bool(0.7) { weight } else { 0 };
         Faults {
-            loss: if rng.random_bool(0.5) {
-                rng.random_range(0.0..0.15)
-            } else {
-                0.0
-            },
-            duplication: if rng.random_bool(0.3) {
-                rng.random_range(0.0..0.1)
-            } else {
-                0.0
-            },
+            loss: sometimes(rng, 0.5, 0.0..0.15),
+            duplication: sometimes(rng, 0.3, 0.0..0.1),
             delay_max_us: rng.random_range(200..30_000),
             disk_max_ms: rng.random_range(1..40),
-            skew_max_ms: if rng.random_bool(0.5) {
-                rng.random_range(0..3_000)
-            } else {
-                0
-            },
-            torn: if rng.random_bool(0.5) {
-                rng.random_range(0.2..1.0)
-            } else {
-                0.0
-            },
-            stall: if rng.random_bool(0.6) {
-                rng.random_range(0.1..0.5)
-            } else {
-                0.0
-            },
+            skew_max_ms: sometimes(rng, 0.5, 0..3_000),
+            torn: sometimes(rng, 0.5, 0.2..1.0),
+            stall: sometimes(rng, 0.6, 0.1..0.5),
             crash: on(rng, 3),
             power_loss: on(rng, 1),
             partition: on(rng, 3),

@@ -22,11 +22,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use omega_p2p::schedule::{Next, Outcome, Schedule};
+use omega_p2p::schedule::{Outcome, Schedule};
 use rand::Rng;
 use tokio::sync::Notify;
 
 use crate::disk::Bug;
+use crate::nemesis::sometimes;
 use crate::world::{Shared, locked};
 
 /// Batches a stream keeps requested ahead (as `fetch` does).
@@ -95,11 +96,7 @@ impl Swarm {
                 node: None,
                 origin: false,
                 has: (0..count).map(|_| rng.random_bool(share)).collect(),
-                lies: if rng.random_bool(0.4) {
-                    rng.random_range(0.05..0.5)
-                } else {
-                    0.0
-                },
+                lies: sometimes(rng, 0.4, 0.05..0.5),
                 busy: rng.random_range(0.0..0.2),
                 slowness_ms: rng.random_range(1..60),
                 vanishes_at: rng.random_bool(0.3).then(|| rng.random_range(0..fault_end_ns)),
@@ -237,18 +234,9 @@ async fn stream(shared: &Shared, swarm: &Swarm, attempt: &Attempt, slot: usize, 
     let mut pending: VecDeque<Vec<usize>> = VecDeque::new();
     loop {
         let changed = attempt.changed.notified();
-        let mut finished = false;
-        while pending.len() < PIPELINE {
-            let next = locked(&attempt.schedule).next(slot, BATCH_BYTES, BATCH_PIECES);
-            match next {
-                Next::Batch(batch) => pending.push_back(batch),
-                Next::Wait => break,
-                Next::Stop | Next::Done => {
-                    finished = true;
-                    break;
-                }
-            }
-        }
+        let (batches, finished) =
+            locked(&attempt.schedule).next_batches(slot, PIPELINE - pending.len(), BATCH_BYTES, BATCH_PIECES);
+        pending.extend(batches);
         let Some(batch) = pending.pop_front() else {
             if finished {
                 return;

@@ -389,27 +389,13 @@ async fn keep(state: &AppState, blob: BlobId, path: &Path) -> anyhow::Result<()>
 /// Removes the oldest `relay:` references while kept blobs exceed the
 /// budget, then collects what they named.
 fn evict(store: &Store, relay: &Relay) -> anyhow::Result<()> {
-    let cache_max = relay.cache_max;
-    let kept = store.references(RELAY_PREFIX, KEPT_MAX)?;
-    let sizes: Vec<u64> = kept
-        .iter()
-        .map(|(_, blob)| store.blob(blob).map(|record| record.size).unwrap_or(0))
-        .collect();
-    let mut total: u64 = sizes.iter().sum();
-    let mut removed = 0;
-    for ((reference, _), size) in kept.iter().zip(sizes) {
-        if total <= cache_max {
-            break;
+    let dropped = store.trim_references(RELAY_PREFIX, relay.cache_max, KEPT_MAX)?;
+    if !dropped.is_empty() {
+        let mut kept = lock(&relay.kept);
+        for blob in &dropped {
+            kept.remove(blob);
         }
-        if let Some(blob) = store.remove_reference(reference)? {
-            lock(&relay.kept).remove(&blob);
-        }
-        total -= size;
-        removed += 1;
-    }
-    if removed > 0 {
-        let report = store.gc()?;
-        tracing::info!(removed, ?report, "relay cache over budget: oldest blobs dropped");
+        tracing::info!(removed = dropped.len(), "relay cache over budget: oldest blobs dropped");
     }
     Ok(())
 }

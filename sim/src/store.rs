@@ -12,6 +12,10 @@
 //! or a demotion, after which the node crashes; and a synced byte of a
 //! pack or a cold object may be flipped (a bad sector).
 //!
+//! The workload is a node's: ingests under references, removals, reads,
+//! gc, tiering, scrub, and a relay cache kept within its budget by
+//! [`Store::trim_references`], as a node keeps what it relays.
+//!
 //! Checked, after every reopen and at the end: every reference whose
 //! ingest was acknowledged (and not removed since) resolves to its blob and
 //! reads back byte for byte (on a damaged disk, or fails naming a damaged
@@ -36,6 +40,10 @@ use crate::world::{Shared, locked};
 const PIECE_BYTES: std::ops::Range<usize> = 300..3_000;
 /// Distinct pieces per node.
 const PIECES: usize = 12;
+/// The relay cache: its references, budget and how many are looked at.
+const RELAY_PREFIX: &str = "relay:";
+const RELAY_MAX: u64 = 24 * 1024;
+const RELAY_KEPT_MAX: usize = 10_000;
 
 /// What is on one node's store disk, kept across its crashes.
 #[derive(Debug, Default)]
@@ -535,7 +543,7 @@ pub fn step(
     let acked: Vec<String> = model.acked.keys().cloned().collect();
     let chosen = (!acked.is_empty()).then(|| acked[(pick % acked.len() as u64) as usize].clone());
     match op {
-        0..45 => {
+        0..40 => {
             let name = format!("r{node}-{}", model.next);
             model.next += 1;
             match store.ingest_bytes(&content, &name) {
@@ -548,7 +556,25 @@ pub fn step(
                 }
             }
         }
-        45..60 => {
+        40..50 => {
+            // A node keeping what it relayed: a cache under `relay:`, the
+            // oldest dropped past its budget (as `omega-node`'s relay).
+            let name = format!("{RELAY_PREFIX}{:016}", model.next);
+            model.next += 1;
+            let kept = store
+                .ingest_bytes(&content, &name)
+                .and_then(|_| store.trim_references(RELAY_PREFIX, RELAY_MAX, RELAY_KEPT_MAX));
+            match kept {
+                Ok(_) if !disk.failed() => violations.extend(
+                    disk.unfailing(|| relay_within_budget(store, disk, &name, &content))
+                        .err()
+                        .map(|problem| format!("store of node {node}: relay cache: {problem}")),
+                ),
+                Ok(_) => {}
+                Err(error) => failed("relay keep", &error),
+            }
+        }
+        50..62 => {
             if let Some(name) = chosen {
                 let content = model.acked.remove(&name).unwrap_or_default();
                 if let Err(error) = store.remove_reference(&name) {
@@ -557,7 +583,7 @@ pub fn step(
                 }
             }
         }
-        60..85 => {
+        62..85 => {
             if let Some(name) = chosen
                 && !disk.failed()
                 && let Some(content) = model.acked.get(&name)
@@ -587,6 +613,25 @@ pub fn step(
     }
     shared.event(format_args!("store {node} op {op}"));
     violations
+}
+
+/// Whether the relay cache is within its budget and still holds `newest`
+/// (which fits it), reading back as `content`.
+fn relay_within_budget(store: &Store, disk: &StoreDisk, newest: &str, content: &[u8]) -> Result<(), String> {
+    let kept = store
+        .references(RELAY_PREFIX, RELAY_KEPT_MAX)
+        .map_err(|error| error.to_string())?;
+    let mut total = 0;
+    for (_, blob) in &kept {
+        total += store.blob(blob).map_err(|error| error.to_string())?.size;
+    }
+    if total > RELAY_MAX {
+        return Err(format!("{total} bytes kept, over its {RELAY_MAX}"));
+    }
+    if content.len() as u64 <= RELAY_MAX {
+        reads_back(store, disk, newest, content).map_err(|problem| format!("the newest entry: {problem}"))?;
+    }
+    Ok(())
 }
 
 /// How long a store client waits between moves.

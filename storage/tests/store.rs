@@ -373,6 +373,37 @@ fn gc_removes_unreferenced_data_and_keeps_shared_chunks() {
     assert_eq!(store.gc().unwrap().blobs_removed, 0);
 }
 
+/// Goal: a cache of references (`relay:` on a node) stays within its
+/// budget, the oldest names going first, and other references are left.
+#[test]
+fn trimming_a_cache_drops_its_oldest_entries_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store"), small_config()).unwrap();
+    let other = store.ingest_bytes(&random_bytes(50_000, 9), "file:other").unwrap();
+    for age in 0..4_u64 {
+        store
+            .ingest_bytes(&random_bytes(100_000, 20 + age), &format!("cache:{age:04}"))
+            .unwrap();
+    }
+    let dropped = store.trim_references("cache:", 250_000, 100).unwrap();
+    assert_eq!(dropped.len(), 2);
+    let kept: Vec<String> = store
+        .references("cache:", 100)
+        .unwrap()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(kept, vec!["cache:0002".to_owned(), "cache:0003".to_owned()]);
+    assert_eq!(store.resolve_reference("file:other").unwrap(), Some(other.blob));
+    assert_eq!(
+        store.stats().unwrap().blobs,
+        3,
+        "what the dropped names held was collected"
+    );
+    // Within budget: nothing more goes.
+    assert!(store.trim_references("cache:", 250_000, 100).unwrap().is_empty());
+}
+
 /// Goal: an in-place file is read through and verified; once its owner
 /// changes it, reads fail with an error that names the file, and scrub
 /// reports it without calling the store unclean.

@@ -71,6 +71,34 @@ impl ScrubReport {
 const COMPACT_LIVE_PERCENT: u64 = 50;
 
 impl Store {
+    /// Keeps the references under `prefix` (a cache: callers put the time
+    /// in the name, so name order is age order) to blobs totalling at most
+    /// `max_bytes`, dropping the oldest of the first `limit` first, then
+    /// collects what they named if any went. The blobs whose references
+    /// were dropped.
+    pub fn trim_references(&self, prefix: &str, max_bytes: u64, limit: usize) -> Result<Vec<BlobId>> {
+        let kept = self.references(prefix, limit)?;
+        let mut sizes = Vec::with_capacity(kept.len());
+        for (_, blob) in &kept {
+            sizes.push(self.blob(blob).map(|record| record.size).unwrap_or(0));
+        }
+        let mut total: u64 = sizes.iter().sum();
+        let mut dropped = Vec::new();
+        for ((reference, _), size) in kept.iter().zip(sizes) {
+            if total <= max_bytes {
+                break;
+            }
+            if let Some(blob) = self.remove_reference(reference)? {
+                dropped.push(blob);
+            }
+            total -= size;
+        }
+        if !dropped.is_empty() {
+            self.gc()?;
+        }
+        Ok(dropped)
+    }
+
     /// Removes unreferenced blobs, unused chunks and empty packs, and
     /// compacts mostly-garbage hot packs.
     pub fn gc(&self) -> Result<GcReport> {

@@ -91,6 +91,34 @@ fn reads_without_read_index_are_found_within_200_seeds() {
     println!("seed {seed} found it: {violations}");
 }
 
+/// Seeds that once found a bug in the real code, kept as regressions.
+const FOUND_BUGS: [(u64, &str); 5] = [
+    // A chunk healed by re-ingest did not count as live in its new pack,
+    // so gc dropped the pack under it (omega-storage, fixed).
+    (1011, "healed chunk"),
+    (2621, "healed chunk"),
+    (4753, "healed chunk"),
+    (5061, "healed chunk"),
+    (6365, "healed chunk"),
+];
+
+#[test]
+fn seeds_that_found_bugs_pass() {
+    for (seed, bug) in FOUND_BUGS {
+        let outcome = run(&Options {
+            seed,
+            bug: None,
+            trace: false,
+        })
+        .unwrap();
+        assert!(
+            outcome.violations.is_empty(),
+            "seed {seed} ({bug}): {}",
+            outcome.violations.join("; ")
+        );
+    }
+}
+
 #[test]
 fn two_hundred_seeds_pass_in_under_five_minutes() {
     let started = Instant::now();

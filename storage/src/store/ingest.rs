@@ -432,8 +432,12 @@ impl Store {
             let old = self.index.get::<ChunkRecord>(Family::Chunks, chunk.as_bytes())?;
             let new = written.get(&chunk);
             let mut updated = match (old, new) {
-                // A fresh copy replaces a quarantined one (healing).
+                // A fresh copy replaces a quarantined one (healing): its
+                // bytes are live in the new pack, no longer in the old one.
+                // (The new pack's share was once left out, so gc dropped a
+                // pack that healed chunks pointed into: found by omega-sim.)
                 (Some(old), Some(new)) => {
+                    *live_added.entry(new.pack).or_default() += u64::from(len);
                     self.move_live_bytes(&mut batch, &mut live_added, old.pack, len)?;
                     batch.delete(Family::Quarantine, chunk.as_bytes());
                     ChunkRecord { refs: old.refs, ..*new }

@@ -120,7 +120,7 @@ async fn read_users(shared: &Shared, node: u64) -> Option<IdSet> {
     let raft = shared.raft(node)?;
     let read = tokio::time::timeout(CLIENT_TIMEOUT, raft.ensure_linearizable(ReadPolicy::ReadIndex)).await;
     match read {
-        Ok(Ok(_)) => shared.disk(node).map(|disk| names(&Disk::tables(&disk))),
+        Ok(Ok(_)) => shared.disk(node).map(|disk| Disk::read_tables(&disk, names)),
         _ => None,
     }
 }

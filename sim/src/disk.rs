@@ -253,11 +253,6 @@ impl Disk {
             .collect()
     }
 
-    /// The tables as the node applied them.
-    pub fn tables(disk: &SharedDisk) -> MemTables {
-        lock(disk).written.machine.tables.clone()
-    }
-
     /// Reads the tables as the node applied them, without a copy.
     pub fn read_tables<T>(disk: &SharedDisk, read: impl FnOnce(&MemTables) -> T) -> T {
         read(&lock(disk).written.machine.tables)

@@ -258,11 +258,14 @@ impl Worker<'_> {
     }
 }
 
-/// Whether every job in `finals` is done or failed.
+/// Whether `job` is done or failed: nothing more will happen to it.
+fn finished(job: &Job) -> bool {
+    matches!(job.state, JobState::Done { .. } | JobState::Failed { .. })
+}
+
+/// Whether every job in `finals` is finished.
 pub fn all_finished(finals: &[Job]) -> bool {
-    finals
-        .iter()
-        .all(|job| matches!(job.state, JobState::Done { .. } | JobState::Failed { .. }))
+    finals.iter().all(finished)
 }
 
 /// What fencing must rule out, found in the workers' history, and jobs the
@@ -334,7 +337,7 @@ pub fn check(history: &[JobOp], finals: &[Job]) -> Vec<String> {
         }
     }
     for job in finals {
-        if !matches!(job.state, JobState::Done { .. } | JobState::Failed { .. }) {
+        if !finished(job) {
             violations.push(format!(
                 "job {}: still {} after the faults stopped",
                 job.id,

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use omega_consensus::model::MemberNode;
-use openraft::{ChangeMembers, ServerState};
+use openraft::ChangeMembers;
 use rand::Rng;
 
 use crate::check::metrics;
@@ -72,20 +72,12 @@ pub fn view(raft: &Raft) -> View {
     }
 }
 
-/// The leader and how it sees the membership.
-fn leader(shared: &Shared) -> Option<(u64, Raft)> {
-    shared
-        .rafts()
-        .into_iter()
-        .find(|(_, raft)| metrics(raft).state == ServerState::Leader)
-}
-
 impl Cluster {
     /// The nemesis's membership move: add a node, remove one, or replace
     /// one by a new node, unless a change is under way.
     pub async fn change_membership(&mut self) -> anyhow::Result<bool> {
         let intended = self.shared.intended();
-        let Some((_, raft)) = leader(&self.shared) else {
+        let Some((_, raft)) = self.shared.leader() else {
             return Ok(false);
         };
         let seen = view(&raft);
@@ -126,7 +118,7 @@ impl Cluster {
     /// Stops for good the nodes whose removal the leader committed.
     pub async fn retire_removed(&mut self) {
         let intended = self.shared.intended();
-        let Some((_, raft)) = leader(&self.shared) else { return };
+        let Some((_, raft)) = self.shared.leader() else { return };
         let seen = view(&raft);
         if !seen.committed {
             return;
@@ -156,7 +148,7 @@ pub async fn operator(shared: &Shared, stop: &AtomicBool) {
         let wait = Duration::from_millis(shared.rng().random_range(100..400));
         tokio::time::sleep(wait).await;
         let intended = shared.intended();
-        let Some((leader_id, raft)) = leader(shared) else {
+        let Some((leader_id, raft)) = shared.leader() else {
             continue;
         };
         let seen = view(&raft);

@@ -221,7 +221,7 @@ impl Cluster {
                 self.shared.event(format_args!("power loss"));
             }
             Move::Partition => {
-                let leader = self.leader();
+                let leader = self.shared.leader().map(|(id, _)| id);
                 let side: BTreeSet<u64> = {
                     let mut rng = self.shared.rng();
                     match leader {

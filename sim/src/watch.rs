@@ -16,10 +16,9 @@ use std::time::Duration;
 use omega_consensus::command::{Command, Response};
 use omega_consensus::model::{EntityId, ItemKind, ItemWrite, LibraryAccess, LibraryKind, WatchState};
 use omega_consensus::state_machine::read;
-use openraft::{ReadPolicy, ServerState};
+use openraft::ReadPolicy;
 use rand::Rng;
 
-use crate::check::metrics;
 use crate::client::{CLIENT_TIMEOUT, propose};
 use crate::disk::{Bug, Disk};
 use crate::linearizable::{OPS_PER_KEY_MAX, RegisterOp};
@@ -134,11 +133,7 @@ async fn write_once(
     value: u64,
     invoke: u128,
 ) -> Option<RegisterOp> {
-    let leader = shared
-        .rafts()
-        .into_iter()
-        .find(|(_, raft)| metrics(raft).state == ServerState::Leader)
-        .map(|(_, raft)| raft)?;
+    let (_, leader) = shared.leader()?;
     let command = Command::SetWatchState {
         user: catalog.viewer,
         item: film,

@@ -215,6 +215,13 @@ impl Shared {
             .collect()
     }
 
+    /// The node that leads now, if one does, and its Raft.
+    pub fn leader(&self) -> Option<(u64, Raft)> {
+        self.rafts()
+            .into_iter()
+            .find(|(_, raft)| metrics(raft).state == ServerState::Leader)
+    }
+
     /// Node `id`'s incarnation while it runs.
     pub fn incarnation(&self, id: u64) -> Option<u64> {
         locked(&self.nodes)
@@ -436,15 +443,6 @@ impl Cluster {
         }
     }
 
-    /// The node that leads now, if one does.
-    pub fn leader(&self) -> Option<u64> {
-        self.shared
-            .rafts()
-            .into_iter()
-            .find(|(_, raft)| metrics(raft).state == ServerState::Leader)
-            .map(|(id, _)| id)
-    }
-
     fn check(&mut self) {
         let rafts = self.shared.rafts();
         self.invariants.step(&self.shared, &rafts);
@@ -466,10 +464,10 @@ struct Workload {
     jobs: Arc<Mutex<Vec<jobs::JobOp>>>,
     stop_users: Arc<AtomicBool>,
     stop_jobs: Arc<AtomicBool>,
-    /// What each node's store clients were told, and what broke (there
-    /// and in the P2P viewer's fetches).
+    /// What each node's store clients were told.
     stores: Arc<Mutex<BTreeMap<u64, StoreModel>>>,
-    store_violations: Arc<Mutex<Vec<String>>>,
+    /// What the store clients and the P2P viewer found broken as they went.
+    found: Arc<Mutex<Vec<String>>>,
     /// Stops the membership operator.
     stop_operator: Arc<AtomicBool>,
     /// Watch-state histories, by film.
@@ -492,7 +490,7 @@ impl Workload {
             stop_users: Arc::default(),
             stop_jobs: Arc::default(),
             stores: Arc::default(),
-            store_violations: Arc::default(),
+            found: Arc::default(),
             stop_operator: Arc::default(),
             p2p_done: Arc::default(),
             watch: Arc::default(),
@@ -502,7 +500,7 @@ impl Workload {
             shared.clone(),
             workload.stop_jobs.clone(),
             workload.p2p_done.clone(),
-            workload.store_violations.clone(),
+            workload.found.clone(),
         );
         let fault_end_ns = shared.now_ns() + FAULT_PHASE.as_nanos();
         workload.tasks.push(Runtime::spawn(async move {
@@ -550,7 +548,7 @@ impl Workload {
             let (shared, models, violations, stop) = (
                 shared.clone(),
                 workload.stores.clone(),
-                workload.store_violations.clone(),
+                workload.found.clone(),
                 workload.stop_jobs.clone(),
             );
             workload.tasks.push(Runtime::spawn(async move {
@@ -579,7 +577,7 @@ impl Workload {
         let users = std::mem::take(&mut *locked(&self.users));
         let jobs = std::mem::take(&mut *locked(&self.jobs));
         let stores = std::mem::take(&mut *locked(&self.stores));
-        let mut violations = std::mem::take(&mut *locked(&self.store_violations));
+        let mut violations = std::mem::take(&mut *locked(&self.found));
         if panicked > 0 {
             violations.push(format!(
                 "{panicked} client tasks panicked (the real code under them did)"
@@ -756,7 +754,7 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
         jobs: job_ops,
         stores: store_models,
         watch: watch_histories,
-        violations: store_violations,
+        violations: found,
     } = workload.stop().await;
     // One more write through the leader makes every earlier entry
     // committed and applied on all nodes once they converge.
@@ -770,12 +768,15 @@ async fn simulate(options: Options) -> anyhow::Result<Outcome> {
         ));
     }
     let disks = shared.disks();
-    let finals: Vec<IdSet> = disks.values().map(|disk| client::names(&Disk::tables(disk))).collect();
+    let finals: Vec<IdSet> = disks
+        .values()
+        .map(|disk| Disk::read_tables(disk, client::names))
+        .collect();
     let finished = final_jobs(&shared);
     violations.extend(history::check(&users, &finals).iter().map(ToString::to_string));
     violations.extend(jobs::check(&job_ops, &finished));
     violations.extend(check::log_matching(&shared.all_disks()));
-    violations.extend(store_violations);
+    violations.extend(found);
     violations.extend(linearizable::check("watch position on film", &watch_histories));
     violations.extend(final_stores(&shared, &store_models));
     // Not under the lock: messages in flight look nodes up while these
@@ -824,12 +825,9 @@ fn final_stores(shared: &Shared, models: &BTreeMap<u64, StoreModel>) -> Vec<Stri
 
 /// The jobs as the leader (or else the first node) applied them.
 fn final_jobs(shared: &Shared) -> Vec<Job> {
-    let rafts = shared.rafts();
-    let leader = rafts
-        .iter()
-        .find(|(_, raft)| metrics(raft).state == ServerState::Leader)
-        .map(|(id, _)| *id);
-    let disk = leader
+    let disk = shared
+        .leader()
+        .map(|(id, _)| id)
         .or_else(|| shared.node_ids().first().copied())
         .and_then(|id| shared.disk(id));
     disk.map(|disk| Disk::read_tables(&disk, |tables| read::jobs(tables).unwrap_or_default()))
@@ -846,18 +844,15 @@ fn converged_now(cluster: &Cluster) -> bool {
     {
         return false;
     }
-    let Some((_, leader_raft)) = rafts
-        .iter()
-        .find(|(_, raft)| metrics(raft).state == ServerState::Leader)
-    else {
+    let Some((_, leader_raft)) = cluster.shared.leader() else {
         return false;
     };
-    let seen = membership::view(leader_raft);
+    let seen = membership::view(&leader_raft);
     if seen.voters != intended || seen.nodes != intended || !seen.committed {
         return false;
     }
     let all: Vec<RaftMetrics> = rafts.iter().map(|(_, raft)| metrics(raft)).collect();
-    let leader = metrics(leader_raft);
+    let leader = metrics(&leader_raft);
     all.iter()
         .all(|metrics| metrics.last_applied == leader.local_committed && metrics.last_applied.is_some())
 }
@@ -865,7 +860,7 @@ fn converged_now(cluster: &Cluster) -> bool {
 /// Writes one blank entry through the leader and waits until every node
 /// applied it.
 async fn settle(cluster: &Cluster) -> bool {
-    let Some(leader) = cluster.leader().and_then(|id| cluster.shared.raft(id)) else {
+    let Some((_, leader)) = cluster.shared.leader() else {
         return false;
     };
     let Ok(Ok(written)) = tokio::time::timeout(Duration::from_secs(5), leader.write_blank()).await else {

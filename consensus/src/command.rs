@@ -402,4 +402,7 @@ pub enum Rejection {
     /// The command is malformed.
     #[error("invalid command: {0}")]
     Invalid(String),
+    /// A bounded table is full of entries that cannot be dropped yet.
+    #[error("{0}")]
+    Full(String),
 }

@@ -342,7 +342,18 @@ pub enum JobState {
     },
 }
 
+/// Most jobs the table holds. Enqueueing past it forgets the oldest
+/// finished job (its node then drops the job's output); with none
+/// finished, the new job is refused. Keeps the table, and every scan a
+/// worker makes of it, bounded.
+pub const JOBS_MAX: usize = 10_000;
+
 impl JobState {
+    /// Done or failed: nothing moves it any more.
+    pub fn is_finished(&self) -> bool {
+        matches!(self, JobState::Done { .. } | JobState::Failed { .. })
+    }
+
     /// A short name for messages.
     pub fn name(&self) -> &'static str {
         match self {

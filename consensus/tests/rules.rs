@@ -416,3 +416,75 @@ proptest! {
         prop_assert_eq!(read::app_passwords(&tables, user).unwrap().len(), passwords.min(omega_consensus::model::APP_PASSWORDS_MAX));
     }
 }
+
+/// The job table is bounded: a full table forgets its oldest finished job
+/// to take a new one, and refuses the new one when none has finished.
+#[test]
+fn a_full_job_table_forgets_its_oldest_finished_job_or_refuses() {
+    use omega_consensus::codec::{encode, id_key};
+    use omega_consensus::model::{JOBS_MAX, Job};
+    use omega_consensus::state_machine::tables::Table;
+
+    let mut tables = MemTables::default();
+    let item = library_with_item(&mut tables);
+    // Fill the table to one short of the cap directly: enqueueing them one
+    // by one would scan the table each time.
+    let first = 1_000_u64;
+    let job = |id: u64, state: JobState| Job {
+        id,
+        item,
+        profile: "720p".into(),
+        state,
+        attempts: 1,
+        created_ms: id,
+    };
+    let failed = JobState::Failed {
+        reason: "test".into(),
+        finished_ms: 1,
+    };
+    for id in first..first + JOBS_MAX as u64 - 1 {
+        // Every other job is still queued.
+        let state = if id % 2 == 0 { failed.clone() } else { JobState::Queued };
+        tables.insert(Table::Jobs, id_key(id).to_vec(), encode(&job(id, state)));
+    }
+    tables.insert(
+        Table::Meta,
+        omega_consensus::state_machine::rules::NEXT_ID_KEY.to_vec(),
+        encode(&(first + JOBS_MAX as u64)),
+    );
+    let enqueue = Command::EnqueueJob {
+        item,
+        profile: "720p".into(),
+        now_ms: 5,
+    };
+    // One more fits.
+    assert!(matches!(apply(&mut tables, 10, &enqueue), Response::Created(_)));
+    assert_eq!(read::jobs(&tables).unwrap().len(), JOBS_MAX);
+    // Past the cap, the oldest finished job goes; queued ones stay.
+    assert!(matches!(apply(&mut tables, 11, &enqueue), Response::Created(_)));
+    let jobs = read::jobs(&tables).unwrap();
+    assert_eq!(jobs.len(), JOBS_MAX);
+    assert!(
+        !jobs.iter().any(|job| job.id == first),
+        "the oldest finished job is forgotten"
+    );
+    assert!(jobs.iter().any(|job| job.id == first + 1), "an older queued job stays");
+    // With nothing finished left, a new job is refused.
+    for job in read::jobs(&tables).unwrap() {
+        if job.state.is_finished() {
+            tables.insert(
+                Table::Jobs,
+                id_key(job.id).to_vec(),
+                encode(&Job {
+                    state: JobState::Queued,
+                    ..job
+                }),
+            );
+        }
+    }
+    assert!(matches!(
+        apply(&mut tables, 12, &enqueue),
+        Response::Rejected(Rejection::Full(_))
+    ));
+    assert_eq!(read::jobs(&tables).unwrap().len(), JOBS_MAX);
+}

@@ -30,6 +30,12 @@ use crate::api::AppState;
 const POLL: Duration = Duration::from_secs(2);
 /// How long a node leaves a job it gave back to others.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// How often outputs of jobs the table forgot are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// Store references of job outputs start with this; then the job's id.
+const OUTPUT_PREFIX: &str = "job:";
+/// Output references looked at per sweep.
+const SWEEP_MAX: usize = 100_000;
 
 /// What a job asks for, as its profile string says: a whole rendition
 /// (`720p`), one chunk of a chunked job (`720p#chunk:1/3`: video only, the
@@ -176,7 +182,16 @@ pub async fn run(state: AppState, lease_ms: u64, work_dir: PathBuf) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Jobs this node gave back, and when: left to others for a while.
     let mut released: HashMap<u64, std::time::Instant> = HashMap::new();
+    let mut swept: Option<std::time::Instant> = None;
     loop {
+        if swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
+            swept = Some(std::time::Instant::now());
+            match drop_forgotten_outputs(&state).await {
+                Ok(0) => {}
+                Ok(dropped) => tracing::info!(dropped, "outputs of forgotten jobs dropped"),
+                Err(error) => tracing::warn!(%error, "outputs of forgotten jobs not dropped"),
+            }
+        }
         // A job queued anywhere wakes the worker at once (gossip); the
         // poll catches expired leases and notices that were missed.
         tokio::select! {
@@ -203,6 +218,56 @@ pub async fn run(state: AppState, lease_ms: u64, work_dir: PathBuf) {
             let _ = std::fs::remove_dir_all(work_dir.join(format!("job-{id}")));
         }
     }
+}
+
+/// Drops this node's outputs of jobs the table no longer holds (it keeps
+/// at most `JOBS_MAX` and forgets the oldest finished first), then
+/// collects the garbage; how many were dropped. A job is in this node's
+/// table before its worker claims it, and leaves it only when forgotten,
+/// so an output being made is never taken for a forgotten one.
+async fn drop_forgotten_outputs(state: &AppState) -> anyhow::Result<usize> {
+    let Some(store) = state.store.clone() else {
+        return Ok(0);
+    };
+    let outputs = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.references(OUTPUT_PREFIX, SWEEP_MAX)).await??
+    };
+    let tables = state.cluster.tables();
+    let forgotten = forgotten_outputs(outputs.into_iter().map(|(reference, _)| reference), |id| {
+        read::job(tables, id).map(|job| job.is_some())
+    })?;
+    let dropped = forgotten.len();
+    if dropped > 0 {
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            for reference in &forgotten {
+                store.remove_reference(reference)?;
+            }
+            store.gc()?;
+            Ok(())
+        })
+        .await??;
+    }
+    Ok(dropped)
+}
+
+/// The output references among `references` whose job is not `known`.
+fn forgotten_outputs(
+    references: impl IntoIterator<Item = String>,
+    known: impl Fn(u64) -> std::io::Result<bool>,
+) -> std::io::Result<Vec<String>> {
+    let mut forgotten = Vec::new();
+    for reference in references {
+        let id = reference
+            .strip_prefix(OUTPUT_PREFIX)
+            .and_then(|id| id.parse::<u64>().ok());
+        if let Some(id) = id
+            && !known(id)?
+        {
+            forgotten.push(reference);
+        }
+    }
+    Ok(forgotten)
 }
 
 /// Claims the oldest job that is queued or whose lease expired.
@@ -351,7 +416,7 @@ async fn execute(state: &AppState, job: &Job, fencing: u64, lease_ms: u64, work_
         return finish(state, job.id, fencing, JobOutcome::Failed { reason }).await;
     }
     let store = state.store.clone().context("no store")?;
-    let reference = format!("job:{}", job.id);
+    let reference = format!("{OUTPUT_PREFIX}{}", job.id);
     let ingest = {
         let out = out.clone();
         let reference = reference.clone();
@@ -556,6 +621,13 @@ async fn hold_lease(state: &AppState, job: u64, fencing: u64, lease_ms: u64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_outputs_of_forgotten_jobs_are_dropped() {
+        let references = ["job:1", "job:2", "job:x", "relay:3", "job:30"].map(String::from);
+        let forgotten = super::forgotten_outputs(references, |id| Ok(id == 2)).unwrap();
+        assert_eq!(forgotten, ["job:1", "job:30"]);
+    }
 
     #[test]
     fn specs_round_trip_and_refuse_nonsense() {

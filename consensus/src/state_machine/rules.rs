@@ -6,7 +6,8 @@
 //! admits one node and only before it expires; a job moves only along
 //! `Queued → Leased → Done | Failed | Queued`, at most one unexpired lease
 //! exists per job, and only the holder of the current fencing token (the
-//! claim's log index) may renew or finish it.
+//! claim's log index) may renew or finish it. The job table holds at most
+//! [`JOBS_MAX`] jobs: a new one takes the place of the oldest finished.
 
 use std::io;
 
@@ -17,8 +18,8 @@ use super::tables::{KvRead, Overlay, Table};
 use crate::codec::{decode, encode, id_key, key_second_id, pair_key};
 use crate::command::{Command, JobOutcome, Rejection, Response};
 use crate::model::{
-    APP_PASSWORDS_MAX, ApiKey, AppPassword, EntityId, Favorite, Item, ItemWrite, Job, JobState, JoinTokenUse, Library,
-    PEER_ADDRS_MAX, PEER_TEXT_MAX, PLAYLIST_ITEMS_MAX, PLAYLIST_NAME_MAX, Peer, Playlist, RefreshToken, User,
+    APP_PASSWORDS_MAX, ApiKey, AppPassword, EntityId, Favorite, Item, ItemWrite, JOBS_MAX, Job, JobState, JoinTokenUse,
+    Library, PEER_ADDRS_MAX, PEER_TEXT_MAX, PLAYLIST_ITEMS_MAX, PLAYLIST_NAME_MAX, Peer, Playlist, RefreshToken, User,
     WatchState,
 };
 
@@ -420,6 +421,11 @@ pub fn apply_command<R: KvRead + ?Sized>(
             if tx.get(Table::Items, &id_key(*item))?.is_none() {
                 return Ok(not_found("item", item));
             }
+            if !make_room_for_a_job(tx)? {
+                return Ok(Response::Rejected(Rejection::Full(format!(
+                    "the job table holds {JOBS_MAX} jobs, none finished: wait for some to finish"
+                ))));
+            }
             let id = next_id(tx)?;
             let job = Job {
                 id,
@@ -512,6 +518,25 @@ pub fn apply_command<R: KvRead + ?Sized>(
             Ok(Response::Done)
         }),
     }
+}
+
+/// Forgets the oldest finished jobs until one more fits under
+/// [`JOBS_MAX`]; false when every job left is unfinished.
+fn make_room_for_a_job<R: KvRead + ?Sized>(tx: &mut Overlay<'_, R>) -> io::Result<bool> {
+    let jobs = tx.scan_prefix(Table::Jobs, &[])?;
+    let mut excess = (jobs.len() + 1).saturating_sub(JOBS_MAX);
+    // Keys are big-endian ids: key order is age order.
+    for (key, bytes) in jobs {
+        if excess == 0 {
+            break;
+        }
+        let job: Job = decode(Table::Jobs.cf_name(), &bytes)?;
+        if job.state.is_finished() {
+            tx.delete(Table::Jobs, &key);
+            excess -= 1;
+        }
+    }
+    Ok(excess == 0)
 }
 
 /// Stores a credential of `user`, refused when the user does not exist.

@@ -123,6 +123,7 @@ impl From<Rejection> for ApiError {
             Rejection::NotFound { .. } => StatusCode::NOT_FOUND,
             Rejection::TokenUsed | Rejection::TokenExpired | Rejection::StaleFencing { .. } => StatusCode::FORBIDDEN,
             Rejection::Invalid(_) => StatusCode::BAD_REQUEST,
+            Rejection::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, rejection.to_string())
     }

@@ -81,7 +81,7 @@ pub struct NewJob {
 }
 
 /// Queues an offline transcode; any node's worker may run it.
-#[utoipa::path(post, path = "/api/v1/jobs", tags = ["jobs", "admin"], security(("bearer" = [])), request_body = NewJob, responses((status = 201, body = JobView), (status = 400), (status = 404)))]
+#[utoipa::path(post, path = "/api/v1/jobs", tags = ["jobs", "admin"], security(("bearer" = [])), request_body = NewJob, responses((status = 201, body = JobView), (status = 400), (status = 404), (status = 503, description = "The job table is full of unfinished jobs")))]
 pub async fn create(
     State(state): State<AppState>,
     _admin: Admin,

@@ -346,6 +346,20 @@ pub async fn start(
     )
     .await
     .with_context(|| format!("cannot start P2P on {listen}"))?;
+    // What the relay cache kept from earlier runs is served again: say so.
+    let kept = relay.kept();
+    if !kept.is_empty() {
+        let p2p = p2p.clone();
+        tokio::spawn(async move {
+            let count = kept.len();
+            for blob in kept {
+                if p2p.provide(blob).await.is_err() {
+                    return;
+                }
+            }
+            tracing::info!(count, "kept blobs announced again");
+        });
+    }
     Ok(NodeP2p {
         p2p,
         members,

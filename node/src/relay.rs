@@ -62,6 +62,11 @@ impl Relay {
         }
     }
 
+    /// The blobs kept, to announce again after a restart.
+    pub fn kept(&self) -> Vec<BlobId> {
+        lock(&self.kept).iter().copied().collect()
+    }
+
     /// True when this node keeps `blob` as a relay (not as its origin).
     pub fn keeps(&self, blob: &BlobId) -> bool {
         lock(&self.kept).contains(blob)
@@ -375,7 +380,7 @@ async fn keep(state: &AppState, blob: BlobId, path: &Path) -> anyhow::Result<()>
     let reference = format!("{RELAY_PREFIX}{:016}:{blob}", state.clock.now_ms());
     let path = path.to_path_buf();
     let relay = node.relay.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+    let gone = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<BlobId>> {
         let report = store.ingest_file_as(&path, &reference, &mut |_| {})?;
         anyhow::ensure!(report.blob == blob, "the file is {}, not {blob}", report.blob);
         lock(&relay.kept).insert(blob);
@@ -383,19 +388,27 @@ async fn keep(state: &AppState, blob: BlobId, path: &Path) -> anyhow::Result<()>
     })
     .await??;
     node.p2p.provide(blob).await?;
+    for blob in gone {
+        node.p2p.unprovide(blob).await?;
+    }
     Ok(())
 }
 
 /// Removes the oldest `relay:` references while kept blobs exceed the
-/// budget, then collects what they named.
-fn evict(store: &Store, relay: &Relay) -> anyhow::Result<()> {
+/// budget, then collects what they named; the blobs this node no longer
+/// holds at all (not kept under another name either), to stop announcing.
+fn evict(store: &Store, relay: &Relay) -> anyhow::Result<Vec<BlobId>> {
     let dropped = store.trim_references(RELAY_PREFIX, relay.cache_max, KEPT_MAX)?;
-    if !dropped.is_empty() {
-        let mut kept = lock(&relay.kept);
-        for blob in &dropped {
-            kept.remove(blob);
-        }
-        tracing::info!(removed = dropped.len(), "relay cache over budget: oldest blobs dropped");
+    if dropped.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(())
+    lock(&relay.kept).retain(|blob| !dropped.contains(blob));
+    tracing::info!(removed = dropped.len(), "relay cache over budget: oldest blobs dropped");
+    let mut gone = Vec::new();
+    for blob in dropped {
+        if store.blob(&blob).is_err() {
+            gone.push(blob);
+        }
+    }
+    Ok(gone)
 }

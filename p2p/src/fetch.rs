@@ -134,6 +134,15 @@ pub async fn fetch(p2p: &P2p, manifest: &Manifest, out: &Path, options: &FetchOp
         .provider_addrs()
         .into_iter()
         .filter(|(peer, ..)| *peer != p2p.peer_id())
+        // A peer that lied to an earlier fetch is left out for a while;
+        // the origin stays (its bad pieces are banned within this fetch).
+        .filter(|(peer, _, origin)| {
+            let penalised = !*origin && p2p.is_penalised(peer);
+            if penalised {
+                tracing::info!(%peer, "provider left out: it sent bad bytes lately");
+            }
+            !penalised
+        })
         .map(|(peer, addrs, origin)| async move {
             let dialled = p2p.dial(peer, addrs.clone(), options.connect_within).await;
             (peer, addrs, origin, dialled)
@@ -339,6 +348,7 @@ async fn work(
                 (Status::Ok, _) => {
                     tracing::warn!(%peer, piece = %piece.hash, "a piece failed its hash: peer banned");
                     metrics::counter!("omega_p2p_verify_failures_total").increment(1);
+                    p2p.penalise(peer);
                     Outcome::Corrupt
                 }
                 (Status::Busy, _) => Outcome::Busy,

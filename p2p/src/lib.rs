@@ -20,7 +20,9 @@
 
 pub mod fetch;
 pub mod grant;
+mod known;
 pub mod manifest;
+pub mod penalty;
 pub mod schedule;
 pub mod service;
 pub mod wire;

@@ -6,7 +6,7 @@
 //!
 //! One task owns the swarm and takes [`Command`]s over a bounded channel;
 //! another accepts piece streams and serves each in its own task, within
-//! bounds: streams in all and per peer, and a token bucket of requests per
+//! bounds: streams in all and per peer, and a token bucket of pieces per
 //! peer (a flood gets `Busy` answers, which cost nothing to make).
 
 use std::collections::{HashMap, HashSet};
@@ -25,6 +25,8 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::grant::Grant;
+use crate::known::KnownPeers;
+use crate::penalty::Penalties;
 use crate::wire::{self, PROTOCOL, Status};
 use crate::{P2pError, Result, now_ms};
 
@@ -74,9 +76,11 @@ pub struct Limits {
     pub max_streams: usize,
     /// Piece streams served at once to one peer.
     pub max_streams_per_peer: usize,
-    /// Requests per second one peer may make, sustained.
-    pub requests_per_second: f64,
-    /// Requests one peer may make in a burst.
+    /// Pieces per second one peer may ask for, sustained (a request
+    /// costs one token per piece it names, found or not).
+    pub pieces_per_second: f64,
+    /// Pieces one peer may ask for in a burst; at least
+    /// [`wire::MAX_PIECES_PER_REQUEST`], so that any request can pass.
     pub burst: f64,
     /// A stream with no request for this long is closed.
     pub idle: Duration,
@@ -87,8 +91,8 @@ impl Default for Limits {
         Limits {
             max_streams: 256,
             max_streams_per_peer: 16,
-            requests_per_second: 500.0,
-            burst: 1000.0,
+            pieces_per_second: 10_000.0,
+            burst: 20_000.0,
             idle: Duration::from_secs(30),
         }
     }
@@ -132,6 +136,9 @@ enum Command {
     Provide {
         blob: BlobId,
     },
+    Unprovide {
+        blob: BlobId,
+    },
     Providers {
         blob: BlobId,
         /// The records this peer stores, at once.
@@ -165,8 +172,10 @@ struct Inner {
     commands: mpsc::Sender<Command>,
     control: libp2p_stream::Control,
     /// Addresses learned per peer (identify, dials, mDNS), for manifests.
-    known: Arc<Mutex<HashMap<PeerId, Vec<Multiaddr>>>>,
+    known: Arc<Mutex<KnownPeers>>,
     traffic: Arc<Mutex<HashMap<PeerId, Traffic>>>,
+    /// Peers that sent bad bytes, left out of fetches for a while.
+    penalties: Mutex<Penalties>,
     gossip: broadcast::Sender<Gossip>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -198,6 +207,13 @@ impl P2p {
     /// Starts the swarm, listens, and serves pieces from `source`. Returns
     /// once every listener has an address.
     pub async fn start(config: P2pConfig, source: Arc<dyn PieceSource>) -> Result<P2p> {
+        if config.limits.burst < wire::MAX_PIECES_PER_REQUEST as f64 {
+            return Err(P2pError::Transport(format!(
+                "a burst of {} pieces is below one full request ({})",
+                config.limits.burst,
+                wire::MAX_PIECES_PER_REQUEST
+            )));
+        }
         let peer_id = config.keypair.public().to_peer_id();
         let mut swarm = build_swarm(&config)?;
         let mut listeners = HashSet::new();
@@ -233,7 +249,7 @@ impl P2p {
         let incoming = control
             .accept(PROTOCOL)
             .map_err(|error| P2pError::Transport(error.to_string()))?;
-        let known = Arc::new(Mutex::new(HashMap::new()));
+        let known = Arc::new(Mutex::new(KnownPeers::new(MAX_KNOWN_PEERS)));
         let traffic = Arc::new(Mutex::new(HashMap::new()));
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         let (gossip, _) = broadcast::channel(GOSSIP_QUEUE);
@@ -266,6 +282,7 @@ impl P2p {
                 control,
                 known,
                 traffic,
+                penalties: Mutex::new(Penalties::new(MAX_PENALTIES)),
                 gossip,
                 tasks,
             }),
@@ -313,6 +330,12 @@ impl P2p {
     /// Announces in the DHT that this peer provides `blob`.
     pub async fn provide(&self, blob: BlobId) -> Result<()> {
         self.send(Command::Provide { blob }).await
+    }
+
+    /// Stops announcing `blob` (this peer no longer holds it); records
+    /// already stored elsewhere lapse within their time to live.
+    pub async fn unprovide(&self, blob: BlobId) -> Result<()> {
+        self.send(Command::Unprovide { blob }).await
     }
 
     /// The peers the DHT knows to provide `blob` (not this one), with the
@@ -372,7 +395,7 @@ impl P2p {
 
     /// The addresses learned for `peer`.
     pub fn addresses_of(&self, peer: &PeerId) -> Vec<Multiaddr> {
-        lock(&self.inner.known).get(peer).cloned().unwrap_or_default()
+        lock(&self.inner.known).addrs(peer)
     }
 
     /// Opens a piece stream to `peer` (dialling it through known addresses
@@ -392,6 +415,17 @@ impl P2p {
     /// [`MAX_TRAFFIC_PEERS`]).
     pub fn traffic(&self) -> HashMap<PeerId, Traffic> {
         lock(&self.inner.traffic).clone()
+    }
+
+    /// Leaves `peer`, which sent bytes failing their hash, out of fetches
+    /// for [`crate::penalty::PENALTY`].
+    pub fn penalise(&self, peer: PeerId) {
+        lock(&self.inner.penalties).penalise(peer, Instant::now());
+    }
+
+    /// True while `peer` is left out for sending bad bytes.
+    pub fn is_penalised(&self, peer: &PeerId) -> bool {
+        lock(&self.inner.penalties).is_penalised(peer, Instant::now())
     }
 
     /// Counts verified bytes received from `peer`.
@@ -500,12 +534,12 @@ struct Driver {
     swarm: Swarm<Behaviour>,
     pending_dials: HashMap<PeerId, Vec<oneshot::Sender<std::result::Result<(), String>>>>,
     queries: HashMap<kad::QueryId, (HashSet<PeerId>, oneshot::Sender<HashSet<PeerId>>)>,
-    known: Arc<Mutex<HashMap<PeerId, Vec<Multiaddr>>>>,
+    known: Arc<Mutex<KnownPeers>>,
     gossip: broadcast::Sender<Gossip>,
 }
 
-/// Addresses remembered per peer.
-const MAX_ADDRS_PER_PEER: usize = 8;
+/// Peers whose penalties are remembered.
+const MAX_PENALTIES: usize = 4096;
 /// Peers whose addresses are remembered.
 const MAX_KNOWN_PEERS: usize = 10_000;
 
@@ -523,19 +557,7 @@ impl Driver {
     }
 
     fn remember(&self, peer: PeerId, addrs: impl IntoIterator<Item = Multiaddr>) {
-        let mut known = lock(&self.known);
-        if known.len() >= MAX_KNOWN_PEERS && !known.contains_key(&peer) {
-            return;
-        }
-        let entry = known.entry(peer).or_default();
-        for addr in addrs {
-            if !entry.contains(&addr) {
-                if entry.len() >= MAX_ADDRS_PER_PEER {
-                    entry.remove(0);
-                }
-                entry.push(addr);
-            }
-        }
+        lock(&self.known).remember(peer, addrs);
     }
 
     fn on_command(&mut self, command: Command) {
@@ -565,6 +587,7 @@ impl Driver {
                     tracing::warn!(%blob, "cannot announce a blob: {error}");
                 }
             }
+            Command::Unprovide { blob } => self.swarm.behaviour_mut().kad.stop_providing(&key(&blob)),
             Command::Providers { blob, local, reply } => {
                 // Records stored here carry the providers' addresses, which
                 // a DHT query's answer does not hand on.
@@ -737,7 +760,9 @@ impl Server {
 
     async fn serve(&self, peer: PeerId, mut stream: Stream) -> std::result::Result<(), wire::WireError> {
         use futures::AsyncWriteExt;
-        let mut granted: Option<(String, BlobId)> = None;
+        // The last grant that passed on this stream, its blob and expiry:
+        // checking a signature once per stream, not per request.
+        let mut granted: Option<(String, BlobId, u64)> = None;
         loop {
             let request = match tokio::time::timeout(self.limits.idle, wire::read_request(&mut stream)).await {
                 Ok(Ok(Some(request))) => request,
@@ -746,22 +771,23 @@ impl Server {
             };
             let blob = BlobId::from(blake3::Hash::from_bytes(request.blob));
             // The bucket first: a flood costs no membership or grant check.
-            let busy = !self.take_token(&peer);
+            let busy = !self.take_tokens(&peer, request.pieces.len());
             let allowed = !busy
                 && (self.source.is_member(&peer)
                     || request.grant.as_ref().is_some_and(|token| {
-                        if granted
-                            .as_ref()
-                            .is_some_and(|(known, for_blob)| known == token && *for_blob == blob)
-                        {
+                        let now = now_ms();
+                        if granted.as_ref().is_some_and(|(known, for_blob, expires_ms)| {
+                            known == token && *for_blob == blob && now < *expires_ms
+                        }) {
                             return true;
                         }
-                        let ok =
-                            Grant::check(token, &peer, &blob, now_ms(), |issuer| self.source.is_member(issuer)).is_ok();
-                        if ok {
-                            granted = Some((token.clone(), blob));
+                        match Grant::check(token, &peer, &blob, now, |issuer| self.source.is_member(issuer)) {
+                            Ok(grant) => {
+                                granted = Some((token.clone(), blob, grant.expires_ms));
+                                true
+                            }
+                            Err(_) => false,
                         }
-                        ok
                     }));
             tracing::debug!(%peer, %blob, allowed, busy, pieces = request.pieces.len(), "piece request");
             if busy {
@@ -799,13 +825,15 @@ impl Server {
         }
     }
 
-    /// Takes one request token from `peer`'s bucket; false when it is empty.
-    fn take_token(&self, peer: &PeerId) -> bool {
+    /// Takes `pieces` tokens from `peer`'s bucket; false when it holds
+    /// fewer.
+    fn take_tokens(&self, peer: &PeerId, pieces: usize) -> bool {
+        let cost = pieces.max(1) as f64;
         let now = Instant::now();
         let mut buckets = lock(&self.buckets);
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(peer) {
             // Forget the buckets that have refilled: they hold no debt.
-            let (rate, burst) = (self.limits.requests_per_second, self.limits.burst);
+            let (rate, burst) = (self.limits.pieces_per_second, self.limits.burst);
             buckets.retain(|_, bucket| bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate < burst);
             if buckets.len() >= MAX_BUCKETS {
                 return false;
@@ -815,11 +843,11 @@ impl Server {
             tokens: self.limits.burst,
             at: now,
         });
-        let refill = now.duration_since(bucket.at).as_secs_f64() * self.limits.requests_per_second;
+        let refill = now.duration_since(bucket.at).as_secs_f64() * self.limits.pieces_per_second;
         bucket.tokens = (bucket.tokens + refill).min(self.limits.burst);
         bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        if bucket.tokens >= cost {
+            bucket.tokens -= cost;
             true
         } else {
             false

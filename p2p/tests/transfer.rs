@@ -187,10 +187,27 @@ async fn a_blob_comes_from_several_providers_and_a_corrupt_one_is_caught_and_ban
     assert_eq!(by_peer(&origin) + by_peer(&honest), report.bytes);
     // The liar was not asked again after its first bad piece: at most the
     // two batches a worker requests ahead left it.
+    let sent_by_liar = liar.traffic()[&client.peer_id()].bytes_out;
+    assert!(sent_by_liar <= 2 * (256 << 10), "{:?}", liar.traffic());
+    // The penalty outlasts the fetch: the next one leaves the liar out.
+    assert!(client.is_penalised(&liar.peer_id()));
+    let again = folder.path().join("again.mkv");
+    let report = omega_p2p::fetch::fetch(&client, &manifest, &again, &options)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&again).unwrap(), fixture.data);
     assert!(
-        liar.traffic()[&client.peer_id()].bytes_out <= 2 * (256 << 10),
-        "{:?}",
-        liar.traffic()
+        report
+            .sources
+            .iter()
+            .all(|source| source.peer != liar.peer_id().to_string()),
+        "{report:?}"
+    );
+    assert_eq!(report.verify_failures, 0);
+    assert_eq!(
+        liar.traffic()[&client.peer_id()].bytes_out,
+        sent_by_liar,
+        "the liar was not asked"
     );
 }
 
@@ -238,9 +255,11 @@ async fn without_a_valid_grant_an_outsider_gets_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_unknown_hashes_and_bad_frames_are_answered_and_others_still_served() {
     let fixture = fixture(512 << 10, 32 << 10, 1);
+    // A request costs a token per piece: eight pieces a request against a
+    // burst of 64 and 5 a second.
     let limits = Limits {
-        requests_per_second: 5.0,
-        burst: 10.0,
+        pieces_per_second: 5.0,
+        burst: 64.0,
         ..Limits::default()
     };
     let origin = fixture.provider(0, false, limits).await;
@@ -261,24 +280,33 @@ async fn floods_unknown_hashes_and_bad_frames_are_answered_and_others_still_serv
     );
     let mut stream = flooder.open(origin.peer_id()).await.unwrap();
     let mut busy = 0;
-    for round in 0..60 {
+    for _ in 0..60 {
+        let pieces: Vec<[u8; 32]> = (0..8)
+            .map(|index| {
+                if index % 2 == 0 {
+                    [9; 32]
+                } else {
+                    fixture.pieces[0].hash.0
+                }
+            })
+            .collect();
         let request = Request {
             blob: fixture.blob.0,
             grant: Some(grant.clone()),
-            pieces: vec![if round % 2 == 0 {
-                [9; 32]
-            } else {
-                fixture.pieces[0].hash.0
-            }],
+            pieces,
         };
         wire::write_request(&mut stream, &request).await.unwrap();
-        let (status, bytes) = wire::read_piece(&mut stream, 32 << 10).await.unwrap();
-        match status {
-            Status::Busy => busy += 1,
-            Status::NotFound => assert_eq!(round % 2, 0, "unknown hashes are not found"),
-            Status::Ok => assert_eq!(bytes.len(), 32 << 10),
-            Status::Denied => panic!("the grant is valid"),
+        let mut request_busy = false;
+        for index in 0..8 {
+            let (status, bytes) = wire::read_piece(&mut stream, 32 << 10).await.unwrap();
+            match status {
+                Status::Busy => request_busy = true,
+                Status::NotFound => assert_eq!(index % 2, 0, "unknown hashes are not found"),
+                Status::Ok => assert_eq!(bytes.len(), 32 << 10),
+                Status::Denied => panic!("the grant is valid"),
+            }
         }
+        busy += usize::from(request_busy);
     }
     assert!(busy >= 30, "the flood was rate limited: {busy} busy of 60");
     // A frame over the limit: the provider drops the stream.

@@ -3,8 +3,9 @@
 //! prints it). Playlists come from the server; each segment the origin
 //! has made comes from peers (the rendition's segment set is pulled in
 //! playlist order in the background, every piece and segment verified by
-//! its BLAKE3 hash), the rest from the origin over HTTP. While it plays,
-//! the client serves what it holds to other clients.
+//! its BLAKE3 hash), the rest from the origin over HTTP (checked against
+//! its hash when the origin published one). With `--seed`, the client
+//! serves what it holds to other clients while it plays.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -50,10 +51,13 @@ pub struct PlayArgs {
     /// Where the local HLS server listens.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// This client's QUIC listen address (it serves what it holds while
-    /// playing).
+    /// This client's QUIC listen address.
     #[arg(long = "p2p-listen", value_name = "ADDR", default_value = "0.0.0.0:0")]
     pub p2p_listen: SocketAddr,
+    /// Serve the segments this client holds to other clients while it
+    /// plays (announced in the cluster's DHT).
+    #[arg(long)]
+    pub seed: bool,
     /// A player to start with the local URL as its last argument (e.g.
     /// mpv, vlc); without it the URL is printed and served until
     /// interrupted.
@@ -96,6 +100,7 @@ struct Player {
     server: Server,
     peer: PeerId,
     listen: SocketAddr,
+    seed: bool,
     keypair: Keypair,
     p2p: tokio::sync::OnceCell<P2p>,
     pieces: Arc<ClientPieces>,
@@ -118,6 +123,7 @@ async fn play(args: PlayArgs) -> anyhow::Result<std::process::ExitCode> {
         server,
         peer: keypair.public().to_peer_id(),
         listen: args.p2p_listen,
+        seed: args.seed,
         keypair,
         p2p: tokio::sync::OnceCell::new(),
         pieces: ClientPieces::new(Vec::new()),
@@ -292,6 +298,7 @@ impl Player {
     /// made it, else (or when no peer delivers it in time) from the origin
     /// over HTTP.
     async fn segment(&self, rendition: &str, file: &str) -> anyhow::Result<Vec<u8>> {
+        let mut expected = None;
         match self.pulled(rendition).await {
             Ok(pulled) => {
                 let hashed = pulled
@@ -299,17 +306,25 @@ impl Player {
                     .segments
                     .iter()
                     .find(|segment| segment.name == file && segment.hash.is_some());
-                if let Some(segment) = hashed
-                    && let Some(bytes) = wait_for(&pulled, segment).await
-                {
-                    self.stats.p2p_segments.fetch_add(1, Ordering::Relaxed);
-                    self.stats.p2p_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                    return Ok(bytes);
+                if let Some(segment) = hashed {
+                    if let Some(bytes) = wait_for(&pulled, segment).await {
+                        self.stats.p2p_segments.fetch_add(1, Ordering::Relaxed);
+                        self.stats.p2p_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        return Ok(bytes);
+                    }
+                    expected = segment.hash;
                 }
             }
             Err(error) => tracing::info!("no peers for {rendition}: {error:#}"),
         }
         let bytes = self.server.hls_bytes(self.item, &format!("{rendition}/{file}")).await?;
+        if let Some(expected) = expected {
+            let got = BlobId::of(&bytes);
+            anyhow::ensure!(
+                got == expected,
+                "{rendition}/{file} from the server is {got}, not the {expected} its manifest names"
+            );
+        }
         self.stats.http_segments.fetch_add(1, Ordering::Relaxed);
         self.stats.http_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(bytes)
@@ -345,12 +360,17 @@ impl Player {
             ended: ended.clone(),
         });
         if !manifest.pieces.is_empty() {
-            self.pieces.serve(manifest.blob, Served::whole(&manifest, &path));
+            let seed = self.seed;
+            if seed {
+                self.pieces.serve(manifest.blob, Served::whole(&manifest, &path));
+            }
             tokio::spawn(async move {
                 match omega_p2p::fetch::fetch(&p2p, &manifest, &path, &FetchOptions::default()).await {
                     Ok(report) => {
                         tracing::info!(bytes = report.bytes, sources = report.sources.len(), "rendition pulled");
-                        let _ = p2p.provide(manifest.blob).await;
+                        if seed {
+                            let _ = p2p.provide(manifest.blob).await;
+                        }
                     }
                     Err(error) => tracing::warn!("pulling the rendition from peers failed: {error}"),
                 }

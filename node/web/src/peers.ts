@@ -46,6 +46,9 @@ interface Target {
 const LISTING_STALE_MS = 3000;
 /** Listings kept (one per rendition played). */
 const LISTINGS_MAX = 16;
+/** A source that has not delivered a segment within this long is left
+ * for the next: a member that hangs must not stall playback. */
+const SOURCE_TIMEOUT_MS = 4000;
 
 const stats = new Map<string, SourceStats>();
 const listeners = new Set<() => void>();
@@ -142,21 +145,40 @@ async function fromSources(target: Target, signal: AbortSignal): Promise<ArrayBu
     const source = found.sources[(start + i) % found.sources.length];
     const base = source.url || target.base;
     const url = `${base}/api/v1/items/${target.item}/segments/${target.rendition}/${entry.hash}?t=${encodeURIComponent(target.token)}`;
-    try {
-      const response = await fetch(url, { signal, credentials: 'omit' });
-      if (!response.ok) continue;
-      const bytes = await response.arrayBuffer();
-      if (bytesToHex(blake3(new Uint8Array(bytes))) !== entry.hash) {
-        record(labelOf(source), true, 0, true);
-        continue;
-      }
-      record(labelOf(source), true, bytes.byteLength, false);
-      return bytes;
-    } catch (error) {
-      if (signal.aborted) throw error;
+    const bytes = await fromSource(url, entry.size, signal);
+    if (!bytes) continue;
+    if (bytes.byteLength !== entry.size || bytesToHex(blake3(new Uint8Array(bytes))) !== entry.hash) {
+      record(labelOf(source), true, 0, true);
+      continue;
     }
+    record(labelOf(source), true, bytes.byteLength, false);
+    return bytes;
   }
   return null;
+}
+
+/** One source's answer: null when it fails, hangs past
+ * `SOURCE_TIMEOUT_MS` or announces more than `size` bytes. */
+async function fromSource(url: string, size: number, signal: AbortSignal): Promise<ArrayBuffer | null> {
+  const attempt = new AbortController();
+  const timer = setTimeout(() => attempt.abort(), SOURCE_TIMEOUT_MS);
+  const stop = () => attempt.abort();
+  signal.addEventListener('abort', stop);
+  try {
+    const response = await fetch(url, { signal: attempt.signal, credentials: 'omit' });
+    const announced = Number(response.headers.get('content-length') ?? size);
+    if (!response.ok || announced > size) {
+      attempt.abort();
+      return null;
+    }
+    return await response.arrayBuffer();
+  } catch (error) {
+    if (signal.aborted) throw error;
+    return null;
+  } finally {
+    clearTimeout(timer);
+    signal.removeEventListener('abort', stop);
+  }
 }
 
 type LoaderClass = new (config: HlsConfig) => Loader<LoaderContext> & { stats: LoaderStats };

@@ -167,8 +167,22 @@ fn the_third_client_gets_most_of_the_film_and_its_segments_from_peers_and_every_
         },
         || nodes[1].log(),
     );
+    // Node b now streams the film from its own store: the ETag names the
+    // content's hash (the holder's names its size and time).
+    let (code, head, body) = common::http_raw(
+        nodes[1].http_port,
+        "GET",
+        &format!("/api/v1/items/{item}/stream"),
+        &format!("Authorization: Bearer {admin}\r\nRange: bytes=1000-200999\r\n"),
+        b"",
+    );
+    assert_eq!(code, 206, "{head}");
+    assert!(body == original[1000..201000], "the kept copy's range differs");
+    let etag = format!("etag: \"{}\"", blake3::hash(&original).to_hex());
+    assert!(head.to_lowercase().contains(&etag), "{head}");
     let metrics = String::from_utf8(http(&nodes[1], "GET", "/metrics", None, None).1).unwrap();
     assert!(metrics.contains("omega_relay_total{via=\"peers\"}"), "{metrics}");
+    assert!(metrics.contains("omega_relay_total{via=\"store\"}"), "{metrics}");
     // Each client reported what it got to the node it asked; node b relays.
     let (code, figures) = json_of(http(&nodes[1], "GET", "/api/v1/p2p", Some(&admin), None));
     assert_eq!(code, 200, "{figures}");

@@ -704,6 +704,15 @@ pub async fn stream(
     let caller = authorize(&state, &parts, query.t.as_deref(), id)?;
     let item = visible_item(&state, &caller, id)?;
     if let Some(holder) = super::proxy::remote_holder(&state, &item, &parts) {
+        // The read path: this node's store (hot, then cold), kept from an
+        // earlier relay; else the holder, while the blob is cached here in
+        // the background from the peers providing it.
+        if let Some(kept) = serve_kept(&state, &item, &headers).await? {
+            return Ok(kept);
+        }
+        if let Some(blob) = item.fields.media.first().and_then(|media| media.blob) {
+            crate::relay::cache_in_background(&state, omega_storage::Hash32(blob), holder);
+        }
         return super::proxy::to_holder(&state, holder, &parts).await;
     }
     serve_file(&state, &item, &headers).await
@@ -713,7 +722,7 @@ pub async fn stream(
 /// The caller has checked that the requester may see `item`.
 pub(crate) async fn serve_file(state: &AppState, item: &Item, headers: &HeaderMap) -> ApiResult<Response> {
     let media = local_media(state, item)?;
-    let mut file = tokio::fs::File::open(&media.path)
+    let file = tokio::fs::File::open(&media.path)
         .await
         .map_err(|_| ApiError::not_found("the item's file is missing"))?;
     let metadata = file.metadata().await?;
@@ -724,6 +733,92 @@ pub(crate) async fn serve_file(state: &AppState, item: &Item, headers: &HeaderMa
         .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
         .map_or(0, |elapsed| elapsed.as_nanos());
     let etag = format!("\"{size:x}-{modified:x}\"");
+    let content_type = mime(media.path.as_str());
+    serve_ranged(headers, size, etag, content_type, |start, length| async move {
+        let mut file = file;
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+        Ok(HttpBody::from_stream(tokio_util::io::ReaderStream::with_capacity(
+            file.take(length),
+            256 * 1024,
+        )))
+    })
+    .await
+}
+
+/// An item's file from this node's store (kept as a relay: the file is on
+/// another member), ranged as [`serve_file`] serves it; `None` when the
+/// store does not hold all of it.
+pub(crate) async fn serve_kept(state: &AppState, item: &Item, headers: &HeaderMap) -> ApiResult<Option<Response>> {
+    let (Some(store), Some(media)) = (state.store.clone(), item.fields.media.first()) else {
+        return Ok(None);
+    };
+    let Some(blob) = media.blob.map(omega_storage::Hash32) else {
+        return Ok(None);
+    };
+    let record = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.blob(&blob).ok())
+            .await
+            .map_err(ApiError::internal)?
+    };
+    let Some(record) = record.filter(|record| record.stored) else {
+        return Ok(None);
+    };
+    metrics::counter!("omega_relay_total", "via" => "store").increment(1);
+    // The content's hash is a strong validator.
+    let etag = format!("\"{blob}\"");
+    let content_type = mime(media.path.as_str());
+    let response = serve_ranged(headers, record.size, etag, content_type, |start, length| async move {
+        Ok(blob_body(store, blob, start, start + length))
+    })
+    .await?;
+    Ok(Some(response))
+}
+
+/// Bytes read from the store per step of a blob's body.
+const BLOB_STEP: u64 = 4 << 20;
+
+/// Bytes `start..end` of `blob` from `store` as a streamed body, read in
+/// bounded steps on blocking threads (each verified by the store).
+pub(crate) fn blob_body(
+    store: std::sync::Arc<omega_storage::Store>,
+    blob: omega_storage::BlobId,
+    start: u64,
+    end: u64,
+) -> HttpBody {
+    let steps = futures_util::stream::unfold(start, move |from| {
+        let store = store.clone();
+        async move {
+            if from >= end {
+                return None;
+            }
+            let to = (from + BLOB_STEP).min(end);
+            let read = tokio::task::spawn_blocking(move || store.read_range(&blob, from, to)).await;
+            let bytes = match read {
+                Ok(Ok(bytes)) => Ok(bytes),
+                Ok(Err(error)) => Err(std::io::Error::other(error.to_string())),
+                Err(error) => Err(std::io::Error::other(error.to_string())),
+            };
+            Some((bytes, to))
+        }
+    });
+    HttpBody::from_stream(steps)
+}
+
+/// Answers a GET of `size` bytes tagged `etag`: 304 for a matching
+/// If-None-Match, the range of a Range header (unless If-Range names
+/// another version), 416 outside it; `body(start, length)` gives the bytes.
+async fn serve_ranged<F, Fut>(
+    headers: &HeaderMap,
+    size: u64,
+    etag: String,
+    content_type: &str,
+    body: F,
+) -> ApiResult<Response>
+where
+    F: FnOnce(u64, u64) -> Fut,
+    Fut: std::future::Future<Output = ApiResult<HttpBody>>,
+{
     let header_text = |name: header::HeaderName| headers.get(name).and_then(|value| value.to_str().ok());
     if header_text(header::IF_NONE_MATCH)
         .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag || tag.trim() == "*"))
@@ -736,7 +831,6 @@ pub(crate) async fn serve_file(state: &AppState, item: &Item, headers: &HeaderMa
         Some(tag) if tag.trim() != etag => None,
         _ => header_text(header::RANGE),
     };
-    let content_type = mime(media.path.as_str());
     let (status, start, length) = match parse_range(range_header, size) {
         RangeRequest::Full => (StatusCode::OK, 0, size),
         RangeRequest::Part(start, end) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
@@ -749,12 +843,7 @@ pub(crate) async fn serve_file(state: &AppState, item: &Item, headers: &HeaderMa
             return Ok(response);
         }
     };
-    file.seek(std::io::SeekFrom::Start(start)).await?;
-    let body = HttpBody::from_stream(tokio_util::io::ReaderStream::with_capacity(
-        file.take(length),
-        256 * 1024,
-    ));
-    let mut response = Response::new(body);
+    let mut response = Response::new(body(start, length).await?);
     *response.status_mut() = status;
     let set = |response: &mut Response, name: header::HeaderName, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {

@@ -3,7 +3,6 @@
 //! runs the job (held in memory there, not replicated).
 
 use axum::Json;
-use axum::body::Body as HttpBody;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -181,9 +180,6 @@ pub async fn detail(
     Ok(Json(view(&state, &job)))
 }
 
-/// Bytes of output read per step.
-const OUTPUT_STEP: u64 = 4 << 20;
-
 /// A finished job's output (MP4), from the store of the node that made it.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/output", tags = ["jobs", "admin"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), responses((status = 200, description = "The MP4 file", content_type = "video/mp4"), (status = 404), (status = 409, description = "Not done, or held by another node")))]
 pub async fn output(
@@ -215,28 +211,12 @@ pub async fn output(
         .blob(&blob)
         .map_err(|error| ApiError::not_found(error.to_string()))?
         .size;
-    let steps = futures_util::stream::unfold(0_u64, move |start| {
-        let store = store.clone();
-        async move {
-            if start >= size {
-                return None;
-            }
-            let end = (start + OUTPUT_STEP).min(size);
-            let read = tokio::task::spawn_blocking(move || store.read_range(&blob, start, end)).await;
-            let bytes = match read {
-                Ok(Ok(bytes)) => Ok(bytes),
-                Ok(Err(error)) => Err(std::io::Error::other(error.to_string())),
-                Err(error) => Err(std::io::Error::other(error.to_string())),
-            };
-            Some((bytes, end))
-        }
-    });
     Ok((
         [
             (header::CONTENT_TYPE, "video/mp4".to_owned()),
             (header::CONTENT_LENGTH, size.to_string()),
         ],
-        HttpBody::from_stream(steps),
+        super::items::blob_body(store, blob, 0, size),
     )
         .into_response())
 }

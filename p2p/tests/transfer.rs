@@ -1,6 +1,7 @@
 //! Real swarms on loopback QUIC: a blob fetched from several providers,
 //! one of which serves corrupt bytes (detected, banned, re-fetched
-//! elsewhere); resumption from a part file; grants enforced; floods, unknown
+//! elsewhere, left out of the next fetch) or vanishes mid-transfer;
+//! resumption from a part file; grants enforced; floods, unknown
 //! hashes and malformed frames answered without hurting other peers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,6 +20,8 @@ struct MemSource {
     blob: BlobId,
     pieces: HashMap<ChunkId, Vec<u8>>,
     corrupt: bool,
+    /// Time taken per piece (a slow provider).
+    delay: Duration,
     members: Vec<PeerId>,
 }
 
@@ -27,6 +30,8 @@ impl PieceSource for MemSource {
         if *blob != self.blob {
             return Ok(None);
         }
+        // Runs on a blocking thread.
+        std::thread::sleep(self.delay);
         Ok(self.pieces.get(piece).map(|bytes| {
             let mut bytes = bytes.clone();
             if self.corrupt {
@@ -78,6 +83,10 @@ impl Fixture {
     }
 
     async fn provider(&self, index: usize, corrupt: bool, limits: Limits) -> P2p {
+        self.provider_with(index, corrupt, Duration::ZERO, limits).await
+    }
+
+    async fn provider_with(&self, index: usize, corrupt: bool, delay: Duration, limits: Limits) -> P2p {
         let source = MemSource {
             blob: self.blob,
             pieces: self
@@ -89,6 +98,7 @@ impl Fixture {
                 })
                 .collect(),
             corrupt,
+            delay,
             members: self.member_ids(),
         };
         P2p::start(
@@ -209,6 +219,69 @@ async fn a_blob_comes_from_several_providers_and_a_corrupt_one_is_caught_and_ban
         sent_by_liar,
         "the liar was not asked"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_vanishing_mid_transfer_leaves_its_pieces_to_the_others() {
+    let fixture = fixture(4 << 20, 64 << 10, 2);
+    let origin = fixture.provider(0, false, Limits::default()).await;
+    // 20 ms a piece: the peer is still at work when it vanishes.
+    let vanishing = fixture
+        .provider_with(1, false, Duration::from_millis(20), Limits::default())
+        .await;
+    let client = client().await;
+    let manifest = fixture.manifest(&[(&origin, true), (&vanishing, false)], &client.peer_id());
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("film.mkv");
+    let options = FetchOptions {
+        batch_bytes: 128 << 10,
+        piece_within: Duration::from_secs(2),
+        ..FetchOptions::default()
+    };
+    let vanished_id = vanishing.peer_id().to_string();
+    let sent_before = {
+        let vanishing = vanishing.clone();
+        let client_id = client.peer_id();
+        tokio::spawn(async move {
+            // It vanishes once it has sent something (a loaded machine
+            // may take a while to connect).
+            let sent = || {
+                vanishing
+                    .traffic()
+                    .get(&client_id)
+                    .map_or(0, |traffic| traffic.bytes_out)
+            };
+            for _ in 0..1000 {
+                if sent() > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let sent = sent();
+            drop(vanishing);
+            sent
+        })
+    };
+    drop(vanishing);
+    let report = omega_p2p::fetch::fetch(&client, &manifest, &out, &options)
+        .await
+        .unwrap();
+    assert!(sent_before.await.unwrap() > 0, "the peer vanished mid-transfer");
+    assert_eq!(std::fs::read(&out).unwrap(), fixture.data, "byte-identical");
+    let from = |peer: &str| {
+        report
+            .sources
+            .iter()
+            .find(|source| source.peer == peer)
+            .map_or(0, |source| source.bytes)
+    };
+    assert!(from(&vanished_id) < report.bytes, "{report:?}");
+    assert_eq!(
+        from(&origin.peer_id().to_string()) + from(&vanished_id),
+        report.bytes,
+        "{report:?}"
+    );
+    assert_eq!(report.verify_failures, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

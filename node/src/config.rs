@@ -106,6 +106,10 @@ pub struct FileTranscodeConfig {
     pub worker: Option<bool>,
     /// Job lease length in milliseconds (default 30000).
     pub lease_ms: Option<u64>,
+    /// Bytes of HLS segments kept in the store so that each is made once
+    /// (default "32GiB"; "0": none kept); past it, the renditions used
+    /// longest ago go.
+    pub segment_cache_max: Option<String>,
 }
 
 /// Transcoding settings.
@@ -129,6 +133,8 @@ pub struct TranscodeSettings {
     pub worker: bool,
     /// Job lease length.
     pub lease_ms: u64,
+    /// Bytes of HLS segments kept in the store (0: none).
+    pub segment_cache_max: u64,
 }
 
 /// The `[library]` table.
@@ -208,6 +214,8 @@ pub const DEFAULT_HTTP_PORT: u16 = 8420;
 
 /// Bytes of relayed blobs a node keeps by default.
 pub const DEFAULT_RELAY_CACHE: u64 = 16 << 30;
+/// Default `[transcode] segment_cache_max`.
+pub const DEFAULT_SEGMENT_CACHE: u64 = 32 << 30;
 
 /// The port `--p2p-listen` examples use (the default is any free port).
 pub const DEFAULT_P2P_PORT: u16 = 8422;
@@ -365,6 +373,11 @@ impl Config {
                 read_rate: file.transcode.read_rate.filter(|rate| rate.is_finite() && *rate > 0.0),
                 worker: file.transcode.worker.unwrap_or(true),
                 lease_ms: file.transcode.lease_ms.unwrap_or(30_000).clamp(1_000, 3_600_000),
+                segment_cache_max: match file.transcode.segment_cache_max.as_deref() {
+                    Some(text) => crate::units::parse_bytes(text)
+                        .map_err(|why| anyhow::anyhow!("[transcode] segment_cache_max: {why}"))?,
+                    None => DEFAULT_SEGMENT_CACHE,
+                },
             },
             data_dir,
             listen,

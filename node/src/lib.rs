@@ -41,6 +41,7 @@ pub mod play_cmd;
 pub mod ratelimit;
 pub mod relay;
 pub mod remote;
+pub mod segment_cache;
 pub mod serve;
 pub mod store_cmd;
 pub mod subsonic;

@@ -19,6 +19,7 @@ use omega_transcode::session::{SessionConfig, Sessions};
 
 use crate::api::{ApiError, ApiResult};
 use crate::config::TranscodeSettings;
+use crate::segment_cache::SegmentCache;
 
 /// Segments waiting to be stored; past this, new ones are not kept (they
 /// are made again when asked for).
@@ -55,6 +56,8 @@ pub struct Transcoder {
     infos: Mutex<HashMap<String, Arc<SourceInfo>>>,
     copy_plans: Mutex<HashMap<String, CopyPlan>>,
     keeper: Option<std::sync::mpsc::SyncSender<(String, Vec<u8>)>>,
+    /// The budget of segments kept in the store.
+    segment_cache: Arc<SegmentCache>,
 }
 
 impl Transcoder {
@@ -91,12 +94,14 @@ impl Transcoder {
             encoder,
             read_rate: settings.read_rate,
         })?;
+        let segment_cache = Arc::new(SegmentCache::new(settings.segment_cache_max));
         let keeper = match store {
-            Some(store) => Some(spawn_keeper(store)?),
-            None => None,
+            Some(store) if segment_cache.keeps() => Some(spawn_keeper(store, segment_cache.clone())?),
+            _ => None,
         };
         let transcoder = Arc::new(Transcoder {
             keeper,
+            segment_cache,
             sessions,
             ffmpeg: settings.ffmpeg.clone(),
             ffprobe: settings.ffprobe.clone(),
@@ -205,6 +210,11 @@ impl Transcoder {
         }
     }
 
+    /// Notes that the kept segment under `reference` was read.
+    pub fn segment_read(&self, reference: &str) {
+        self.segment_cache.touch(reference);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<SourceInfo>>> {
         self.infos.lock().unwrap_or_else(|poison| poison.into_inner())
     }
@@ -213,8 +223,12 @@ impl Transcoder {
 /// The thread that stores made segments: one at a time, at the lowest CPU
 /// priority, so that storing never slows the ffmpeg sessions that make
 /// them (measured: storing alongside cost 5-12% of a session's time on two
-/// cores).
-fn spawn_keeper(store: Arc<omega_storage::Store>) -> anyhow::Result<std::sync::mpsc::SyncSender<(String, Vec<u8>)>> {
+/// cores). It keeps them within their budget too: a trim at start learns
+/// what is kept, and another runs whenever the budget may be exceeded.
+fn spawn_keeper(
+    store: Arc<omega_storage::Store>,
+    cache: Arc<SegmentCache>,
+) -> anyhow::Result<std::sync::mpsc::SyncSender<(String, Vec<u8>)>> {
     let (sender, receiver) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(KEEP_QUEUE);
     std::thread::Builder::new()
         .name("omega-segment-keeper".into())
@@ -222,9 +236,20 @@ fn spawn_keeper(store: Arc<omega_storage::Store>) -> anyhow::Result<std::sync::m
             // SAFETY: setpriority has no memory-safety preconditions; on
             // Linux, PRIO_PROCESS with who = 0 names the calling thread.
             let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
+            let trim = || {
+                if let Err(error) = cache.trim(&store) {
+                    tracing::warn!(%error, "cannot trim the kept segments");
+                }
+            };
+            trim();
             for (reference, bytes) in receiver {
                 if let Err(error) = store.ingest_bytes(&bytes, &reference) {
                     tracing::warn!(%reference, %error, "cannot keep a segment in the store");
+                    continue;
+                }
+                cache.touch(&reference);
+                if cache.added(bytes.len() as u64) {
+                    trim();
                 }
             }
         })

@@ -169,7 +169,7 @@ fn hls_plays_seeks_and_is_authorised_by_signed_urls() {
     let config = media.path().join("omega.toml");
     std::fs::write(
         &config,
-        "[transcode]\nmax_sessions = 1\nidle_secs = 60\nread_rate = 4.0\n",
+        "[transcode]\nmax_sessions = 1\nidle_secs = 60\nread_rate = 4.0\nsegment_cache_max = \"512MiB\"\n",
     )
     .unwrap();
     let server = Server::start(&[
@@ -306,6 +306,9 @@ fn hls_plays_seeks_and_is_authorised_by_signed_urls() {
     assert_eq!(code, 200);
     assert!(metric(&server, "omega_hls_segments_total{origin=\"store\"}") >= 1.0);
     assert!(!again.is_empty());
+    // What is kept is counted against its budget.
+    let kept = metric(&server, "omega_hls_kept_bytes");
+    assert!(kept > 0.0 && kept <= 512.0 * 1024.0 * 1024.0, "{kept}");
 
     // Subtitles as WebVTT, embedded and sidecar.
     let (code, _, vtt) = get(&server, &format!("{base}/subtitles/e2.vtt?t={token}"), None);

@@ -27,6 +27,7 @@ use super::extract::{PathParam, QueryParams};
 use super::items::visible_item;
 use super::signed::{StreamQuery, authorize};
 use super::{ApiError, ApiResult, AppState, Caller};
+use crate::segment_cache::SEGMENT_PREFIX;
 use crate::transcoder::Transcoder;
 
 /// The query of the master playlist: the stream token, and what the
@@ -326,8 +327,8 @@ impl Part {
     /// The store reference a made file is kept under.
     pub(crate) fn reference(self, source: &str, rendition: &str) -> String {
         match self {
-            Part::Init => format!("hls:{source}:{rendition}:init"),
-            Part::Segment(index) => format!("hls:{source}:{rendition}:{index}"),
+            Part::Init => format!("{SEGMENT_PREFIX}{source}:{rendition}:init"),
+            Part::Segment(index) => format!("{SEGMENT_PREFIX}{source}:{rendition}:{index}"),
         }
     }
 }
@@ -355,6 +356,9 @@ async fn segment_bytes(
         match stored {
             Ok(Some(bytes)) => {
                 metrics::counter!("omega_hls_segments_total", "origin" => "store").increment(1);
+                if let Some(transcoder) = &state.transcoder {
+                    transcoder.segment_read(&reference);
+                }
                 return Ok(bytes);
             }
             Ok(None) => {}

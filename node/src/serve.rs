@@ -228,6 +228,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         tokens: crate::tokens::TokenKey::derive(&identity.cluster.ca.key_der),
         clock: clock.clone(),
         limiter: Arc::new(crate::ratelimit::LoginLimiter::default()),
+        passwords: Arc::new(crate::auth::PasswordCache::default()),
         scans: Arc::new(crate::api::libraries::Scans::default()),
         probe_media: config.probe_media,
     };

@@ -197,7 +197,13 @@ pub async fn authenticate(
             && user.totp_secret.is_none()
             && let Presented::Plain(plain) = &presented
         {
-            accepted = super::auth::check_password(plain.clone(), user.password_hash.clone()).await;
+            // Readers present the password on every request: argon2 runs
+            // once per PasswordCache::TTL.
+            accepted = state.passwords.recently_verified(user.id, &user.password_hash, plain)
+                || super::auth::check_password(plain.clone(), user.password_hash.clone()).await;
+            if accepted {
+                state.passwords.verified(user.id, &user.password_hash, plain);
+            }
         }
     }
     match user.filter(|_| accepted) {

@@ -72,6 +72,8 @@ pub struct AppState {
     pub popularity: Arc<crate::gossip::Popularity>,
     /// Wakes this node's job worker (a job was queued, here or elsewhere).
     pub job_wake: Arc<tokio::sync::Notify>,
+    /// Account passwords verified lately (HTTP Basic and Subsonic's `p=`).
+    pub passwords: Arc<crate::auth::PasswordCache>,
 }
 
 impl AppState {

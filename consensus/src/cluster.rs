@@ -152,6 +152,10 @@ pub struct ClusterStatus {
 const FORWARD_ATTEMPTS: usize = 8;
 /// Deadline of a forwarded client request.
 const FORWARD_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a new learner is given to catch up before it is made a voter
+/// anyway (within the joiner's forward deadline; Raft stays safe with a
+/// lagging voter, which catches up as a voter).
+const CATCH_UP_WITHIN: Duration = Duration::from_secs(6);
 
 /// A running member.
 #[derive(Debug)]
@@ -396,11 +400,36 @@ impl<T: Transport> Cluster<T> {
                 Ok((read_log_id, _)) => PeerResponse::ReadIndex(read_log_id.index()),
                 Err(error) => self.failure(&error),
             },
+            // The learner is added and later promoted under the lock (each
+            // is a membership change), but catches up outside it: a large
+            // state takes a while to send, and another join must not wait
+            // for it past its own deadline.
             PeerRequest::AddMember { id, member } => {
-                let _one_at_a_time = self.membership_changes.lock().await;
-                if let Err(error) = self.raft.add_learner(id, member, true).await {
-                    return self.failure(&error);
+                let added = {
+                    let _one_at_a_time = self.membership_changes.lock().await;
+                    match self.raft.add_learner(id, member, false).await {
+                        Ok(added) => added.log_id.index,
+                        Err(error) => return self.failure(&error),
+                    }
+                };
+                let caught_up = self
+                    .raft
+                    .wait(Some(CATCH_UP_WITHIN))
+                    .metrics(
+                        |metrics| {
+                            metrics
+                                .replication
+                                .as_ref()
+                                .and_then(|replication| replication.get(&id).cloned().flatten())
+                                .is_some_and(|matched| matched.index >= added)
+                        },
+                        "new learner caught up",
+                    )
+                    .await;
+                if caught_up.is_err() {
+                    tracing::info!(node = id, "a new member is still catching up; making it a voter anyway");
                 }
+                let _one_at_a_time = self.membership_changes.lock().await;
                 self.change_voters(ChangeMembers::AddVoterIds([id].into())).await
             }
             // `retain: false` in `change_voters` drops the member entirely,

@@ -183,3 +183,37 @@ async fn three_members_elect_replicate_and_recover() {
     replacement.read_barrier(Consistency::Linearizable).await.unwrap();
     assert!(read::user_by_name(replacement.tables(), "grace").unwrap().is_some());
 }
+
+/// Four nodes join one node at the same moment: membership changes go one
+/// at a time on the leader, learners catch up outside that turn, and every
+/// join succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_joining_at_once_all_become_voters() {
+    let root = TempDir::new().unwrap();
+    let net = LocalNet::new();
+    let first = start(&net, 1, root.path()).await;
+    first.initialize_single(member_node(1)).await.unwrap();
+    wait_for_leader(&[&first], None, Duration::from_secs(5)).await;
+    // Some state for the learners to catch up on.
+    for index in 0..200 {
+        first.write(user(&format!("user{index}"))).await.unwrap();
+    }
+    let joins: Vec<_> = (1..=4_u8)
+        .map(|token| {
+            let (net, first, root) = (net.clone(), first.clone(), root.path().to_owned());
+            tokio::spawn(async move { admit(&net, &first, &root, token).await })
+        })
+        .collect();
+    let mut joined = Vec::new();
+    for join in joins {
+        joined.push(join.await.unwrap());
+    }
+    let status = first.status();
+    let voters = status.members.iter().filter(|member| member.role == "voter").count();
+    assert_eq!(voters, 5, "{status:?}");
+    // Every member serves the state.
+    for member in &joined {
+        member.read_barrier(Consistency::Linearizable).await.unwrap();
+        assert_eq!(read::users(member.tables()).unwrap().len(), 200);
+    }
+}

@@ -45,8 +45,9 @@ pub struct FetchArgs {
     /// seconds.
     #[arg(long)]
     pub json: bool,
-    /// This client's QUIC listen address (for seeding).
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:0")]
+    /// This client's QUIC listen address (for seeding); named as `serve`
+    /// and `play` name theirs (`--listen` is kept as an alias).
+    #[arg(long = "p2p-listen", visible_alias = "listen", value_name = "ADDR", default_value = "0.0.0.0:0")]
     pub listen: std::net::SocketAddr,
 }
 

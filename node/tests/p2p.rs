@@ -40,7 +40,7 @@ fn fetch_with(
         .arg("--out")
         .arg(out)
         .args(extra)
-        .args(["--json", "--seed", seed, "--listen", "127.0.0.1:0"])
+        .args(["--json", "--seed", seed, "--p2p-listen", "127.0.0.1:0"])
         .env("OMEGA_TOKEN", token)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

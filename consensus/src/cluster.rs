@@ -152,10 +152,15 @@ pub struct ClusterStatus {
 const FORWARD_ATTEMPTS: usize = 8;
 /// Deadline of a forwarded client request.
 const FORWARD_DEADLINE: Duration = Duration::from_secs(10);
-/// How long a new learner is given to catch up before it is made a voter
-/// anyway (within the joiner's forward deadline; Raft stays safe with a
-/// lagging voter, which catches up as a voter).
-const CATCH_UP_WITHIN: Duration = Duration::from_secs(6);
+/// How long one AddMember waits for its learner to catch up (within the
+/// joiner's deadline of a minute). A learner that has not caught up by
+/// then is not promoted: a voter the leader cannot reach (a dead joiner, a
+/// wrong advertised address) would stop a small group from committing.
+/// The joiner is told to ask again; the learner keeps catching up.
+const CATCH_UP_WITHIN: Duration = Duration::from_secs(30);
+/// Marks the answer to an AddMember whose learner is still catching up:
+/// the joiner asks again.
+pub const CATCHING_UP: &str = "is still catching up";
 
 /// A running member.
 #[derive(Debug)]
@@ -427,7 +432,9 @@ impl<T: Transport> Cluster<T> {
                     )
                     .await;
                 if caught_up.is_err() {
-                    tracing::info!(node = id, "a new member is still catching up; making it a voter anyway");
+                    return PeerResponse::Error(format!(
+                        "node {id} {CATCHING_UP} (to log index {added}); it stays a learner until a later try finds it caught up"
+                    ));
                 }
                 let _one_at_a_time = self.membership_changes.lock().await;
                 self.change_voters(ChangeMembers::AddVoterIds([id].into())).await

@@ -448,6 +448,8 @@ pub async fn become_member(
             // Another node is joining at the same moment (compose starts
             // two at once): one membership change at a time, so wait.
             Ok(PeerResponse::Error(error)) if error.contains("undergoing a configuration change") => last = error,
+            // A large state takes more than one try to send.
+            Ok(PeerResponse::Error(error)) if error.contains(crate::cluster::CATCHING_UP) => last = error,
             Ok(PeerResponse::Error(error)) => return Err(TransportError::Network(error)),
             Ok(other) => return Err(TransportError::Network(format!("unexpected answer {other:?}"))),
             Err(error) => last = error.to_string(),

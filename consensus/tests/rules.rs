@@ -487,4 +487,27 @@ fn a_full_job_table_forgets_its_oldest_finished_job_or_refuses() {
         Response::Rejected(Rejection::Full(_))
     ));
     assert_eq!(read::jobs(&tables).unwrap().len(), JOBS_MAX);
+    // A table past the cap (from an older version) with too few finished
+    // jobs to come back under it: refused, and nothing is forgotten (the
+    // helper checks a refusal writes nothing).
+    let finished = JobState::Done {
+        node: 1,
+        output: None,
+        finished_ms: 1,
+    };
+    tables.insert(
+        Table::Jobs,
+        id_key(first + 1).to_vec(),
+        encode(&job(first + 1, finished)),
+    );
+    let count_key = omega_consensus::state_machine::rules::JOBS_COUNT_KEY;
+    for id in [1 << 40, (1 << 40) + 1] {
+        tables.insert(Table::Jobs, id_key(id).to_vec(), encode(&job(id, JobState::Queued)));
+    }
+    tables.insert(Table::Meta, count_key.to_vec(), encode(&(JOBS_MAX as u64 + 2)));
+    assert!(matches!(
+        apply(&mut tables, 13, &enqueue),
+        Response::Rejected(Rejection::Full(_))
+    ));
+    assert!(read::jobs(&tables).unwrap().iter().any(|job| job.id == first + 1));
 }

@@ -47,7 +47,12 @@ pub struct FetchArgs {
     pub json: bool,
     /// This client's QUIC listen address (for seeding); named as `serve`
     /// and `play` name theirs (`--listen` is kept as an alias).
-    #[arg(long = "p2p-listen", visible_alias = "listen", value_name = "ADDR", default_value = "0.0.0.0:0")]
+    #[arg(
+        long = "p2p-listen",
+        visible_alias = "listen",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:0"
+    )]
     pub listen: std::net::SocketAddr,
 }
 

@@ -229,25 +229,22 @@ async fn drop_forgotten_outputs(state: &AppState) -> anyhow::Result<usize> {
     let Some(store) = state.store.clone() else {
         return Ok(0);
     };
-    let outputs = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.references(OUTPUT_PREFIX, SWEEP_MAX)).await??
-    };
-    let tables = state.cluster.tables();
-    let forgotten = forgotten_outputs(outputs.into_iter().map(|(reference, _)| reference), |id| {
-        read::job(tables, id).map(|job| job.is_some())
-    })?;
-    let dropped = forgotten.len();
-    if dropped > 0 {
-        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            for reference in &forgotten {
-                store.remove_reference(reference)?;
-            }
+    let cluster = state.cluster.clone();
+    // Index and table reads, removals and gc: all blocking.
+    let dropped = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+        let outputs = store.references(OUTPUT_PREFIX, SWEEP_MAX)?;
+        let forgotten = forgotten_outputs(outputs.into_iter().map(|(reference, _)| reference), |id| {
+            read::job(cluster.tables(), id).map(|job| job.is_some())
+        })?;
+        for reference in &forgotten {
+            store.remove_reference(reference)?;
+        }
+        if !forgotten.is_empty() {
             store.gc()?;
-            Ok(())
-        })
-        .await??;
-    }
+        }
+        Ok(forgotten.len())
+    })
+    .await??;
     Ok(dropped)
 }
 

@@ -236,13 +236,17 @@ async fn replicate_set(
         Err(error) => Err(error.into()),
     };
     let _ = std::fs::remove_file(&dest);
-    let kept = kept?;
+    let (kept, gone) = kept?;
+    for blob in gone {
+        node.p2p.unprovide(blob).await?;
+    }
     node.p2p.provide(manifest.blob).await?;
     Ok(kept)
 }
 
 /// Keeps each segment of a fetched set in the store, registers the set
-/// for serving, and evicts past the budget; the segments kept.
+/// for serving, and evicts past the budget; the segments kept, and the
+/// blobs evicted that this node no longer holds (to stop announcing).
 fn keep_set(
     store: &Store,
     index: &crate::p2p::PieceIndex,
@@ -250,7 +254,7 @@ fn keep_set(
     manifest: &Manifest,
     path: &Path,
     now_ms: u64,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<(usize, Vec<BlobId>)> {
     use std::os::unix::fs::FileExt;
     let file = std::fs::File::open(path)?;
     let mut records = Vec::new();
@@ -264,8 +268,8 @@ fn keep_set(
     }
     let refs: Vec<_> = records.iter().map(|(blob, record)| (*blob, record)).collect();
     index.register_set(manifest.blob, &refs, true);
-    evict(store, relay)?;
-    Ok(records.len())
+    let gone = evict(store, relay)?;
+    Ok((records.len(), gone))
 }
 
 /// Copies the blob out of the store when the store has all of it.
@@ -387,10 +391,10 @@ async fn keep(state: &AppState, blob: BlobId, path: &Path) -> anyhow::Result<()>
         evict(&store, &relay)
     })
     .await??;
-    node.p2p.provide(blob).await?;
     for blob in gone {
         node.p2p.unprovide(blob).await?;
     }
+    node.p2p.provide(blob).await?;
     Ok(())
 }
 

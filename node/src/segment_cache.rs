@@ -91,9 +91,14 @@ impl SegmentCache {
     /// Counts `bytes` newly kept; true when the budget may be exceeded
     /// (time to trim).
     pub fn added(&self, bytes: u64) -> bool {
-        let before = self.kept_bytes.fetch_add(bytes, Ordering::Relaxed);
+        // Saturating: an unknown count (u64::MAX) stays unknown.
+        let add = |kept: u64| Some(kept.saturating_add(bytes));
+        let before = self
+            .kept_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, add)
+            .unwrap_or_else(|kept| kept);
         let now = before.saturating_add(bytes);
-        if before != u64::MAX {
+        if now != u64::MAX {
             metrics::gauge!("omega_hls_kept_bytes").set(now as f64);
         }
         now > self.max_bytes

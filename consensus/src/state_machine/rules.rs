@@ -25,6 +25,8 @@ use crate::model::{
 
 /// Key of the id counter in [`Table::Meta`].
 pub const NEXT_ID_KEY: &[u8] = b"next_id";
+/// Key of the number of jobs in [`Table::Jobs`], in [`Table::Meta`].
+pub const JOBS_COUNT_KEY: &[u8] = b"jobs_count";
 /// Longest user or library name accepted.
 pub const NAME_MAX_BYTES: usize = 128;
 /// Most items one `UpsertItems` may carry.
@@ -520,23 +522,39 @@ pub fn apply_command<R: KvRead + ?Sized>(
     }
 }
 
-/// Forgets the oldest finished jobs until one more fits under
-/// [`JOBS_MAX`]; false when every job left is unfinished.
+/// Makes room for one more job under [`JOBS_MAX`] by forgetting the oldest
+/// finished ones, and counts the new job; false (nothing written) when too
+/// few have finished. The count lives in [`Table::Meta`] so that only a
+/// full table is scanned; a table from before the count is counted once.
 fn make_room_for_a_job<R: KvRead + ?Sized>(tx: &mut Overlay<'_, R>) -> io::Result<bool> {
-    let jobs = tx.scan_prefix(Table::Jobs, &[])?;
-    let mut excess = (jobs.len() + 1).saturating_sub(JOBS_MAX);
-    // Keys are big-endian ids: key order is age order.
-    for (key, bytes) in jobs {
-        if excess == 0 {
-            break;
+    let count: u64 = match get(tx, Table::Meta, JOBS_COUNT_KEY)? {
+        Some(count) => count,
+        None => tx.scan_prefix(Table::Jobs, &[])?.len() as u64,
+    };
+    let excess = usize::try_from(count + 1)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(JOBS_MAX);
+    let mut forgotten = Vec::new();
+    if excess > 0 {
+        // Keys are big-endian ids: key order is age order.
+        for (key, bytes) in tx.scan_prefix(Table::Jobs, &[])? {
+            if forgotten.len() == excess {
+                break;
+            }
+            let job: Job = decode(Table::Jobs.cf_name(), &bytes)?;
+            if job.state.is_finished() {
+                forgotten.push(key);
+            }
         }
-        let job: Job = decode(Table::Jobs.cf_name(), &bytes)?;
-        if job.state.is_finished() {
-            tx.delete(Table::Jobs, &key);
-            excess -= 1;
+        if forgotten.len() < excess {
+            return Ok(false);
         }
     }
-    Ok(excess == 0)
+    for key in &forgotten {
+        tx.delete(Table::Jobs, key);
+    }
+    put(tx, Table::Meta, JOBS_COUNT_KEY, &(count + 1 - forgotten.len() as u64));
+    Ok(true)
 }
 
 /// Stores a credential of `user`, refused when the user does not exist.

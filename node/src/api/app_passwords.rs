@@ -199,10 +199,12 @@ pub async fn authenticate(
         {
             // Readers present the password on every request: argon2 runs
             // once per PasswordCache::TTL.
-            accepted = state.passwords.recently_verified(user.id, &user.password_hash, plain)
-                || super::auth::check_password(plain.clone(), user.password_hash.clone()).await;
-            if accepted {
-                state.passwords.verified(user.id, &user.password_hash, plain);
+            accepted = state.passwords.recently_verified(user.id, &user.password_hash, plain);
+            if !accepted {
+                accepted = super::auth::check_password(plain.clone(), user.password_hash.clone()).await;
+                if accepted {
+                    state.passwords.verified(user.id, &user.password_hash, plain);
+                }
             }
         }
     }

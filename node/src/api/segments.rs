@@ -146,6 +146,15 @@ pub async fn by_hash(
     .map_err(ApiError::internal)?
     .map_err(|error| ApiError::not_found(format!("the segment is unreadable here: {error}")))?;
     metrics::counter!("omega_segments_by_hash_total").increment(1);
+    // A rendition browsers play through members counts as used.
+    if let Some(transcoder) = &state.transcoder {
+        let rendition_prefix = format!(
+            "{}{}:{rendition}:",
+            crate::segment_cache::SEGMENT_PREFIX,
+            hex::encode(media_blob)
+        );
+        transcoder.segment_read(&rendition_prefix);
+    }
     Ok((
         [
             (header::CONTENT_TYPE, "video/mp4"),

@@ -158,20 +158,33 @@ async function fromSources(target: Target, signal: AbortSignal): Promise<ArrayBu
 }
 
 /** One source's answer: null when it fails, hangs past
- * `SOURCE_TIMEOUT_MS` or announces more than `size` bytes. */
+ * `SOURCE_TIMEOUT_MS` or sends more than `size` bytes (read no further). */
 async function fromSource(url: string, size: number, signal: AbortSignal): Promise<ArrayBuffer | null> {
+  if (signal.aborted) throw signal.reason;
   const attempt = new AbortController();
   const timer = setTimeout(() => attempt.abort(), SOURCE_TIMEOUT_MS);
   const stop = () => attempt.abort();
   signal.addEventListener('abort', stop);
   try {
     const response = await fetch(url, { signal: attempt.signal, credentials: 'omit' });
-    const announced = Number(response.headers.get('content-length') ?? size);
-    if (!response.ok || announced > size) {
+    if (!response.ok || !response.body) {
       attempt.abort();
       return null;
     }
-    return await response.arrayBuffer();
+    const bytes = new Uint8Array(size);
+    let filled = 0;
+    const reader = response.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (filled + value.byteLength > size) {
+        attempt.abort();
+        return null;
+      }
+      bytes.set(value, filled);
+      filled += value.byteLength;
+    }
+    return filled === size ? bytes.buffer : null;
   } catch (error) {
     if (signal.aborted) throw error;
     return null;

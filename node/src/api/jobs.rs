@@ -145,6 +145,22 @@ pub async fn enqueue_chunked(state: &AppState, item: u64, profile: &str, chunks:
     if profile.starts_with("audio") {
         return Err(ApiError::bad_request("audio renditions are not chunked"));
     }
+    // All or nothing, as far as can be told beforehand: chunk jobs without
+    // their join would run for nothing.
+    let unfinished = read::jobs(state.cluster.tables())?
+        .iter()
+        .filter(|job| !job.state.is_finished())
+        .count();
+    if unfinished + chunks as usize + 1 > omega_consensus::model::JOBS_MAX {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{unfinished} jobs are unfinished: {} more would pass the table's {}",
+                chunks + 1,
+                omega_consensus::model::JOBS_MAX
+            ),
+        ));
+    }
     let mut ids = Vec::new();
     for index in 0..chunks {
         let spec = crate::jobs::JobSpec::Chunk {

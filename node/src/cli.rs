@@ -97,7 +97,10 @@ pub fn main() -> ExitCode {
     // One TLS provider for the process (HTTP clients, object storage); a
     // second install elsewhere is a no-op.
     let _already_installed = rustls::crypto::ring::default_provider().install_default();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
     init_tracing(cli.global.log_json);
     match run(cli) {
         Ok(code) => code,
@@ -119,6 +122,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fetch(args) => crate::fetch_cmd::run(&cli.global, args),
         Command::Play(args) => crate::play_cmd::run(&cli.global, args),
     }
+}
+
+/// Help and version as clap prints them; a usage error (an unknown flag, a
+/// missing argument) on one line, as every other error, with exit code 2.
+fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = error.print();
+        return if error.use_stderr() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    eprintln!("omega: error: {} (see --help)", usage_line(&error.render().to_string()));
+    ExitCode::from(2)
+}
+
+/// clap's rendering of a usage error (the error, tips, then a usage block)
+/// as one line: what precedes the usage block, joined.
+fn usage_line(rendered: &str) -> String {
+    rendered
+        .lines()
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(|line| line.strip_prefix("error: ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Joins an error and its causes on one line, dropping causes that the

@@ -122,6 +122,18 @@ fn bad_input_is_one_line_and_a_failure() {
     }
     let output = omega(&data, &["store", "ingest", "/no/such/file.mkv"]);
     assert!(stderr(&output).contains("/no/such/file.mkv"), "{}", stderr(&output));
+    // Usage errors too: one line (with clap's tip), exit code 2.
+    let output = omega(&data, &["store", "stats", "--jsn"]);
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with("omega: error: unexpected argument '--jsn'") && text.contains("--json"),
+        "{text}"
+    );
+    // Help stays help.
+    let output = omega(&data, &["store", "stats", "--help"]);
+    assert!(output.status.success() && stdout(&output).contains("Usage:"));
 }
 
 /// Goal: an ingest SIGKILLed at random points leaves a consistent store:

@@ -158,6 +158,18 @@ fn subsonic_clients_browse_stream_and_scrobble() {
     assert_eq!(answer["status"], "ok", "a huge size is capped: {answer}");
     let (_, answer) = subsonic(&server, &format!("getAlbumList2?f=json&type=newest&size=-4&{plain}"));
     assert_eq!(answer["error"]["code"], 0, "{answer}");
+    // Paths under /rest that name no method, and other HTTP methods, get
+    // the envelope too.
+    for (method, path, status) in [
+        ("GET", "/rest/a/b?f=json", 404),
+        ("GET", "/rest?f=json", 404),
+        ("PUT", "/rest/ping?f=json", 405),
+    ] {
+        let (code, _, body) = http_raw(server.http_port, method, path, "", b"");
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(code, status, "{method} {path}: {answer}");
+        assert_eq!(answer["subsonic-response"]["status"], "failed", "{answer}");
+    }
 
     // The account password works while the account has no TOTP.
     let (_, answer) = subsonic(&server, "ping?f=json&u=admin&p=admin-password");

@@ -22,7 +22,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use serde_json::{Map, Value, json};
 
 use crate::api::app_passwords::{AuthFailure, Presented, authenticate};
@@ -37,7 +37,13 @@ const PARAMS_MAX: usize = 256;
 
 /// The `/rest` routes.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/rest/{method}", get(handle).post(handle))
+    Router::new()
+        .route("/rest/{method}", get(handle).post(handle).fallback(not_a_method))
+        // Whatever else a client asks for under /rest answers in Subsonic's
+        // envelope too, never the web app's page or the API's JSON.
+        .route("/rest", any(not_a_method))
+        .route("/rest/", any(not_a_method))
+        .route("/rest/{method}/{*rest}", any(not_a_method))
 }
 
 /// A request's parameters, in order, repeated names kept.
@@ -232,6 +238,27 @@ async fn handle(
             envelope(format, failure.status, false, payload)
         }
     }
+}
+
+/// A path under `/rest` that names no method, or a method other than GET
+/// and POST: Subsonic's error 0, in the format asked for.
+async fn not_a_method(method: axum::http::Method, uri: axum::http::Uri, RawQuery(query): RawQuery) -> Response {
+    let params = Params::parse(query.as_deref(), None);
+    let format = match params.get("f") {
+        Some("json") => Format::Json,
+        _ => Format::Xml,
+    };
+    let mut payload = Map::new();
+    payload.insert(
+        "error".into(),
+        json!({"code": 0, "message": format!("{method} {} is not a Subsonic method (GET or POST /rest/NAME)", uri.path())}),
+    );
+    let status = if method == axum::http::Method::GET || method == axum::http::Method::POST {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::METHOD_NOT_ALLOWED
+    };
+    envelope(format, status, false, payload)
 }
 
 /// The user named by `u`, checked against `t`+`s` or `p`.

@@ -14,6 +14,7 @@
 //!   workload's grow-only set of unique user names.
 //! - [`store`]: ingests under faults, read back and scrubbed after.
 
+pub mod cli;
 pub mod cluster;
 pub mod disk;
 pub mod history;

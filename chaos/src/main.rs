@@ -86,7 +86,10 @@ fn main() -> ExitCode {
 }
 
 fn main_result() -> anyhow::Result<ExitCode> {
-    let args = Args::parse();
+    let args = match omega_chaos::cli::parse_or_exit::<Args>("omega-chaos") {
+        Ok(args) => args,
+        Err(code) => return Ok(code),
+    };
     let faults = if args.faults.trim() == "all" {
         Fault::available()
     } else {

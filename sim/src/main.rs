@@ -49,7 +49,10 @@ fn replay_command(seed: u64, bug: Option<Bug>) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match omega_chaos::cli::parse_or_exit::<Cli>("omega-sim") {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     if let Some(seed) = cli.seed {
         let options = Options {
             seed,

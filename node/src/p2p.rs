@@ -324,6 +324,7 @@ pub async fn start(
     let index = Arc::new(PieceIndex::default());
     let relay = Arc::new(relay);
     relay.load(&store);
+    let store_for_sets = store.clone();
     let served = Arc::new(Served::default());
     let source = Arc::new(StorePieces {
         store,
@@ -347,7 +348,8 @@ pub async fn start(
     .await
     .with_context(|| format!("cannot start P2P on {listen}"))?;
     // What the relay cache kept from earlier runs is served again: say so.
-    let kept = relay.kept();
+    let mut kept = relay.kept();
+    kept.extend(crate::relay::restore_sets(&store_for_sets, &index));
     if !kept.is_empty() {
         let p2p = p2p.clone();
         tokio::spawn(async move {

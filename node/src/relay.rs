@@ -23,6 +23,12 @@ use crate::api::AppState;
 /// References of kept blobs start with this; then the time kept (ms,
 /// zero-padded, so that name order is age order) and the blob.
 pub const RELAY_PREFIX: &str = "relay:";
+/// References of the segment lists of replicated sets start with this;
+/// then the time kept and the set. A set is many blobs, so what it is made
+/// of is kept too, for serving it again after a restart.
+pub const SET_PREFIX: &str = "relayset:";
+/// Segment lists kept (as many as the piece index registers).
+const SETS_KEPT_MAX: usize = 256;
 /// Blobs cached in the background at once (on behalf of clients).
 const BACKGROUND_AT_ONCE: usize = 2;
 /// Kept blobs looked at when evicting.
@@ -268,8 +274,68 @@ fn keep_set(
     }
     let refs: Vec<_> = records.iter().map(|(blob, record)| (*blob, record)).collect();
     index.register_set(manifest.blob, &refs, true);
+    let list = KeptSet {
+        set: manifest.blob,
+        segments: records.iter().map(|(blob, _)| *blob).collect(),
+    };
+    store.ingest_bytes(
+        &postcard::to_stdvec(&list)?,
+        &format!("{SET_PREFIX}{now_ms:016}:{}", manifest.blob),
+    )?;
+    let lists = store.references(SET_PREFIX, usize::MAX)?;
+    for (reference, _) in lists.iter().take(lists.len().saturating_sub(SETS_KEPT_MAX)) {
+        store.remove_reference(reference)?;
+    }
     let gone = evict(store, relay)?;
     Ok((records.len(), gone))
+}
+
+/// What a replicated set is made of.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct KeptSet {
+    set: BlobId,
+    segments: Vec<BlobId>,
+}
+
+/// Registers again the replicated sets kept by earlier runs (the segments
+/// still in the store); the sets, to announce.
+pub fn restore_sets(store: &Store, index: &crate::p2p::PieceIndex) -> Vec<BlobId> {
+    let lists = match store.references(SET_PREFIX, SETS_KEPT_MAX * 2) {
+        Ok(lists) => lists,
+        Err(error) => {
+            tracing::warn!("cannot list kept segment sets: {error}");
+            return Vec::new();
+        }
+    };
+    let mut restored = Vec::new();
+    for (reference, blob) in lists {
+        let list = store
+            .blob(&blob)
+            .and_then(|record| store.read_range(&blob, 0, record.size))
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| Ok(postcard::from_bytes::<KeptSet>(&bytes)?));
+        let list = match list {
+            Ok(list) => list,
+            Err(error) => {
+                tracing::warn!(%reference, "a kept segment list is unreadable: {error:#}");
+                continue;
+            }
+        };
+        // Segments the relay cache let go since are left out.
+        let records: Vec<_> = list
+            .segments
+            .iter()
+            .filter_map(|segment| store.blob(segment).ok().map(|record| (*segment, record)))
+            .collect();
+        if records.is_empty() {
+            let _ = store.remove_reference(&reference);
+            continue;
+        }
+        let refs: Vec<_> = records.iter().map(|(blob, record)| (*blob, record)).collect();
+        index.register_set(list.set, &refs, true);
+        restored.push(list.set);
+    }
+    restored
 }
 
 /// Copies the blob out of the store when the store has all of it.

@@ -79,7 +79,7 @@ fn the_third_client_gets_most_of_the_film_and_its_segments_from_peers_and_every_
     let config = root.path().join("omega.toml");
     std::fs::write(&config, "[transcode]\nenabled = false\n[library]\nwatch = false\n").unwrap();
     let ports: Vec<Vec<String>> = (0..3).map(|_| p2p_args(common::cluster::free_port())).collect();
-    let (nodes, admin, item) = cluster(root.path(), &first_config, &config, &ports);
+    let (mut nodes, admin, item) = cluster(root.path(), &first_config, &config, &ports);
     let original = std::fs::read(root.path().join("films/Job Film (2024)/Job Film (2024).mkv")).unwrap();
 
     // Every member has recorded its peer, so manifests list all of them.
@@ -209,7 +209,18 @@ fn the_third_client_gets_most_of_the_film_and_its_segments_from_peers_and_every_
         400
     );
     let c_port = ports[2][1].rsplit(':').next().unwrap().to_owned();
-    renditions(&nodes, &admin, item, root.path(), [&b_port, &c_port]);
+    let by_hash = renditions(&nodes, &admin, item, root.path(), [&b_port, &c_port]);
+    // A replica restarted serves the set again: what it is made of was
+    // kept with its segments.
+    nodes[1].stop();
+    let args_b: Vec<&str> = ports[1].iter().map(String::as_str).collect();
+    nodes[1].start_with(&config, None, &args_b, false);
+    let auth = format!("Authorization: Bearer {admin}\r\n");
+    wait_until(
+        Duration::from_secs(20),
+        || common::http_raw(nodes[1].http_port, "GET", &by_hash, &auth, b"").0 == 200,
+        || nodes[1].log(),
+    );
 }
 
 /// The film's `original` rendition (its video copied into HLS segments),
@@ -256,7 +267,8 @@ fn segment_names(node: &Node, admin: &str, item: u64) -> (Vec<String>, usize) {
 
 /// Three clients fetch the `original` rendition's segments; a fourth plays
 /// it through `omega play`.
-fn renditions(nodes: &[Node; 3], admin: &str, item: u64, root: &std::path::Path, other_ports: [&str; 2]) {
+/// Returns the path of a segment by hash, which node b serves as a replica.
+fn renditions(nodes: &[Node; 3], admin: &str, item: u64, root: &std::path::Path, other_ports: [&str; 2]) -> String {
     // The copy plan (the film's keyframes) is listed in the background.
     let mut names = Vec::new();
     wait_until(
@@ -462,6 +474,7 @@ fn renditions(nodes: &[Node; 3], admin: &str, item: u64, root: &std::path::Path,
         })
         .sum();
     assert!(relayed > 0, "the replicas count what they served");
+    path
 }
 
 #[test]

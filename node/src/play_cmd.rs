@@ -87,12 +87,38 @@ struct Stats {
     http_segments: AtomicU64,
 }
 
+/// A rendition's manifest is asked for again, when a segment it does not
+/// hash is wanted, this long after it was last asked for (plus a second
+/// per 128 MiB of the set, which a new pull hashes again): the origin
+/// makes segments as they are first played, so a manifest fetched early
+/// names few of them.
+const REFRESH_AFTER: Duration = Duration::from_secs(3);
+
 /// A rendition being pulled into the cache.
 struct Pulled {
     manifest: Manifest,
     path: PathBuf,
     /// The background fetch has ended (done or failed).
     ended: Arc<AtomicBool>,
+    /// When its manifest was asked for.
+    asked: std::time::Instant,
+}
+
+impl Pulled {
+    /// The hashed segment named `file`, when this manifest has one.
+    fn hashed(&self, file: &str) -> Option<&Segment> {
+        self.manifest
+            .segments
+            .iter()
+            .find(|segment| segment.name == file && segment.hash.is_some())
+    }
+
+    /// Worth asking for the manifest again for `file`: the pull is over,
+    /// the manifest does not hash `file`, and it is not new.
+    fn stale_for(&self, file: &str) -> bool {
+        let after = REFRESH_AFTER + Duration::from_secs(self.manifest.size >> 27);
+        self.ended.load(Ordering::Acquire) && self.hashed(file).is_none() && self.asked.elapsed() >= after
+    }
 }
 
 struct Player {
@@ -302,14 +328,16 @@ impl Player {
     /// over HTTP.
     async fn segment(&self, rendition: &str, file: &str) -> anyhow::Result<Vec<u8>> {
         let mut expected = None;
-        match self.pulled(rendition).await {
+        let mut pulled = self.pull(rendition).await;
+        if let Ok(current) = &pulled
+            && current.stale_for(file)
+        {
+            pulled = self.refresh(rendition, current).await;
+        }
+        let mut current = None;
+        match pulled {
             Ok(pulled) => {
-                let hashed = pulled
-                    .manifest
-                    .segments
-                    .iter()
-                    .find(|segment| segment.name == file && segment.hash.is_some());
-                if let Some(segment) = hashed {
+                if let Some(segment) = pulled.hashed(file) {
                     if let Some(bytes) = wait_for(&pulled, segment).await {
                         self.stats.p2p_segments.fetch_add(1, Ordering::Relaxed);
                         self.stats.p2p_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -317,18 +345,18 @@ impl Player {
                     }
                     expected = segment.hash;
                 }
+                current = Some(pulled);
             }
             Err(error) => tracing::info!("no peers for {rendition}: {error:#}"),
         }
         let bytes = self.server.hls_bytes(self.item, &format!("{rendition}/{file}")).await?;
-        if let Some(expected) = expected {
+        if let (Some(expected), Some(current)) = (expected, current) {
             let got = BlobId::of(&bytes);
             if got != expected {
                 // The origin may have made the segment again since that
                 // manifest (its cache let the first copy go): ask for the
                 // manifest again before refusing the bytes.
-                self.pulled.lock().await.remove(rendition);
-                let fresh = self.pulled(rendition).await?;
+                let fresh = self.refresh(rendition, &current).await?;
                 let now_expected = fresh
                     .manifest
                     .segments
@@ -348,7 +376,29 @@ impl Player {
 
     /// The rendition's segment set, pulled in the background from the
     /// first time it is asked for.
-    async fn pulled(&self, rendition: &str) -> anyhow::Result<Arc<Pulled>> {
+    async fn pull(&self, rendition: &str) -> anyhow::Result<Arc<Pulled>> {
+        self.pull_from(rendition, None).await
+    }
+
+    /// Asks for the rendition's manifest again in place of `stale` (unless
+    /// another request did already); the new pull keeps the pieces the old
+    /// one brought that the new manifest places at the same offsets (the
+    /// origin adds segments in playlist order, so most stay put).
+    async fn refresh(&self, rendition: &str, stale: &Arc<Pulled>) -> anyhow::Result<Arc<Pulled>> {
+        let replaced = {
+            let mut pulled = self.pulled.lock().await;
+            let current = pulled.get(rendition).is_some_and(|current| Arc::ptr_eq(current, stale));
+            if current {
+                pulled.remove(rendition);
+            }
+            current
+        };
+        self.pull_from(rendition, replaced.then_some(stale.path.as_path()))
+            .await
+    }
+
+    /// [`Player::pull`], resuming from the file of an earlier pull.
+    async fn pull_from(&self, rendition: &str, earlier: Option<&Path>) -> anyhow::Result<Arc<Pulled>> {
         let mut pulled = self.pulled.lock().await;
         if let Some(known) = pulled.get(rendition) {
             return Ok(known.clone());
@@ -372,11 +422,19 @@ impl Player {
         // may still be running.
         let pull = self.pulls.fetch_add(1, Ordering::Relaxed);
         let path = self.cache.path().join(format!("{rendition}-{pull}.set"));
+        if let Some(earlier) = earlier {
+            // Whole or partial, the earlier file becomes this pull's part
+            // file: the fetch keeps every piece of it that verifies.
+            let part = omega_p2p::fetch::part_path(&path);
+            let _moved = std::fs::rename(earlier, &part)
+                .or_else(|_| std::fs::rename(omega_p2p::fetch::part_path(earlier), &part));
+        }
         let ended = Arc::new(AtomicBool::new(manifest.pieces.is_empty()));
         let entry = Arc::new(Pulled {
             manifest: manifest.clone(),
             path: path.clone(),
             ended: ended.clone(),
+            asked: std::time::Instant::now(),
         });
         if !manifest.pieces.is_empty() {
             let seed = self.seed;

@@ -189,9 +189,17 @@ fn held(state: &AppState, blob: &BlobId) -> bool {
         .is_some_and(|record| record.stored)
 }
 
+/// How long a replica waits before pulling a rendition again that its
+/// holder was still making (segments without a hash yet).
+const FOLLOW_UP_AFTER: Duration = Duration::from_secs(15);
+/// Pulls of one rendition in progress, at most (ten minutes of them).
+const FOLLOW_UPS_MAX: u32 = 40;
+
 /// Pulls a popular rendition's segment set from its holder and the peers
 /// that provide it, keeps its segments and provides the set; in the
-/// background, skipped when this node is at it already.
+/// background, skipped when this node is at it already. A rendition the
+/// holder is still making is pulled again a while later (only what is new
+/// crosses the network: what this node keeps already seeds the pull).
 pub fn replicate_set_in_background(state: &AppState, item: u64, rendition: String, holder: u64) {
     let Some(node) = state.p2p.clone() else { return };
     if node.relay.cache_max == 0 {
@@ -204,11 +212,32 @@ pub fn replicate_set_in_background(state: &AppState, item: u64, rendition: Strin
     }
     let state = state.clone();
     tokio::spawn(async move {
-        match replicate_set(&state, &node, item, &rendition, holder).await {
-            Ok(segments) => tracing::info!(item, %rendition, segments, "popular rendition replicated"),
-            Err(error) => tracing::info!(item, %rendition, "cannot replicate a rendition: {error:#}"),
+        let mut claimed = true;
+        for _ in 0..FOLLOW_UPS_MAX {
+            // The slot is held while pulling, not while waiting; a follow-up
+            // that finds every slot busy waits for the next turn.
+            if claimed {
+                let outcome = replicate_set(&state, &node, item, &rendition, holder).await;
+                node.relay.release(&job);
+                match outcome {
+                    Ok((segments, in_progress)) => {
+                        tracing::info!(item, %rendition, segments, in_progress, "popular rendition replicated");
+                        if !in_progress {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::info!(item, %rendition, "cannot replicate a rendition: {error:#}");
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(FOLLOW_UP_AFTER).await;
+            claimed = node.relay.claim(job);
         }
-        node.relay.release(&job);
+        if claimed {
+            node.relay.release(&job);
+        }
     });
 }
 
@@ -218,19 +247,24 @@ async fn replicate_set(
     item: u64,
     rendition: &str,
     holder: u64,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<(usize, bool)> {
     let http_addr = crate::jobs::owner_http(state, holder)?;
     let token = state.tokens.node_token(state.cluster.id(), state.clock.now_ms());
     let manifest = crate::remote::set_manifest(&http_addr, &token, item, rendition, &node.p2p.peer_id()).await?;
     manifest
         .verify()
         .map_err(|why| anyhow::anyhow!("the holder's manifest: {why}"))?;
+    let in_progress = manifest.segments.iter().any(|segment| segment.hash.is_none());
     if manifest.pieces.is_empty() || node.index.has_set(&manifest.blob, manifest.pieces.len()) {
-        return Ok(0);
+        return Ok((0, in_progress));
     }
     let store = state.store.clone().context("no store")?;
     std::fs::create_dir_all(&node.relay.dir)?;
     let dest = node.relay.dir.join(format!("{}.set", manifest.blob));
+    {
+        let (store, manifest, dest) = (store.clone(), manifest.clone(), dest.clone());
+        tokio::task::spawn_blocking(move || seed_from_store(&store, &manifest, &dest)).await??;
+    }
     let fetched = omega_p2p::fetch::fetch(&node.p2p, &manifest, &dest, &FetchOptions::default()).await;
     let kept = match fetched {
         Ok(_) => {
@@ -247,7 +281,36 @@ async fn replicate_set(
         node.p2p.unprovide(blob).await?;
     }
     node.p2p.provide(manifest.blob).await?;
-    Ok(kept)
+    Ok((kept, in_progress))
+}
+
+/// Writes the segments of `manifest` this node's store holds (from an
+/// earlier pull of the set) into the pull's part file at their places,
+/// so that the fetch, which keeps every piece there that verifies, asks
+/// peers only for the rest.
+fn seed_from_store(store: &Store, manifest: &Manifest, dest: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let part = omega_p2p::fetch::part_path(dest);
+    let mut file = None;
+    for (segment, hash) in manifest.hashed_segments() {
+        let Ok(record) = store.blob(&hash) else { continue };
+        if record.size != segment.size {
+            continue;
+        }
+        let bytes = store.read_range(&hash, 0, record.size)?;
+        let file = match &mut file {
+            Some(file) => file,
+            None => file.insert(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&part)?,
+            ),
+        };
+        file.write_all_at(&bytes, segment.offset)?;
+    }
+    Ok(())
 }
 
 /// Keeps each segment of a fetched set in the store, registers the set

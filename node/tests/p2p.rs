@@ -265,6 +265,38 @@ fn segment_names(node: &Node, admin: &str, item: u64) -> (Vec<String>, usize) {
     (names, hashed)
 }
 
+/// `omega play ITEM --rendition original` against `node`: the process and
+/// the port of its local HLS server.
+fn play(node: &Node, item: u64, token: &str) -> (Child, u16) {
+    let mut player = Command::new(env!("CARGO_BIN_EXE_omega"))
+        .args(["play", &item.to_string(), "--rendition", "original"])
+        .args(["--server", &format!("http://127.0.0.1:{}", node.http_port)])
+        .args(["--p2p-listen", "127.0.0.1:0"])
+        .env("OMEGA_TOKEN", token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    BufReader::new(player.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let port: u16 = url
+        .trim()
+        .strip_prefix("http://127.0.0.1:")
+        .and_then(|rest| rest.strip_suffix("/master.m3u8"))
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("omega play printed {url:?}"));
+    (player, port)
+}
+
+/// A 200 answer's body from a player's local server.
+fn get_from(port: u16, path: &str) -> Vec<u8> {
+    let (code, _, body) = common::http_raw(port, "GET", path, "", b"");
+    assert_eq!(code, 200, "{path}: {}", String::from_utf8_lossy(&body));
+    body
+}
+
 /// Three clients fetch the `original` rendition's segments; a fourth plays
 /// it through `omega play`.
 /// Returns the path of a segment by hash, which node b serves as a replica.
@@ -323,6 +355,13 @@ fn renditions(nodes: &[Node; 3], admin: &str, item: u64, root: &std::path::Path,
     let film = std::fs::read(root.join("films/Job Film (2024)/Job Film (2024).mkv")).unwrap();
     assert!(part == film[100..200]);
 
+    // A player that starts before any segment is made gets the first over
+    // HTTP; it asks for the manifest again later (below).
+    let (mut early, early_port) = play(&nodes[0], item, admin);
+    get_from(early_port, "/original/index.m3u8");
+    let first_name = format!("/original/{}", names[0]);
+    get_from(early_port, &first_name);
+
     let outs: Vec<_> = (1..=3).map(|n| root.join(format!("client-{n}.mp4"))).collect();
     let rendition = ["--rendition", "original"];
     // Nothing is made yet: the first client gets every segment from the
@@ -362,30 +401,8 @@ fn renditions(nodes: &[Node; 3], admin: &str, item: u64, root: &std::path::Path,
     );
 
     // `omega play` serves the rendition locally, from peers.
-    let mut player = Command::new(env!("CARGO_BIN_EXE_omega"))
-        .args(["play", &item.to_string(), "--rendition", "original"])
-        .args(["--server", &format!("http://127.0.0.1:{}", nodes[0].http_port)])
-        .args(["--p2p-listen", "127.0.0.1:0"])
-        .env("OMEGA_TOKEN", admin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut url = String::new();
-    BufReader::new(player.stdout.take().unwrap())
-        .read_line(&mut url)
-        .unwrap();
-    let port: u16 = url
-        .trim()
-        .strip_prefix("http://127.0.0.1:")
-        .and_then(|rest| rest.strip_suffix("/master.m3u8"))
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("omega play printed {url:?}"));
-    let get = |path: &str| {
-        let (code, _, body) = common::http_raw(port, "GET", path, "", b"");
-        assert_eq!(code, 200, "{path}: {}", String::from_utf8_lossy(&body));
-        body
-    };
+    let (mut player, port) = play(&nodes[0], item, admin);
+    let get = |path: &str| get_from(port, path);
     let master = String::from_utf8(get("/master.m3u8")).unwrap();
     assert!(
         master.contains("original/index.m3u8\n") && !master.contains("t="),
@@ -398,6 +415,19 @@ fn renditions(nodes: &[Node; 3], admin: &str, item: u64, root: &std::path::Path,
     }
     let stats: Value = serde_json::from_slice(&get("/stats.json")).unwrap();
     assert_eq!(stats["p2p_segments"].as_u64(), Some(names.len() as u64), "{stats}");
+    // The early player's manifest named no segment; asked again, it names
+    // them all, and the rest come from peers.
+    for (name, bytes) in origin_segments(&nodes[0], admin, item, &names[1..]) {
+        assert!(
+            get_from(early_port, &format!("/original/{name}")) == bytes,
+            "{name} differs"
+        );
+    }
+    let stats: Value = serde_json::from_slice(&get_from(early_port, "/stats.json")).unwrap();
+    assert_eq!(stats["http_segments"].as_u64(), Some(1), "{stats}");
+    assert_eq!(stats["p2p_segments"].as_u64(), Some(names.len() as u64 - 1), "{stats}");
+    let _ = early.kill();
+    let _ = early.wait();
     let (code, _, _) = common::http_raw(port, "GET", "/original/..%2Fsecret", "", b"");
     assert_eq!(code, 404);
     for child in [&mut seeder_one, &mut seeder_two, &mut last, &mut player] {
@@ -443,13 +473,19 @@ fn renditions(nodes: &[Node; 3], admin: &str, item: u64, root: &std::path::Path,
     let hash = segment["hash"].as_str().unwrap();
     let expected = &origin_segments(&nodes[0], admin, item, &names[1..2])[0].1;
     let path = format!("/api/v1/items/{item}/segments/original/{hash}");
-    let (code, headers, bytes) = common::http_raw(
-        nodes[1].http_port,
-        "GET",
-        &path,
-        &format!("Authorization: Bearer {admin}\r\n"),
-        b"",
+    let auth = format!("Authorization: Bearer {admin}\r\n");
+    // A replica that pulled the rendition while the holder was still
+    // making it pulls it again a while later.
+    let mut answer = (0, String::new(), Vec::new());
+    wait_until(
+        Duration::from_secs(40),
+        || {
+            answer = common::http_raw(nodes[1].http_port, "GET", &path, &auth, b"");
+            answer.0 == 200
+        },
+        || nodes[1].log(),
     );
+    let (code, headers, bytes) = answer;
     assert_eq!(code, 200);
     assert!(&bytes == expected, "a replica serves the segment's bytes");
     assert!(

@@ -357,12 +357,7 @@ impl Player {
                 // manifest (its cache let the first copy go): ask for the
                 // manifest again before refusing the bytes.
                 let fresh = self.refresh(rendition, &current).await?;
-                let now_expected = fresh
-                    .manifest
-                    .segments
-                    .iter()
-                    .find(|segment| segment.name == file)
-                    .and_then(|segment| segment.hash);
+                let now_expected = fresh.hashed(file).and_then(|segment| segment.hash);
                 anyhow::ensure!(
                     now_expected.is_none_or(|hash| hash == got),
                     "{rendition}/{file} from the server is {got}, not the {expected} its manifest names"

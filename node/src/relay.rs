@@ -293,11 +293,14 @@ fn seed_from_store(store: &Store, manifest: &Manifest, dest: &Path) -> anyhow::R
     let part = omega_p2p::fetch::part_path(dest);
     let mut file = None;
     for (segment, hash) in manifest.hashed_segments() {
-        let Ok(record) = store.blob(&hash) else { continue };
-        if record.size != segment.size {
+        let bytes = match store.read_all(&hash) {
+            Ok(bytes) => bytes,
+            Err(omega_storage::StoreError::BlobNotFound(_)) => continue,
+            Err(error) => return Err(error.into()),
+        };
+        if bytes.len() as u64 != segment.size {
             continue;
         }
-        let bytes = store.read_range(&hash, 0, record.size)?;
         let file = match &mut file {
             Some(file) => file,
             None => file.insert(
@@ -328,6 +331,13 @@ fn keep_set(
     let file = std::fs::File::open(path)?;
     let mut records = Vec::new();
     for (segment, hash) in manifest.hashed_segments() {
+        // Kept by an earlier pull of this set (a rendition in progress is
+        // pulled again as it grows): another name would count it twice
+        // against the budget.
+        if relay.keeps(&hash) {
+            records.push((hash, store.blob(&hash)?));
+            continue;
+        }
         let mut bytes = vec![0_u8; usize::try_from(segment.size)?];
         file.read_exact_at(&mut bytes, segment.offset)?;
         anyhow::ensure!(BlobId::of(&bytes) == hash, "segment {} changed on disk", segment.name);
@@ -341,12 +351,17 @@ fn keep_set(
         set: manifest.blob,
         segments: records.iter().map(|(blob, _)| *blob).collect(),
     };
-    store.ingest_bytes(
-        &postcard::to_stdvec(&list)?,
-        &format!("{SET_PREFIX}{now_ms:016}:{}", manifest.blob),
-    )?;
-    let lists = store.references(SET_PREFIX, usize::MAX)?;
-    for (reference, _) in lists.iter().take(lists.len().saturating_sub(SETS_KEPT_MAX)) {
+    let newest = format!("{SET_PREFIX}{now_ms:016}:{}", manifest.blob);
+    store.ingest_bytes(&postcard::to_stdvec(&list)?, &newest)?;
+    // One list per set (the newest: a rendition in progress is kept again
+    // as it grows), and the lists of the newest SETS_KEPT_MAX sets.
+    let suffix = format!(":{}", manifest.blob);
+    let (older, lists): (Vec<_>, Vec<_>) = store
+        .references(SET_PREFIX, usize::MAX)?
+        .into_iter()
+        .partition(|(reference, _)| reference.ends_with(&suffix) && *reference != newest);
+    let past_the_cap = lists.len().saturating_sub(SETS_KEPT_MAX);
+    for (reference, _) in older.iter().chain(lists.iter().take(past_the_cap)) {
         store.remove_reference(reference)?;
     }
     let gone = evict(store, relay)?;
@@ -373,8 +388,7 @@ pub fn restore_sets(store: &Store, index: &crate::p2p::PieceIndex) -> Vec<BlobId
     let mut restored = Vec::new();
     for (reference, blob) in lists {
         let list = store
-            .blob(&blob)
-            .and_then(|record| store.read_range(&blob, 0, record.size))
+            .read_all(&blob)
             .map_err(anyhow::Error::from)
             .and_then(|bytes| Ok(postcard::from_bytes::<KeptSet>(&bytes)?));
         let list = match list {

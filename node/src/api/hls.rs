@@ -348,8 +348,7 @@ async fn segment_bytes(
             let Some(blob) = store.resolve_reference(&lookup)? else {
                 return Ok(None);
             };
-            let size = store.blob(&blob)?.size;
-            store.read_range(&blob, 0, size).map(Some)
+            store.read_all(&blob).map(Some)
         })
         .await
         .map_err(ApiError::internal)?;

@@ -479,13 +479,10 @@ pub(crate) async fn serve_image(state: &AppState, item: &Item, headers: &HeaderM
     {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
-    let bytes = tokio::task::spawn_blocking(move || {
-        let size = store.blob(&blob)?.size;
-        store.read_range(&blob, 0, size)
-    })
-    .await
-    .map_err(|error| ApiError::internal(error.to_string()))?
-    .map_err(|error| ApiError::not_found(format!("the image is unavailable: {error}")))?;
+    let bytes = tokio::task::spawn_blocking(move || store.read_all(&blob))
+        .await
+        .map_err(|error| ApiError::internal(error.to_string()))?
+        .map_err(|error| ApiError::not_found(format!("the image is unavailable: {error}")))?;
     let content_type = if bytes.starts_with(b"\x89PNG") {
         "image/png"
     } else {

@@ -138,22 +138,16 @@ pub async fn by_hash(
     if !node.index.set_has_segment(&set, &hash) {
         return Err(ApiError::not_found("this node does not hold that segment"));
     }
-    let bytes = tokio::task::spawn_blocking(move || {
-        let size = store.blob(&hash)?.size;
-        store.read_range(&hash, 0, size)
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(|error| ApiError::not_found(format!("the segment is unreadable here: {error}")))?;
+    let bytes = tokio::task::spawn_blocking(move || store.read_all(&hash))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|error| ApiError::not_found(format!("the segment is unreadable here: {error}")))?;
     metrics::counter!("omega_segments_by_hash_total").increment(1);
-    // A rendition browsers play through members counts as used.
+    // A rendition browsers play through members counts as used (any of
+    // its references names it).
     if let Some(transcoder) = &state.transcoder {
-        let rendition_prefix = format!(
-            "{}{}:{rendition}:",
-            crate::segment_cache::SEGMENT_PREFIX,
-            hex::encode(media_blob)
-        );
-        transcoder.segment_read(&rendition_prefix);
+        let reference = super::hls::Part::Init.reference(&hex::encode(media_blob), &rendition);
+        transcoder.segment_read(&reference);
     }
     Ok((
         [

@@ -27,9 +27,19 @@ impl Store {
     /// Reads bytes `start..end` of a blob.
     pub fn read_range(&self, blob: &BlobId, start: u64, end: u64) -> Result<Vec<u8>> {
         let record = self.blob(blob)?;
-        check_range(blob, &record, start, end)?;
+        self.read_in(blob, &record, start, end)
+    }
+
+    /// Reads all of a blob (its record looked up once).
+    pub fn read_all(&self, blob: &BlobId) -> Result<Vec<u8>> {
+        let record = self.blob(blob)?;
+        self.read_in(blob, &record, 0, record.size)
+    }
+
+    fn read_in(&self, blob: &BlobId, record: &BlobRecord, start: u64, end: u64) -> Result<Vec<u8>> {
+        check_range(blob, record, start, end)?;
         let mut out = Vec::with_capacity((end - start) as usize);
-        self.for_each_piece(blob, &record, start, end, |piece| {
+        self.for_each_piece(blob, record, start, end, |piece| {
             out.extend_from_slice(piece);
             Ok(())
         })?;

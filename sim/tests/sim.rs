@@ -28,8 +28,15 @@ fn the_same_seed_gives_the_same_trace() {
     }
 }
 
+/// Asserts that a seed below 200 breaks an invariant with `bug`, and
+/// names the first.
+fn assert_found_within_200_seeds(bug: Bug) {
+    let (seed, violations) = first_finding_within_200_seeds(bug).expect("not found in 200 seeds");
+    println!("seed {seed} found it: {violations}");
+}
+
 /// The first seed below 200 whose run breaks an invariant with `bug`.
-fn found_within_200_seeds(bug: Bug) -> Option<(u64, String)> {
+fn first_finding_within_200_seeds(bug: Bug) -> Option<(u64, String)> {
     // In chunks, stopping at the first seed that finds it.
     let jobs = default_jobs();
     for chunk in (0..200_u64).step_by(20) {
@@ -47,8 +54,7 @@ fn found_within_200_seeds(bug: Bug) -> Option<(u64, String)> {
 
 #[test]
 fn acknowledging_before_the_sync_is_found_within_200_seeds() {
-    let (seed, violations) = found_within_200_seeds(Bug::AckBeforeSync).expect("not found in 200 seeds");
-    println!("seed {seed} found it: {violations}");
+    assert_found_within_200_seeds(Bug::AckBeforeSync);
 }
 
 #[test]
@@ -56,39 +62,34 @@ fn a_leader_restored_without_election_is_found_within_200_seeds() {
     // openraft's default, which a real node had: after a power loss the
     // leader lost its unsynced tail and wrote other entries under the same
     // log ids.
-    let (seed, violations) = found_within_200_seeds(Bug::LeaderRestore).expect("not found in 200 seeds");
-    println!("seed {seed} found it: {violations}");
+    assert_found_within_200_seeds(Bug::LeaderRestore);
 }
 
 #[test]
 fn a_stale_completion_accepted_is_found_within_200_seeds() {
     // A worker stalled past its lease, another claimed the job, and the
     // state machine took the first worker's result anyway.
-    let (seed, violations) = found_within_200_seeds(Bug::StaleCompletion).expect("not found in 200 seeds");
-    println!("seed {seed} found it: {violations}");
+    assert_found_within_200_seeds(Bug::StaleCompletion);
 }
 
 #[test]
 fn a_pack_sync_that_does_nothing_is_found_within_200_seeds() {
     // The store's index then points at chunk bytes a crash loses: an
     // acknowledged blob no longer reads back.
-    let (seed, violations) = found_within_200_seeds(Bug::UnsyncedPack).expect("not found in 200 seeds");
-    println!("seed {seed} found it: {violations}");
+    assert_found_within_200_seeds(Bug::UnsyncedPack);
 }
 
 #[test]
 fn pieces_taken_unverified_are_found_within_200_seeds() {
     // A lying seeder's bytes then end up in the assembled set.
-    let (seed, violations) = found_within_200_seeds(Bug::UnverifiedPieces).expect("not found in 200 seeds");
-    println!("seed {seed} found it: {violations}");
+    assert_found_within_200_seeds(Bug::UnverifiedPieces);
 }
 
 #[test]
 fn reads_without_read_index_are_found_within_200_seeds() {
     // A follower behind, or a deposed leader, answers with an old watch
     // position: the register checker finds no order that explains it.
-    let (seed, violations) = found_within_200_seeds(Bug::LocalReads).expect("not found in 200 seeds");
-    println!("seed {seed} found it: {violations}");
+    assert_found_within_200_seeds(Bug::LocalReads);
 }
 
 /// Seeds that once found a bug in the real code, kept as regressions.

@@ -272,6 +272,21 @@ pub enum Command {
         /// Its multiaddrs, at most [`crate::model::PEER_ADDRS_MAX`].
         addrs: Vec<String>,
     },
+    /// Trades refresh token `old` for `new` in one step: answers
+    /// [`Response::Rotated`] when `old` was live; when `old` was already
+    /// traded, revokes its whole family and answers
+    /// [`Response::FamilyRevoked`]; otherwise refuses. Two clients racing
+    /// with one token cannot both win.
+    RotateRefreshToken {
+        /// BLAKE3 of the presented secret.
+        old: Hash,
+        /// BLAKE3 of the new secret.
+        new: Hash,
+        /// The new token's expiry.
+        expires_ms: u64,
+        /// Proposer's clock.
+        now_ms: u64,
+    },
 }
 
 /// How a leased job ended.
@@ -323,6 +338,7 @@ impl fmt::Display for Command {
             Command::UpdatePlaylist { .. } => "update-playlist",
             Command::DeletePlaylist { .. } => "delete-playlist",
             Command::SetPeer { .. } => "set-peer",
+            Command::RotateRefreshToken { .. } => "rotate-refresh-token",
         };
         f.write_str(name)
     }
@@ -349,6 +365,14 @@ pub enum Response {
     /// Not applied: a rule of the state machine refused it. The log entry
     /// stays; refusing is deterministic on every node.
     Rejected(Rejection),
+    /// Applied; the refresh token was traded for a new one of this user.
+    Rotated {
+        /// Whose token it is.
+        user: EntityId,
+    },
+    /// Applied: the refresh token had been traded already, so it was
+    /// copied; its family (the live token included) is revoked.
+    FamilyRevoked,
 }
 
 /// Why the state machine refused a command.

@@ -82,6 +82,23 @@ pub struct RefreshToken {
     pub expires_ms: u64,
 }
 
+/// Rotated tokens a refresh family remembers (oldest forgotten first): a
+/// reuse of any of them revokes the family.
+pub const REFRESH_ROTATED_MAX: usize = 64;
+
+/// The refresh tokens one sign-in rotated through, stored under the hash of
+/// its first token. Only `live` works; presenting a rotated one again means
+/// it was copied, and revokes the family (RFC 9700's reuse detection).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshFamily {
+    /// Whose it is.
+    pub user: EntityId,
+    /// The token that works now.
+    pub live: Hash,
+    /// Tokens already traded, oldest first, at most [`REFRESH_ROTATED_MAX`].
+    pub rotated: Vec<Hash>,
+}
+
 /// An API key, stored under the BLAKE3 of its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKey {

@@ -175,6 +175,7 @@ proptest! {
             Command::FinishJob { job: id, fencing: id, outcome: JobOutcome::Failed { reason: name.clone() }, now_ms: now },
             Command::RevokeCertificate { fingerprint: name.clone(), node: id },
             Command::CreateFirstAdmin { name: name.clone(), password_hash: name.clone(), now_ms: now },
+            Command::RotateRefreshToken { old: hash, new: [3; 32], expires_ms: now, now_ms: id },
         ];
         for command in commands {
             let bytes = postcard::to_stdvec(&command).unwrap();
@@ -510,4 +511,96 @@ fn a_full_job_table_forgets_its_oldest_finished_job_or_refuses() {
         Response::Rejected(Rejection::Full(_))
     ));
     assert!(read::jobs(&tables).unwrap().iter().any(|job| job.id == first + 1));
+}
+
+/// Refresh rotation: the live token trades once; a traded token presented
+/// again revokes the family, the live token included; unknown and expired
+/// tokens are refused without a write.
+#[test]
+fn a_refresh_token_trades_once_and_its_reuse_revokes_the_family() {
+    let mut tables = MemTables::default();
+    let Response::Created(user) = apply(&mut tables, 1, &create_user("ada")) else {
+        panic!("no user");
+    };
+    let token = |n: u8| [n; 32];
+    apply(
+        &mut tables,
+        2,
+        &Command::PutRefreshToken {
+            hash: token(1),
+            user,
+            expires_ms: 1_000,
+        },
+    );
+    let rotate = |old: u8, new: u8, now_ms: u64| Command::RotateRefreshToken {
+        old: token(old),
+        new: token(new),
+        expires_ms: 2_000,
+        now_ms,
+    };
+    assert_eq!(apply(&mut tables, 3, &rotate(1, 2, 10)), Response::Rotated { user });
+    assert_eq!(apply(&mut tables, 4, &rotate(2, 3, 20)), Response::Rotated { user });
+    assert!(read::refresh_token(&tables, &token(3)).unwrap().is_some());
+    // Token 1 again: copied. The family goes, token 3 with it.
+    assert_eq!(apply(&mut tables, 5, &rotate(1, 4, 30)), Response::FamilyRevoked);
+    assert!(read::refresh_token(&tables, &token(3)).unwrap().is_none());
+    assert!(read::refresh_token(&tables, &token(4)).unwrap().is_none());
+    assert!(matches!(
+        apply(&mut tables, 6, &rotate(3, 5, 40)),
+        Response::Rejected(_)
+    ));
+    // Unknown and expired tokens are refused (and write nothing).
+    assert!(matches!(
+        apply(&mut tables, 7, &rotate(9, 10, 40)),
+        Response::Rejected(_)
+    ));
+    apply(
+        &mut tables,
+        8,
+        &Command::PutRefreshToken {
+            hash: token(20),
+            user,
+            expires_ms: 100,
+        },
+    );
+    assert!(matches!(
+        apply(&mut tables, 9, &rotate(20, 21, 100)),
+        Response::Rejected(_)
+    ));
+    // A long-lived family remembers a bounded number of traded tokens.
+    apply(
+        &mut tables,
+        10,
+        &Command::PutRefreshToken {
+            hash: token(30),
+            user,
+            expires_ms: 10_000,
+        },
+    );
+    let mut live = [30_u8; 32];
+    for round in 0..100_u64 {
+        let mut next = [0_u8; 32];
+        next[..8].copy_from_slice(&(round + 1).to_le_bytes());
+        next[31] = 0xee;
+        let command = Command::RotateRefreshToken {
+            old: live,
+            new: next,
+            expires_ms: 10_000,
+            now_ms: 50,
+        };
+        assert_eq!(apply(&mut tables, 11 + round, &command), Response::Rotated { user });
+        live = next;
+    }
+    let family: omega_consensus::model::RefreshFamily = postcard::from_bytes(
+        &omega_consensus::state_machine::tables::KvRead::get(
+            &tables,
+            omega_consensus::state_machine::tables::Table::RefreshFamilies,
+            &token(30),
+        )
+        .unwrap()
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(family.rotated.len(), omega_consensus::model::REFRESH_ROTATED_MAX);
+    assert_eq!(family.live, live);
 }

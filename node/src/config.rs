@@ -40,6 +40,18 @@ pub struct FileConfig {
     /// `[p2p]`.
     #[serde(default)]
     pub p2p: FileP2pConfig,
+    /// `[http]`.
+    #[serde(default)]
+    pub http: FileHttpConfig,
+}
+
+/// The `[http]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHttpConfig {
+    /// Reverse proxies whose `X-Forwarded-For` names the client (addresses
+    /// or CIDR networks); from anyone else the header is ignored.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// The `[p2p]` table.
@@ -253,6 +265,8 @@ pub struct Config {
     pub transcode: TranscodeSettings,
     /// The P2P data plane.
     pub p2p: P2pSettings,
+    /// `[http] trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 fn parse_addr(what: &str, text: &str, example_port: u16) -> anyhow::Result<SocketAddr> {
@@ -355,8 +369,11 @@ impl Config {
             Some(text) => parse_addr("HTTP listen address", text, DEFAULT_HTTP_PORT)?,
             None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)),
         };
+        let trusted_proxies = crate::client_addr::parse_trusted(&file.http.trusted_proxies.unwrap_or_default())
+            .map_err(anyhow::Error::msg)?;
         Ok(Config {
             p2p,
+            trusted_proxies,
             probe_media: file.library.probe.unwrap_or(true),
             watch_media: file.library.watch.unwrap_or(true),
             transcode: TranscodeSettings {

@@ -36,6 +36,9 @@ pub enum Event {
         removed: u64,
         /// Entries skipped.
         skipped: u64,
+        /// Library folders that could not be listed (the library is
+        /// offline there; their items were kept).
+        offline: u64,
         /// Why it failed, if it did.
         error: Option<String>,
     },

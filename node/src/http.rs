@@ -31,22 +31,36 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Alive: the process answers and Raft has not stopped.
-async fn healthz(State(state): State<AppState>) -> Response {
-    match state.cluster.fatal_error() {
-        None => Json(json!({ "status": "ok" })).into_response(),
-        Some(fatal) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {fatal}")).into_response(),
-    }
+/// True once start-up is over (see [`AppState::started`]).
+fn started(state: &AppState) -> bool {
+    state.started.load(std::sync::atomic::Ordering::Acquire)
 }
 
-/// Ready: a leader is known and this node applied everything committed, so
-/// its reads are current.
+/// Alive: start-up is over, the process answers and Raft has not stopped.
+/// A script that waits for it can sign in and use the control socket.
+async fn healthz(State(state): State<AppState>) -> Response {
+    if let Some(fatal) = state.cluster.fatal_error() {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("raft stopped: {fatal}")).into_response();
+    }
+    if !started(&state) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "starting", "error": "the node is starting" })),
+        )
+            .into_response();
+    }
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+/// Ready: start-up is over, a leader is known and this node applied
+/// everything committed, so its reads are current.
 async fn readyz(State(state): State<AppState>) -> Response {
     let status = state.cluster.status();
     let caught_up = status.applied_index >= status.commit_index;
-    let ready = status.leader.is_some() && caught_up && state.cluster.fatal_error().is_none();
+    let ready = started(&state) && status.leader.is_some() && caught_up && state.cluster.fatal_error().is_none();
     let body = json!({
         "ready": ready,
+        "started": started(&state),
         "node_id": status.node_id,
         "leader": status.leader,
         "commit_index": status.commit_index,

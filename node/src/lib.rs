@@ -24,6 +24,7 @@ pub mod api;
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod client_addr;
 pub mod cluster_cmd;
 pub mod config;
 pub mod control;

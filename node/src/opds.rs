@@ -76,13 +76,13 @@ async fn reader(state: &AppState, parts: &Parts, peer: &SocketAddr) -> ApiResult
         state,
         name,
         Presented::Plain(password.to_owned()),
-        &peer.ip().to_string(),
+        state.client_ip(*peer, &parts.headers),
     )
     .await
     {
         Ok(user) => Ok(Caller { user }),
         Err(AuthFailure::Wrong) => Err(challenge(ApiError::unauthorized("wrong user name or password"))),
-        Err(AuthFailure::Limited(seconds)) => Err(ApiError::too_many(seconds * 1000)),
+        Err(AuthFailure::Limited(wait_ms)) => Err(ApiError::too_many(wait_ms)),
         Err(AuthFailure::Internal(error)) => Err(error),
     }
 }

@@ -97,6 +97,22 @@ fn parse_join_addr(text: &str) -> anyhow::Result<SocketAddr> {
 
 /// The address other members dial: the advertised one, else the bound one,
 /// with an unspecified IP replaced by this host's outbound address.
+/// The data directory holds the cluster CA's key, token keys, sealed
+/// secrets and the catalog: it is made owner-only (0700), and so is every
+/// file the node creates from now on (umask 077), RocksDB's and snapshots
+/// included.
+fn keep_private(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    // SAFETY: umask only sets the process's file creation mask; it cannot
+    // fail and touches no memory.
+    unsafe {
+        libc::umask(0o077);
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} owner-only", data_dir.display()))
+}
+
 fn advertised(advertise: Option<SocketAddr>, bound: SocketAddr) -> SocketAddr {
     if let Some(advertise) = advertise {
         return advertise;
@@ -119,6 +135,7 @@ fn advertised(advertise: Option<SocketAddr>, bound: SocketAddr) -> SocketAddr {
 
 async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let paths = Paths::of(&config);
+    keep_private(&config.data_dir)?;
     std::fs::create_dir_all(&paths.cluster_dir)
         .with_context(|| format!("cannot create {}", paths.cluster_dir.display()))?;
     let existing = NodeIdentity::load(&paths.identity)?;
@@ -231,6 +248,10 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         passwords: Arc::new(crate::auth::PasswordCache::default()),
         scans: Arc::new(crate::api::libraries::Scans::default()),
         probe_media: config.probe_media,
+        started: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        unattended_admin: std::env::var_os("OMEGA_ADMIN_USER").is_some()
+            && std::env::var_os("OMEGA_ADMIN_PASSWORD").is_some(),
+        trusted_proxies: config.trusted_proxies.clone().into(),
     };
     let state = app_state.clone();
     let app = crate::http::router(app_state);
@@ -270,6 +291,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     if config.watch_media {
         tokio::spawn(watch_libraries(state.clone()));
     }
+    tokio::spawn(rescan_returned_libraries(state.clone()));
     tokio::spawn(publish_cluster_changes(state.clone()));
     if let Some(p2p) = p2p {
         println!(
@@ -292,6 +314,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         ));
     }
     let listener = bind_control_socket(&paths.socket)?;
+    state.started.store(true, std::sync::atomic::Ordering::Release);
     println!(
         "omega: node {} serving; control socket {}",
         identity.node_id,
@@ -346,9 +369,6 @@ async fn add_media_libraries(state: &crate::http::AppState, media: &[String]) ->
             _ => (spec.as_str(), None),
         };
         let path = std::path::absolute(path).with_context(|| format!("--media {spec}"))?;
-        if !path.is_dir() {
-            bail!("--media {spec}: {} is not a folder", path.display());
-        }
         let text = path
             .to_str()
             .with_context(|| format!("--media {spec}: the path is not UTF-8"))?
@@ -358,7 +378,23 @@ async fn add_media_libraries(state: &crate::http::AppState, media: &[String]) ->
             .read_barrier(omega_consensus::Consistency::Linearizable)
             .await?;
         let libraries = omega_consensus::state_machine::read::libraries(state.cluster.tables())?;
-        if libraries.iter().any(|library| library.paths.contains(&text)) {
+        let known = libraries.iter().any(|library| library.paths.contains(&text));
+        if !path.is_dir() {
+            // One unmounted NAS must not take every library offline: the
+            // node starts, and the scan marks the library offline (its
+            // items are kept) until the folder is back.
+            let consequence = if known {
+                "its library is offline until it is back"
+            } else {
+                "no library is made for it until it is back"
+            };
+            eprintln!(
+                "omega: warning: --media {spec}: {} is not a folder now; {consequence}",
+                path.display()
+            );
+            continue;
+        }
+        if known {
             continue;
         }
         let kind = match kind {
@@ -576,6 +612,42 @@ async fn watch_libraries(state: crate::http::AppState) {
         tracing::warn!(%error, "library folders are not watched");
     }
 }
+
+/// Rescans a library whose folders were offline once each lists something
+/// again (a NAS that came back, a disk mounted again): its items were kept,
+/// so they keep their ids and watch state.
+async fn rescan_returned_libraries(state: crate::http::AppState) {
+    let node = state.cluster.id();
+    let mut tick = tokio::time::interval(OFFLINE_RECHECK);
+    loop {
+        tick.tick().await;
+        let Ok(libraries) = omega_consensus::state_machine::read::libraries(state.cluster.tables()) else {
+            continue;
+        };
+        for library in libraries.into_iter().filter(|library| library.node == node) {
+            let offline = state.scans.offline(library.id);
+            if offline.is_empty() {
+                continue;
+            }
+            let back = tokio::task::spawn_blocking(move || {
+                offline
+                    .iter()
+                    .all(|folder| crate::library::scan::lists_something(&folder.path))
+            })
+            .await
+            .unwrap_or(false);
+            if back {
+                tracing::info!(library = library.id, "offline library folders are back; rescanning");
+                if let Err(error) = crate::api::libraries::start_scan(&state, library) {
+                    tracing::warn!(?error, "cannot rescan");
+                }
+            }
+        }
+    }
+}
+
+/// How often offline library folders are looked at again.
+const OFFLINE_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long a library's folders must be quiet before a rescan.
 const WATCH_QUIET: std::time::Duration = std::time::Duration::from_secs(2);

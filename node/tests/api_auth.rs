@@ -234,3 +234,238 @@ fn first_run_setup_creates_one_administrator() {
     assert_eq!(code, 409, "{body}");
     assert!(!server.login("owner", "correct horse battery").is_empty());
 }
+
+fn refresh(server: &Server, token: &str) -> (u16, serde_json::Value) {
+    server.request(
+        "POST",
+        "/api/v1/auth/refresh",
+        None,
+        Some(&json!({ "refresh_token": token })),
+    )
+}
+
+fn login_tokens(server: &Server, username: &str, password: &str) -> serde_json::Value {
+    let (code, body) = server.request(
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(&json!({ "username": username, "password": password })),
+    );
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// Goal (hardening): a refresh token is consumed once, atomically. Clients
+/// racing with one token: one wins, the others get 401, and the reuse
+/// revokes the winner's sign-in too. Failed before the fix: every racer got
+/// 200 and a working token family.
+#[test]
+fn a_refresh_token_is_consumed_once_and_reuse_revokes_its_sign_in() {
+    let server = Server::start(&[]);
+    for racers in [2, 8] {
+        let tokens = login_tokens(&server, "admin", "admin-password");
+        let presented = tokens["refresh_token"].as_str().unwrap().to_owned();
+        let answers: Vec<(u16, serde_json::Value)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..racers)
+                .map(|_| scope.spawn(|| refresh(&server, &presented)))
+                .collect();
+            handles.into_iter().map(|handle| handle.join().unwrap()).collect()
+        });
+        let winners: Vec<&serde_json::Value> = answers
+            .iter()
+            .filter(|(code, _)| *code == 200)
+            .map(|(_, body)| body)
+            .collect();
+        assert_eq!(winners.len(), 1, "{answers:?}");
+        assert_eq!(
+            answers.iter().filter(|(code, _)| *code == 401).count(),
+            racers - 1,
+            "{answers:?}"
+        );
+        let (code, body) = refresh(&server, winners[0]["refresh_token"].as_str().unwrap());
+        assert_eq!(code, 401, "the winner's family is revoked by the reuse: {body}");
+    }
+    // Without a race, rotation goes on as before, many times over.
+    let mut token = login_tokens(&server, "admin", "admin-password")["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..70 {
+        let (code, body) = refresh(&server, &token);
+        assert_eq!(code, 200, "{body}");
+        token = body["refresh_token"].as_str().unwrap().to_owned();
+    }
+}
+
+/// Goal (hardening): failed sign-ins count per (name, address) and per
+/// address, so a stranger cannot lock a user's apps out; behind a trusted
+/// proxy the address is X-Forwarded-For's; Retry-After is in seconds on
+/// every protocol. Failed before the fix: the stranger's five Subsonic
+/// failures locked the user out everywhere, and OPDS and Jellyfin said
+/// Retry-After: 60000.
+#[test]
+fn a_stranger_cannot_lock_a_user_out_and_retry_after_is_in_seconds() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("omega.toml");
+    std::fs::write(&config, "[http]\ntrusted_proxies = [\"127.0.0.1\"]\n").unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let stranger = "X-Forwarded-For: 198.51.100.7\r\n";
+    let household = "X-Forwarded-For: 192.168.1.20\r\n";
+    let basic = |password: &str| {
+        use base64::Engine as _;
+        format!(
+            "Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(format!("admin:{password}"))
+        )
+    };
+    // Five wrong Subsonic passwords from the stranger.
+    for _ in 0..5 {
+        let (code, body) = server.raw("GET", "/rest/ping?u=admin&p=guess&f=json&v=1.16.1&c=t", stranger, None);
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["subsonic-response"]["status"], "failed", "{body}");
+    }
+    // The stranger is now limited, on every protocol, in seconds.
+    let head = common::http_raw(
+        server.http_port,
+        "GET",
+        "/opds",
+        &format!("{stranger}{}", basic("guess")),
+        b"",
+    )
+    .1;
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    let retry_after: u64 = head
+        .lines()
+        .find_map(|line| {
+            line.to_ascii_lowercase()
+                .strip_prefix("retry-after:")
+                .map(|v| v.trim().to_owned())
+        })
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After: {head}"));
+    assert!((1..=60).contains(&retry_after), "{head}");
+    let (_, head, _) = common::http_raw(
+        server.http_port,
+        "POST",
+        "/Users/AuthenticateByName",
+        &format!("{stranger}Content-Type: application/json\r\n"),
+        br#"{"Username":"admin","Pw":"guess"}"#,
+    );
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().lines().any(|line| {
+            line.strip_prefix("retry-after:")
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .is_some_and(|seconds| (1..=60).contains(&seconds))
+        }),
+        "{head}"
+    );
+    // The user, from home, signs in everywhere with the right password.
+    let (code, body) = server.raw(
+        "GET",
+        "/rest/ping?u=admin&p=admin-password&f=json&v=1.16.1&c=t",
+        household,
+        None,
+    );
+    assert_eq!(
+        (code, &body["subsonic-response"]["status"]),
+        (200, &json!("ok")),
+        "{body}"
+    );
+    let (code, _, _) = common::http_raw(
+        server.http_port,
+        "GET",
+        "/opds",
+        &format!("{household}{}", basic("admin-password")),
+        b"",
+    );
+    assert_eq!(code, 200);
+    let (code, body) = server.raw(
+        "POST",
+        "/api/v1/auth/login",
+        household,
+        Some(&json!({ "username": "admin", "password": "admin-password" }).to_string()),
+    );
+    assert_eq!(code, 200, "{body}");
+    // A forwarded address from an untrusted peer is not believed: the
+    // limit of 127.0.0.1 itself is untouched by the stranger's failures.
+    let (code, body) = server.request(
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(&json!({ "username": "admin", "password": "admin-password" })),
+    );
+    assert_eq!(code, 200, "{body}");
+}
+
+/// Goal (hardening): a node answers /healthz and /readyz only once a client
+/// can do what it came for (the OMEGA_ADMIN_* administrator signs in, the
+/// control socket answers), and /api/v1/setup never lets a stranger in
+/// beside the unattended administrator. Failed before the fix: /healthz
+/// said ok while sign-in answered 401, and a setup in the window made a
+/// second administrator.
+#[test]
+fn health_waits_for_start_up_and_setup_stays_closed_beside_the_unattended_admin() {
+    let server = Server::spawn(&[], true);
+    let started = std::time::Instant::now();
+    let mut setups = 0;
+    loop {
+        let (code, body) = server.request(
+            "POST",
+            "/api/v1/setup",
+            None,
+            Some(&json!({ "username": "intruder", "password": "intruder-password" })),
+        );
+        assert_ne!(code, 201, "a stranger became an administrator: {body}");
+        if code != 0 {
+            setups += 1;
+        }
+        if server.request("GET", "/healthz", None, None).0 == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{}",
+            server.log()
+        );
+    }
+    // The moment /healthz says ok, a client can sign in and an operator can
+    // use the control socket.
+    let login = server.request(
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(&json!({ "username": "admin", "password": "admin-password" })),
+    );
+    assert_eq!(login.0, 200, "{}", login.1);
+    let token = common::omega(&server.data_dir(), &["cluster", "token"]);
+    assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
+    assert!(setups > 0, "setup was never tried during start-up");
+    let (code, state) = server.request("GET", "/api/v1/setup", None, None);
+    assert_eq!((code, &state["needed"]), (200, &json!(false)));
+    let (code, users) = server.request("GET", "/api/v1/users", login.1["access_token"].as_str(), None);
+    assert_eq!((code, users.as_array().map(Vec::len)), (200, Some(1)), "{users}");
+}
+
+/// Goal (hardening): the data directory (CA key, catalog, RocksDB,
+/// snapshots) is owner-only, and so is every file the node writes there.
+/// Failed before the fix: the directory was 0755 and RocksDB's files 0644.
+#[test]
+fn the_data_directory_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = Server::start(&[]);
+    let mode = std::fs::metadata(server.data_dir()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    let mut files = 0;
+    for entry in walkdir::WalkDir::new(server.data_dir())
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        let mode = entry.metadata().unwrap().permissions().mode();
+        if entry.file_type().is_file() {
+            files += 1;
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", entry.path().display());
+        }
+    }
+    assert!(files > 5, "only {files} files");
+}

@@ -338,3 +338,185 @@ fn scanned_libraries_browse_stream_and_respect_access() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+fn library_view(server: &Server, token: &str, id: u64) -> Value {
+    let (code, libraries) = server.request("GET", "/api/v1/libraries", Some(token), None);
+    assert_eq!(code, 200, "{libraries}");
+    libraries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|library| library["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no library {id} in {libraries}"))
+}
+
+/// (title, id) of every movie, by title.
+fn movie_ids(server: &Server, token: &str) -> Vec<(String, u64)> {
+    let page = items(server, token, "type=movie&limit=100");
+    let mut ids: Vec<(String, u64)> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| (item["title"].as_str().unwrap().to_owned(), item["id"].as_u64().unwrap()))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Starts a scan of `library`, waits for it to finish; its status.
+fn rescan(server: &Server, token: &str, library: u64) -> Value {
+    let (code, body) = server.request("POST", &format!("/api/v1/libraries/{library}/scan"), Some(token), None);
+    assert_eq!(code, 202, "{body}");
+    server.wait_for_scans(token, &[library], Duration::from_secs(60));
+    server
+        .request("GET", &format!("/api/v1/libraries/{library}/scan"), Some(token), None)
+        .1
+}
+
+/// Goal (hardening): a library folder that is missing, unmounted (an empty
+/// mount point) or gone at a restart removes nothing: the library is shown
+/// offline (API and /metrics), and once the folder is back every item keeps
+/// its id and watch state. Failed before the fix: the rescan removed every
+/// item (and the node refused to start with the folder missing).
+#[test]
+fn an_offline_library_folder_removes_nothing_and_comes_back_with_the_same_ids() {
+    let media = tempfile::tempdir().unwrap();
+    let movies = media.path().join("Movies");
+    let clip = media.path().join("clip.mkv");
+    tiny_clip(&clip);
+    put(&movies, "Harbor Lights (2019)/Harbor Lights (2019).mkv", &clip);
+    put(&movies, "Night Train (2021)/Night Train (2021).mkv", &clip);
+    let movies_arg = format!("{}:movies", movies.display());
+    let mut server = Server::start(&["--media", &movies_arg]);
+    let token = server.login("admin", "admin-password");
+    let library = server.library(&token, "movies");
+    server.wait_for_scans(&token, &[library], Duration::from_secs(60));
+    let before = movie_ids(&server, &token);
+    assert_eq!(before.len(), 2, "{before:?}");
+    let watched = before[0].1;
+    let (code, body) = server.request(
+        "POST",
+        &format!("/api/v1/items/{watched}/progress"),
+        Some(&token),
+        Some(&json!({ "position_ms": 42_000 })),
+    );
+    assert!(code == 200 || code == 204, "{code} {body}");
+
+    // The NAS goes away: the folder is missing.
+    let away = media.path().join("Movies.away");
+    std::fs::rename(&movies, &away).unwrap();
+    let status = rescan(&server, &token, library);
+    assert_eq!(status["report"]["removed"], 0, "{status}");
+    assert_eq!(
+        status["report"]["offline"].as_array().map(Vec::len),
+        Some(1),
+        "{status}"
+    );
+    assert_eq!(movie_ids(&server, &token), before);
+    let view = library_view(&server, &token, library);
+    assert_eq!(view["offline"], true, "{view}");
+    assert!(view["offline_folders"][0]["reason"].is_string(), "{view}");
+    let (_, metrics) = server.request("GET", "/metrics", None, None);
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics.contains(&format!("omega_library_offline{{library=\"{library}\"}} 1")),
+        "{metrics}"
+    );
+
+    // A restart with the folder still missing: the node starts anyway.
+    server.restart();
+    let token = server.login("admin", "admin-password");
+    server.wait_for_scans(&token, &[library], Duration::from_secs(60));
+    assert_eq!(movie_ids(&server, &token), before);
+    assert!(server.log().contains("is not a folder now"), "{}", server.log());
+
+    // An empty mount point where the folder was: still offline.
+    std::fs::create_dir(&movies).unwrap();
+    let status = rescan(&server, &token, library);
+    assert_eq!(status["report"]["removed"], 0, "{status}");
+    assert_eq!(movie_ids(&server, &token), before);
+    assert_eq!(library_view(&server, &token, library)["offline"], true);
+
+    // The folder comes back: the node notices by itself, and every item
+    // keeps its id and its watch state.
+    std::fs::remove_dir(&movies).unwrap();
+    std::fs::rename(&away, &movies).unwrap();
+    let started = Instant::now();
+    while library_view(&server, &token, library)["offline"] == true {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still offline: {}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server.wait_for_scans(&token, &[library], Duration::from_secs(60));
+    assert_eq!(movie_ids(&server, &token), before);
+    let (code, detail) = server.request("GET", &format!("/api/v1/items/{watched}"), Some(&token), None);
+    assert_eq!(code, 200, "{detail}");
+    assert_eq!(detail["user_data"]["position_ms"], 42_000, "{detail}");
+    // A file really deleted from a listed folder is still removed.
+    std::fs::remove_dir_all(movies.join("Night Train (2021)")).unwrap();
+    let status = rescan(&server, &token, library);
+    assert_eq!(status["report"]["removed"], 1, "{status}");
+}
+
+/// A WAV file whose header claims a byte rate of one: a 2 MiB file that
+/// "lasts" 2,097,152 s (24 days).
+fn crafted_wav(path: &Path) {
+    let data = vec![0_u8; 2 << 20];
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(b"RIFF");
+    bytes.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(b"WAVEfmt ");
+    for field in [
+        16_u32.to_le_bytes().as_slice(),
+        &1_u16.to_le_bytes(),
+        &1_u16.to_le_bytes(),
+    ] {
+        bytes.extend_from_slice(field);
+    }
+    // Sample rate 1, byte rate 1, block align 1, 8 bits.
+    bytes.extend_from_slice(&1_u32.to_le_bytes());
+    bytes.extend_from_slice(&1_u32.to_le_bytes());
+    bytes.extend_from_slice(&1_u16.to_le_bytes());
+    bytes.extend_from_slice(&8_u16.to_le_bytes());
+    bytes.extend_from_slice(b"data");
+    bytes.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Goal (hardening): a file whose container claims what no real file has
+/// (here a 24-day duration) is refused at scan with a reason, so no
+/// playlist is ever planned for it. Failed before the fix: it was scanned
+/// without warning, and a variant playlist request made the node allocate
+/// gigabytes and abort.
+#[test]
+fn a_crafted_duration_is_refused_at_scan_with_a_reason() {
+    let media = tempfile::tempdir().unwrap();
+    let music = media.path().join("Music");
+    common::tagged_album(&music.join("Test Artist").join("Test Album"));
+    crafted_wav(&music.join("Test Artist").join("Test Album").join("03 - Forever.wav"));
+    let music_arg = format!("{}:music", music.display());
+    let server = Server::start(&["--media", &music_arg]);
+    let token = server.login("admin", "admin-password");
+    let library = server.library(&token, "music");
+    server.wait_for_scans(&token, &[library], Duration::from_secs(60));
+    let (_, status) = server.request("GET", &format!("/api/v1/libraries/{library}/scan"), Some(&token), None);
+    let skipped = status["report"]["skipped"].as_array().cloned().unwrap_or_default();
+    assert!(
+        skipped.iter().any(
+            |entry| entry["path"].as_str().is_some_and(|path| path.ends_with("Forever.wav"))
+                && entry["reason"]
+                    .as_str()
+                    .is_some_and(|reason| reason.contains("implausible duration"))
+        ),
+        "{status}"
+    );
+    let tracks = titles(&items(&server, &token, "type=track&limit=100"));
+    assert_eq!(tracks.len(), 2, "{tracks:?}");
+    let (code, _) = server.request("GET", "/healthz", None, None);
+    assert_eq!(code, 200);
+}

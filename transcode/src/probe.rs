@@ -127,6 +127,39 @@ fn rate(text: Option<&str>) -> Option<f64> {
     (fps.is_finite() && fps > 0.0 && fps <= 1000.0).then_some(fps)
 }
 
+/// The longest duration a real media file has: a week (the longest
+/// audiobooks run about 150 hours). A container that claims more is crafted
+/// or broken, and planning segments for it would allocate without bound.
+pub const DURATION_MAX_S: f64 = 7.0 * 86_400.0;
+/// The highest overall bit rate a real file has (10 Gb/s: above raw 8K).
+pub const BIT_RATE_MAX: u64 = 10_000_000_000;
+/// The largest picture side a real video has (the largest H.265 and AV1
+/// levels stay below it).
+pub const DIMENSION_MAX: u32 = 16_384;
+/// Keyframes read per file at most: one every 0.25 s over the longest
+/// plausible duration, and far more than any real file has.
+pub const KEYFRAMES_MAX: usize = (DURATION_MAX_S * 4.0) as usize;
+
+/// Why what ffprobe says of a file cannot be true of a real one, if so.
+pub fn implausible(duration_s: Option<f64>, bit_rate: Option<u64>, size: Option<(u32, u32)>) -> Option<String> {
+    if let Some(duration) = duration_s.filter(|duration| !duration.is_finite() || *duration > DURATION_MAX_S) {
+        return Some(format!(
+            "implausible duration of {duration:.0} s (at most {DURATION_MAX_S:.0} s): the file is crafted or broken"
+        ));
+    }
+    if let Some(rate) = bit_rate.filter(|rate| *rate > BIT_RATE_MAX) {
+        return Some(format!(
+            "implausible bit rate of {rate} b/s: the file is crafted or broken"
+        ));
+    }
+    if let Some((width, height)) = size.filter(|(width, height)| *width > DIMENSION_MAX || *height > DIMENSION_MAX) {
+        return Some(format!(
+            "implausible picture size {width}×{height}: the file is crafted or broken"
+        ));
+    }
+    None
+}
+
 /// Text subtitle codecs ffmpeg can write as WebVTT.
 const TEXT_SUBTITLES: &[&str] = &["subrip", "srt", "ass", "ssa", "webvtt", "mov_text", "text"];
 
@@ -196,6 +229,14 @@ impl SourceInfo {
         if info.video.is_none() && info.audio.is_empty() {
             return Err(TranscodeError::NoStreams(path.to_path_buf()));
         }
+        let claimed_duration = format.and_then(|format| format.duration.as_deref()?.parse::<f64>().ok());
+        let size = info.video.as_ref().map(|video| (video.width, video.height));
+        if let Some(reason) = implausible(claimed_duration, info.bit_rate, size) {
+            return Err(TranscodeError::Unreadable {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
         Ok(info)
     }
 
@@ -242,6 +283,7 @@ fn parse_keyframes(csv: &str) -> Vec<f64> {
             flags.starts_with('K').then(|| time.parse::<f64>().ok()).flatten()
         })
         .filter(|time| time.is_finite() && *time >= 0.0)
+        .take(KEYFRAMES_MAX)
         .collect();
     times.sort_by(f64::total_cmp);
     times.dedup();
@@ -300,6 +342,19 @@ mod tests {
     fn keyframes_come_from_packet_flags() {
         let csv = "0.021000,K_\n0.063000,__\n1.521000,K_\nN/A,K_\n1.521000,K_\n0.5,KD\n";
         assert_eq!(parse_keyframes(csv), [0.021, 0.5, 1.521]);
+    }
+
+    #[test]
+    fn refuses_what_no_real_file_has() {
+        let crafted = br#"{"streams":[{"index":0,"codec_type":"audio","codec_name":"pcm_u8","channels":1}],
+            "format":{"format_name":"wav","duration":"1000000000000.0","bit_rate":"8"}}"#;
+        let error = SourceInfo::from_ffprobe_json(Path::new("/x.wav"), crafted).unwrap_err();
+        assert!(error.to_string().contains("implausible duration"), "{error}");
+        let huge = br#"{"streams":[{"index":0,"codec_type":"video","codec_name":"h264","width":100000,"height":10}],
+            "format":{"duration":"10"}}"#;
+        assert!(SourceInfo::from_ffprobe_json(Path::new("/x.mkv"), huge).is_err());
+        assert_eq!(implausible(Some(5400.0), Some(20_000_000), Some((1920, 1080))), None);
+        assert!(implausible(Some(f64::INFINITY), None, None).is_some());
     }
 
     #[test]

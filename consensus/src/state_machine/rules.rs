@@ -18,9 +18,9 @@ use super::tables::{KvRead, Overlay, Table};
 use crate::codec::{decode, encode, id_key, key_second_id, pair_key};
 use crate::command::{Command, JobOutcome, Rejection, Response};
 use crate::model::{
-    APP_PASSWORDS_MAX, ApiKey, AppPassword, EntityId, Favorite, Item, ItemWrite, JOBS_MAX, Job, JobState, JoinTokenUse,
-    Library, PEER_ADDRS_MAX, PEER_TEXT_MAX, PLAYLIST_ITEMS_MAX, PLAYLIST_NAME_MAX, Peer, Playlist, RefreshToken, User,
-    WatchState,
+    APP_PASSWORDS_MAX, ApiKey, AppPassword, EntityId, Favorite, Hash, Item, ItemWrite, JOBS_MAX, Job, JobState,
+    JoinTokenUse, Library, PEER_ADDRS_MAX, PEER_TEXT_MAX, PLAYLIST_ITEMS_MAX, PLAYLIST_NAME_MAX, Peer, Playlist,
+    REFRESH_ROTATED_MAX, RefreshFamily, RefreshToken, User, WatchState,
 };
 
 /// Key of the id counter in [`Table::Meta`].
@@ -209,6 +209,12 @@ pub fn apply_command<R: KvRead + ?Sized>(
             tx.delete(Table::RefreshTokens, hash);
             Ok(Response::Done)
         }
+        Command::RotateRefreshToken {
+            old,
+            new,
+            expires_ms,
+            now_ms,
+        } => rotate_refresh_token(tx, old, new, *expires_ms, *now_ms),
         Command::PutApiKey {
             hash,
             user,
@@ -570,6 +576,69 @@ fn put_for_user<T: Serialize, R: KvRead + ?Sized>(
     }
     put(tx, table, key, value);
     Ok(Response::Done)
+}
+
+/// Trades live refresh token `old` for `new` within its family; a token
+/// the family already traded revokes the family.
+fn rotate_refresh_token<R: KvRead + ?Sized>(
+    tx: &mut Overlay<'_, R>,
+    old: &Hash,
+    new: &Hash,
+    expires_ms: u64,
+    now_ms: u64,
+) -> io::Result<Response> {
+    // A family is named by its first token, which has no lineage row.
+    let family_id: Hash = get(tx, Table::RefreshLineage, old)?.unwrap_or(*old);
+    let family: Option<RefreshFamily> = get(tx, Table::RefreshFamilies, &family_id)?;
+    let live = get::<RefreshToken, R>(tx, Table::RefreshTokens, old)?.filter(|token| token.expires_ms > now_ms);
+    let Some(token) = live else {
+        return Ok(match family {
+            Some(family) if family.rotated.contains(old) => {
+                tx.delete(Table::RefreshTokens, &family.live);
+                for hash in family.rotated.iter().chain([&family.live]) {
+                    tx.delete(Table::RefreshLineage, hash);
+                }
+                tx.delete(Table::RefreshFamilies, &family_id);
+                Response::FamilyRevoked
+            }
+            _ => not_found("refresh token", "presented"),
+        });
+    };
+    if tx.get(Table::Users, &id_key(token.user))?.is_none() {
+        return Ok(not_found("user", token.user));
+    }
+    if old == new || tx.get(Table::RefreshTokens, new)?.is_some() {
+        return Ok(Response::Rejected(Rejection::Invalid(
+            "the new refresh token is not new".into(),
+        )));
+    }
+    let mut family = family.unwrap_or(RefreshFamily {
+        user: token.user,
+        live: *old,
+        rotated: Vec::new(),
+    });
+    debug_assert_eq!(family.live, *old, "only a family's live token is in the token table");
+    tx.delete(Table::RefreshTokens, old);
+    family.rotated.push(*old);
+    put(tx, Table::RefreshLineage, old, &family_id);
+    if family.rotated.len() > REFRESH_ROTATED_MAX {
+        let forgotten = family.rotated.remove(0);
+        tx.delete(Table::RefreshLineage, &forgotten);
+    }
+    family.live = *new;
+    put(
+        tx,
+        Table::RefreshTokens,
+        new,
+        &RefreshToken {
+            user: token.user,
+            expires_ms,
+        },
+    );
+    put(tx, Table::RefreshLineage, new, &family_id);
+    put(tx, Table::RefreshFamilies, &family_id, &family);
+    debug_assert!(family.rotated.len() <= REFRESH_ROTATED_MAX);
+    Ok(Response::Rotated { user: token.user })
 }
 
 /// Playlist `id` if `owner` owns it: to anyone else it does not exist.

@@ -50,11 +50,16 @@ pub enum Table {
     Playlists,
     /// node id → `Peer`: members on the P2P data plane.
     Peers,
+    /// family id (the hash of its first token) → `RefreshFamily`: the
+    /// refresh tokens one sign-in rotated through.
+    RefreshFamilies,
+    /// refresh token hash → family id, for every token of a family.
+    RefreshLineage,
 }
 
 impl Table {
     /// Every table, in snapshot order.
-    pub const ALL: [Table; 20] = [
+    pub const ALL: [Table; 22] = [
         Table::Meta,
         Table::Users,
         Table::UserNames,
@@ -75,6 +80,8 @@ impl Table {
         Table::Favorites,
         Table::Playlists,
         Table::Peers,
+        Table::RefreshFamilies,
+        Table::RefreshLineage,
     ];
 
     /// Its column family's name.
@@ -100,6 +107,8 @@ impl Table {
             Table::Favorites => "sm_favorites",
             Table::Playlists => "sm_playlists",
             Table::Peers => "sm_peers",
+            Table::RefreshFamilies => "sm_refresh_families",
+            Table::RefreshLineage => "sm_refresh_lineage",
         }
     }
 

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::{Body, PathParam};
 use super::{ApiError, ApiResult, AppState, Caller};
-use crate::ratelimit::{FAILURES_PER_ADDRESS, FAILURES_PER_NAME};
+use crate::ratelimit::Attempt;
 
 /// Longest label.
 const NAME_MAX: usize = 64;
@@ -158,7 +158,7 @@ pub enum Presented {
 pub enum AuthFailure {
     /// Wrong name or secret.
     Wrong,
-    /// Too many failures: wait this many seconds.
+    /// Too many failures: wait this many milliseconds.
     Limited(u64),
     /// The node could not read its state.
     Internal(ApiError),
@@ -172,15 +172,12 @@ pub async fn authenticate(
     state: &AppState,
     name: &str,
     presented: Presented,
-    address: &str,
+    address: std::net::IpAddr,
 ) -> Result<User, AuthFailure> {
     let now_ms = state.clock.now_ms();
-    let name_key = format!("user:{}", name.to_lowercase());
-    let address_key = format!("addr:{address}");
-    for (key, limit) in [(&name_key, FAILURES_PER_NAME), (&address_key, FAILURES_PER_ADDRESS)] {
-        if let Some(wait) = state.limiter.retry_after(key, limit, now_ms) {
-            return Err(AuthFailure::Limited(wait));
-        }
+    let attempt = Attempt::new(name, address);
+    if let Some(wait) = state.limiter.retry_after(attempt, now_ms) {
+        return Err(AuthFailure::Limited(wait));
     }
     let tables = state.cluster.tables();
     let user = read::user_by_name(tables, name).map_err(|error| AuthFailure::Internal(error.into()))?;
@@ -210,12 +207,11 @@ pub async fn authenticate(
     }
     match user.filter(|_| accepted) {
         Some(user) => {
-            state.limiter.succeeded(&name_key);
+            state.limiter.succeeded(attempt);
             Ok(user)
         }
         None => {
-            state.limiter.failed(&name_key, now_ms);
-            state.limiter.failed(&address_key, now_ms);
+            state.limiter.failed(attempt, now_ms);
             Err(AuthFailure::Wrong)
         }
     }

@@ -9,8 +9,7 @@ use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use omega_consensus::Consistency;
-use omega_consensus::command::Command;
+use omega_consensus::command::{Command, Response};
 use omega_consensus::model::{Role, User};
 use omega_consensus::state_machine::read;
 use serde::{Deserialize, Serialize};
@@ -19,7 +18,7 @@ use serde_json::json;
 use super::extract::Body;
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::{hash_password, verify_password};
-use crate::ratelimit::{FAILURES_PER_ADDRESS, FAILURES_PER_NAME};
+use crate::ratelimit::Attempt;
 use crate::tokens::{ACCESS_TTL_MS, API_KEY_PREFIX, REFRESH_PREFIX, REFRESH_TTL_MS, new_secret, secret_hash};
 use crate::totp;
 
@@ -199,15 +198,13 @@ pub(crate) async fn issue_tokens(state: &AppState, user: &User) -> ApiResult<Tok
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     Body(request): Body<LoginRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     let now_ms = state.clock.now_ms();
-    let name_key = format!("user:{}", request.username.to_lowercase());
-    let address_key = format!("addr:{}", peer.ip());
-    for (key, limit) in [(&name_key, FAILURES_PER_NAME), (&address_key, FAILURES_PER_ADDRESS)] {
-        if let Some(wait) = state.limiter.retry_after(key, limit, now_ms) {
-            return Err(ApiError::too_many(wait));
-        }
+    let attempt = Attempt::new(&request.username, state.client_ip(peer, &headers));
+    if let Some(wait) = state.limiter.retry_after(attempt, now_ms) {
+        return Err(ApiError::too_many(wait));
     }
     let user = read::user_by_name(state.cluster.tables(), &request.username)?;
     let hash = user
@@ -215,8 +212,7 @@ pub async fn login(
         .map_or_else(|| decoy_hash().to_owned(), |user| user.password_hash.clone());
     let password_ok = check_password(request.password, hash).await;
     let Some(user) = user.filter(|_| password_ok) else {
-        state.limiter.failed(&name_key, now_ms);
-        state.limiter.failed(&address_key, now_ms);
+        state.limiter.failed(attempt, now_ms);
         return Err(ApiError::unauthorized("wrong user name or password"));
     };
     if let Some(secret) = &user.totp_secret {
@@ -225,14 +221,13 @@ pub async fn login(
                 return Err(ApiError::unauthorized("a TOTP code is required").with(json!({ "totp_required": true })));
             }
             Some(code) if !totp::verify(secret, code, now_ms) => {
-                state.limiter.failed(&name_key, now_ms);
-                state.limiter.failed(&address_key, now_ms);
+                state.limiter.failed(attempt, now_ms);
                 return Err(ApiError::unauthorized("wrong TOTP code").with(json!({ "totp_required": true })));
             }
             Some(_) => {}
         }
     }
-    state.limiter.succeeded(&name_key);
+    state.limiter.succeeded(attempt);
     Ok(Json(issue_tokens(&state, &user).await?))
 }
 
@@ -243,23 +238,45 @@ pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
-/// Trades a refresh token for a new access and refresh token; the old one
-/// is revoked (rotation), so a stolen token works once at most.
-#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses((status = 200, body = TokenResponse), (status = 401)))]
+/// Trades a refresh token for a new access and refresh token in one
+/// replicated step: the old one stops working, so a stolen token works once
+/// at most, and a token presented again after it was traded (by a thief or
+/// by the user it was stolen from) revokes every token of its sign-in.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest, responses((status = 200, body = TokenResponse), (status = 401, description = "Invalid, expired or reused (the sign-in is then revoked)")))]
 pub async fn refresh(
     State(state): State<AppState>,
     Body(request): Body<RefreshRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let hash = secret_hash(&request.refresh_token);
-    // Linearizable: a token revoked on another node must not work here.
-    state.cluster.read_barrier(Consistency::Linearizable).await?;
-    let tables = state.cluster.tables();
-    let token = read::refresh_token(tables, &hash)?
-        .filter(|token| token.expires_ms > state.clock.now_ms())
-        .ok_or_else(|| ApiError::unauthorized("the refresh token is invalid or expired"))?;
-    let user = read::user(tables, token.user)?.ok_or_else(|| ApiError::unauthorized("the user no longer exists"))?;
-    state.write(Command::RevokeRefreshToken { hash }).await?;
-    Ok(Json(issue_tokens(&state, &user).await?))
+    let now_ms = state.clock.now_ms();
+    let (refresh_token, new_hash) = new_secret(REFRESH_PREFIX);
+    let command = Command::RotateRefreshToken {
+        old: secret_hash(&request.refresh_token),
+        new: new_hash,
+        expires_ms: now_ms.saturating_add(REFRESH_TTL_MS),
+        now_ms,
+    };
+    let user_id = match state.cluster.write(command).await? {
+        Response::Rotated { user } => user,
+        Response::FamilyRevoked => {
+            tracing::warn!("a refresh token was used twice; its sign-in is revoked");
+            return Err(ApiError::unauthorized(
+                "the refresh token was already used: this sign-in is revoked; sign in again",
+            ));
+        }
+        Response::Rejected(_) => return Err(ApiError::unauthorized("the refresh token is invalid or expired")),
+        other => return Err(ApiError::internal(format!("unexpected answer {other:?}"))),
+    };
+    // Applied through Raft, so this node has the user as of the rotation.
+    let user = read::user(state.cluster.tables(), user_id)?
+        .ok_or_else(|| ApiError::unauthorized("the user no longer exists"))?;
+    let (access_token, _) = state.tokens.access_token(user.id, now_ms);
+    Ok(Json(TokenResponse {
+        access_token,
+        refresh_token,
+        token_type: "Bearer",
+        expires_in: ACCESS_TTL_MS / 1000,
+        user: UserView::from(&user),
+    }))
 }
 
 /// Revokes a refresh token.

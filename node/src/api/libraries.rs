@@ -16,6 +16,7 @@ use super::auth::Admin;
 use super::extract::{Body, PathParam};
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::events::Event;
+use crate::library::scan::Skipped;
 use crate::library::{ProgressView, ScanProgress, ScanReport, ScanTools, run_scan};
 
 /// A library as the API shows it.
@@ -33,6 +34,13 @@ pub struct LibraryView {
     pub paths: Option<Vec<String>>,
     /// The node whose disk holds them.
     pub node: u64,
+    /// True when the last scan on this node could not list one of its
+    /// folders (missing, unmounted, unreadable): its items there are kept
+    /// and come back when the folder does.
+    pub offline: bool,
+    /// Which folders, and why (administrators only, when offline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offline_folders: Option<Vec<Skipped>>,
 }
 
 /// The API name of a library kind.
@@ -60,13 +68,16 @@ pub fn parse_kind(name: &str) -> Option<LibraryKind> {
     })
 }
 
-fn view(library: &Library, admin: bool) -> LibraryView {
+fn view(library: &Library, admin: bool, scans: &Scans) -> LibraryView {
+    let offline = scans.offline(library.id);
     LibraryView {
         id: library.id,
         name: library.name.clone(),
         kind: kind_name(library.kind),
         paths: admin.then(|| library.paths.clone()),
         node: library.node,
+        offline: !offline.is_empty(),
+        offline_folders: (admin && !offline.is_empty()).then_some(offline),
     }
 }
 
@@ -86,7 +97,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
         libraries
             .iter()
             .filter(|library| can_see(&caller, library.id))
-            .map(|library| view(library, caller.is_admin()))
+            .map(|library| view(library, caller.is_admin(), &state.scans))
             .collect(),
     ))
 }
@@ -147,7 +158,7 @@ pub async fn create(
     let library =
         read::library(state.cluster.tables(), id)?.ok_or_else(|| ApiError::internal("the library vanished"))?;
     start_scan(&state, library.clone())?;
-    Ok((StatusCode::CREATED, Json(view(&library, true))))
+    Ok((StatusCode::CREATED, Json(view(&library, true, &state.scans))))
 }
 
 /// Deletes a library and its items.
@@ -199,11 +210,37 @@ enum ScanSlot {
 #[derive(Debug, Default)]
 pub struct Scans {
     states: Mutex<HashMap<u64, ScanSlot>>,
+    /// Folders the last finished scan of each library could not list.
+    offline: Mutex<HashMap<u64, Vec<Skipped>>>,
 }
 
 impl Scans {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ScanSlot>> {
         self.states.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The folders of library `library` that its last scan could not list
+    /// (empty when it is online or was never scanned here).
+    pub fn offline(&self, library: u64) -> Vec<Skipped> {
+        self.offline
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(&library)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Records what a finished scan found offline, for the API and metrics.
+    fn set_offline(&self, library: u64, folders: Vec<Skipped>) {
+        metrics::gauge!("omega_library_offline", "library" => library.to_string()).set(if folders.is_empty() {
+            0.0
+        } else {
+            1.0
+        });
+        self.offline
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .insert(library, folders);
     }
 
     /// Where library `library`'s scan stands.
@@ -267,11 +304,16 @@ pub fn start_scan(state: &AppState, library: Library) -> ApiResult<()> {
                     items = report.items,
                     "scan finished"
                 );
+                for folder in &report.offline {
+                    tracing::warn!(library = id, folder = %folder.path, reason = %folder.reason, "library folder offline; its items are kept");
+                }
+                state.scans.set_offline(id, report.offline.clone());
                 let event = Event::ScanFinished {
                     library: id,
                     items: report.items,
                     removed: report.removed,
                     skipped: report.skipped.len() as u64,
+                    offline: report.offline.len() as u64,
                     error: None,
                 };
                 (
@@ -289,6 +331,7 @@ pub fn start_scan(state: &AppState, library: Library) -> ApiResult<()> {
                     items: 0,
                     removed: 0,
                     skipped: 0,
+                    offline: 0,
                     error: Some(error.clone()),
                 };
                 (ScanStatus::Failed { error }, event)

@@ -74,6 +74,23 @@ pub struct AppState {
     pub job_wake: Arc<tokio::sync::Notify>,
     /// Account passwords verified lately (HTTP Basic and Subsonic's `p=`).
     pub passwords: Arc<crate::auth::PasswordCache>,
+    /// Set once start-up is over: the unattended administrator exists, the
+    /// `--media` libraries are registered and the control socket is open.
+    /// Until then `/healthz` and `/readyz` answer 503.
+    pub started: Arc<std::sync::atomic::AtomicBool>,
+    /// The first administrator comes from `OMEGA_ADMIN_USER` and
+    /// `OMEGA_ADMIN_PASSWORD`: `/api/v1/setup` stays closed, so no one can
+    /// become an administrator beside it while it is being created.
+    pub unattended_admin: bool,
+    /// `[http] trusted_proxies`: whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
+}
+
+impl AppState {
+    /// The address a request comes from, as rate limits see it.
+    pub fn client_ip(&self, peer: std::net::SocketAddr, headers: &axum::http::HeaderMap) -> std::net::IpAddr {
+        crate::client_addr::client_ip(peer, headers, &self.trusted_proxies)
+    }
 }
 
 impl AppState {

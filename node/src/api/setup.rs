@@ -1,7 +1,9 @@
 //! First-run setup: while no user exists, anyone who can reach the node may
 //! create the first administrator (the web app's setup page does this).
 //! Once a user exists the route refuses, whoever asks: the state machine
-//! checks it, so two racing setups cannot both win.
+//! checks it, so two racing setups cannot both win. A node given its
+//! administrator by `OMEGA_ADMIN_USER` and `OMEGA_ADMIN_PASSWORD` never
+//! opens setup, not even while that administrator is being created.
 
 use axum::Json;
 use axum::extract::State;
@@ -26,7 +28,7 @@ pub struct SetupState {
 #[utoipa::path(get, path = "/api/v1/setup", tag = "setup", responses((status = 200, body = SetupState)))]
 pub async fn state(State(state): State<AppState>) -> ApiResult<Json<SetupState>> {
     Ok(Json(SetupState {
-        needed: read::users(state.cluster.tables())?.is_empty(),
+        needed: !state.unattended_admin && read::users(state.cluster.tables())?.is_empty(),
     }))
 }
 
@@ -45,6 +47,12 @@ pub async fn create_admin(
     State(state): State<AppState>,
     Body(request): Body<SetupRequest>,
 ) -> ApiResult<(StatusCode, Json<TokenResponse>)> {
+    if state.unattended_admin {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "setup is done by OMEGA_ADMIN_USER and OMEGA_ADMIN_PASSWORD: sign in instead",
+        ));
+    }
     if !read::users(state.cluster.tables())?.is_empty() {
         return Err(ApiError::new(StatusCode::CONFLICT, "setup is done: sign in instead"));
     }

@@ -191,11 +191,13 @@ async fn authenticate_by_name(state: &AppState, request: &JfRequest) -> ApiResul
     let text = |name: &str| field(&body, name).and_then(Value::as_str).map(str::to_owned);
     let name = text("Username").ok_or_else(|| ApiError::bad_request("Username is required"))?;
     let password = text("Pw").or_else(|| text("Password")).unwrap_or_default();
-    let address = request.peer.map(|peer| peer.ip().to_string()).unwrap_or_default();
-    let user = match authenticate(state, &name, Presented::Plain(password), &address).await {
+    let address = request.peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |peer| {
+        state.client_ip(peer, &request.headers)
+    });
+    let user = match authenticate(state, &name, Presented::Plain(password), address).await {
         Ok(user) => user,
         Err(AuthFailure::Wrong) => return Err(ApiError::unauthorized("wrong user name or password")),
-        Err(AuthFailure::Limited(seconds)) => return Err(ApiError::too_many(seconds * 1000)),
+        Err(AuthFailure::Limited(wait_ms)) => return Err(ApiError::too_many(wait_ms)),
         Err(AuthFailure::Internal(error)) => return Err(error),
     };
     let fields = request.authorization();

@@ -113,6 +113,13 @@ pub struct ScanReport {
     pub removed: u64,
     /// Entries skipped, with why.
     pub skipped: Vec<scan::Skipped>,
+    /// Library folders that could not be listed, or came back empty while
+    /// the catalog holds items under them: the library is offline there and
+    /// those items were kept.
+    pub offline: Vec<scan::Skipped>,
+    /// Items kept although the scan did not see them, because their folder
+    /// could not be listed completely.
+    pub kept_unseen: u64,
 }
 
 /// What a scan runs with.
@@ -140,7 +147,7 @@ pub async fn run_scan(
         .collect();
     let enrich_tools = tools.clone();
     let enrich_progress = progress.clone();
-    let (plan, previous, indexed) = tokio::task::spawn_blocking(move || {
+    let (mut plan, previous, indexed) = tokio::task::spawn_blocking(move || {
         enrich_progress.start(Phase::Walking, 0);
         let mut plan = scan::plan(&planned_library, node);
         keep_identity_by_path(&mut plan, &previous);
@@ -166,16 +173,34 @@ pub async fn run_scan(
         progress.advance(batch.len());
     }
     cluster.read_barrier(Consistency::Linearizable).await?;
-    let gone: Vec<Item> = read::library_items(cluster.tables(), library.id)?
+    let current = read::library_items(cluster.tables(), library.id)?;
+    let offline = offline_roots(&mut plan, &current);
+    let unlisted: Vec<&str> = offline
+        .iter()
+        .map(|root| root.path.as_str())
+        .chain(plan.incomplete.iter().map(String::as_str))
+        .collect();
+    let kept = kept_unseen(&current, &seen, &unlisted);
+    let (kept_items, gone): (Vec<Item>, Vec<Item>) = current
         .into_iter()
         .filter(|item| !seen.contains(&item.fields.key))
-        .collect();
+        .partition(|item| kept.contains(&item.fields.key));
     let gone_keys: Vec<String> = gone.iter().map(|item| item.fields.key.clone()).collect();
     for batch in gone_keys.chunks(BATCH) {
         cluster.write(Command::RemoveItems { keys: batch.to_vec() }).await?;
     }
     if let Some(store) = &tools.store {
-        release_references(store, &gone, &previous, &indexed, &plan.items);
+        let kept_paths: BTreeSet<&str> = plan
+            .items
+            .iter()
+            .flat_map(|item| item.media.iter().map(|media| media.path.as_str()))
+            .chain(
+                kept_items
+                    .iter()
+                    .flat_map(|item| item.fields.media.iter().map(|media| media.path.as_str())),
+            )
+            .collect();
+        release_references(store, &gone, &previous, &indexed, &kept_paths);
     }
     Ok(ScanReport {
         library: library.id,
@@ -183,7 +208,60 @@ pub async fn run_scan(
         items,
         removed: gone.len() as u64,
         skipped: plan.skipped,
+        offline,
+        kept_unseen: kept_items.len() as u64,
     })
+}
+
+/// The library folders to treat as offline: those that could not be listed,
+/// and those that came back empty while the catalog holds items under them
+/// (an unmounted mount point, a NAS share that is not there). A folder that
+/// is really emptied keeps its items until it holds files again or the
+/// library is removed, as Jellyfin does; losing watch state is worse.
+fn offline_roots(plan: &mut scan::Plan, current: &[Item]) -> Vec<scan::Skipped> {
+    let mut offline = std::mem::take(&mut plan.offline);
+    for root in std::mem::take(&mut plan.empty_roots) {
+        let known = current
+            .iter()
+            .any(|item| item.fields.media.iter().any(|media| scan::is_under(&media.path, &root)));
+        if known {
+            offline.push(scan::Skipped {
+                path: root,
+                reason: "the folder is empty but the library has items there (not mounted?)".to_owned(),
+            });
+        }
+    }
+    offline
+}
+
+/// Keys of items the scan did not see but must keep: those with a file
+/// under a folder that was not listed completely, and their parents (a
+/// season and series stay while an episode of theirs does).
+fn kept_unseen(current: &[Item], seen: &BTreeSet<String>, unlisted: &[&str]) -> BTreeSet<String> {
+    let parent_of: HashMap<&str, &str> = current
+        .iter()
+        .filter_map(|item| Some((item.fields.key.as_str(), item.fields.parent_key.as_deref()?)))
+        .collect();
+    let mut kept = BTreeSet::new();
+    for item in current {
+        let unlisted_file = item
+            .fields
+            .media
+            .iter()
+            .any(|media| unlisted.iter().any(|folder| scan::is_under(&media.path, folder)));
+        if !unlisted_file {
+            continue;
+        }
+        let mut key = Some(item.fields.key.as_str());
+        // Bounded by the depth of the item tree (series → season → episode).
+        while let Some(current_key) = key {
+            if seen.contains(current_key) || !kept.insert(current_key.to_owned()) {
+                break;
+            }
+            key = parent_of.get(current_key).copied();
+        }
+    }
+    kept
 }
 
 /// A file item whose path the previous scan knew under another key (it was
@@ -222,25 +300,114 @@ fn release_references(
     gone: &[Item],
     previous: &HashMap<String, Item>,
     indexed: &[String],
-    kept: &[omega_consensus::model::ItemWrite],
+    kept_paths: &BTreeSet<&str>,
 ) {
-    let kept_paths: BTreeSet<&str> = kept
-        .iter()
-        .flat_map(|item| item.media.iter().map(|media| media.path.as_str()))
-        .collect();
     let known_paths: BTreeSet<&str> = previous
         .values()
         .flat_map(|item| item.fields.media.iter().map(|media| media.path.as_str()))
         .chain(indexed.iter().map(String::as_str))
         .collect();
-    let references = gone.iter().map(|item| enrich::art_reference(&item.fields.key)).chain(
-        known_paths
-            .difference(&kept_paths)
-            .map(|path| format!("inplace:{path}")),
-    );
+    let references = gone
+        .iter()
+        .map(|item| enrich::art_reference(&item.fields.key))
+        .chain(known_paths.difference(kept_paths).map(|path| format!("inplace:{path}")));
     for reference in references {
         if let Err(error) = store.remove_reference(&reference) {
             tracing::warn!(%reference, %error, "cannot release a store reference");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use omega_consensus::model::{ItemKind, MediaRef};
+
+    use super::*;
+
+    fn item(id: u64, key: &str, kind: ItemKind, parent: Option<&str>, path: Option<&str>) -> Item {
+        let mut fields = scan::new_item(1, key.to_owned(), kind, parent.map(str::to_owned), key.to_owned());
+        fields.media = path
+            .map(|path| MediaRef {
+                node: 1,
+                path: path.to_owned(),
+                blob: None,
+                size: 1,
+            })
+            .into_iter()
+            .collect();
+        Item {
+            id,
+            parent: None,
+            added_ms: 0,
+            updated_ms: 0,
+            fields,
+        }
+    }
+
+    #[test]
+    fn unseen_items_under_unlisted_folders_stay_with_their_parents() {
+        let current = vec![
+            item(1, "series:1:night", ItemKind::Series, None, None),
+            item(
+                2,
+                "series:1:night/season:1",
+                ItemKind::Season,
+                Some("series:1:night"),
+                None,
+            ),
+            item(
+                3,
+                "file:/tv/Night/S01E01.mkv",
+                ItemKind::Episode,
+                Some("series:1:night/season:1"),
+                Some("/tv/Night/S01E01.mkv"),
+            ),
+            item(4, "file:/tv2/Gone.mkv", ItemKind::Episode, None, Some("/tv2/Gone.mkv")),
+        ];
+        let seen = BTreeSet::new();
+        let kept = kept_unseen(&current, &seen, &["/tv"]);
+        let expected: BTreeSet<String> = ["series:1:night", "series:1:night/season:1", "file:/tv/Night/S01E01.mkv"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        // `/tv2` is not below `/tv`: its item goes.
+        assert_eq!(kept, expected);
+        // A parent the scan saw is not kept again (and its chain stops).
+        let seen: BTreeSet<String> = ["series:1:night/season:1".to_owned()].into();
+        assert_eq!(kept_unseen(&current, &seen, &["/tv"]).len(), 1);
+    }
+
+    #[test]
+    fn an_empty_root_is_offline_only_while_the_catalog_has_items_there() {
+        let current = vec![item(
+            1,
+            "file:/movies/a.mkv",
+            ItemKind::Movie,
+            None,
+            Some("/movies/a.mkv"),
+        )];
+        let mut plan = scan::Plan {
+            empty_roots: vec!["/movies".into(), "/new".into()],
+            ..scan::Plan::default()
+        };
+        let offline = offline_roots(&mut plan, &current);
+        assert_eq!(offline.len(), 1);
+        assert_eq!(offline[0].path, "/movies");
+    }
+
+    #[test]
+    fn a_missing_root_is_offline_and_planned_without_items() {
+        let library = Library {
+            id: 1,
+            name: "Movies".into(),
+            kind: omega_consensus::model::LibraryKind::Movies,
+            paths: vec!["/no/such/folder/anywhere".into()],
+            node: 1,
+            created_ms: 0,
+        };
+        let plan = scan::plan(&library, 1);
+        assert!(plan.items.is_empty());
+        assert_eq!(plan.offline.len(), 1, "{:?}", plan.offline);
+        assert!(plan.offline[0].reason.contains("cannot reach"), "{:?}", plan.offline);
     }
 }

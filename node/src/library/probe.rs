@@ -114,6 +114,19 @@ fn summarise(output: &Output) -> Result<BTreeMap<String, String>, String> {
     if media_streams.is_empty() {
         return Err("not a playable media file: no audio or video stream".into());
     }
+    let picture = output
+        .streams
+        .iter()
+        .filter(|stream| stream.codec_type.as_deref() == Some("video"))
+        .find_map(|stream| Some((stream.width?, stream.height?)));
+    let format = output.format.as_ref();
+    if let Some(reason) = omega_transcode::probe::implausible(
+        format.and_then(|format| format.duration.as_deref()?.parse::<f64>().ok()),
+        format.and_then(|format| format.bit_rate.as_deref()?.parse::<u64>().ok()),
+        picture,
+    ) {
+        return Err(reason);
+    }
     if let Some(format) = &output.format {
         if let Some(duration) = format.duration.as_deref().and_then(|text| text.parse::<f64>().ok()) {
             metadata.insert("duration_ms".into(), ((duration * 1000.0).round() as u64).to_string());

@@ -31,6 +31,19 @@ pub struct Plan {
     /// Folder images found for items, by item key.
     #[serde(skip)]
     pub art: BTreeMap<String, PathBuf>,
+    /// Library folders that could not be listed (missing, unmounted,
+    /// unreadable): nothing under them is removed.
+    #[serde(skip)]
+    pub offline: Vec<Skipped>,
+    /// Library folders that were listed but hold nothing visible: an
+    /// unmounted mount point looks like this, so the caller decides whether
+    /// the items it knows under them stay.
+    #[serde(skip)]
+    pub empty_roots: Vec<String>,
+    /// Folders below a root whose walk failed part-way: nothing under them
+    /// is removed either, since what they hold is unknown.
+    #[serde(skip)]
+    pub incomplete: Vec<String>,
 }
 
 /// An entry the scan passed over.
@@ -99,10 +112,47 @@ pub fn plan(library: &Library, node: NodeId) -> Plan {
         listing: None,
     };
     for root in &library.paths {
-        planner.walk(Path::new(root));
+        match visible_entries(Path::new(root)) {
+            Err(reason) => planner.plan.offline.push(Skipped {
+                path: root.clone(),
+                reason,
+            }),
+            Ok(0) => planner.plan.empty_roots.push(root.clone()),
+            Ok(_) => planner.walk(Path::new(root)),
+        }
     }
     planner.finish_audiobooks();
     planner.plan
+}
+
+/// How many entries a library folder lists, hidden ones aside; why not
+/// when it cannot be listed.
+fn visible_entries(root: &Path) -> Result<usize, String> {
+    let metadata = std::fs::metadata(root).map_err(|error| format!("cannot reach the folder: {error}"))?;
+    if !metadata.is_dir() {
+        return Err("it is not a folder".to_owned());
+    }
+    let entries = std::fs::read_dir(root).map_err(|error| format!("cannot list the folder: {error}"))?;
+    let mut visible = 0;
+    for entry in entries {
+        let entry = entry.map_err(|error| format!("cannot list the folder: {error}"))?;
+        if !entry.file_name().to_string_lossy().starts_with('.') {
+            visible += 1;
+        }
+    }
+    Ok(visible)
+}
+
+/// True when library folder `path` can be listed and shows something: an
+/// offline folder that is back.
+pub fn lists_something(path: &str) -> bool {
+    matches!(visible_entries(Path::new(path)), Ok(count) if count > 0)
+}
+
+/// True when `path` is `folder` or lies below it (whole components, so
+/// `/media/tv2` is not below `/media/tv`).
+pub fn is_under(path: &str, folder: &str) -> bool {
+    Path::new(path).starts_with(folder)
 }
 
 impl Planner<'_> {
@@ -123,6 +173,8 @@ impl Planner<'_> {
                 Ok(entry) => entry,
                 Err(error) => {
                     let path = error.path().unwrap_or(root).to_path_buf();
+                    // What lies below is unknown: keep its items.
+                    self.plan.incomplete.push(path.to_string_lossy().into_owned());
                     self.skip(&path, format!("unreadable: {error}"));
                     continue;
                 }

@@ -58,6 +58,9 @@ pub async fn run(
         }
     })?;
     let mut watched: BTreeMap<PathBuf, u64> = BTreeMap::new();
+    // Folders that could not be watched (offline): tried again at every
+    // resync, warned about once.
+    let mut unwatchable: std::collections::BTreeSet<PathBuf> = std::collections::BTreeSet::new();
     let mut last_sync: Option<Instant> = None;
     let mut tick = tokio::time::interval(TICK);
     loop {
@@ -71,12 +74,27 @@ pub async fn run(
             for path in watched.keys().filter(|path| !wanted.contains_key(*path)) {
                 let _ = watcher.unwatch(path);
             }
-            for path in wanted.keys().filter(|path| !watched.contains_key(*path)) {
-                if let Err(error) = watcher.watch(path, RecursiveMode::Recursive) {
-                    tracing::warn!(path = %path.display(), %error, "cannot watch a library folder");
+            watched.retain(|path, _| wanted.contains_key(path));
+            unwatchable.retain(|path| wanted.contains_key(path));
+            for (path, library) in &wanted {
+                if watched.contains_key(path) {
+                    continue;
+                }
+                match watcher.watch(path, RecursiveMode::Recursive) {
+                    Ok(()) => {
+                        watched.insert(path.clone(), *library);
+                        if unwatchable.remove(path) {
+                            tracing::info!(path = %path.display(), "a library folder is back; rescanning");
+                            rescan(*library);
+                        }
+                    }
+                    Err(error) => {
+                        if unwatchable.insert(path.clone()) {
+                            tracing::warn!(path = %path.display(), %error, "cannot watch a library folder");
+                        }
+                    }
                 }
             }
-            watched = wanted;
             let mut shared = shared.lock().unwrap_or_else(|poison| poison.into_inner());
             shared.roots = watched.iter().map(|(path, library)| (path.clone(), *library)).collect();
         }

@@ -214,7 +214,7 @@ async fn handle(
     };
     let method = method.strip_suffix(".view").unwrap_or(&method).to_owned();
     let outcome = async {
-        let caller = sign_in(&state, &params, &peer).await?;
+        let caller = sign_in(&state, &params, state.client_ip(peer, &headers)).await?;
         let request = Request {
             state: &state,
             caller,
@@ -262,7 +262,7 @@ async fn not_a_method(method: axum::http::Method, uri: axum::http::Uri, RawQuery
 }
 
 /// The user named by `u`, checked against `t`+`s` or `p`.
-async fn sign_in(state: &AppState, params: &Params, peer: &SocketAddr) -> Result<Caller, Failure> {
+async fn sign_in(state: &AppState, params: &Params, address: std::net::IpAddr) -> Result<Caller, Failure> {
     if params.get("apiKey").is_some() {
         return Err(Failure::new(
             42,
@@ -288,12 +288,15 @@ async fn sign_in(state: &AppState, params: &Params, peer: &SocketAddr) -> Result
         }),
         _ => return Err(Failure::new(40, "sign in: t and s, or p")),
     };
-    match authenticate(state, name, presented, &peer.ip().to_string()).await {
+    match authenticate(state, name, presented, address).await {
         Ok(user) => Ok(Caller { user }),
         Err(AuthFailure::Wrong) => Err(Failure::new(40, "wrong username or password")),
-        Err(AuthFailure::Limited(seconds)) => Err(Failure::new(
+        Err(AuthFailure::Limited(wait_ms)) => Err(Failure::new(
             40,
-            format!("too many failed sign-ins: try again in {seconds} s"),
+            format!(
+                "too many failed sign-ins: try again in {} s",
+                wait_ms.div_ceil(1000).max(1)
+            ),
         )),
         Err(AuthFailure::Internal(error)) => Err(error.into()),
     }

@@ -150,6 +150,10 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub http_port: u16,
     child: Child,
+    /// What it was started with, for [`Server::restart`].
+    extra_args: Vec<String>,
+    admin: bool,
+    cluster_port: u16,
 }
 
 fn free_tcp_port() -> u16 {
@@ -177,9 +181,50 @@ impl Server {
     /// Starts a node of one; `admin`: with the administrator from the
     /// environment, else with no user at all (first-run setup).
     pub fn start_with(extra_args: &[&str], admin: bool) -> Server {
+        let server = Server::spawn(extra_args, admin);
+        server.wait_started();
+        server
+    }
+
+    /// Starts a node of one as [`Server::start_with`] does, without
+    /// waiting for it.
+    pub fn spawn(extra_args: &[&str], admin: bool) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_tcp_port();
-        let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+        let cluster_port = free_udp_port();
+        let extra_args: Vec<String> = extra_args.iter().map(|arg| (*arg).to_owned()).collect();
+        let child = Server::launch(dir.path(), http_port, cluster_port, &extra_args, admin);
+        Server {
+            dir,
+            http_port,
+            child,
+            extra_args,
+            admin,
+            cluster_port,
+        }
+    }
+
+    /// Stops the node (SIGKILL) and starts it again on the same data and
+    /// ports; waits until it has started.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Server::launch(
+            self.dir.path(),
+            self.http_port,
+            self.cluster_port,
+            &self.extra_args,
+            self.admin,
+        );
+        self.wait_started();
+    }
+
+    fn launch(dir: &std::path::Path, http_port: u16, cluster_port: u16, extra_args: &[String], admin: bool) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("serve.log"))
+            .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_omega"));
         if admin {
             command
@@ -190,19 +235,23 @@ impl Server {
                 .env_remove("OMEGA_ADMIN_USER")
                 .env_remove("OMEGA_ADMIN_PASSWORD");
         }
-        let child = command
+        command
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(dir.join("data"))
             .args(["serve", "--listen", &format!("127.0.0.1:{http_port}")])
-            .args(["--cluster-listen", &format!("127.0.0.1:{}", free_udp_port())])
+            .args(["--cluster-listen", &format!("127.0.0.1:{cluster_port}")])
             .args(extra_args)
             .env_remove("OMEGA_CONFIG")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
             .spawn()
-            .unwrap();
-        let server = Server { dir, http_port, child };
+            .unwrap()
+    }
+
+    /// Waits until the node is ready and its control socket is open.
+    pub fn wait_started(&self) {
+        let server = self;
         let started = Instant::now();
         while server.request("GET", "/readyz", None, None).0 != 200 {
             assert!(
@@ -221,7 +270,6 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        server
     }
 
     pub fn data_dir(&self) -> PathBuf {

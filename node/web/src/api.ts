@@ -70,6 +70,9 @@ export interface Library {
   type: string;
   paths?: string[];
   node: number;
+  /** A folder could not be listed at the last scan; its items are kept. */
+  offline: boolean;
+  offline_folders?: { path: string; reason: string }[];
 }
 
 export interface Playback {
@@ -128,9 +131,18 @@ let refreshing: Promise<boolean> | null = null;
 /** Trades the refresh token for a new pair; false when that fails. */
 export function refreshSession(): Promise<boolean> {
   if (refreshing) return refreshing;
-  const session = sessionStore.get();
-  if (!session) return Promise.resolve(false);
-  refreshing = (async () => {
+  const seen = sessionStore.get();
+  if (!seen) return Promise.resolve(false);
+  // A refresh token works once, and presenting it twice revokes the sign-in:
+  // tabs take turns (a Web Lock), and a tab that finds the stored session
+  // already refreshed by another uses that one instead.
+  const trade = async (): Promise<boolean> => {
+    const stored = loadSession();
+    if (stored && stored.refresh_token !== seen.refresh_token) {
+      setSession(stored);
+      return true;
+    }
+    const session = stored ?? seen;
     try {
       const response = await fetch(`${API}/auth/refresh`, {
         method: 'POST',
@@ -143,6 +155,12 @@ export function refreshSession(): Promise<boolean> {
       return true;
     } catch {
       return false;
+    }
+  };
+  refreshing = (async () => {
+    try {
+      const locks = typeof navigator !== 'undefined' ? navigator.locks : undefined;
+      return locks ? await locks.request('omega-refresh', trade) : await trade();
     } finally {
       setTimeout(() => (refreshing = null), 0);
     }

@@ -229,6 +229,15 @@ function LibrariesTab() {
                 <tr key={library.id} data-testid="library-row" data-library-id={String(library.id)}>
                   <td>
                     <Link href={`/library/${library.id}`}>{library.name}</Link>
+                    {library.offline ? (
+                      <span
+                        class="badge offline-badge"
+                        data-testid="library-offline"
+                        title={(library.offline_folders ?? []).map((folder) => `${folder.path}: ${folder.reason}`).join('\n')}
+                      >
+                        Offline
+                      </span>
+                    ) : null}
                   </td>
                   <td>{library.type}</td>
                   <td class="paths">{(library.paths ?? []).join(', ')}</td>

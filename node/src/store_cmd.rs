@@ -230,13 +230,18 @@ fn execute(
                 for finding in &report.findings {
                     writeln!(out, "{}: {}", finding.kind, finding.detail)?;
                 }
+                // Not corruption: read again later (nothing was quarantined).
+                for error in &report.io_errors {
+                    writeln!(out, "unreadable (not verified, not quarantined): {error}")?;
+                }
                 writeln!(
                     err,
-                    "scrub: {} chunks ({}) verified, {} problems, {} newly quarantined",
+                    "scrub: {} chunks ({}) verified, {} problems, {} newly quarantined, {} packs unreadable",
                     report.chunks_checked,
                     format_bytes(report.bytes_checked),
                     report.findings.len(),
-                    report.quarantined
+                    report.quarantined,
+                    report.io_errors.len()
                 )?;
             }
             Ok(if report.is_clean() {

@@ -4,7 +4,13 @@
 //! The store's logic is synchronous; this adapter owns a small tokio runtime
 //! and blocks on it. Callers inside an async runtime must call the store from
 //! `spawn_blocking`.
+//!
+//! A put is durable when it returns, as on S3: demotion deletes the hot copy
+//! right after. object_store's local backend writes an object to a temporary
+//! file and renames it into place without syncing either, so on `file://`
+//! the object and its directories are synced here (through `LocalSync`).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use object_store::path::Path as ObjectPath;
@@ -16,7 +22,8 @@ use crate::ids::PackId;
 /// Where cold packs live. Implementations: [`ObjectStoreCold`] and the
 /// simulator's in-memory tier.
 pub trait ColdTier: Send + Sync + std::fmt::Debug {
-    /// Writes a whole pack.
+    /// Writes a whole pack, durably: once this returns, the pack survives a
+    /// crash or power cut.
     fn put(&self, pack: PackId, bytes: Vec<u8>) -> Result<()>;
     /// Reads a whole pack.
     fn get(&self, pack: PackId) -> Result<Vec<u8>>;
@@ -35,7 +42,53 @@ pub struct ObjectStoreCold {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     runtime: tokio::runtime::Runtime,
+    /// The directory of a `file://` tier, whose puts are synced here.
+    local: Option<LocalDir>,
 }
+
+/// Makes files and directories of a local cold tier durable. A seam, so that
+/// tests see when a cold object became durable.
+pub(crate) trait LocalSync: Send + Sync + std::fmt::Debug {
+    /// Flushes a file's bytes and metadata to stable storage.
+    fn sync_file(&self, path: &Path) -> std::io::Result<()>;
+    /// Flushes a directory's entries (names created or renamed in it).
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()>;
+}
+
+/// [`LocalSync`] through the file system.
+#[derive(Debug)]
+pub(crate) struct FsSync;
+
+impl LocalSync for FsSync {
+    fn sync_file(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::File::open(path)?.sync_all()
+    }
+
+    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::File::open(path)?.sync_all()
+    }
+}
+
+/// The root directory of a `file://` tier and how to sync under it.
+#[derive(Debug)]
+struct LocalDir {
+    root: PathBuf,
+    sync: Arc<dyn LocalSync>,
+}
+
+impl LocalDir {
+    /// Syncs the object of `pack`, then the directory its name was renamed
+    /// into, then the root (object_store may have just created `packs/`).
+    fn make_durable(&self, pack: PackId) -> std::io::Result<()> {
+        let packs = self.root.join(LOCAL_PACKS_DIR);
+        self.sync.sync_file(&packs.join(pack.file_name()))?;
+        self.sync.sync_dir(&packs)?;
+        self.sync.sync_dir(&self.root)
+    }
+}
+
+/// The directory of the packs under a cold tier's root or prefix.
+const LOCAL_PACKS_DIR: &str = "packs";
 
 impl ObjectStoreCold {
     /// Opens the tier at `url` (`file:///dir`, `s3://bucket/prefix`,
@@ -43,6 +96,12 @@ impl ObjectStoreCold {
     /// (`aws_endpoint`, `aws_access_key_id`, …) or the usual `AWS_*`
     /// environment variables.
     pub fn open(url: &str, options: &[(String, String)]) -> Result<Self> {
+        ObjectStoreCold::open_with_sync(url, options, Arc::new(FsSync))
+    }
+
+    /// Opens the tier at `url`; a `file://` tier syncs through `sync`.
+    pub(crate) fn open_with_sync(url: &str, options: &[(String, String)], sync: Arc<dyn LocalSync>) -> Result<Self> {
+        let mut local = None;
         let parsed = url::Url::parse(url).map_err(|error| StoreError::Config(format!("cold_url {url:?}: {error}")))?;
         let (store, prefix): (Arc<dyn ObjectStore>, ObjectPath) = match parsed.scheme() {
             "file" => {
@@ -50,9 +109,10 @@ impl ObjectStoreCold {
                     .to_file_path()
                     .map_err(|()| StoreError::Config(format!("cold_url {url:?} is not a local path")))?;
                 std::fs::create_dir_all(&dir).map_err(|error| StoreError::io("create", &dir, error))?;
-                let local = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|error| StoreError::Cold(error.to_string()))?;
-                (Arc::new(local), ObjectPath::from("packs"))
+                local = Some(LocalDir { root: dir, sync });
+                (Arc::new(store), ObjectPath::from(LOCAL_PACKS_DIR))
             }
             "s3" => {
                 install_crypto_provider();
@@ -93,6 +153,7 @@ impl ObjectStoreCold {
             store,
             prefix,
             runtime,
+            local,
         })
     }
 
@@ -115,8 +176,13 @@ impl ColdTier for ObjectStoreCold {
         let location = self.location(pack);
         self.runtime
             .block_on(self.store.put(&location, PutPayload::from(bytes)))
-            .map(|_| ())
-            .map_err(|error| self.failed("put", pack, error))
+            .map_err(|error| self.failed("put", pack, error))?;
+        match &self.local {
+            Some(local) => local
+                .make_durable(pack)
+                .map_err(|error| self.failed("sync", pack, error)),
+            None => Ok(()),
+        }
     }
 
     fn get(&self, pack: PackId) -> Result<Vec<u8>> {

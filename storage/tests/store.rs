@@ -5,6 +5,12 @@
 
 mod common;
 
+// Races and scrub faults: one test binary for the crate (fewer links).
+#[path = "cases/concurrency.rs"]
+mod concurrency;
+#[path = "cases/scrub.rs"]
+mod scrub;
+
 use std::sync::OnceLock;
 
 use common::*;

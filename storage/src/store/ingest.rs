@@ -7,6 +7,10 @@
 //! modification time differ, the file changed underneath and nothing is
 //! indexed. Order of durability: chunk bytes synced, then the index batch
 //! with a synced WAL, then the caller is told.
+//!
+//! The first pass looks the blob up without the writer lock; gc may collect
+//! it before the reference is written, so the commit looks again under the
+//! lock and, if it is gone, the ingest takes the full path.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -96,6 +100,24 @@ impl FileStamp {
     }
 }
 
+/// Whether preparing a file for in-place indexing chunks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunking {
+    /// Only when the store does not know its blob: a known blob costs one
+    /// hash.
+    IfNew,
+    /// Always: the blob the store knew was collected before the commit.
+    Always,
+}
+
+/// The answer of a commit of one prepared file.
+fn one_answer(mut answers: Vec<Result<IngestReport>>) -> Result<IngestReport> {
+    debug_assert_eq!(answers.len(), 1, "one answer per prepared file");
+    answers
+        .pop()
+        .unwrap_or_else(|| Err(StoreError::Commit("no answer".into())))
+}
+
 /// Files up to this size are indexed in place from one read into memory.
 const SMALL_FILE_BYTES: u64 = 8 << 20;
 
@@ -175,12 +197,8 @@ impl Store {
     ) -> Result<IngestReport> {
         let path = std::path::absolute(path).map_err(|error| StoreError::io("resolve", path, error))?;
         if residency == Residency::InPlace {
-            let prepared = self.prepare_in_place(&path, progress)?;
-            // commit_in_place answers once per prepared file.
-            return self
-                .commit_in_place(vec![Ok(prepared)])
-                .pop()
-                .unwrap_or_else(|| Err(StoreError::Commit("no answer".into())));
+            let prepared = self.prepare_in_place(&path, progress, Chunking::IfNew)?;
+            return one_answer(self.commit_in_place_retrying(vec![Ok(prepared)]));
         }
         let reference = format!("file:{}", path.display());
         self.ingest_file_as(&path, &reference, progress)
@@ -201,19 +219,14 @@ impl Store {
             }
         };
         unchanged(&file)?;
-        if let Some(record) = self.index.get::<BlobRecord>(Family::Blobs, blob.as_bytes())? {
-            // A stored blob with a quarantined chunk goes through the full
-            // path, which writes fresh copies of the bad chunks.
-            if record.stored && !self.has_quarantined_chunk(&record)? {
-                progress(size);
-                self.commit_known_blob(blob, &record, reference, None)?;
-                return Ok(IngestReport {
-                    blob,
-                    size,
-                    new_bytes: 0,
-                    already_present: true,
-                });
-            }
+        if self.commit_known_blob(blob, reference)? {
+            progress(size);
+            return Ok(IngestReport {
+                blob,
+                size,
+                new_bytes: 0,
+                already_present: true,
+            });
         }
         file.rewind().map_err(|error| StoreError::io("seek", &path, error))?;
         self.ingest_stored(&file, &path, Some(blob), reference, progress, &|| unchanged(&file))
@@ -238,19 +251,44 @@ impl Store {
             .par_iter()
             .map(|path| {
                 let path = std::path::absolute(path).map_err(|error| StoreError::io("resolve", path, error))?;
-                self.prepare_in_place(&path, &mut |_| {})
+                self.prepare_in_place(&path, &mut |_| {}, Chunking::IfNew)
             })
             .collect();
-        self.commit_in_place(prepared)
+        self.commit_in_place_retrying(prepared)
     }
 
-    /// Hashes a file for in-place indexing, chunking it only when the store
-    /// does not know its blob yet; fails if it changes while read.
-    fn prepare_in_place(&self, path: &Path, progress: &mut dyn FnMut(u64)) -> Result<PreparedInPlace> {
+    /// Commits prepared in-place files. A file left unchunked because the
+    /// store knew its blob, whose blob gc collected before the commit, is
+    /// prepared again (chunked this time) and committed once more.
+    fn commit_in_place_retrying(&self, prepared: Vec<Result<PreparedInPlace>>) -> Vec<Result<IngestReport>> {
+        let paths: Vec<Option<PathBuf>> = prepared
+            .iter()
+            .map(|file| file.as_ref().ok().map(|file| file.path.clone()))
+            .collect();
+        let mut answers = self.commit_in_place(prepared);
+        for (answer, path) in answers.iter_mut().zip(paths) {
+            // Only commit_in_place's check under the lock answers BlobNotFound.
+            if let (Err(StoreError::BlobNotFound(_)), Some(path)) = (&answer, path) {
+                *answer = self
+                    .prepare_in_place(&path, &mut |_| {}, Chunking::Always)
+                    .and_then(|file| one_answer(self.commit_in_place(vec![Ok(file)])));
+            }
+        }
+        answers
+    }
+
+    /// Hashes a file for in-place indexing, chunking it as `chunking` says;
+    /// fails if it changes while read.
+    fn prepare_in_place(
+        &self,
+        path: &Path,
+        progress: &mut dyn FnMut(u64),
+        chunking: Chunking,
+    ) -> Result<PreparedInPlace> {
         let mut file = File::open(path).map_err(|error| StoreError::io("open", path, error))?;
         let before = FileStamp::of(path, &file)?;
         if before.size <= SMALL_FILE_BYTES {
-            return self.prepare_small_in_place(path, file, before, progress);
+            return self.prepare_small_in_place(path, file, before, progress, chunking);
         }
         let (blob, size) = hash_reader(&mut file, path, &mut |_| {})?;
         let unchanged = |file: &File| -> Result<()> {
@@ -261,7 +299,7 @@ impl Store {
             }
         };
         unchanged(&file)?;
-        let record = if self.index.get_raw(Family::Blobs, blob.as_bytes())?.is_some() {
+        let record = if chunking == Chunking::IfNew && self.index.get_raw(Family::Blobs, blob.as_bytes())?.is_some() {
             progress(size);
             None
         } else {
@@ -281,11 +319,7 @@ impl Store {
     /// `reference`, deduplicated against everything already stored.
     pub fn ingest_bytes(&self, bytes: &[u8], reference: &str) -> Result<IngestReport> {
         let blob = BlobId::of(bytes);
-        if let Some(record) = self.index.get::<BlobRecord>(Family::Blobs, blob.as_bytes())?
-            && record.stored
-            && !self.has_quarantined_chunk(&record)?
-        {
-            self.commit_known_blob(blob, &record, reference, None)?;
+        if self.commit_known_blob(blob, reference)? {
             return Ok(IngestReport {
                 blob,
                 size: bytes.len() as u64,
@@ -502,6 +536,7 @@ impl Store {
         file: File,
         before: FileStamp,
         progress: &mut dyn FnMut(u64),
+        chunking: Chunking,
     ) -> Result<PreparedInPlace> {
         let mut bytes = Vec::with_capacity(before.size as usize);
         (&file)
@@ -514,7 +549,7 @@ impl Store {
         let blob = BlobId::of(&bytes);
         let size = before.size;
         progress(size);
-        let record = if self.index.get_raw(Family::Blobs, blob.as_bytes())?.is_some() {
+        let record = if chunking == Chunking::IfNew && self.index.get_raw(Family::Blobs, blob.as_bytes())?.is_some() {
             None
         } else {
             let chunks = crate::chunker::chunk_slice(&bytes, self.meta.chunker)
@@ -540,6 +575,11 @@ impl Store {
         let mut answers: Vec<Result<IngestReport>> = Vec::with_capacity(prepared.len());
         for file in prepared {
             let answer = file.and_then(|file| {
+                // The file was left unchunked because the store knew its
+                // blob; gc may have collected it since.
+                if file.record.is_none() && self.index.get_raw(Family::Blobs, file.blob.as_bytes())?.is_none() {
+                    return Err(StoreError::BlobNotFound(file.blob));
+                }
                 let reference = format!("inplace:{}", file.path.display());
                 let already_present = file.record.is_none() && self.has_location(&file.blob, &file.path)?;
                 if let Some(record) = &file.record
@@ -577,23 +617,24 @@ impl Store {
         }
     }
 
-    /// Points a reference (and, in place, a location) at a blob the store
-    /// already has.
-    fn commit_known_blob(
-        &self,
-        blob: BlobId,
-        record: &BlobRecord,
-        reference: &str,
-        location: Option<(PathBuf, FileStamp)>,
-    ) -> Result<()> {
+    /// Points `reference` at a stored blob if the store still holds it whole
+    /// under the writer lock: a caller that saw the blob before taking the
+    /// lock may have lost it to gc since. `false`: nothing was committed, and
+    /// the caller takes the full path (which also writes fresh copies of
+    /// quarantined chunks).
+    fn commit_known_blob(&self, blob: BlobId, reference: &str) -> Result<bool> {
         let mut state = self.lock_writer();
+        let Some(record) = self.index.get::<BlobRecord>(Family::Blobs, blob.as_bytes())? else {
+            return Ok(false);
+        };
+        if !record.stored || self.has_quarantined_chunk(&record)? {
+            return Ok(false);
+        }
         let mut counters = state.counters;
         let mut batch = self.index.batch();
-        if let Some((path, stamp)) = location {
-            self.put_location(&mut batch, &mut counters, &blob, &path, stamp, record.size)?;
-        }
         self.set_reference(&mut batch, &mut counters, reference, blob, record.size)?;
-        self.commit(&mut state, batch, counters)
+        self.commit(&mut state, batch, counters)?;
+        Ok(true)
     }
 
     fn put_location(

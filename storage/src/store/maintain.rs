@@ -4,14 +4,22 @@
 //! they used, deletes empty packs and rewrites hot packs that are mostly
 //! garbage. `scrub` reads every stored chunk in both tiers and checks it
 //! against its hash, quarantines the bad ones, and checks the index against
-//! itself (reference counts, pack fill, counters).
+//! itself (references, reference counts, pack fill, counters).
+//!
+//! Scrub reads and verifies packs without the writer lock, so that ingests go
+//! on during a run; it takes the lock per pack to quarantine (only chunks that
+//! still live where they were read) and once for the index's own check. Only
+//! a hash mismatch or missing bytes quarantine a chunk: a pack that cannot be
+//! read (EIO, EMFILE, a timeout) is tried again and then reported as an I/O
+//! error, its chunks left alone.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::{PackTxn, Store, WriteState};
-use crate::error::Result;
+use crate::error::{Result, StoreError};
 use crate::ids::{BlobId, ChunkId, PackId};
 use crate::index::Family;
 use crate::records::{BlobRecord, ChunkRecord, Counters, FileRecord, PackRecord, Tier, split_location_key};
@@ -35,7 +43,7 @@ pub struct GcReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ScrubFinding {
     /// What kind of problem: `corrupt_chunk`, `missing_chunk`,
-    /// `unreadable_pack`, `index` or `file_changed`.
+    /// `missing_blob`, `index` or `file_changed`.
     pub kind: &'static str,
     /// A sentence saying what is wrong and where.
     pub detail: String,
@@ -52,13 +60,18 @@ pub struct ScrubReport {
     pub quarantined: u64,
     /// Every problem found.
     pub findings: Vec<ScrubFinding>,
+    /// Packs that could not be read, even after retries (an I/O error, a
+    /// timeout of the cold tier): a sentence each. Their chunks were not
+    /// verified, and not quarantined either.
+    pub io_errors: Vec<String>,
 }
 
 impl ScrubReport {
-    /// True when the store's own data is sound. In-place files that their
-    /// owner changed are reported but do not make the store unclean.
+    /// True when the store's own data is verified sound. In-place files that
+    /// their owner changed are reported but do not make the store unclean; a
+    /// pack that could not be read does, since nothing vouches for it.
     pub fn is_clean(&self) -> bool {
-        self.findings.iter().all(|finding| finding.kind == "file_changed")
+        self.io_errors.is_empty() && self.findings.iter().all(|finding| finding.kind == "file_changed")
     }
 
     fn find(&mut self, kind: &'static str, detail: String) {
@@ -69,6 +82,80 @@ impl ScrubReport {
 
 /// Hot packs whose live share is below this percentage are rewritten by gc.
 const COMPACT_LIVE_PERCENT: u64 = 50;
+
+/// Reads of one pack scrub tries before it reports an I/O error.
+const SCRUB_READ_TRIES: u32 = 3;
+
+/// Scrub waits this long times the number of failed tries before reading a
+/// pack again (EMFILE and EIO under load often pass; S3 retries inside
+/// object_store already).
+const SCRUB_RETRY_DELAY_MS: u64 = 20;
+
+/// The stored chunks, grouped by the pack they point into.
+type ChunksByPack = BTreeMap<PackId, Vec<(ChunkId, ChunkRecord)>>;
+
+/// How reading a pack for scrub ended.
+#[derive(Debug)]
+enum PackRead {
+    /// The pack's record and its bytes.
+    Read(PackRecord, Vec<u8>),
+    /// The index has no record of the pack.
+    Unknown,
+    /// Every try failed; the last error.
+    Failed(StoreError),
+}
+
+/// A chunk that looked bad when its pack was read; quarantined only if it
+/// still lives where it was read once the writer lock is held.
+#[derive(Debug)]
+struct Suspect {
+    chunk: ChunkId,
+    record: ChunkRecord,
+    /// The finding's kind and sentence; `None` when the index check reports
+    /// the problem (a pack the index does not know).
+    finding: Option<(&'static str, String)>,
+    /// Kept in the quarantine row.
+    reason: String,
+}
+
+/// Verifies each chunk of `pack` against the pack's bytes; returns the ones
+/// whose bytes are missing or do not match their hash.
+fn verify_chunks(
+    pack: PackId,
+    record: &PackRecord,
+    bytes: &[u8],
+    chunks: &[(ChunkId, ChunkRecord)],
+    report: &mut ScrubReport,
+) -> Vec<Suspect> {
+    let mut suspects = Vec::new();
+    for (chunk, chunk_record) in chunks {
+        let start = chunk_record.offset as usize;
+        let end = start + chunk_record.len as usize;
+        if end > bytes.len() || chunk_record.offset + u64::from(chunk_record.len) > record.len {
+            suspects.push(Suspect {
+                chunk: *chunk,
+                record: *chunk_record,
+                finding: Some(("missing_chunk", format!("chunk {chunk} lies past the end of {pack}"))),
+                reason: format!("missing from {pack}"),
+            });
+            continue;
+        }
+        report.chunks_checked += 1;
+        report.bytes_checked += u64::from(chunk_record.len);
+        if ChunkId::of(&bytes[start..end]) != *chunk {
+            suspects.push(Suspect {
+                chunk: *chunk,
+                record: *chunk_record,
+                finding: Some((
+                    "corrupt_chunk",
+                    format!("chunk {chunk} in {pack} at offset {start} is corrupt"),
+                )),
+                reason: format!("corrupt in {pack}"),
+            });
+        }
+    }
+    suspects
+}
 
 impl Store {
     /// Keeps the references under `prefix` (a cache: callers put the time
@@ -313,21 +400,154 @@ impl Store {
     /// Verifies every stored chunk in both tiers, quarantines corrupt ones and
     /// checks the index's own consistency.
     pub fn scrub(&self) -> Result<ScrubReport> {
-        let mut state = self.lock_writer();
         let mut report = ScrubReport::default();
-        let packs: BTreeMap<PackId, PackRecord> = self.pack_records()?.into_iter().collect();
-        let mut by_pack: BTreeMap<PackId, Vec<(ChunkId, ChunkRecord)>> = BTreeMap::new();
+        // Keys that are not hashes are reported by the index check below.
+        let (by_pack, _) = self.chunks_by_pack()?;
+        for (pack, chunks) in &by_pack {
+            self.scrub_pack(*pack, chunks, &mut report)?;
+        }
+        {
+            // Counters and records must come from one moment: no change
+            // lands while the index is checked against itself.
+            let state = self.lock_writer();
+            self.check_index(&state.counters, &mut report)?;
+            self.check_references(&mut report)?;
+        }
+        self.check_locations(&mut report)?;
+        Ok(report)
+    }
+
+    /// The stored chunks by pack, and the chunk keys that are not hashes.
+    fn chunks_by_pack(&self) -> Result<(ChunksByPack, Vec<String>)> {
+        let mut by_pack = ChunksByPack::new();
+        let mut bad_keys = Vec::new();
         for item in self.index.scan::<ChunkRecord>(Family::Chunks) {
             let (key, record) = item?;
-            let Some(chunk) = ChunkId::from_slice(&key) else {
-                report.find("index", format!("chunk key {} is not a hash", hex::encode(&key)));
-                continue;
-            };
-            by_pack.entry(record.pack).or_default().push((chunk, record));
+            match ChunkId::from_slice(&key) {
+                Some(chunk) => by_pack.entry(record.pack).or_default().push((chunk, record)),
+                None => bad_keys.push(hex::encode(&key)),
+            }
         }
-        let mut bad = Vec::new();
+        Ok((by_pack, bad_keys))
+    }
+
+    /// Reads one pack whole (without the writer lock), verifies each of its
+    /// chunks, and quarantines the bad ones that the lock confirms.
+    fn scrub_pack(&self, pack: PackId, chunks: &[(ChunkId, ChunkRecord)], report: &mut ScrubReport) -> Result<()> {
+        let suspects = match self.read_pack_for_scrub(pack)? {
+            PackRead::Read(record, bytes) => verify_chunks(pack, &record, &bytes, chunks, report),
+            PackRead::Unknown => chunks
+                .iter()
+                .map(|(chunk, record)| Suspect {
+                    chunk: *chunk,
+                    record: *record,
+                    finding: None,
+                    reason: format!("{pack} is unknown"),
+                })
+                .collect(),
+            PackRead::Failed(error) => {
+                let sentence = format!("{pack} could not be read ({SCRUB_READ_TRIES} tries): {error}");
+                tracing::warn!("{sentence}");
+                report.io_errors.push(sentence);
+                return Ok(());
+            }
+        };
+        if suspects.is_empty() {
+            return Ok(());
+        }
+        self.quarantine_confirmed(suspects, report)
+    }
+
+    /// Reads a pack from the tier its record names, trying again after a
+    /// read error. The record is read afresh on each try: the pack may have
+    /// moved to the cold tier, or gone, since the last.
+    fn read_pack_for_scrub(&self, pack: PackId) -> Result<PackRead> {
+        let mut tries = 1;
+        loop {
+            let Some(record) = self.index.get::<PackRecord>(Family::Packs, &pack.key())? else {
+                return Ok(PackRead::Unknown);
+            };
+            let bytes = match record.tier {
+                Tier::Hot => self.hot.read_all(pack),
+                Tier::Cold => match &self.cold {
+                    Some(cold) => cold.get(pack),
+                    None => Err(StoreError::NoColdTier),
+                },
+            };
+            match bytes {
+                Ok(bytes) => return Ok(PackRead::Read(record, bytes)),
+                Err(error) if tries >= SCRUB_READ_TRIES => return Ok(PackRead::Failed(error)),
+                Err(error) => tracing::debug!(%pack, tries, %error, "scrub could not read a pack; trying again"),
+            }
+            std::thread::sleep(Duration::from_millis(SCRUB_RETRY_DELAY_MS * u64::from(tries)));
+            tries += 1;
+        }
+    }
+
+    /// Quarantines the suspects that, under the writer lock, still live
+    /// where they were read. Pack ids are never reused and committed pack
+    /// bytes never change, so what was read there is what is there; a chunk
+    /// that moved (compaction, healing) or went (gc) since is left alone.
+    fn quarantine_confirmed(&self, suspects: Vec<Suspect>, report: &mut ScrubReport) -> Result<()> {
+        let mut state = self.lock_writer();
+        let mut batch = self.index.batch();
+        for suspect in suspects {
+            let current = self
+                .index
+                .get::<ChunkRecord>(Family::Chunks, suspect.chunk.as_bytes())?;
+            let still_there = current.is_some_and(|current| {
+                (current.pack, current.offset, current.len)
+                    == (suspect.record.pack, suspect.record.offset, suspect.record.len)
+            });
+            if !still_there {
+                continue;
+            }
+            if let Some((kind, detail)) = suspect.finding {
+                report.find(kind, detail);
+            }
+            if self
+                .index
+                .get_raw(Family::Quarantine, suspect.chunk.as_bytes())?
+                .is_none()
+            {
+                report.quarantined += 1;
+            }
+            batch.put(Family::Quarantine, suspect.chunk.as_bytes(), &suspect.reason);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let counters = state.counters;
+        self.commit(&mut state, batch, counters)
+    }
+
+    /// Reports references that name a blob the index does not have.
+    fn check_references(&self, report: &mut ScrubReport) -> Result<()> {
+        for item in self.index.scan::<BlobId>(Family::Refs) {
+            let (key, blob) = item?;
+            if self.index.get_raw(Family::Blobs, blob.as_bytes())?.is_none() {
+                report.find(
+                    "missing_blob",
+                    format!(
+                        "reference {} names blob {blob}, which the index does not have",
+                        String::from_utf8_lossy(&key)
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Recomputes reference counts, pack fill and counters from the records
+    /// and compares them with what the index holds.
+    fn check_index(&self, counters: &Counters, report: &mut ScrubReport) -> Result<()> {
+        let packs: BTreeMap<PackId, PackRecord> = self.pack_records()?.into_iter().collect();
+        let (by_pack, bad_keys) = self.chunks_by_pack()?;
+        for key in bad_keys {
+            report.find("index", format!("chunk key {key} is not a hash"));
+        }
         for (pack, chunks) in &by_pack {
-            let Some(pack_record) = packs.get(pack) else {
+            if !packs.contains_key(pack) {
                 report.find(
                     "index",
                     format!(
@@ -335,80 +555,8 @@ impl Store {
                         chunks.len()
                     ),
                 );
-                bad.extend(chunks.iter().map(|(chunk, _)| (*chunk, format!("{pack} is unknown"))));
-                continue;
-            };
-            self.scrub_pack(*pack, pack_record, chunks, &mut report, &mut bad);
-        }
-        self.check_index(&packs, &by_pack, &state.counters, &mut report)?;
-        self.check_locations(&mut report)?;
-        if !bad.is_empty() {
-            let mut batch = self.index.batch();
-            for (chunk, reason) in &bad {
-                if self.index.get_raw(Family::Quarantine, chunk.as_bytes())?.is_none() {
-                    report.quarantined += 1;
-                }
-                batch.put(Family::Quarantine, chunk.as_bytes(), reason);
-            }
-            let counters = state.counters;
-            self.commit(&mut state, batch, counters)?;
-        }
-        Ok(report)
-    }
-
-    /// Reads one pack whole and verifies each of its chunks.
-    fn scrub_pack(
-        &self,
-        pack: PackId,
-        record: &PackRecord,
-        chunks: &[(ChunkId, ChunkRecord)],
-        report: &mut ScrubReport,
-        bad: &mut Vec<(ChunkId, String)>,
-    ) {
-        let bytes = match record.tier {
-            Tier::Hot => self.hot.read_all(pack),
-            Tier::Cold => match &self.cold {
-                Some(cold) => cold.get(pack),
-                None => Err(crate::error::StoreError::NoColdTier),
-            },
-        };
-        let bytes = match bytes {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                report.find("unreadable_pack", format!("{pack} cannot be read: {error}"));
-                bad.extend(chunks.iter().map(|(chunk, _)| (*chunk, format!("{pack} unreadable"))));
-                return;
-            }
-        };
-        for (chunk, chunk_record) in chunks {
-            let start = chunk_record.offset as usize;
-            let end = start + chunk_record.len as usize;
-            if end > bytes.len() || chunk_record.offset + u64::from(chunk_record.len) > record.len {
-                report.find("missing_chunk", format!("chunk {chunk} lies past the end of {pack}"));
-                bad.push((*chunk, format!("missing from {pack}")));
-                continue;
-            }
-            report.chunks_checked += 1;
-            report.bytes_checked += u64::from(chunk_record.len);
-            if ChunkId::of(&bytes[start..end]) != *chunk {
-                report.find(
-                    "corrupt_chunk",
-                    format!("chunk {chunk} in {pack} at offset {start} is corrupt"),
-                );
-                bad.push((*chunk, format!("corrupt in {pack}")));
             }
         }
-    }
-
-    /// Recomputes reference counts, pack fill and counters from the records
-    /// and compares them with what the index holds.
-    fn check_index(
-        &self,
-        packs: &BTreeMap<PackId, PackRecord>,
-        by_pack: &BTreeMap<PackId, Vec<(ChunkId, ChunkRecord)>>,
-        counters: &Counters,
-        report: &mut ScrubReport,
-    ) -> Result<()> {
         let mut expected_refs: HashMap<ChunkId, u64> = HashMap::new();
         let mut blobs = 0_u64;
         for item in self.index.scan::<BlobRecord>(Family::Blobs) {
@@ -428,7 +576,7 @@ impl Store {
         }
         let mut chunks = 0_u64;
         let mut stored_bytes = 0_u64;
-        for (pack, pack_chunks) in by_pack {
+        for (pack, pack_chunks) in &by_pack {
             let live: u64 = pack_chunks.iter().map(|(_, record)| u64::from(record.len)).sum();
             if let Some(pack_record) = packs.get(pack)
                 && pack_record.live_bytes != live

@@ -1,9 +1,15 @@
 //! Tiering between the hot directory and the cold object store.
 //!
-//! Demotion moves whole sealed packs: copy to cold, read back and verify,
-//! switch the index, then delete the hot file. A crash before the switch
-//! leaves the hot copy authoritative (the cold object is overwritten by the
-//! next try); a crash after it leaves a hot file that the next open removes.
+//! Demotion moves whole sealed packs: copy to cold (a put is durable when it
+//! returns, see [`crate::cold`]), read back and verify, switch the index,
+//! then delete the hot file. A crash before the switch leaves the hot copy
+//! authoritative (the cold object is overwritten by the next try); a crash
+//! after it leaves a hot file that the next open removes.
+//!
+//! The copy runs without the writer lock, so that ingests go on during an
+//! upload; the lock is taken to seal the open pack and pick the candidates,
+//! and again for each switch, which first checks that the pack is still the
+//! hot pack that was copied (gc may have dropped it meanwhile).
 //! Promotion copies one cold chunk into the open hot pack when the policy
 //! admits it, with the same order: bytes synced, then the index switched.
 
@@ -48,44 +54,61 @@ impl Store {
         if self.cold.is_none() {
             return Err(StoreError::NoColdTier);
         }
-        let mut state = self.lock_writer();
         let mut report = TierReport {
             hot_bytes_max: budget,
             ..TierReport::default()
         };
-        if state.counters.hot_bytes > high {
-            // The open pack is committed up to its length; sealing it makes it
-            // a candidate like any other.
-            state.open = None;
-            let mut candidates = Vec::new();
-            for item in self.index.scan::<PackRecord>(Family::Packs) {
-                let (key, record) = item?;
-                if record.tier == Tier::Hot
-                    && let Some(pack) = PackId::from_key(&key)
-                {
-                    candidates.push(pack);
-                }
+        for pack in self.demotion_candidates(high)? {
+            if self.lock_writer().counters.hot_bytes <= low {
+                break;
             }
-            let order = self.lock_policy().demotion_order(&candidates);
-            for pack in order {
-                if state.counters.hot_bytes <= low {
-                    break;
-                }
-                report.demoted_bytes += self.demote(&mut state, pack)?;
+            if let Some(len) = self.demote(pack)? {
+                report.demoted_bytes += len;
                 report.demoted_packs += 1;
             }
         }
-        report.hot_bytes = state.counters.hot_bytes;
-        report.cold_bytes = state.counters.cold_bytes;
+        let counters = self.lock_writer().counters;
+        report.hot_bytes = counters.hot_bytes;
+        report.cold_bytes = counters.cold_bytes;
         Ok(report)
     }
 
-    /// Moves one hot pack to the cold tier; returns its length.
-    fn demote(&self, state: &mut WriteState, pack: PackId) -> Result<u64> {
+    /// The hot packs, coldest first, when the hot tier is above `high`;
+    /// none otherwise.
+    fn demotion_candidates(&self, high: u64) -> Result<Vec<PackId>> {
+        let mut state = self.lock_writer();
+        if state.counters.hot_bytes <= high {
+            return Ok(Vec::new());
+        }
+        // The open pack is committed up to its length; sealing it makes it a
+        // candidate like any other (later appends go to a new pack).
+        state.open = None;
+        let mut candidates = Vec::new();
+        for item in self.index.scan::<PackRecord>(Family::Packs) {
+            let (key, record) = item?;
+            if record.tier == Tier::Hot
+                && let Some(pack) = PackId::from_key(&key)
+            {
+                candidates.push(pack);
+            }
+        }
+        Ok(self.lock_policy().demotion_order(&candidates))
+    }
+
+    /// Moves one sealed hot pack to the cold tier; returns its length, or
+    /// `None` when the pack is no longer the hot pack it was (gc dropped it,
+    /// another run demoted it).
+    fn demote(&self, pack: PackId) -> Result<Option<u64>> {
         let cold = self.cold.as_ref().ok_or(StoreError::NoColdTier)?;
-        let mut record = self.pack_record(pack)?;
-        debug_assert_eq!(record.tier, Tier::Hot);
-        let mut bytes = self.hot.read_all(pack)?;
+        let Some(record) = self.hot_record(pack)? else {
+            return Ok(None);
+        };
+        let mut bytes = match self.hot.read_all(pack) {
+            Ok(bytes) => bytes,
+            // gc may have dropped the pack since its record was read.
+            Err(_) if self.hot_record(pack)?.is_none() => return Ok(None),
+            Err(error) => return Err(error),
+        };
         if (bytes.len() as u64) < record.len {
             return Err(StoreError::Corrupt {
                 what: format!("{pack}"),
@@ -101,16 +124,52 @@ impl Store {
                 "{pack}: the cold copy does not match; the hot copy is kept"
             )));
         }
+        self.switch_to_cold(pack, record.len)
+    }
+
+    /// The record of `pack` if it is a hot pack.
+    fn hot_record(&self, pack: PackId) -> Result<Option<PackRecord>> {
+        let record = self.index.get::<PackRecord>(Family::Packs, &pack.key())?;
+        Ok(record.filter(|record| record.tier == Tier::Hot))
+    }
+
+    /// Under the writer lock: if `pack` is still the hot pack of `len`
+    /// bytes that was copied, records it as cold and deletes the hot file.
+    fn switch_to_cold(&self, pack: PackId, len: u64) -> Result<Option<u64>> {
+        let mut state = self.lock_writer();
+        let current = self.index.get::<PackRecord>(Family::Packs, &pack.key())?;
+        let mut record = match current {
+            // Its live bytes may have shrunk meanwhile (gc); its bytes did not.
+            Some(record) if record.tier == Tier::Hot && record.len == len => record,
+            Some(_) => return Ok(None),
+            None => {
+                drop(state);
+                self.delete_orphan_copy(pack);
+                return Ok(None);
+            }
+        };
         let mut counters = state.counters;
         counters.hot_bytes = counters.hot_bytes.saturating_sub(record.len);
         counters.cold_bytes += record.len;
         record.tier = Tier::Cold;
         let mut batch = self.index.batch();
         batch.put(Family::Packs, &pack.key(), &record);
-        self.commit(state, batch, counters)?;
+        self.commit(&mut state, batch, counters)?;
         self.hot.remove(pack)?;
-        tracing::info!("demoted {pack} ({} bytes) to {}", record.len, cold.url());
-        Ok(record.len)
+        if let Some(cold) = &self.cold {
+            tracing::info!("demoted {pack} ({} bytes) to {}", record.len, cold.url());
+        }
+        Ok(Some(record.len))
+    }
+
+    /// Deletes the cold copy of a pack gc dropped during its upload; a copy
+    /// left behind only costs room (ids are never reused).
+    fn delete_orphan_copy(&self, pack: PackId) {
+        if let Some(cold) = &self.cold
+            && let Err(error) = cold.delete(pack)
+        {
+            tracing::warn!(%error, "could not delete the cold copy of dropped {pack}");
+        }
     }
 
     /// Copies a verified cold chunk into the hot tier if the policy admits
@@ -164,3 +223,6 @@ impl Store {
         outcome
     }
 }
+
+#[cfg(test)]
+mod tiering_test;

@@ -4,7 +4,7 @@
 # store's figures are printed; then the node runs in the foreground
 # (`omega serve`: a cluster of one on first start) until Ctrl-C.
 # Extra `omega serve` flags go in OMEGA_SERVE_ARGS, e.g.
-#   OMEGA_SERVE_ARGS="--join 10.0.0.5:8421 --token omega-join-…"
+#   OMEGA_JOIN_TOKEN=omega-join-… OMEGA_SERVE_ARGS="--join 10.0.0.5:8421"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -41,6 +41,19 @@ const SERVE_DEADLINE: Duration = Duration::from_secs(60);
 const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(30 * 60);
 /// Connection attempts give up after this long.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
+/// A request's frame (head and payload) must arrive within this.
+const READ_DEADLINE: Duration = Duration::from_secs(10);
+/// The largest join request (a token is a few hundred bytes).
+const JOIN_MAX_BYTES: usize = 16 << 10;
+/// Connections without a member certificate open at once; more are closed.
+const STRANGER_CONNECTIONS_MAX: usize = 32;
+/// Streams one such connection may have open at once.
+const STRANGER_STREAMS_MAX: u32 = 4;
+/// Bytes a peer may have in flight to this node per stream and per
+/// connection (QUIC flow control): what an unread stream can make it hold.
+const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+/// See [`STREAM_WINDOW_BYTES`].
+const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
 
 /// Errors setting up QUIC.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +104,10 @@ fn chain(identity: &NodeIdentity) -> Vec<CertificateDer<'static>> {
 fn transport_config() -> Arc<quinn::TransportConfig> {
     let mut config = quinn::TransportConfig::default();
     config.max_concurrent_bidi_streams(256_u32.into());
+    // quinn's connection window is unbounded by default: bound what a peer
+    // can make this node buffer.
+    config.stream_receive_window(STREAM_WINDOW_BYTES.into());
+    config.receive_window(CONNECTION_WINDOW_BYTES.into());
     config.keep_alive_interval(Some(Duration::from_secs(2)));
     if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(10)) {
         config.max_idle_timeout(Some(idle));
@@ -474,20 +491,35 @@ pub struct ServerContext {
 /// Accepts connections until the endpoint closes.
 pub async fn serve(cluster: Arc<Cluster<QuicTransport>>, transport: Arc<QuicTransport>, context: ServerContext) {
     let context = Arc::new(context);
+    let strangers = Arc::new(tokio::sync::Semaphore::new(STRANGER_CONNECTIONS_MAX));
     while let Some(incoming) = transport.endpoint.accept().await {
         let cluster = cluster.clone();
         let context = context.clone();
+        let strangers = strangers.clone();
         tokio::spawn(async move {
-            let connection = match incoming.await {
-                Ok(connection) => connection,
-                Err(error) => {
+            let connection = match tokio::time::timeout(CONNECT_DEADLINE, incoming).await {
+                Ok(Ok(connection)) => connection,
+                Ok(Err(error)) => {
                     tracing::debug!(%error, "handshake failed");
                     return;
                 }
+                Err(_) => return,
             };
             // rustls verified any certificate presented against the CA.
             let fingerprint = peer_fingerprint(&connection);
             let member = fingerprint.is_some();
+            // A peer without a member certificate may only join: few such
+            // connections at once, few streams each.
+            let _stranger_place = if member {
+                None
+            } else {
+                let Ok(place) = strangers.try_acquire_owned() else {
+                    connection.close(1_u32.into(), b"busy");
+                    return;
+                };
+                connection.set_max_concurrent_bi_streams(STRANGER_STREAMS_MAX.into());
+                Some(place)
+            };
             while let Ok((send, recv)) = connection.accept_bi().await {
                 let cluster = cluster.clone();
                 let context = context.clone();
@@ -523,19 +555,33 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
 ) -> Result<(), TransportError> {
     let mut head = [0_u8; 5];
-    recv.read_exact(&mut head).await.map_err(network)?;
+    tokio::time::timeout(READ_DEADLINE, recv.read_exact(&mut head))
+        .await
+        .map_err(|_| network("no request head within the read deadline"))?
+        .map_err(network)?;
     let kind = head[0];
     let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-    if len > MESSAGE_MAX_BYTES {
+    // Who may send what is decided before any payload is read or allocated.
+    let refusal = match (kind, member) {
+        (KIND_JOIN, _) if len > JOIN_MAX_BYTES => Some(format!("a join request of {len} bytes is too large")),
+        (KIND_JOIN, _) => None,
+        (_, false) => Some("refused: no valid cluster certificate".to_owned()),
+        _ if len > MESSAGE_MAX_BYTES => Some(format!("a request of {len} bytes is too large")),
+        _ => None,
+    };
+    if let Some(refusal) = refusal {
         let _ = recv.stop(1_u32.into());
-        return reply(
-            &mut send,
-            &PeerResponse::Error(format!("a request of {len} bytes is too large")),
-        )
-        .await;
+        if kind == KIND_JOIN {
+            let answer: JoinResponse = Err(refusal);
+            return reply(&mut send, &answer).await;
+        }
+        return reply(&mut send, &PeerResponse::Error(refusal)).await;
     }
     let mut payload = vec![0_u8; len];
-    recv.read_exact(&mut payload).await.map_err(network)?;
+    tokio::time::timeout(READ_DEADLINE, recv.read_exact(&mut payload))
+        .await
+        .map_err(|_| network("the request did not arrive within the read deadline"))?
+        .map_err(network)?;
     match (kind, member) {
         (KIND_JOIN, _) => {
             let answer = match postcard::from_bytes::<JoinRequest>(&payload) {
@@ -546,8 +592,8 @@ async fn serve_stream(
             };
             reply(&mut send, &answer).await
         }
+        // Refused above; answered again rather than trusted to stay so.
         (_, false) => {
-            let _ = recv.stop(1_u32.into());
             reply(
                 &mut send,
                 &PeerResponse::Error("refused: no valid cluster certificate".into()),

@@ -52,6 +52,27 @@ pub struct FileHttpConfig {
     /// Reverse proxies whose `X-Forwarded-For` names the client (addresses
     /// or CIDR networks); from anyone else the header is ignored.
     pub trusted_proxies: Option<Vec<String>>,
+    /// Seconds a client has to send a request's headers (default 10).
+    pub header_timeout_secs: Option<u64>,
+    /// HTTP connections open at once (default: half the open-file limit,
+    /// 64 to 16,384).
+    pub connections_max: Option<usize>,
+    /// HTTP connections open at once from one address (default 256;
+    /// trusted proxies are exempt).
+    pub connections_per_address: Option<usize>,
+}
+
+/// The `[http]` settings.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// `[http] trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A request's headers must arrive within this.
+    pub header_timeout: std::time::Duration,
+    /// Connections open at once, when set.
+    pub connections_max: Option<usize>,
+    /// Connections open at once from one address.
+    pub connections_per_address: usize,
 }
 
 /// The `[p2p]` table.
@@ -108,6 +129,9 @@ pub struct FileTranscodeConfig {
     pub ffprobe: Option<PathBuf>,
     /// ffmpeg sessions at once (default: half the CPU cores, at least 1).
     pub max_sessions: Option<usize>,
+    /// ffmpeg and ffprobe processes at once, of every kind (default: two
+    /// per core and four more, at least `max_sessions` + 2).
+    pub max_processes: Option<usize>,
     /// Seconds before an unused session stops (default 60).
     pub idle_secs: Option<u64>,
     /// Try hardware encoders (default true).
@@ -135,6 +159,8 @@ pub struct TranscodeSettings {
     pub ffprobe: PathBuf,
     /// ffmpeg sessions at once.
     pub max_sessions: usize,
+    /// ffmpeg and ffprobe processes at once, of every kind.
+    pub max_processes: usize,
     /// An unused session stops after this.
     pub idle: std::time::Duration,
     /// Try hardware encoders.
@@ -265,8 +291,8 @@ pub struct Config {
     pub transcode: TranscodeSettings,
     /// The P2P data plane.
     pub p2p: P2pSettings,
-    /// `[http] trusted_proxies`, parsed.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `[http]`.
+    pub http: HttpSettings,
 }
 
 fn parse_addr(what: &str, text: &str, example_port: u16) -> anyhow::Result<SocketAddr> {
@@ -369,22 +395,30 @@ impl Config {
             Some(text) => parse_addr("HTTP listen address", text, DEFAULT_HTTP_PORT)?,
             None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)),
         };
-        let trusted_proxies = crate::client_addr::parse_trusted(&file.http.trusted_proxies.unwrap_or_default())
-            .map_err(anyhow::Error::msg)?;
+        let http = HttpSettings {
+            trusted_proxies: crate::client_addr::parse_trusted(&file.http.trusted_proxies.unwrap_or_default())
+                .map_err(anyhow::Error::msg)?,
+            header_timeout: std::time::Duration::from_secs(file.http.header_timeout_secs.unwrap_or(10).clamp(1, 3600)),
+            connections_max: file.http.connections_max.map(|max| max.max(1)),
+            connections_per_address: file.http.connections_per_address.unwrap_or(256).max(1),
+        };
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let max_sessions = file.transcode.max_sessions.unwrap_or(cores / 2).clamp(1, 256);
         Ok(Config {
             p2p,
-            trusted_proxies,
+            http,
             probe_media: file.library.probe.unwrap_or(true),
             watch_media: file.library.watch.unwrap_or(true),
             transcode: TranscodeSettings {
                 enabled: file.transcode.enabled.unwrap_or(true),
                 ffmpeg: file.transcode.ffmpeg.unwrap_or_else(|| "ffmpeg".into()),
                 ffprobe: file.transcode.ffprobe.unwrap_or_else(|| "ffprobe".into()),
-                max_sessions: file
+                max_sessions,
+                max_processes: file
                     .transcode
-                    .max_sessions
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |cores| cores.get() / 2))
-                    .clamp(1, 256),
+                    .max_processes
+                    .unwrap_or_else(|| (cores * 2 + 4).max(max_sessions + 2))
+                    .clamp(1, 1024),
                 idle: std::time::Duration::from_secs(file.transcode.idle_secs.unwrap_or(60)),
                 hardware: file.transcode.hardware.unwrap_or(true),
                 read_rate: file.transcode.read_rate.filter(|rate| rate.is_finite() && *rate > 0.0),

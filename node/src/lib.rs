@@ -35,6 +35,7 @@ pub mod http;
 pub mod jellyfin;
 pub mod jobs;
 pub mod library;
+pub mod listener;
 pub mod opds;
 pub mod p2p;
 pub mod p2p_client;

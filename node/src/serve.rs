@@ -38,17 +38,62 @@ pub struct ServeArgs {
     /// free port].
     #[arg(long, env = "OMEGA_P2P_LISTEN", value_name = "ADDR")]
     pub p2p_listen: Option<String>,
-    /// Join the cluster of the member at ADDR (its cluster address).
-    #[arg(long, value_name = "ADDR", requires = "token")]
+    /// Join the cluster of the member at ADDR (its cluster address), with
+    /// a token from `--token-file`, `OMEGA_JOIN_TOKEN` or `--token`.
+    #[arg(long, value_name = "ADDR")]
     pub join: Option<String>,
     /// A media folder to serve as a library: `PATH` (its type found from its
     /// content) or `PATH:TYPE` (movies, shows, music, audiobooks, books,
     /// photos). Repeatable; a folder already in a library is not added twice.
     #[arg(long = "media", value_name = "PATH[:TYPE]")]
     pub media: Vec<String>,
-    /// Join token from `omega cluster token` on a member.
+    /// Join token from `omega cluster token` on a member; `-` reads it from
+    /// standard input. Prefer `OMEGA_JOIN_TOKEN` or `--token-file`: `ps`
+    /// shows command lines to every local user.
     #[arg(long, env = "OMEGA_JOIN_TOKEN", value_name = "T", requires = "join")]
     pub token: Option<String>,
+    /// A file holding the join token (e.g. a mounted secret).
+    #[arg(
+        long,
+        env = "OMEGA_JOIN_TOKEN_FILE",
+        value_name = "PATH",
+        requires = "join",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
+}
+
+/// The largest join token file read (a token is a few hundred bytes).
+const TOKEN_FILE_MAX_BYTES: u64 = 64 << 10;
+
+/// The join token, from `--token-file`, `--token -` (standard input) or
+/// `--token`/`OMEGA_JOIN_TOKEN`.
+fn join_token(args: &ServeArgs) -> anyhow::Result<Option<String>> {
+    use std::io::Read as _;
+    let text = match (&args.token_file, args.token.as_deref()) {
+        (Some(path), _) => {
+            let mut text = String::new();
+            std::fs::File::open(path)
+                .and_then(|file| file.take(TOKEN_FILE_MAX_BYTES).read_to_string(&mut text))
+                .with_context(|| format!("cannot read the join token from {}", path.display()))?;
+            text
+        }
+        (None, Some("-")) => {
+            let mut text = String::new();
+            std::io::stdin()
+                .take(TOKEN_FILE_MAX_BYTES)
+                .read_to_string(&mut text)
+                .context("cannot read the join token from standard input")?;
+            text
+        }
+        (None, Some(token)) => token.to_owned(),
+        (None, None) => return Ok(None),
+    };
+    let token = text.trim();
+    if token.is_empty() {
+        bail!("the join token is empty");
+    }
+    Ok(Some(token.to_owned()))
 }
 
 /// Where the node keeps its membership.
@@ -139,8 +184,13 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&paths.cluster_dir)
         .with_context(|| format!("cannot create {}", paths.cluster_dir.display()))?;
     let existing = NodeIdentity::load(&paths.identity)?;
-    let join = match (&args.join, &args.token) {
-        (Some(addr), Some(token)) => Some((parse_join_addr(addr)?, token.clone())),
+    let join = match (&args.join, join_token(&args)?) {
+        (Some(addr), Some(token)) => Some((parse_join_addr(addr)?, token)),
+        (Some(_), None) if existing.is_some() => {
+            eprintln!("omega: note: this node is already a member; --join without a token is ignored");
+            None
+        }
+        (Some(_), None) => bail!("--join needs a token: --token-file PATH, OMEGA_JOIN_TOKEN or --token"),
         _ => None,
     };
     let (identity, created) = match (existing, &join) {
@@ -251,13 +301,22 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         started: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         unattended_admin: std::env::var_os("OMEGA_ADMIN_USER").is_some()
             && std::env::var_os("OMEGA_ADMIN_PASSWORD").is_some(),
-        trusted_proxies: config.trusted_proxies.clone().into(),
+        trusted_proxies: config.http.trusted_proxies.clone().into(),
     };
     let state = app_state.clone();
     let app = crate::http::router(app_state);
-    let http = tokio::spawn(async move {
-        axum::serve(http_listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
-    });
+    omega_transcode::budget::processes().set_max(config.transcode.max_processes);
+    let open_files = crate::listener::raise_open_files_limit();
+    let limits = crate::listener::Limits {
+        header_timeout: config.http.header_timeout,
+        connections_max: config
+            .http
+            .connections_max
+            .unwrap_or_else(|| crate::listener::connections_for(open_files)),
+        per_address_max: config.http.connections_per_address,
+        trusted_proxies: config.http.trusted_proxies.clone().into(),
+    };
+    let http = tokio::spawn(crate::listener::serve(http_listener, app, limits));
     println!("omega: HTTP on {http_addr}");
     if created {
         member.cluster.initialize_single(node.clone()).await?;

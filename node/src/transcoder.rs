@@ -54,6 +54,10 @@ pub struct Transcoder {
     /// Audio streams re-encoded on the fly, bounded like sessions.
     pub audio_slots: Arc<tokio::sync::Semaphore>,
     infos: Mutex<HashMap<String, Arc<SourceInfo>>>,
+    /// One probe at a time per source: callers who come while it runs wait
+    /// for its result instead of starting ffprobe again. An entry lives
+    /// while a probe of its source runs.
+    probing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     copy_plans: Mutex<HashMap<String, CopyPlan>>,
     keeper: Option<std::sync::mpsc::SyncSender<(String, Vec<u8>)>>,
     /// The budget of segments kept in the store.
@@ -100,6 +104,7 @@ impl Transcoder {
             _ => None,
         };
         let transcoder = Arc::new(Transcoder {
+            probing: Mutex::new(HashMap::new()),
             keeper,
             segment_cache,
             sessions,
@@ -130,13 +135,31 @@ impl Transcoder {
         if let Some(info) = self.lock().get(id) {
             return Ok(info.clone());
         }
-        let info = Arc::new(probe(&self.ffprobe, path).await?);
-        let mut infos = self.lock();
-        if infos.len() >= INFO_CACHE_MAX {
-            infos.clear();
+        let gate = self
+            .probing
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .entry(id.to_owned())
+            .or_default()
+            .clone();
+        let _turn = gate.lock().await;
+        // A probe that ran while this caller waited answers it too.
+        if let Some(info) = self.lock().get(id) {
+            return Ok(info.clone());
         }
-        infos.insert(id.to_owned(), info.clone());
-        Ok(info)
+        let probed = probe(&self.ffprobe, path).await.map(Arc::new);
+        if let Ok(info) = &probed {
+            let mut infos = self.lock();
+            if infos.len() >= INFO_CACHE_MAX {
+                infos.clear();
+            }
+            infos.insert(id.to_owned(), info.clone());
+        }
+        self.probing
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .remove(id);
+        probed
     }
 
     /// The segments of a copy of source `id`'s video, when its codec and
@@ -190,11 +213,10 @@ impl Transcoder {
             .clone()
             .try_acquire_owned()
             .map_err(|_| ApiError::busy("every transcoding slot is busy: try again shortly", 2000))?;
-        let process =
-            omega_transcode::audio::spawn(&self.ffmpeg, source, format, kbps, offset_s).map_err(ApiError::internal)?;
-        let child = process.child;
+        let process = omega_transcode::audio::spawn(&self.ffmpeg, source, format, kbps, offset_s)?;
+        let (child, permit) = (process.child, process.permit);
         let chunks = tokio_util::io::ReaderStream::with_capacity(process.stdout, 64 * 1024).map(move |chunk| {
-            let _alive = (&child, &slot);
+            let _alive = (&child, &slot, &permit);
             chunk
         });
         Ok(axum::body::Body::from_stream(chunks))

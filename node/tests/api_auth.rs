@@ -469,3 +469,72 @@ fn the_data_directory_is_owner_only() {
     }
     assert!(files > 5, "only {files} files");
 }
+
+/// True once the peer closed `stream` (EOF or reset) before `deadline`;
+/// bytes it sends first (an error status) are read past.
+async fn closed_by_peer(stream: &mut tokio::net::TcpStream, deadline: std::time::Instant) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buffer = [0_u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, stream.read(&mut buffer)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Goal (hardening): a connection that stalls in its headers is closed at
+/// the header deadline, and one address holds at most its share of the
+/// node's connections, so a stranger's 200 stalled connections neither
+/// exhaust the node's file descriptors nor stop another client. Failed
+/// before the fix: stalled connections were never closed (about 20,000
+/// exhausted the file limit).
+#[test]
+fn stalled_connections_are_closed_and_capped_per_address() {
+    use tokio::io::AsyncWriteExt as _;
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("omega.toml");
+    std::fs::write(
+        &config,
+        "[http]\nheader_timeout_secs = 1\nconnections_per_address = 50\n",
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let node = std::net::SocketAddr::from(([127, 0, 0, 1], server.http_port));
+        let mut stalled = Vec::new();
+        for _ in 0..200 {
+            // From another loopback address than the test's own client.
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            let mut stream = socket.connect(node).await.unwrap();
+            let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: omega\r\n").await;
+            stalled.push(stream);
+        }
+        // Another client is served meanwhile.
+        let (code, body) = server.request("GET", "/healthz", None, None);
+        assert_eq!(code, 200, "{body}");
+        // Every stalled connection is closed by the node: those past the
+        // cap at once, the others at the header deadline.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        for (index, stream) in stalled.iter_mut().enumerate() {
+            assert!(
+                closed_by_peer(stream, deadline).await,
+                "stalled connection {index} is still open after 5 s"
+            );
+        }
+    });
+    let (code, metrics) = server.request("GET", "/metrics", None, None);
+    assert_eq!(code, 200);
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics.contains("omega_http_connections_refused_total{reason=\"address\"}"),
+        "{metrics}"
+    );
+}

@@ -416,3 +416,103 @@ fn serve_refuses_to_start_without_ffmpeg() {
         "{stderr}"
     );
 }
+
+/// The ffmpeg and ffprobe processes whose parent is `pid`.
+fn media_children(pid: u32) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter(|stat| {
+            // `PID (COMM) STATE PPID …`; COMM may hold spaces, so split after
+            // its closing parenthesis.
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let comm = head.split_once('(').map_or("", |(_, comm)| comm);
+            let parent = rest.split_whitespace().nth(1).and_then(|ppid| ppid.parse::<u32>().ok());
+            parent == Some(pid) && (comm == "ffmpeg" || comm == "ffprobe")
+        })
+        .count()
+}
+
+/// Goal (hardening): every ffmpeg and ffprobe process a node runs takes a
+/// place in one budget (`[transcode] max_processes`), so 200 concurrent
+/// subtitle and playlist requests never run more than it; the rest wait or
+/// are told 503 with Retry-After. Failed before the fix: 100 concurrent
+/// subtitle requests ran 67 ffmpeg and 89 ffprobe processes at once.
+#[test]
+fn a_burst_of_subtitle_and_playlist_requests_stays_within_the_process_budget() {
+    let media = tempfile::tempdir().unwrap();
+    film(media.path());
+    let config = media.path().join("omega.toml");
+    std::fs::write(&config, "[transcode]\nmax_sessions = 1\nmax_processes = 3\n").unwrap();
+    let server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--media",
+        media.path().join("films").to_str().unwrap(),
+    ]);
+    let admin = server.login("admin", "admin-password");
+    let started = Instant::now();
+    let id = loop {
+        let (_, page) = server.request("GET", "/api/v1/items?type=movie", Some(&admin), None);
+        if page["total"] == 1 {
+            break page["items"][0]["id"].as_u64().unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{page}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (code, playback) = server.request("POST", &format!("/api/v1/items/{id}/playback"), Some(&admin), None);
+    assert_eq!(code, 200, "{playback}");
+    let hls_url = playback["hls_url"].as_str().unwrap().to_owned();
+    let token = hls_url
+        .split_once("?t=")
+        .unwrap()
+        .1
+        .split('&')
+        .next()
+        .unwrap()
+        .to_owned();
+    let base = format!("/api/v1/items/{id}/hls");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (peak, answers) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(media_children(server.pid()));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak
+        });
+        let requests: Vec<_> = (0..200)
+            .map(|n| {
+                let path = match n % 4 {
+                    0 => format!("{base}/subtitles/e2.vtt?t={token}"),
+                    1 => format!("{base}/subtitles/x0.vtt?t={token}"),
+                    2 => format!("{base}/master.m3u8?t={token}"),
+                    _ => format!("{base}/480p/index.m3u8?t={token}"),
+                };
+                let server = &server;
+                scope.spawn(move || get(server, &path, None))
+            })
+            .collect();
+        let answers: Vec<(u16, String, Vec<u8>)> =
+            requests.into_iter().map(|request| request.join().unwrap()).collect();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (sampler.join().unwrap(), answers)
+    });
+    assert!(peak <= 3, "{peak} media processes ran at once against a budget of 3");
+    let ok = answers.iter().filter(|(code, _, _)| *code == 200).count();
+    for (code, head, _) in &answers {
+        assert!(
+            *code == 200 || (*code == 503 && head.to_ascii_lowercase().contains("retry-after")),
+            "{code} {head}"
+        );
+    }
+    assert!(ok >= 100, "only {ok} of 200 answered");
+    let (code, _) = server.request("GET", "/healthz", None, None);
+    assert_eq!(code, 200);
+}

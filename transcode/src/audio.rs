@@ -60,10 +60,13 @@ pub struct AudioProcess {
     pub child: Child,
     /// Its encoded output.
     pub stdout: ChildStdout,
+    /// Its place in the media-process budget, held while it runs.
+    pub permit: crate::budget::ProcessPermit,
 }
 
 /// Starts ffmpeg on `source`.
 pub fn spawn(ffmpeg: &Path, source: &Path, format: AudioFormat, kbps: u64, offset_s: u64) -> Result<AudioProcess> {
+    let permit = crate::budget::processes().try_acquire()?;
     let mut child = tokio::process::Command::new(ffmpeg)
         .args(args(source, format, kbps, offset_s))
         .stdin(std::process::Stdio::null())
@@ -79,7 +82,7 @@ pub fn spawn(ffmpeg: &Path, source: &Path, format: AudioFormat, kbps: u64, offse
         .stdout
         .take()
         .ok_or_else(|| TranscodeError::Ffmpeg("ffmpeg's output pipe is missing".into()))?;
-    Ok(AudioProcess { child, stdout })
+    Ok(AudioProcess { child, stdout, permit })
 }
 
 #[cfg(test)]

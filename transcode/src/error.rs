@@ -30,6 +30,9 @@ pub enum TranscodeError {
     /// Too many sessions run; try again later.
     #[error("all {0} transcoding slots are busy")]
     Busy(usize),
+    /// Every place in the media-process budget stayed taken; try again later.
+    #[error("all {0} media processes (ffmpeg, ffprobe) are busy")]
+    ProcessesBusy(usize),
     /// The request names something that does not exist.
     #[error("{0}")]
     NotFound(String),

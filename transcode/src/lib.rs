@@ -16,6 +16,7 @@
 //! - [`subtitles`]: text subtitles as WebVTT.
 
 pub mod audio;
+pub mod budget;
 pub mod decision;
 pub mod error;
 pub mod ffmpeg;

@@ -290,6 +290,7 @@ pub fn join_args(
 /// Runs ffmpeg with `args`, calling `progress` with the seconds of output
 /// written so far. Fails with ffmpeg's first error line.
 pub async fn run(ffmpeg: &Path, args: &[String], mut progress: impl FnMut(f64)) -> Result<()> {
+    let _permit = crate::budget::processes().acquire().await?;
     let mut child = tokio::process::Command::new(ffmpeg)
         .args(args)
         .stdin(std::process::Stdio::null())

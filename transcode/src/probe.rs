@@ -292,6 +292,7 @@ fn parse_keyframes(csv: &str) -> Vec<f64> {
 
 /// ffprobe's standard output for `args` then `path`, within `deadline`.
 async fn run_ffprobe(ffprobe: &Path, args: &[&str], path: &Path, deadline: Duration) -> Result<Vec<u8>> {
+    let _permit = crate::budget::processes().acquire().await?;
     let mut command = tokio::process::Command::new(ffprobe);
     command
         .args(args)

@@ -88,6 +88,8 @@ struct Session {
     stderr: Arc<Mutex<String>>,
     /// Why it ended, once it has.
     ended: Option<std::result::Result<(), String>>,
+    /// Its place in the media-process budget, given back when ffmpeg exits.
+    permit: Option<crate::budget::ProcessPermit>,
 }
 
 impl Session {
@@ -112,6 +114,7 @@ impl Session {
             .and_then(|piece| self.plan.complete_through(piece))
             .filter(|made| *made >= self.start);
         if let Some(status) = exited {
+            self.permit = None;
             self.ended = Some(if status.success() {
                 Ok(())
             } else {
@@ -317,6 +320,7 @@ impl Sessions {
             out_dir: &dir,
             read_rate: self.config.read_rate,
         };
+        let permit = crate::budget::processes().try_acquire()?;
         let mut child = tokio::process::Command::new(&self.config.ffmpeg)
             .args(hls_args(&spec))
             .stdin(std::process::Stdio::null())
@@ -356,6 +360,7 @@ impl Sessions {
             made_up_to: None,
             stderr,
             ended: None,
+            permit: Some(permit),
         })
     }
 

@@ -22,6 +22,7 @@ pub enum SubtitleSource<'a> {
 
 /// The subtitles as WebVTT text.
 pub async fn webvtt(ffmpeg: &Path, source: SubtitleSource<'_>) -> Result<Vec<u8>> {
+    let _permit = crate::budget::processes().acquire().await?;
     let mut command = tokio::process::Command::new(ffmpeg);
     command.args(["-hide_banner", "-nostdin", "-loglevel", "error"]);
     match source {

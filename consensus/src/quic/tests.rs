@@ -173,3 +173,80 @@ async fn members_join_with_tokens_and_strangers_are_refused() {
     first.shutdown().await.unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// Resident memory of this process, in bytes.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Goal (hardening): a peer without a member certificate that opens 256
+/// streams, each declaring a 64 MiB request, then stalls, is refused before
+/// any payload is read, holds at most a few streams at once, and costs the
+/// node no memory to speak of; members go on writing meanwhile. Failed
+/// before the fix: each stream waited for its 64 MiB payload, unanswered
+/// and without a deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stranger_declaring_huge_requests_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, identity) = first_member(dir.path()).await;
+    let before = rss_bytes();
+    let (_endpoint, connection) = stranger(first.addr, identity.cluster.fingerprint()).await;
+    let mut head = vec![KIND_PEER];
+    head.extend_from_slice(&(64_u32 << 20).to_le_bytes());
+    let streams: Vec<_> = (0..256)
+        .map(|_| {
+            let connection = connection.clone();
+            let head = head.clone();
+            tokio::spawn(async move {
+                let (mut send, mut recv) = connection.open_bi().await.ok()?;
+                send.write_all(&head).await.ok()?;
+                send.write_all(&[7_u8; 4096]).await.ok()?;
+                // Stalls: never finishes, never sends the rest.
+                let answer = recv.read_to_end(MESSAGE_MAX_BYTES).await.ok()?;
+                postcard::from_bytes::<PeerResponse>(&answer).ok()
+            })
+        })
+        .collect();
+    // Members write meanwhile.
+    for n in 0..20 {
+        tokio::time::timeout(Duration::from_secs(5), first.cluster.write(user(&format!("user{n}"))))
+            .await
+            .expect("a member's write waited on the stranger")
+            .unwrap();
+    }
+    let answers = tokio::time::timeout(Duration::from_secs(20), futures_util::future::join_all(streams))
+        .await
+        .expect("the stranger's streams were not answered");
+    let refused = answers
+        .iter()
+        .filter(|answer| {
+            matches!(answer, Ok(Some(PeerResponse::Error(text))) if text.contains("no valid cluster certificate"))
+        })
+        .count();
+    assert_eq!(refused, 256, "{answers:?}");
+    // A join request can be no larger than a token needs.
+    let mut join_head = vec![KIND_JOIN];
+    join_head.extend_from_slice(&(64_u32 << 20).to_le_bytes());
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&join_head).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(MESSAGE_MAX_BYTES))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer: JoinResponse = postcard::from_bytes(&answer).unwrap();
+    assert!(
+        matches!(answer, Err(ref text) if text.contains("too large")),
+        "{answer:?}"
+    );
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(grown < 64 << 20, "the node grew by {grown} bytes");
+}

@@ -158,7 +158,7 @@ impl From<omega_transcode::TranscodeError> for ApiError {
     fn from(error: omega_transcode::TranscodeError) -> ApiError {
         use omega_transcode::TranscodeError;
         match error {
-            TranscodeError::Busy(_) => ApiError::busy(error.to_string(), 5_000),
+            TranscodeError::Busy(_) | TranscodeError::ProcessesBusy(_) => ApiError::busy(error.to_string(), 5_000),
             TranscodeError::NotFound(message) => ApiError::not_found(message),
             TranscodeError::Timeout(..) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, error.to_string()),
             TranscodeError::Unreadable { .. } | TranscodeError::NoStreams(_) => {

@@ -2,7 +2,10 @@
 //! playback, jobs, cluster changes). Browsers cannot set headers on a WebSocket,
 //! so the access token may also come as `?token=`. Each caller sees scans
 //! of the libraries it may see, its own playback, and (administrators) the
-//! cluster.
+//! cluster. The socket closes when its access token expires (code 4001) or
+//! its user is deleted (4003); a change of the user's library access applies
+//! within [`RECHECK`]. Clients send nothing but pings and close, so messages
+//! from them are bounded to [`CLIENT_MESSAGE_MAX`] bytes.
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -36,9 +39,41 @@ pub async fn events(
         Some(token) => Caller::from_token(&state, token)?,
         None => Caller::from_parts(&parts, &state)?,
     };
+    let presented = query.token.as_deref().or_else(|| super::auth::bearer(&parts));
+    let expires_ms = presented
+        .and_then(|token| state.tokens.check_access(token, state.clock.now_ms()))
+        .map(|claims| claims.expires_ms);
     let upgrade =
         upgrade.map_err(|rejection| ApiError::bad_request(format!("not a WebSocket request: {rejection}")))?;
-    Ok(upgrade.on_upgrade(move |socket| forward(state, caller, socket)))
+    Ok(upgrade
+        .max_message_size(CLIENT_MESSAGE_MAX)
+        .max_frame_size(CLIENT_MESSAGE_MAX)
+        .on_upgrade(move |socket| forward(state, caller, expires_ms, socket)))
+}
+
+/// How often an open socket checks its token's expiry and its user.
+pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+/// The largest message a client may send (pings and close frames are tiny).
+pub const CLIENT_MESSAGE_MAX: usize = 4096;
+/// Close code: the access token expired (refresh and reconnect).
+const CLOSE_EXPIRED: u16 = 4001;
+/// Close code: the user no longer exists.
+const CLOSE_GONE: u16 = 4003;
+
+/// Why an open socket must close, if it must: its token expired, or its
+/// user is gone. Refreshes the caller's user (library access) otherwise.
+fn must_close(state: &AppState, caller: &mut Caller, expires_ms: Option<u64>) -> Option<(u16, &'static str)> {
+    if expires_ms.is_some_and(|expiry| state.clock.now_ms() >= expiry) {
+        return Some((CLOSE_EXPIRED, "the access token expired"));
+    }
+    match omega_consensus::state_machine::read::user(state.cluster.tables(), caller.user.id) {
+        Ok(Some(user)) => {
+            caller.user = user;
+            None
+        }
+        Ok(None) => Some((CLOSE_GONE, "the user no longer exists")),
+        Err(_) => None,
+    }
 }
 
 fn visible(caller: &Caller, event: &Event) -> bool {
@@ -49,10 +84,18 @@ fn visible(caller: &Caller, event: &Event) -> bool {
     }
 }
 
-async fn forward(state: AppState, caller: Caller, mut socket: WebSocket) {
+async fn forward(state: AppState, mut caller: Caller, expires_ms: Option<u64>, mut socket: WebSocket) {
     let mut events = state.events.subscribe();
+    let mut recheck = tokio::time::interval(RECHECK);
     loop {
         tokio::select! {
+            _ = recheck.tick() => {
+                if let Some((code, reason)) = must_close(&state, &mut caller, expires_ms) {
+                    let frame = axum::extract::ws::CloseFrame { code, reason: reason.into() };
+                    let _ = socket.send(Message::Close(Some(frame))).await;
+                    break;
+                }
+            }
             received = events.recv() => {
                 let text = match received {
                     Ok(event) if visible(&caller, &event) => serde_json::to_string(&event),

@@ -70,7 +70,10 @@ impl Node {
                 .env("OMEGA_ADMIN_PASSWORD", "admin-password");
         }
         if let Some((via, token)) = join {
-            command.args(["--join", &via.addr(), "--token", token]);
+            // As the docs advise: from a file, not the command line.
+            let token_file = self.dir.with_extension("join-token");
+            std::fs::write(&token_file, format!("{token}\n")).unwrap();
+            command.args(["--join", &via.addr(), "--token-file"]).arg(&token_file);
         }
         self.child = Some(command.spawn().unwrap());
         wait_until(Duration::from_secs(20), || self.try_status().is_some(), || self.log());

@@ -93,10 +93,12 @@ function connect() {
   ws.onerror = () => {
     /* onclose follows */
   };
-  ws.onclose = () => {
+  ws.onclose = (closed) => {
     if (socket !== ws) return;
     socket = null;
     connectedStore.set(false);
+    // 4001: the server closed it because the access token expired.
+    if (closed.code === 4001) void refreshSession();
     if (!opened) {
       failures += 1;
       // The token may have expired: refresh it before trying again.

@@ -32,6 +32,8 @@ pub struct Node {
     paused: bool,
     /// Extra environment of its process.
     env: Vec<(String, String)>,
+    /// A `--media PATH:TYPE` it serves (the founder's library).
+    pub media: Option<String>,
 }
 
 impl Node {
@@ -52,6 +54,7 @@ impl Node {
         Ok(Node {
             index,
             env: env.to_vec(),
+            media: None,
             dir,
             http_addr,
             raft_addr,
@@ -95,7 +98,11 @@ impl Node {
                 .env("OMEGA_ADMIN_PASSWORD", ADMIN.1);
         }
         if let Some((address, token)) = join {
-            command.args(["--join", address, "--token", token]);
+            // The token by environment, never on the command line.
+            command.args(["--join", address]).env("OMEGA_JOIN_TOKEN", token);
+        }
+        if let Some(media) = &self.media {
+            command.args(["--media", media]);
         }
         network.enter(self.index, &mut command)?;
         self.child = Some(command.spawn().map_err(|source| ChaosError::Spawn {

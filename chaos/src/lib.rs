@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod disk;
 pub mod history;
 pub mod http;
+pub mod library;
 pub mod net;
 pub mod store;
 
@@ -86,11 +87,14 @@ pub enum Fault {
     Disk,
     /// A byte flipped in one of a node's pack files.
     Corrupt,
+    /// The founder's library folder gone (as an unmounted NAS), scanned,
+    /// then back and scanned again.
+    Offline,
 }
 
 impl Fault {
     /// Every fault, in the order of their names.
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 8] = [
         Fault::Kill,
         Fault::Pause,
         Fault::Partition,
@@ -98,6 +102,7 @@ impl Fault {
         Fault::Delay,
         Fault::Disk,
         Fault::Corrupt,
+        Fault::Offline,
     ];
 
     /// Its name on the command line.
@@ -110,6 +115,7 @@ impl Fault {
             Fault::Delay => "delay",
             Fault::Disk => "disk",
             Fault::Corrupt => "corrupt",
+            Fault::Offline => "offline",
         }
     }
 
@@ -129,11 +135,11 @@ impl Fault {
         matches!(self, Fault::Partition | Fault::Loss | Fault::Delay)
     }
 
-    /// The faults this machine can inject: kill, pause and corrupt
-    /// anywhere; partition, loss and disk as root with iproute2 and
+    /// The faults this machine can inject: kill, pause, corrupt and
+    /// offline anywhere; partition, loss and disk as root with iproute2 and
     /// nftables; delay where the kernel also has netem.
     pub fn available() -> Vec<Fault> {
-        let mut faults = vec![Fault::Kill, Fault::Pause, Fault::Corrupt];
+        let mut faults = vec![Fault::Kill, Fault::Pause, Fault::Corrupt, Fault::Offline];
         if net::Network::namespaces_possible() {
             faults.extend([Fault::Partition, Fault::Loss, Fault::Disk]);
             if net::Network::namespaces(1).is_ok_and(|network| network.can_delay()) {
@@ -197,12 +203,15 @@ pub struct Report {
     pub ingests_refused: usize,
     /// What the store checks found.
     pub store_violations: Vec<store::StoreViolation>,
+    /// What the library check found: films whose id changed or that
+    /// vanished, watch state lost (after kills and offline folders).
+    pub library_violations: Vec<String>,
 }
 
 impl Report {
     /// True when nothing was found.
     pub fn is_clean(&self) -> bool {
-        self.violations.is_empty() && self.store_violations.is_empty()
+        self.violations.is_empty() && self.store_violations.is_empty() && self.library_violations.is_empty()
     }
 }
 
@@ -253,12 +262,15 @@ pub fn run(config: &Config) -> Result<Report, ChaosError> {
     // No transcoding (no ffmpeg needed) and short Raft timeouts.
     std::fs::write(
         &settings,
-        "[transcode]\nenabled = false\n[library]\nwatch = false\n[cluster]\nheartbeat_ms = 100\nelection_min_ms = 400\nelection_max_ms = 800\n",
+        "[transcode]\nenabled = false\n[library]\nwatch = false\nprobe = false\n[cluster]\nheartbeat_ms = 100\nelection_min_ms = 400\nelection_max_ms = 800\n",
     )?;
     let mut nodes = Vec::new();
     for index in 0..config.nodes {
         nodes.push(Node::new(&root, index, &config.env, &network, tmpfs)?);
     }
+    // The founder serves a library of its own disk's folder.
+    let media = library::create_media(&root)?;
+    nodes[0].media = Some(format!("{}:movies", media.display()));
     nodes[0].start(&network, &config.omega, &settings, None, true)?;
     nodes[0].wait_ready(READY_WITHIN)?;
     let first = nodes[0].raft_addr.to_string();
@@ -272,6 +284,7 @@ pub fn run(config: &Config) -> Result<Report, ChaosError> {
     let addrs: Arc<Vec<SocketAddr>> = Arc::new(nodes.iter().map(|node| node.http_addr).collect());
     let token = login(&addrs)?;
     let ids = node_ids(&addrs, &token);
+    let library = library::Library::prepare(addrs[0], &token, media)?;
 
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
@@ -308,6 +321,7 @@ pub fn run(config: &Config) -> Result<Report, ChaosError> {
         addrs: &addrs,
         token: &token,
         ids: &ids,
+        library: &library,
         tally: Tally {
             corrupted: vec![false; config.nodes],
             ..Tally::default()
@@ -337,6 +351,7 @@ pub fn run(config: &Config) -> Result<Report, ChaosError> {
         finals.push(final_read(node.http_addr, &token)?);
     }
     let violations = check(&history, &finals);
+    let library_violations = library.verify(nodes[0].http_addr, &token);
     let store_check = store::verify(&config.omega, &dirs, &ingested, &tally.corrupted);
     let count = |wanted: AddOutcome| {
         history
@@ -358,6 +373,7 @@ pub fn run(config: &Config) -> Result<Report, ChaosError> {
         corrupt_reads_refused: store_check.reads_refused,
         corrupt_chunks_found: store_check.chunks_found,
         store_violations: store_check.violations,
+        library_violations,
     })
 }
 
@@ -383,6 +399,8 @@ struct Faulter<'a> {
     token: &'a str,
     /// Raft node id of each node.
     ids: &'a [Option<u64>],
+    /// The founder's library.
+    library: &'a library::Library,
     tally: Tally,
 }
 
@@ -436,6 +454,10 @@ impl Faulter<'_> {
                 if disk::corrupt_pack(&self.nodes[victim].dir, rng)?.is_some() {
                     self.tally.corrupted[victim] = true;
                 }
+            }
+            Fault::Offline => {
+                // The library is on the founder's disk: only it scans it.
+                self.library.go_offline_and_back(self.addrs[0], self.token, down_for)?;
             }
         }
         *self.tally.by_kind.entry(fault.name()).or_insert(0) += 1;

@@ -151,6 +151,10 @@ fn main_result() -> anyhow::Result<ExitCode> {
     for violation in &report.store_violations {
         println!("violation: {violation}");
     }
+    println!("library: {} violations", report.library_violations.len());
+    for violation in &report.library_violations {
+        println!("violation: {violation}");
+    }
     Ok(if report.is_clean() {
         ExitCode::SUCCESS
     } else {

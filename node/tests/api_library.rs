@@ -520,3 +520,44 @@ fn a_crafted_duration_is_refused_at_scan_with_a_reason() {
     let (code, _) = server.request("GET", "/healthz", None, None);
     assert_eq!(code, 200);
 }
+
+/// Goal (hardening): a playback position past the longest plausible file
+/// is refused (400) on every protocol, and the saved position stays.
+/// Failed before the fix: `u64::MAX` ticks were saved and wrapped (or
+/// overflowed) when the Jellyfin API read them back.
+#[test]
+fn positions_past_any_real_file_are_refused_on_every_protocol() {
+    let media = tempfile::tempdir().unwrap();
+    let movies = media.path().join("Movies");
+    let clip = media.path().join("clip.mkv");
+    tiny_clip(&clip);
+    put(&movies, "Short (2020)/Short (2020).mkv", &clip);
+    let movies_arg = format!("{}:movies", movies.display());
+    let server = Server::start(&["--media", &movies_arg]);
+    let token = server.login("admin", "admin-password");
+    let library = server.library(&token, "movies");
+    server.wait_for_scans(&token, &[library], Duration::from_secs(60));
+    let id = movie_ids(&server, &token)[0].1;
+    let progress = format!("/api/v1/items/{id}/progress");
+    let (code, body) = server.request("POST", &progress, Some(&token), Some(&json!({ "position_ms": 5_000 })));
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = server.request(
+        "POST",
+        &progress,
+        Some(&token),
+        Some(&json!({ "position_ms": u64::MAX })),
+    );
+    assert_eq!(code, 400, "{body}");
+    let jellyfin_body = json!({ "ItemId": format!("{id:032x}"), "PositionTicks": u64::MAX }).to_string();
+    let (code, head, body) = common::http_raw(
+        server.http_port,
+        "POST",
+        "/Sessions/Playing/Progress",
+        &format!("X-Emby-Token: {token}\r\nContent-Type: application/json\r\n"),
+        jellyfin_body.as_bytes(),
+    );
+    assert_eq!(code, 400, "{head} {}", String::from_utf8_lossy(&body));
+    let (code, detail) = server.request("GET", &format!("/api/v1/items/{id}"), Some(&token), None);
+    assert_eq!(code, 200, "{detail}");
+    assert_eq!(detail["user_data"]["position_ms"], 5_000, "{detail}");
+}

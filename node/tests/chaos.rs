@@ -42,6 +42,11 @@ fn a_cluster_under_every_available_fault_keeps_its_histories_and_its_data() {
     );
     assert_none(&report.violations);
     assert_none(&report.store_violations);
+    assert_none(&report.library_violations);
+    assert!(
+        report.faults_by_kind.get("offline").is_some_and(|count| *count >= 1),
+        "the founder's library went offline at least once: {report:?}"
+    );
     assert!(report.ingests >= 10, "blobs were ingested under faults: {report:?}");
 }
 

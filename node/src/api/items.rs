@@ -509,6 +509,10 @@ pub struct Progress {
     pub played: bool,
 }
 
+/// The largest playback position accepted: the longest plausible media
+/// file (`omega_transcode::probe::DURATION_MAX_S`).
+pub const POSITION_MAX_MS: u64 = omega_transcode::probe::DURATION_MAX_S as u64 * 1000;
+
 pub(crate) async fn save_watch(
     state: &AppState,
     caller: &Caller,
@@ -517,6 +521,13 @@ pub(crate) async fn save_watch(
 ) -> ApiResult<Json<UserData>> {
     let mut watch = read::watch_state(state.cluster.tables(), caller.user.id, item)?.unwrap_or_default();
     change(&mut watch);
+    // Checked here, where every protocol's report arrives: no real file is
+    // longer, and a larger number would overflow clients' tick counts.
+    if watch.position_ms > POSITION_MAX_MS {
+        return Err(ApiError::bad_request(format!(
+            "a playback position is at most {POSITION_MAX_MS} ms"
+        )));
+    }
     watch.updated_ms = state.clock.now_ms();
     state
         .write(Command::SetWatchState {
@@ -538,7 +549,7 @@ pub(crate) async fn save_watch(
 
 /// Reports playback progress: the resume position, or the end of playback
 /// (`played`: counted, and the resume position cleared).
-#[utoipa::path(post, path = "/api/v1/items/{id}/progress", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), request_body = Progress, responses((status = 200, body = UserData), (status = 404)))]
+#[utoipa::path(post, path = "/api/v1/items/{id}/progress", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), request_body = Progress, responses((status = 200, body = UserData), (status = 400, description = "A position past the longest plausible file"), (status = 404)))]
 pub async fn progress(
     State(state): State<AppState>,
     caller: Caller,

@@ -104,7 +104,7 @@ pub(super) fn user_data(item: u64, watch: Option<&WatchState>, favorite: bool, r
         .filter(|runtime| *runtime > 0 && watch.position_ms > 0)
         .map(|runtime| (watch.position_ms as f64 / runtime as f64 * 100.0).min(100.0));
     without_nulls(json!({
-        "PlaybackPositionTicks": watch.position_ms * TICKS_PER_MS,
+        "PlaybackPositionTicks": watch.position_ms.saturating_mul(TICKS_PER_MS),
         "PlayCount": watch.play_count,
         "IsFavorite": favorite,
         "Played": watch.played,
@@ -161,7 +161,10 @@ pub(super) fn base_item(item: &Item, context: &ItemContext<'_>) -> Value {
     put("ProductionYear", json!(item.fields.year));
     put("DateCreated", json!(date(item.added_ms)));
     put("Overview", json!(metadata.get("overview")));
-    put("RunTimeTicks", json!(runtime_ms(item).map(|ms| ms * TICKS_PER_MS)));
+    put(
+        "RunTimeTicks",
+        json!(runtime_ms(item).map(|ms| ms.saturating_mul(TICKS_PER_MS))),
+    );
     put(
         "Container",
         json!(

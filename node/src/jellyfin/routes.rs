@@ -692,7 +692,7 @@ async fn playback_info(state: &AppState, request: &JfRequest, caller: &Caller, i
     let mut source_info = json!({
         "Id": hex, "Protocol": "File", "Type": "Default", "Container": extension, "Size": media.size,
         "Name": source.item.fields.title, "IsRemote": false,
-        "RunTimeTicks": (source.info.duration_s * 1000.0) as u64 * TICKS_PER_MS,
+        "RunTimeTicks": ((source.info.duration_s * 1000.0) as u64).saturating_mul(TICKS_PER_MS),
         "SupportsDirectPlay": direct, "SupportsDirectStream": direct, "SupportsTranscoding": true,
         "Bitrate": source.info.bit_rate, "DefaultAudioStreamIndex": default_audio,
         "MediaStreams": streams, "ETag": source.id,

@@ -13,18 +13,24 @@
 //!   bytes; no sockets (property-tested).
 //! - [`service`]: the libp2p swarm (QUIC, identify, ping, Kademlia, mDNS,
 //!   raw streams) serving pieces from a [`PieceSource`] and fetching.
+//!   Private beside it: `streams` (serving piece streams, members first),
+//!   `admission` (connection bounds that spare members) and `providers`
+//!   (the DHT's record store, strangers within a budget).
 //! - [`fetch`]: one blob from many providers into a file, resumable.
 //!
 //! This crate knows nothing of Raft or HTTP: the node tells it who the
 //! cluster's members are and where to read pieces.
 
+mod admission;
 pub mod fetch;
 pub mod grant;
 mod known;
 pub mod manifest;
 pub mod penalty;
+mod providers;
 pub mod schedule;
 pub mod service;
+mod streams;
 pub mod wire;
 
 pub use fetch::{FetchOptions, FetchReport, SourceReport};

@@ -5,9 +5,12 @@
 //! for the piece protocol ([`crate::wire`]).
 //!
 //! One task owns the swarm and takes [`Command`]s over a bounded channel;
-//! another accepts piece streams and serves each in its own task, within
-//! bounds: streams in all and per peer, and a token bucket of pieces per
-//! peer (a flood gets `Busy` answers, which cost nothing to make).
+//! another accepts piece streams and serves each in its own task
+//! ([`crate::streams`]: members first, strangers only with a grant).
+//! A stranger cannot exhaust a member: connections from non-members are
+//! bounded apart from members' ([`crate::admission`]), and the DHT keeps
+//! their provider records within a budget of their own
+//! ([`crate::providers`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -15,20 +18,21 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::kad::store::{MemoryStore, MemoryStoreConfig};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Stream, StreamProtocol, Swarm, gossipsub, identify, kad, mdns, ping};
 use omega_storage::{BlobId, ChunkId};
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::grant::Grant;
+use crate::admission::{Admission, ConnectionLimits};
 use crate::known::KnownPeers;
 use crate::penalty::Penalties;
-use crate::wire::{self, PROTOCOL, Status};
-use crate::{P2pError, Result, now_ms};
+use crate::providers::{Membership, ProviderLimits, ProviderStore};
+use crate::streams::Server;
+use crate::wire::{self, PROTOCOL};
+use crate::{P2pError, Result};
 
 /// Kademlia's protocol name: Omega's own DHT, apart from IPFS's.
 const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/kad/1");
@@ -36,9 +40,8 @@ const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/omega/kad/1");
 const IDENTIFY_VERSION: &str = "/omega/1";
 /// Commands waiting for the swarm task.
 const COMMAND_QUEUE: usize = 256;
-/// Peers whose request buckets are remembered at once.
-const MAX_BUCKETS: usize = 4096;
-/// Provider records this node keeps for itself (blobs and segment sets).
+/// Keys members (this node among them) may have provider records for
+/// (blobs and segment sets).
 const MAX_PROVIDED_KEYS: usize = 100_000;
 /// How long a provider record stays without being announced again.
 const PROVIDER_TTL: Duration = Duration::from_secs(30 * 60);
@@ -74,6 +77,14 @@ pub trait PieceSource: Send + Sync + 'static {
 pub struct Limits {
     /// Piece streams served at once, from all peers.
     pub max_streams: usize,
+    /// Of those, streams served at once to non-members (with a grant): the
+    /// rest stay for members.
+    pub max_guest_streams: usize,
+    /// Non-members' streams waiting for their first request (no place is
+    /// taken before its grant passes).
+    pub max_unverified_streams: usize,
+    /// How long a non-member's stream may wait before its first request.
+    pub first_request: Duration,
     /// Piece streams served at once to one peer.
     pub max_streams_per_peer: usize,
     /// Pieces per second one peer may ask for, sustained (a request
@@ -84,16 +95,32 @@ pub struct Limits {
     pub burst: f64,
     /// A stream with no request for this long is closed.
     pub idle: Duration,
+    /// Inbound connection handshakes under way at once.
+    pub max_pending_connections: usize,
+    /// Inbound connections from non-members at once (members are not
+    /// counted).
+    pub max_guest_connections: usize,
+    /// Connections with one peer, both ways.
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_streams: 256,
+            max_guest_streams: 128,
+            max_unverified_streams: 64,
+            first_request: Duration::from_secs(10),
             max_streams_per_peer: 16,
             pieces_per_second: 10_000.0,
             burst: 20_000.0,
             idle: Duration::from_secs(30),
+            // A QUIC handshake is over within a round trip or two.
+            max_pending_connections: 256,
+            // A client dials each member once; a node serves many.
+            max_guest_connections: 1024,
+            // Two peers dialling each other at once make two.
+            max_connections_per_peer: 4,
         }
     }
 }
@@ -115,8 +142,10 @@ pub struct P2pConfig {
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
+    // First: a refused connection is refused before the others set up.
+    admission: Admission,
     stream: libp2p_stream::Behaviour,
-    kad: kad::Behaviour<MemoryStore>,
+    kad: kad::Behaviour<ProviderStore>,
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     mdns: Toggle<mdns::tokio::Behaviour>,
@@ -215,7 +244,11 @@ impl P2p {
             )));
         }
         let peer_id = config.keypair.public().to_peer_id();
-        let mut swarm = build_swarm(&config)?;
+        let is_member: Membership = {
+            let source = source.clone();
+            Arc::new(move |peer: &PeerId| source.is_member(peer))
+        };
+        let mut swarm = build_swarm(&config, is_member)?;
         let mut listeners = HashSet::new();
         for addr in &config.listen {
             let id = swarm
@@ -260,14 +293,7 @@ impl P2p {
             known: known.clone(),
             gossip: gossip.clone(),
         };
-        let server = Server {
-            source,
-            limits: config.limits.clone(),
-            streams: Arc::new(Semaphore::new(config.limits.max_streams)),
-            per_peer: Arc::new(Mutex::new(HashMap::new())),
-            buckets: Arc::new(Mutex::new(HashMap::new())),
-            traffic: traffic.clone(),
-        };
+        let server = Server::new(source, config.limits.clone(), traffic.clone());
         let tasks = vec![
             tokio::spawn(driver.run(receiver)),
             tokio::spawn(server.accept(incoming)),
@@ -444,7 +470,7 @@ impl P2p {
 /// clients come and go).
 const MAX_TRAFFIC_PEERS: usize = 1024;
 
-fn add_traffic(traffic: &Mutex<HashMap<PeerId, Traffic>>, peer: PeerId, bytes_in: u64, bytes_out: u64) {
+pub(crate) fn add_traffic(traffic: &Mutex<HashMap<PeerId, Traffic>>, peer: PeerId, bytes_in: u64, bytes_out: u64) {
     let mut traffic = lock(traffic);
     if traffic.len() >= MAX_TRAFFIC_PEERS && !traffic.contains_key(&peer) {
         let least = traffic
@@ -460,14 +486,19 @@ fn add_traffic(traffic: &Mutex<HashMap<PeerId, Traffic>>, peer: PeerId, bytes_in
     entry.bytes_out += bytes_out;
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these maps leaves it usable.
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn build_swarm(config: &P2pConfig) -> Result<Swarm<Behaviour>> {
+fn build_swarm(config: &P2pConfig, is_member: Membership) -> Result<Swarm<Behaviour>> {
     let peer_id = config.keypair.public().to_peer_id();
     let mdns_on = config.mdns;
+    let connection_limits = ConnectionLimits {
+        pending_inbound_max: config.limits.max_pending_connections,
+        guest_inbound_max: config.limits.max_guest_connections,
+        per_peer_max: config.limits.max_connections_per_peer,
+    };
     let transport_error = |error: &dyn std::fmt::Display| P2pError::Transport(error.to_string());
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(config.keypair.clone())
         .with_tokio()
@@ -480,13 +511,11 @@ fn build_swarm(config: &P2pConfig) -> Result<Swarm<Behaviour>> {
         })
         .with_behaviour(
             |key| -> std::result::Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
-                let store = MemoryStore::with_config(
-                    peer_id,
-                    MemoryStoreConfig {
-                        max_provided_keys: MAX_PROVIDED_KEYS,
-                        ..MemoryStoreConfig::default()
-                    },
-                );
+                let provider_limits = ProviderLimits {
+                    member_keys_max: MAX_PROVIDED_KEYS,
+                    ..ProviderLimits::default()
+                };
+                let store = ProviderStore::new(peer_id, is_member.clone(), provider_limits);
                 let mut kad_config = kad::Config::new(KAD_PROTOCOL);
                 // A record stored here lives PROVIDER_TTL (a seeding client
                 // that stopped drops out of manifests within it); a live
@@ -508,6 +537,7 @@ fn build_swarm(config: &P2pConfig) -> Result<Swarm<Behaviour>> {
                 let gossipsub =
                     gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_config)?;
                 Ok(Behaviour {
+                    admission: Admission::new(connection_limits, is_member.clone()),
                     stream: libp2p_stream::Behaviour::new(),
                     kad,
                     identify,
@@ -705,152 +735,4 @@ impl Driver {
 /// The DHT key of a blob.
 fn key(blob: &BlobId) -> kad::RecordKey {
     kad::RecordKey::new(&blob.0)
-}
-
-/// Serves piece streams.
-struct Server {
-    source: Arc<dyn PieceSource>,
-    limits: Limits,
-    streams: Arc<Semaphore>,
-    per_peer: Arc<Mutex<HashMap<PeerId, usize>>>,
-    buckets: Arc<Mutex<HashMap<PeerId, Bucket>>>,
-    traffic: Arc<Mutex<HashMap<PeerId, Traffic>>>,
-}
-
-/// A token bucket of requests.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Server {
-    async fn accept(self, mut incoming: libp2p_stream::IncomingStreams) {
-        let server = Arc::new(self);
-        while let Some((peer, stream)) = incoming.next().await {
-            let Ok(permit) = server.streams.clone().try_acquire_owned() else {
-                metrics::counter!("omega_p2p_refused_total", "reason" => "streams").increment(1);
-                continue;
-            };
-            {
-                let mut per_peer = lock(&server.per_peer);
-                let count = per_peer.entry(peer).or_default();
-                if *count >= server.limits.max_streams_per_peer {
-                    metrics::counter!("omega_p2p_refused_total", "reason" => "peer_streams").increment(1);
-                    continue;
-                }
-                *count += 1;
-            }
-            let server = server.clone();
-            tokio::spawn(async move {
-                if let Err(error) = server.serve(peer, stream).await {
-                    tracing::debug!(%peer, "piece stream ended: {error}");
-                }
-                let mut per_peer = lock(&server.per_peer);
-                if let Some(count) = per_peer.get_mut(&peer) {
-                    *count -= 1;
-                    if *count == 0 {
-                        per_peer.remove(&peer);
-                    }
-                }
-                drop(permit);
-            });
-        }
-    }
-
-    async fn serve(&self, peer: PeerId, mut stream: Stream) -> std::result::Result<(), wire::WireError> {
-        use futures::AsyncWriteExt;
-        // The last grant that passed on this stream, its blob and expiry:
-        // checking a signature once per stream, not per request.
-        let mut granted: Option<(String, BlobId, u64)> = None;
-        loop {
-            let request = match tokio::time::timeout(self.limits.idle, wire::read_request(&mut stream)).await {
-                Ok(Ok(Some(request))) => request,
-                Ok(Ok(None)) | Err(_) => return Ok(()),
-                Ok(Err(error)) => return Err(error),
-            };
-            let blob = BlobId::from(blake3::Hash::from_bytes(request.blob));
-            // The bucket first: a flood costs no membership or grant check.
-            let busy = !self.take_tokens(&peer, request.pieces.len());
-            let allowed = !busy
-                && (self.source.is_member(&peer)
-                    || request.grant.as_ref().is_some_and(|token| {
-                        let now = now_ms();
-                        if granted.as_ref().is_some_and(|(known, for_blob, expires_ms)| {
-                            known == token && *for_blob == blob && now < *expires_ms
-                        }) {
-                            return true;
-                        }
-                        match Grant::check(token, &peer, &blob, now, |issuer| self.source.is_member(issuer)) {
-                            Ok(grant) => {
-                                granted = Some((token.clone(), blob, grant.expires_ms));
-                                true
-                            }
-                            Err(_) => false,
-                        }
-                    }));
-            tracing::debug!(%peer, %blob, allowed, busy, pieces = request.pieces.len(), "piece request");
-            if busy {
-                metrics::counter!("omega_p2p_refused_total", "reason" => "rate").increment(1);
-            } else if !allowed {
-                metrics::counter!("omega_p2p_refused_total", "reason" => "denied").increment(1);
-            }
-            for hash in request.pieces {
-                if busy {
-                    wire::write_piece(&mut stream, Status::Busy, &[]).await?;
-                    continue;
-                }
-                if !allowed {
-                    wire::write_piece(&mut stream, Status::Denied, &[]).await?;
-                    continue;
-                }
-                let chunk = ChunkId::from(blake3::Hash::from_bytes(hash));
-                let source = self.source.clone();
-                let bytes = tokio::task::spawn_blocking(move || source.piece(&blob, &chunk))
-                    .await
-                    .ok()
-                    .and_then(std::result::Result::ok)
-                    .flatten();
-                match bytes {
-                    Some(bytes) => {
-                        wire::write_piece(&mut stream, Status::Ok, &bytes).await?;
-                        let sent = bytes.len() as u64;
-                        add_traffic(&self.traffic, peer, 0, sent);
-                        metrics::counter!("omega_p2p_bytes_out_total").increment(sent);
-                    }
-                    None => wire::write_piece(&mut stream, Status::NotFound, &[]).await?,
-                }
-            }
-            stream.flush().await?;
-        }
-    }
-
-    /// Takes `pieces` tokens from `peer`'s bucket; false when it holds
-    /// fewer.
-    fn take_tokens(&self, peer: &PeerId, pieces: usize) -> bool {
-        let cost = pieces.max(1) as f64;
-        let now = Instant::now();
-        let mut buckets = lock(&self.buckets);
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(peer) {
-            // Forget the buckets that have refilled: they hold no debt.
-            let (rate, burst) = (self.limits.pieces_per_second, self.limits.burst);
-            buckets.retain(|_, bucket| bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate < burst);
-            if buckets.len() >= MAX_BUCKETS {
-                return false;
-            }
-        }
-        let bucket = buckets.entry(*peer).or_insert(Bucket {
-            tokens: self.limits.burst,
-            at: now,
-        });
-        let refill = now.duration_since(bucket.at).as_secs_f64() * self.limits.pieces_per_second;
-        bucket.tokens = (bucket.tokens + refill).min(self.limits.burst);
-        bucket.at = now;
-        if bucket.tokens >= cost {
-            bucket.tokens -= cost;
-            true
-        } else {
-            false
-        }
-    }
 }

@@ -400,6 +400,117 @@ async fn floods_unknown_hashes_and_bad_frames_are_answered_and_others_still_serv
     assert_eq!(std::fs::read(&out).unwrap(), fixture.data);
 }
 
+/// Goal: strangers on the P2P port cannot starve a member. Method: 16
+/// throwaway identities (not members, no grants) each connect to a member
+/// and hold as many idle piece streams as one peer may (half a frame
+/// sent, so each reaches the provider and waits there); another member
+/// then fetches a blob from it, which must arrive byte-identical long
+/// before the idle streams would time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_strangers_holding_streams_do_not_starve_a_member() {
+    let fixture = fixture(1 << 20, 32 << 10, 2);
+    // Idle streams outlive the test: only admission can free their places.
+    let limits = Limits {
+        idle: Duration::from_secs(600),
+        ..Limits::default()
+    };
+    let origin = fixture.provider(0, false, limits.clone()).await;
+    let member = fixture.provider(1, false, Limits::default()).await;
+    let mut strangers = Vec::new();
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let stranger = client().await;
+        let addrs = origin.listen_addrs().to_vec();
+        // A connection refused by the provider's limits is as good.
+        if stranger
+            .dial(origin.peer_id(), addrs, Duration::from_secs(10))
+            .await
+            .is_ok()
+        {
+            for _ in 0..limits.max_streams_per_peer {
+                let Ok(mut stream) = stranger.open(origin.peer_id()).await else {
+                    break;
+                };
+                let _ = stream.write_all(&[0, 0]).await;
+                let _ = stream.flush().await;
+                held.push(stream);
+            }
+        }
+        strangers.push(stranger);
+    }
+    // The provider takes in what reached it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let manifest = fixture.manifest(&[(&origin, true)], &member.peer_id());
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("film.mkv");
+    let options = FetchOptions {
+        piece_within: Duration::from_secs(10),
+        ..FetchOptions::default()
+    };
+    let fetched = tokio::time::timeout(
+        Duration::from_secs(30),
+        omega_p2p::fetch::fetch(&member, &manifest, &out, &options),
+    )
+    .await;
+    let report = fetched
+        .expect("the member's fetch ends within 30 s")
+        .expect("the member is served");
+    assert_eq!(std::fs::read(&out).unwrap(), fixture.data, "byte-identical");
+    assert_eq!(report.bytes, fixture.data.len() as u64);
+    assert!(
+        origin.traffic().keys().all(|peer| *peer == member.peer_id()),
+        "nothing went to the strangers: {:?}",
+        origin.traffic()
+    );
+    drop((held, strangers));
+}
+
+/// Goal: connections from non-members are bounded apart from members'.
+/// Method: a provider takes four; 16 throwaway identities dial it and each
+/// asks for a piece without a grant; at most four get an answer (Denied),
+/// and a member still connects and fetches the blob whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_past_the_guest_connections_are_refused_and_members_still_connect() {
+    let fixture = fixture(256 << 10, 32 << 10, 2);
+    let limits = Limits {
+        max_guest_connections: 4,
+        ..Limits::default()
+    };
+    let origin = fixture.provider(0, false, limits).await;
+    let member = fixture.provider(1, false, Limits::default()).await;
+    let mut strangers = Vec::new();
+    let mut answered = 0;
+    for _ in 0..16 {
+        let stranger = client().await;
+        let addrs = origin.listen_addrs().to_vec();
+        let _ = stranger.dial(origin.peer_id(), addrs, Duration::from_secs(10)).await;
+        let request = Request {
+            blob: fixture.blob.0,
+            grant: None,
+            pieces: vec![fixture.pieces[0].hash.0],
+        };
+        let asked = async {
+            let mut stream = stranger.open(origin.peer_id()).await.ok()?;
+            wire::write_request(&mut stream, &request).await.ok()?;
+            wire::read_piece(&mut stream, 32 << 10).await.ok()
+        };
+        if let Ok(Some((status, _))) = tokio::time::timeout(Duration::from_secs(5), asked).await {
+            assert_eq!(status, Status::Denied);
+            answered += 1;
+        }
+        strangers.push(stranger);
+    }
+    assert!((1..=4).contains(&answered), "{answered} strangers answered");
+    let manifest = fixture.manifest(&[(&origin, true)], &member.peer_id());
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("song.flac");
+    omega_p2p::fetch::fetch(&member, &manifest, &out, &FetchOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), fixture.data);
+    drop(strangers);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gossip_reaches_peers_on_the_topic_signed_by_its_sender_and_oversized_notices_are_refused() {
     let (one, two) = (client().await, client().await);

@@ -238,6 +238,16 @@ impl<T: Transport> Cluster<T> {
     }
 
     /// A member's entry in the current membership.
+    /// True when node `id` is in the membership (voter or learner), as this
+    /// node knows it; also true while this node knows no membership at all
+    /// (a joiner before its first append), which has nothing to protect yet
+    /// and must hear from the leader.
+    pub fn has_member(&self, id: NodeId) -> bool {
+        let metrics = metrics_now(&self.raft);
+        let membership = metrics.membership_config.membership();
+        membership.nodes().next().is_none() || membership.get_node(&id).is_some()
+    }
+
     fn known_member(&self, id: NodeId) -> Option<MemberNode> {
         let metrics = metrics_now(&self.raft);
         metrics.membership_config.membership().get_node(&id).cloned()

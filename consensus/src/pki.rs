@@ -166,7 +166,7 @@ impl ClusterCa {
         let key = KeyPair::generate().map_err(certificate_error)?;
         let mut params = CertificateParams::new(vec![CLUSTER_SERVER_NAME.to_owned()]).map_err(certificate_error)?;
         let mut name = DistinguishedName::new();
-        name.push(DnType::CommonName, format!("omega node {node_id}"));
+        name.push(DnType::CommonName, format!("{NODE_NAME_PREFIX}{node_id}"));
         params.distinguished_name = name;
         params.extended_key_usages = vec![
             rcgen::ExtendedKeyUsagePurpose::ServerAuth,
@@ -276,4 +276,12 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// A node certificate's common name is this followed by its node id.
+const NODE_NAME_PREFIX: &str = "omega node ";
+
+/// The node id a certificate's common name names (`omega node N`).
+pub fn node_id_of_common_name(name: &str) -> Option<u64> {
+    name.strip_prefix(NODE_NAME_PREFIX)?.parse().ok()
 }

@@ -507,7 +507,8 @@ pub async fn serve(cluster: Arc<Cluster<QuicTransport>>, transport: Arc<QuicTran
             };
             // rustls verified any certificate presented against the CA.
             let fingerprint = peer_fingerprint(&connection);
-            let member = fingerprint.is_some();
+            let node = peer_node_id(&connection);
+            let member = fingerprint.is_some() && node.is_some();
             // A peer without a member certificate may only join: few such
             // connections at once, few streams each.
             let _stranger_place = if member {
@@ -530,7 +531,8 @@ pub async fn serve(cluster: Arc<Cluster<QuicTransport>>, transport: Arc<QuicTran
                     let member = member
                         && fingerprint.is_some_and(|fingerprint| {
                             !crate::state_machine::read::is_revoked(cluster.tables(), &fingerprint).unwrap_or(true)
-                        });
+                        })
+                        && node.is_some_and(|id| may_speak(&cluster, id));
                     if let Err(error) = serve_stream(&cluster, &context, member, send, recv).await {
                         tracing::debug!(%error, "request failed");
                     }
@@ -538,6 +540,33 @@ pub async fn serve(cluster: Arc<Cluster<QuicTransport>>, transport: Arc<QuicTran
             }
         });
     }
+}
+
+/// True when node `id` may speak as a member: it is in the membership as
+/// this node knows it, or a join token admitted it, and it was never
+/// removed. A certificate alone proves only that some holder of the CA key
+/// (every member, and every removed one) signed it. A member that lags
+/// behind a new node's admission refuses it until it catches up, as if the
+/// link between them were down for that while.
+fn may_speak(cluster: &Cluster<QuicTransport>, id: NodeId) -> bool {
+    let tables = cluster.tables();
+    let removed = crate::state_machine::read::is_node_revoked(tables, id).unwrap_or(true);
+    !removed && (cluster.has_member(id) || crate::state_machine::read::was_admitted(tables, id).unwrap_or(false))
+}
+
+/// The node id the peer's certificate names (`CN=omega node N`), if any.
+fn peer_node_id(connection: &quinn::Connection) -> Option<NodeId> {
+    let identity = connection.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(chain.first()?).ok()?;
+    let common_name = certificate
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_owned();
+    crate::pki::node_id_of_common_name(&common_name)
 }
 
 /// BLAKE3 (hex) of the certificate the peer presented, if any.

@@ -250,3 +250,51 @@ async fn a_stranger_declaring_huge_requests_is_refused_up_front() {
     let grown = rss_bytes().saturating_sub(before);
     assert!(grown < 64 << 20, "the node grew by {grown} bytes");
 }
+
+/// Goal (hardening): a removed node is refused whatever certificate it
+/// shows (every member holds the CA and could issue itself another), and a
+/// certificate naming a node id no token admitted is refused too. Failed
+/// before the fix: the reissued certificate of the removed node was
+/// accepted, as was one for a made-up id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn removed_and_unknown_node_ids_are_refused_whatever_certificate_they_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, identity) = first_member(dir.path()).await;
+    let ca = identity.cluster.clone();
+    let (second, second_identity) = join_member(first.addr, &token(&ca, 60_000), dir.path()).await;
+    let removed = second_identity.node_id;
+    first.cluster.remove_member(removed).await.unwrap();
+    second.shutdown().await.unwrap();
+    let ask = |identity: NodeIdentity| async move {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(member_client_config(&identity).unwrap());
+        let connection = endpoint
+            .connect(first.addr, CLUSTER_SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        let request = postcard::to_stdvec(&PeerRequest::ClientWrite(user("intruder"))).unwrap();
+        raw(&connection, &frame(KIND_PEER, &request)).await
+    };
+    let refused = |answer: &PeerResponse| matches!(answer, PeerResponse::Error(text) if text.contains("no valid cluster certificate"));
+    // The removed node, with a certificate it issued itself after removal.
+    let reissued = NodeIdentity {
+        node_id: removed,
+        node: ca.issue(removed).unwrap(),
+        cluster: ca.clone(),
+    };
+    let answer = ask(reissued).await;
+    assert!(refused(&answer), "{answer:?}");
+    // A made-up node id.
+    let made_up = NodeIdentity {
+        node_id: 999_999,
+        node: ca.issue(999_999).unwrap(),
+        cluster: ca.clone(),
+    };
+    let answer = ask(made_up).await;
+    assert!(refused(&answer), "{answer:?}");
+    // The founder's own identity still speaks as a member.
+    let answer = ask(identity.clone()).await;
+    assert!(!refused(&answer), "{answer:?}");
+    first.shutdown().await.unwrap();
+}

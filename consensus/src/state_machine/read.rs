@@ -178,6 +178,22 @@ pub fn is_revoked(tables: &(impl KvRead + ?Sized), fingerprint: &str) -> io::Res
     Ok(tables.get(Table::Revoked, fingerprint.as_bytes())?.is_some())
 }
 
+/// True when node `id` was removed from the cluster: a certificate of it
+/// was revoked. Ids are never reused, so the node stays refused whatever
+/// certificate it shows (every member holds the CA and could issue one).
+/// The table holds one row per removal, so a scan is cheap.
+pub fn is_node_revoked(tables: &(impl KvRead + ?Sized), id: NodeId) -> io::Result<bool> {
+    let revoked: Vec<NodeId> = all(tables, Table::Revoked)?;
+    Ok(revoked.contains(&id))
+}
+
+/// True when a join token admitted node `id` (it may speak as a member
+/// before the membership lists it: it asks to be added).
+pub fn was_admitted(tables: &(impl KvRead + ?Sized), id: NodeId) -> io::Result<bool> {
+    let uses: Vec<crate::model::JoinTokenUse> = all(tables, Table::JoinTokens)?;
+    Ok(uses.iter().any(|token_use| token_use.node == id))
+}
+
 /// A library by id.
 pub fn library(tables: &(impl KvRead + ?Sized), id: EntityId) -> io::Result<Option<Library>> {
     get(tables, Table::Libraries, &id_key(id))

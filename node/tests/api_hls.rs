@@ -64,6 +64,31 @@ fn film(root: &Path) {
     .unwrap();
 }
 
+/// A node with `config` serving [`film`] from `media`, once scanned: the
+/// node, an administrator's token and the film as the API lists it.
+fn serve_the_film(media: &Path, config: &str) -> (Server, String, serde_json::Value) {
+    film(media);
+    let config_file = media.join("omega.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let server = Server::start(&[
+        "--config",
+        config_file.to_str().unwrap(),
+        "--media",
+        media.join("films").to_str().unwrap(),
+    ]);
+    let admin = server.login("admin", "admin-password");
+    let started = Instant::now();
+    let film = loop {
+        let (_, page) = server.request("GET", "/api/v1/items?type=movie", Some(&admin), None);
+        if page["total"] == 1 {
+            break page["items"][0].clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{page}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (server, admin, film)
+}
+
 fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, String, Vec<u8>) {
     let headers = token
         .map(|token| format!("Authorization: Bearer {token}\r\n"))
@@ -165,29 +190,10 @@ fn metric(server: &Server, name_and_labels: &str) -> f64 {
 #[test]
 fn hls_plays_seeks_and_is_authorised_by_signed_urls() {
     let media = tempfile::tempdir().unwrap();
-    film(media.path());
-    let config = media.path().join("omega.toml");
-    std::fs::write(
-        &config,
+    let (server, admin, film) = serve_the_film(
+        media.path(),
         "[transcode]\nmax_sessions = 1\nidle_secs = 60\nread_rate = 4.0\nsegment_cache_max = \"512MiB\"\n",
-    )
-    .unwrap();
-    let server = Server::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--media",
-        media.path().join("films").to_str().unwrap(),
-    ]);
-    let admin = server.login("admin", "admin-password");
-    let started = Instant::now();
-    let film = loop {
-        let (_, page) = server.request("GET", "/api/v1/items?type=movie", Some(&admin), None);
-        if page["total"] == 1 {
-            break page["items"][0].clone();
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{page}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    );
     let id = film["id"].as_u64().unwrap();
     let base = format!("/api/v1/items/{id}/hls");
 
@@ -446,25 +452,8 @@ fn media_children(pid: u32) -> usize {
 #[test]
 fn a_burst_of_subtitle_and_playlist_requests_stays_within_the_process_budget() {
     let media = tempfile::tempdir().unwrap();
-    film(media.path());
-    let config = media.path().join("omega.toml");
-    std::fs::write(&config, "[transcode]\nmax_sessions = 1\nmax_processes = 3\n").unwrap();
-    let server = Server::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--media",
-        media.path().join("films").to_str().unwrap(),
-    ]);
-    let admin = server.login("admin", "admin-password");
-    let started = Instant::now();
-    let id = loop {
-        let (_, page) = server.request("GET", "/api/v1/items?type=movie", Some(&admin), None);
-        if page["total"] == 1 {
-            break page["items"][0]["id"].as_u64().unwrap();
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{page}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (server, admin, film) = serve_the_film(media.path(), "[transcode]\nmax_sessions = 1\nmax_processes = 3\n");
+    let id = film["id"].as_u64().unwrap();
     let (code, playback) = server.request("POST", &format!("/api/v1/items/{id}/playback"), Some(&admin), None);
     assert_eq!(code, 200, "{playback}");
     let hls_url = playback["hls_url"].as_str().unwrap().to_owned();

@@ -143,21 +143,34 @@ fn fill_over_budget(store: &Store) -> Vec<(omega_storage::BlobId, Vec<u8>)> {
         .collect()
 }
 
+/// A tiered store at `root` whose cold tier can be made to wait at a gate;
+/// the gate tells `entered` when a call reaches it and waits for `release`.
+fn gated_store(
+    root: &std::path::Path,
+) -> (
+    Arc<Store>,
+    Arc<GatedCold>,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let (cold, entered, release) = GatedCold::new();
+    let packs = Arc::new(omega_storage::packs::DirPacks::open(&root.join("packs")).unwrap());
+    let store = Arc::new(open_store_on(
+        root,
+        tiered_config(),
+        packs,
+        Some(Box::new(SharedCold(Arc::clone(&cold)))),
+    ));
+    (store, cold, entered, release)
+}
+
 /// Goal: tiering does not hold the store's writer lock across an upload, so
 /// ingests go on while a pack is copied to a slow cold tier. Method: the
 /// cold tier's put waits at a gate; while it waits, an ingest must finish.
 #[test]
 fn an_ingest_completes_while_tiering_uploads() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
-    let (cold, entered, release) = GatedCold::new();
-    let packs = Arc::new(omega_storage::packs::DirPacks::open(&root.join("packs")).unwrap());
-    let store = Arc::new(open_store_on(
-        &root,
-        tiered_config(),
-        packs,
-        Some(Box::new(SharedCold(Arc::clone(&cold)))),
-    ));
+    let (store, cold, entered, release) = gated_store(&dir.path().join("store"));
     let blobs = fill_over_budget(&store);
     cold.gate_puts.store(true, Ordering::SeqCst);
     let tiering = {
@@ -186,15 +199,7 @@ fn an_ingest_completes_while_tiering_uploads() {
 #[test]
 fn an_ingest_completes_while_scrub_reads_a_cold_pack() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
-    let (cold, entered, release) = GatedCold::new();
-    let packs = Arc::new(omega_storage::packs::DirPacks::open(&root.join("packs")).unwrap());
-    let store = Arc::new(open_store_on(
-        &root,
-        tiered_config(),
-        packs,
-        Some(Box::new(SharedCold(Arc::clone(&cold)))),
-    ));
+    let (store, cold, entered, release) = gated_store(&dir.path().join("store"));
     fill_over_budget(&store);
     assert!(store.tier_run().unwrap().demoted_packs > 0);
     cold.gate_gets.store(true, Ordering::SeqCst);

@@ -56,7 +56,15 @@ async function addLibrary(page, name, type, folder) {
   await path.fill(folder);
   await path.press('Enter');
   await page.getByTestId('folder-browser').waitFor();
+  // The form resets when the library is made: wait for its row before the
+  // next one is typed, or the reset can swallow what was typed.
+  const rows = await page.getByTestId('scan-progress').count();
   await page.getByTestId('library-add').click();
+  await page.waitForFunction(
+    (before) => document.querySelectorAll('[data-testid="scan-progress"]').length > before,
+    rows,
+    { timeout: 30_000, polling: 100 },
+  );
 }
 
 /** Plays the <video> until currentTime passes `seconds`; returns it. */

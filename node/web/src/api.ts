@@ -278,9 +278,15 @@ export function query(params: Record<string, string | number | undefined | null>
 // Libraries, shared by the nav and the admin pages.
 export const librariesStore = createStore<Library[]>([]);
 
+// Reloads can overlap (a scan ending while a library is added): only the
+// answer to the latest request is kept, so an older, slower one cannot
+// bring back a list without the newest library.
+let librariesGeneration = 0;
+
 export async function reloadLibraries(): Promise<Library[]> {
+  const generation = ++librariesGeneration;
   const libraries = await api<Library[]>('/libraries');
-  librariesStore.set(Array.isArray(libraries) ? libraries : []);
+  if (generation === librariesGeneration) librariesStore.set(Array.isArray(libraries) ? libraries : []);
   return librariesStore.get();
 }
 

@@ -1,6 +1,6 @@
 // The events WebSocket: one connection while signed in, reconnecting with
 // backoff; listeners get each JSON event.
-import { API, accessToken, api, refreshSession, reloadLibraries, sessionStore, type ScanStatus } from './api';
+import { API, accessToken, api, refreshSession, sessionStore, type ScanStatus } from './api';
 import { createStore } from './store';
 
 export interface ServerEvent {
@@ -180,7 +180,5 @@ onEvent((event) => {
   } else if (event.type === 'scan_finished') {
     const error = typeof event.error === 'string' ? event.error : null;
     setScan(library, error ? { state: 'failed', error } : { state: 'done', items: Number(event.items ?? 0) });
-    // Whether a folder is offline is part of the library's view.
-    reloadLibraries().catch(() => undefined);
   }
 });

@@ -113,6 +113,10 @@ pub struct ApiKey {
 /// Most app passwords a user may hold.
 pub const APP_PASSWORDS_MAX: usize = 32;
 
+/// API keys one user may hold: each lives until revoked, so without a bound
+/// one account could fill the replicated state.
+pub const API_KEYS_MAX: usize = 64;
+
 /// An app password, stored under its user and id. Only nodes can open
 /// `sealed` (the key derives from the cluster's CA key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -604,3 +604,42 @@ fn a_refresh_token_trades_once_and_its_reuse_revokes_the_family() {
     assert_eq!(family.rotated.len(), omega_consensus::model::REFRESH_ROTATED_MAX);
     assert_eq!(family.live, live);
 }
+
+/// Goal (hardening): a user holds a bounded number of API keys (each lives
+/// until revoked); a revoked one frees its place, and another user is not
+/// affected. Failed before the fix: every key was stored.
+#[test]
+fn api_keys_are_bounded_per_user() {
+    use omega_consensus::model::API_KEYS_MAX;
+    let mut tables = MemTables::default();
+    let Response::Created(alice) = apply(&mut tables, 1, &create_user("alice")) else {
+        panic!("no user");
+    };
+    let Response::Created(bob) = apply(&mut tables, 2, &create_user("bob")) else {
+        panic!("no user");
+    };
+    let key = |user: u64, n: usize| Command::PutApiKey {
+        hash: *blake3::hash(format!("{user}:{n}").as_bytes()).as_bytes(),
+        user,
+        name: format!("key {n}"),
+        now_ms: 1,
+    };
+    let mut index = 3;
+    for n in 0..API_KEYS_MAX {
+        assert_eq!(apply(&mut tables, index, &key(alice, n)), Response::Done);
+        index += 1;
+    }
+    let refused = apply(&mut tables, index, &key(alice, API_KEYS_MAX));
+    assert!(
+        matches!(&refused, Response::Rejected(Rejection::Invalid(text)) if text.contains("at most")),
+        "{refused:?}"
+    );
+    // Storing a key again is not a new one; another user has room.
+    assert_eq!(apply(&mut tables, index + 1, &key(alice, 0)), Response::Done);
+    assert_eq!(apply(&mut tables, index + 2, &key(bob, 0)), Response::Done);
+    let revoke = Command::RevokeApiKey {
+        hash: *blake3::hash(format!("{alice}:0").as_bytes()).as_bytes(),
+    };
+    assert_eq!(apply(&mut tables, index + 3, &revoke), Response::Done);
+    assert_eq!(apply(&mut tables, index + 4, &key(alice, API_KEYS_MAX)), Response::Done);
+}

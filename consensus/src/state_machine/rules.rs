@@ -18,9 +18,9 @@ use super::tables::{KvRead, Overlay, Table};
 use crate::codec::{decode, encode, id_key, key_second_id, pair_key};
 use crate::command::{Command, JobOutcome, Rejection, Response};
 use crate::model::{
-    APP_PASSWORDS_MAX, ApiKey, AppPassword, EntityId, Favorite, Hash, Item, ItemWrite, JOBS_MAX, Job, JobState,
-    JoinTokenUse, Library, PEER_ADDRS_MAX, PEER_TEXT_MAX, PLAYLIST_ITEMS_MAX, PLAYLIST_NAME_MAX, Peer, Playlist,
-    REFRESH_ROTATED_MAX, RefreshFamily, RefreshToken, User, WatchState,
+    API_KEYS_MAX, APP_PASSWORDS_MAX, ApiKey, AppPassword, EntityId, Favorite, Hash, Item, ItemWrite, JOBS_MAX, Job,
+    JobState, JoinTokenUse, Library, PEER_ADDRS_MAX, PEER_TEXT_MAX, PLAYLIST_ITEMS_MAX, PLAYLIST_NAME_MAX, Peer,
+    Playlist, REFRESH_ROTATED_MAX, RefreshFamily, RefreshToken, User, WatchState,
 };
 
 /// Key of the id counter in [`Table::Meta`].
@@ -221,6 +221,11 @@ pub fn apply_command<R: KvRead + ?Sized>(
             name,
             now_ms,
         } => {
+            if tx.get(Table::ApiKeys, hash)?.is_none() && api_keys_of(tx, *user)? >= API_KEYS_MAX {
+                return Ok(Response::Rejected(Rejection::Invalid(format!(
+                    "a user holds at most {API_KEYS_MAX} API keys: revoke one first"
+                ))));
+            }
             let key = ApiKey {
                 user: *user,
                 name: name.clone(),
@@ -564,6 +569,19 @@ fn make_room_for_a_job<R: KvRead + ?Sized>(tx: &mut Overlay<'_, R>) -> io::Resul
 }
 
 /// Stores a credential of `user`, refused when the user does not exist.
+/// The API keys `user` holds. The table is keyed by the secret's hash, so
+/// this reads them all: at most [`API_KEYS_MAX`] per user.
+fn api_keys_of<R: KvRead + ?Sized>(tx: &Overlay<'_, R>, user: EntityId) -> io::Result<usize> {
+    let mut count = 0;
+    for (_, value) in tx.scan_prefix(Table::ApiKeys, &[])? {
+        let key: ApiKey = decode(Table::ApiKeys.cf_name(), &value)?;
+        if key.user == user {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
 fn put_for_user<T: Serialize, R: KvRead + ?Sized>(
     tx: &mut Overlay<'_, R>,
     user: EntityId,

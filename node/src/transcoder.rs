@@ -94,6 +94,10 @@ impl Transcoder {
             max_sessions: settings.max_sessions,
             idle: settings.idle,
             segment_wait: Duration::from_secs(90),
+            // Under hls.js's 10 s wait for a first byte; a player's own
+            // slot is taken over at once, so this only covers another
+            // viewer's session ending.
+            slot_wait: Duration::from_secs(5),
             reuse_ahead: 4,
             encoder,
             read_rate: settings.read_rate,

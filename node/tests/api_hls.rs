@@ -275,11 +275,28 @@ fn hls_plays_seeks_and_is_authorised_by_signed_urls() {
     assert_eq!(code, 200);
     let (code, _, first) = get(&server, &format!("{base}/480p/{}", segment_urls[0]), None);
     assert_eq!(code, 200);
-    // One ffmpeg at a time (max_sessions = 1): while the 480p session runs
-    // on, another rendition waits its turn.
-    let (code, head, _) = get(&server, &format!("{base}/360p/0.m4s?t={token}"), None);
-    assert_eq!(code, 503, "{head}");
-    assert!(head.to_lowercase().contains("retry-after"), "{head}");
+    // One encode at a time (max_sessions = 1): while this player's 480p
+    // session runs on, another player's rendition waits for the slot (and
+    // gets it once the 480p encode is done), or is refused after the wait;
+    // this player's own switch to 360p takes its slot over at once.
+    let other_player = narrow_url.split("?t=").nth(1).unwrap().split('&').next().unwrap();
+    let asked = Instant::now();
+    let (code, head, _) = get(&server, &format!("{base}/360p/0.m4s?t={other_player}"), None);
+    match code {
+        200 => {}
+        503 => {
+            assert!(head.to_lowercase().contains("retry-after"), "{head}");
+            assert!(
+                asked.elapsed() >= Duration::from_secs(5),
+                "refused without waiting: {head}"
+            );
+        }
+        _ => panic!("{head}"),
+    }
+    let asked = Instant::now();
+    let (code, head, _) = get(&server, &format!("{base}/360p/1.m4s?t={token}"), None);
+    assert_eq!(code, 200, "{head}");
+    assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
     let mut whole = init.clone();
     for (index, url) in segment_urls.iter().enumerate() {
         let bytes = if index == last {
@@ -504,4 +521,82 @@ fn a_burst_of_subtitle_and_playlist_requests_stays_within_the_process_budget() {
     assert!(ok >= 100, "only {ok} of 200 answered");
     let (code, _) = server.request("GET", "/healthz", None, None);
     assert_eq!(code, 200);
+}
+
+/// Goal (streaming at the machine's limit): ffmpeg reading every variant
+/// (`-map 0`), ffprobe and mpv (when installed) open and play a film's HLS
+/// master on a node with one transcoding slot, as a 2-core node has. Failed
+/// before: libavformat opens the first segment of every variant, and the
+/// second encoded one answered 503 at once ("Error when loading first
+/// segment").
+#[test]
+fn players_open_every_variant_of_a_master_with_one_slot() {
+    let media = tempfile::tempdir().unwrap();
+    let (server, admin, film) = serve_the_film(media.path(), "[transcode]\nmax_sessions = 1\n");
+    let id = film["id"].as_u64().unwrap();
+    let (code, playback) = server.request("POST", &format!("/api/v1/items/{id}/playback"), Some(&admin), None);
+    assert_eq!(code, 200, "{playback}");
+    let url = format!(
+        "http://127.0.0.1:{}{}",
+        server.http_port,
+        playback["hls_url"].as_str().unwrap()
+    );
+    let (code, _, master) = get(&server, playback["hls_url"].as_str().unwrap(), None);
+    assert_eq!(code, 200);
+    assert_eq!(
+        uris(&String::from_utf8(master).unwrap()).len(),
+        3,
+        "the copy and two encodes"
+    );
+    let run = |program: &str, args: &[&str]| {
+        let started = Instant::now();
+        let output = std::process::Command::new(program).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{program} {args:?}: {stderr}");
+        eprintln!("{program} took {:?}", started.elapsed());
+        (String::from_utf8_lossy(&output.stdout).into_owned(), stderr)
+    };
+    let (streams, _) = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type",
+            "-of",
+            "csv=p=0",
+            &url,
+        ],
+    );
+    assert!(
+        streams.lines().filter(|line| *line == "video").count() >= 3,
+        "{streams}"
+    );
+    let (_, errors) = run("ffmpeg", &["-v", "error", "-i", &url, "-map", "0", "-f", "null", "-"]);
+    assert!(!errors.contains("Error when loading"), "{errors}");
+    if std::process::Command::new("mpv").arg("--version").output().is_ok() {
+        run(
+            "mpv",
+            &[
+                "--no-config",
+                "--vo=null",
+                "--ao=null",
+                "--really-quiet",
+                "--length=6",
+                &url,
+            ],
+        );
+    } else {
+        eprintln!("mpv is not installed: skipped");
+    }
+    let (code, _, metrics) = get(&server, "/metrics", Some(&admin));
+    assert_eq!(code, 200);
+    let metrics = String::from_utf8_lossy(&metrics);
+    let refused: Vec<&str> = metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("omega_http_requests_total") && line.contains("/hls") && line.contains("status=\"5")
+        })
+        .collect();
+    assert!(refused.is_empty(), "a player was refused: {refused:?}");
 }

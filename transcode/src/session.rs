@@ -4,8 +4,15 @@
 //! A request for segment N reuses the session of that source and rendition
 //! when N is at most [`SessionConfig::reuse_ahead`] segments past what it
 //! has made; otherwise (a seek far ahead or back) the old session stops
-//! and a new one starts at N. At most [`SessionConfig::max_sessions`] run
-//! at once: past that, [`TranscodeError::Busy`] (HTTP 503). Sessions idle
+//! and a new one starts at N. At most [`SessionConfig::max_sessions`]
+//! encoding sessions run at once (a remux, which copies the video, costs
+//! little and is bounded by the process budget alone). At the bound, a
+//! viewer's request for another rendition of the same source takes over the
+//! slot of that viewer's own session: players probe every rendition of a
+//! master (libavformat opens the first segment of each, hls.js switches),
+//! and one viewer never needs two encodes of one film at once. Otherwise a
+//! request waits up to [`SessionConfig::slot_wait`] for a slot, then gets
+//! [`TranscodeError::Busy`] (HTTP 503). Sessions idle
 //! for [`SessionConfig::idle`] are stopped by [`Sessions::reap`]. A session
 //! whose ffmpeg fails makes every waiter fail with its error and is removed;
 //! processes are killed and waited for, never left as zombies.
@@ -40,6 +47,8 @@ pub struct SessionConfig {
     pub idle: Duration,
     /// How long a request waits for its segment.
     pub segment_wait: Duration,
+    /// How long a request waits for a free slot before it is refused.
+    pub slot_wait: Duration,
     /// A session this many segments short of a request still serves it.
     pub reuse_ahead: u32,
     /// The video encoder.
@@ -70,11 +79,18 @@ pub struct SessionInput<'a> {
     /// The rendition's segments ([`SegmentPlan::new`] for encoded ones,
     /// [`SegmentPlan::from_keyframes`] for a copy).
     pub plan: &'a SegmentPlan,
+    /// Who asks (one player, e.g. by its stream token): its requests for
+    /// another rendition may take over the slot of its own session.
+    pub viewer: &'a str,
 }
 
 #[derive(Debug)]
 struct Session {
     key: SessionKey,
+    /// It copies the video (a remux): outside the bound on sessions.
+    copies_video: bool,
+    /// The viewer that asked it for something last.
+    viewer: String,
     plan: SegmentPlan,
     /// The first segment it makes.
     start: u32,
@@ -148,17 +164,25 @@ struct Inner {
     next_id: u64,
 }
 
-/// Sessions whose ffmpeg has not ended.
+/// Encoding sessions whose ffmpeg has not ended: what the bound counts.
 fn running(sessions: &mut HashMap<u64, Session>) -> usize {
     let mut count = 0;
     for session in sessions.values_mut() {
         session.poll();
-        if session.ended.is_none() {
+        if session.ended.is_none() && !session.copies_video {
             count += 1;
         }
     }
     count
 }
+
+/// True for the errors a request may wait out: no slot, no process place.
+fn is_busy(error: &TranscodeError) -> bool {
+    matches!(error, TranscodeError::Busy(_) | TranscodeError::ProcessesBusy(_))
+}
+
+/// How often a request waiting for a slot looks again.
+const SLOT_POLL: Duration = Duration::from_millis(100);
 
 /// The files at `paths`, one after the other: a segment's pieces (each a
 /// `moof` and `mdat`) make one fMP4 segment. A file gone means its session
@@ -208,7 +232,7 @@ impl Sessions {
         self.inner.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Sessions whose ffmpeg runs now.
+    /// Encoding sessions whose ffmpeg runs now (remuxes are not counted).
     pub fn running(&self) -> usize {
         running(&mut self.lock().sessions)
     }
@@ -222,27 +246,62 @@ impl Sessions {
                 count - 1
             )));
         }
-        let id = self.session_for(key, input, index)?;
-        let pieces = self.wait(id, Wanted::Segment(index)).await?;
+        let pieces = self.made(key, input, Wanted::Segment(index)).await?;
         read_all(&pieces).await
     }
 
     /// The rendition's init segment.
     pub async fn init(&self, key: &SessionKey, input: SessionInput<'_>) -> Result<Vec<u8>> {
+        let init = self.made(key, input, Wanted::Init).await?;
+        read_all(&init).await
+    }
+
+    /// The files of what is wanted, from a session that makes it. Waits up
+    /// to [`SessionConfig::slot_wait`] for a slot, and starts again once if
+    /// the session was stopped meanwhile (for another request).
+    async fn made(&self, key: &SessionKey, input: SessionInput<'_>, wanted: Wanted) -> Result<Vec<PathBuf>> {
+        let slot_deadline = Instant::now() + self.config.slot_wait;
+        let mut restarts_left = 1;
+        loop {
+            let found = match wanted {
+                Wanted::Init => self.init_session(key, input),
+                Wanted::Segment(index) => self.session_for(key, input, index),
+            };
+            let id = match found {
+                Ok(id) => id,
+                Err(error) if is_busy(&error) && Instant::now() < slot_deadline => {
+                    tokio::time::sleep(SLOT_POLL).await;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            match self.wait(id, wanted).await? {
+                Some(files) => return Ok(files),
+                None if restarts_left > 0 => restarts_left -= 1,
+                // Stopped for another request again: the client may ask again.
+                None => return Err(TranscodeError::Busy(self.config.max_sessions)),
+            }
+        }
+    }
+
+    /// A session for the init segment: any of `key` that has not failed,
+    /// or a new one from the first segment.
+    fn init_session(&self, key: &SessionKey, input: SessionInput<'_>) -> Result<u64> {
         let existing = {
-            let inner = self.lock();
+            let mut inner = self.lock();
             inner
                 .sessions
-                .iter()
+                .iter_mut()
                 .find(|(_, session)| session.key == *key && session.ended.as_ref().is_none_or(Result::is_ok))
-                .map(|(id, _)| *id)
+                .map(|(id, session)| {
+                    session.viewer = input.viewer.to_owned();
+                    *id
+                })
         };
-        let id = match existing {
-            Some(id) => id,
-            None => self.session_for(key, input, 0)?,
-        };
-        let init = self.wait(id, Wanted::Init).await?;
-        read_all(&init).await
+        match existing {
+            Some(id) => Ok(id),
+            None => self.session_for(key, input, 0),
+        }
     }
 
     /// A session of `key` that will make segment `index`: a running one
@@ -265,6 +324,7 @@ impl Sessions {
             let has_it = index >= session.start && made >= i64::from(index);
             if serves || has_it {
                 session.last_used = Instant::now();
+                session.viewer = input.viewer.to_owned();
                 return Ok(*id);
             }
             // A seek elsewhere: a session of this key nobody has asked
@@ -281,18 +341,34 @@ impl Sessions {
                 session.stop();
             }
         }
-        // The bound is on ffmpeg processes: a session whose ffmpeg ended
-        // only keeps its files until it is reaped. At the bound, a seek
-        // frees this source's least recently used session (the viewer's
-        // own old position, most likely) before it is refused.
-        elsewhere.sort();
-        let mut free = elsewhere.into_iter().map(|(_, id)| id);
-        while running(&mut inner.sessions) >= self.config.max_sessions {
-            let Some(id) = free.next() else {
-                return Err(TranscodeError::Busy(self.config.max_sessions));
-            };
-            if let Some(session) = inner.sessions.remove(&id) {
-                session.stop();
+        // The bound is on encoding ffmpeg processes: a session whose ffmpeg
+        // ended only keeps its files until it is reaped, and a remux is
+        // cheap. At the bound, a seek frees this key's least recently used
+        // session (the viewer's own old position, most likely), then a
+        // rendition switch frees this viewer's other renditions of this
+        // source, before the request is refused.
+        if !input.rendition.copy_video {
+            elsewhere.sort();
+            let mut switched: Vec<(Instant, u64)> = inner
+                .sessions
+                .iter()
+                .filter(|(_, session)| {
+                    session.key.source == key.source
+                        && session.key.rendition != key.rendition
+                        && session.viewer == input.viewer
+                        && !session.copies_video
+                })
+                .map(|(id, session)| (session.last_used, *id))
+                .collect();
+            switched.sort();
+            let mut free = elsewhere.into_iter().chain(switched).map(|(_, id)| id);
+            while running(&mut inner.sessions) >= self.config.max_sessions {
+                let Some(id) = free.next() else {
+                    return Err(TranscodeError::Busy(self.config.max_sessions));
+                };
+                if let Some(session) = inner.sessions.remove(&id) {
+                    session.stop();
+                }
             }
         }
         let id = inner.next_id;
@@ -351,6 +427,8 @@ impl Sessions {
         tracing::debug!(source = %key.source, rendition = %key.rendition, start = index, "transcoding session started");
         Ok(Session {
             key: key.clone(),
+            copies_video: input.rendition.copy_video,
+            viewer: input.viewer.to_owned(),
             plan: input.plan.clone(),
             start: index,
             dir,
@@ -365,16 +443,16 @@ impl Sessions {
     }
 
     /// Waits until session `id` has written what is wanted; returns its
-    /// files, in order. They stay until the session ends: read them then.
-    async fn wait(&self, id: u64, wanted: Wanted) -> Result<Vec<PathBuf>> {
+    /// files, in order (they stay until the session ends: read them then),
+    /// or `None` when the session was stopped for another request.
+    async fn wait(&self, id: u64, wanted: Wanted) -> Result<Option<Vec<PathBuf>>> {
         let deadline = Instant::now() + self.config.segment_wait;
         let mut pause = Duration::from_millis(10);
         loop {
             {
                 let mut inner = self.lock();
                 let Some(session) = inner.sessions.get_mut(&id) else {
-                    // Stopped for another request: the client may ask again.
-                    return Err(TranscodeError::Busy(self.config.max_sessions));
+                    return Ok(None);
                 };
                 session.poll();
                 session.last_used = Instant::now();
@@ -390,7 +468,7 @@ impl Sessions {
                     }),
                 };
                 if let Some(path) = ready {
-                    return Ok(path);
+                    return Ok(Some(path));
                 }
                 if let Some(ended) = session.ended.clone() {
                     let error = match ended {

@@ -36,6 +36,7 @@ fn config(dir: &Path, max_sessions: usize) -> SessionConfig {
         max_sessions,
         idle: Duration::from_secs(30),
         segment_wait: Duration::from_secs(60),
+        slot_wait: Duration::from_millis(300),
         reuse_ahead: 3,
         encoder: VideoEncoder::Software,
         // Slow enough that a session is still running when the test looks.
@@ -79,6 +80,7 @@ async fn sessions_share_one_timeline_and_restart_on_far_seeks() {
         info: &info,
         rendition: &renditions[0],
         plan: &plan,
+        viewer: "viewer",
     };
     let key = SessionKey {
         source: "source".into(),
@@ -143,6 +145,7 @@ async fn bounds_and_failures_are_errors() {
         info: &info,
         rendition: &renditions[0],
         plan: &plan,
+        viewer: "viewer",
     };
     let key = |source: &str| SessionKey {
         source: source.into(),
@@ -167,6 +170,7 @@ async fn bounds_and_failures_are_errors() {
         info: &info,
         rendition: &renditions[0],
         plan: &plan,
+        viewer: "viewer",
     };
     let error = sessions.segment(&key("garbage"), bad, 0).await.unwrap_err();
     assert!(matches!(error, TranscodeError::Ffmpeg(_)), "{error}");
@@ -178,6 +182,7 @@ async fn bounds_and_failures_are_errors() {
         info: &info,
         rendition: &renditions[0],
         plan: &plan,
+        viewer: "viewer",
     };
     let killed = key("killed");
     let waiting = sessions.segment(&killed, slow, 2);
@@ -254,6 +259,7 @@ async fn copies_cut_segments_at_the_source_keyframes() {
         info: &info,
         rendition: &copy,
         plan: &plan,
+        viewer: "viewer",
     };
     let key = SessionKey {
         source: "uneven".into(),
@@ -285,5 +291,72 @@ async fn copies_cut_segments_at_the_source_keyframes() {
     let (frames, clean) = decoded_frames(&whole, dir.path());
     assert_eq!(frames, 720, "every source frame, once");
     assert!(clean, "decodes without a complaint");
+    sessions.stop_all();
+}
+
+/// Goal (streaming with one slot, as a 2-core node has): a viewer's request
+/// for another rendition of the same source takes over that viewer's own
+/// slot (players open every rendition of a master), a remux takes no slot,
+/// and another viewer waits up to `slot_wait`, then is refused. Failed
+/// before: the second rendition was refused at once, and a remux took the
+/// only slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_slot_serves_a_viewer_switching_renditions_and_remuxes_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = source(dir.path(), 12);
+    let info = probe(Path::new("ffprobe"), &path).await.unwrap();
+    let encoded = ladder(&info).remove(0);
+    let mut other = encoded.clone();
+    other.name = format!("{}-other", encoded.name);
+    let plan = SegmentPlan::new(info.duration_s);
+    let video = info.video.clone().unwrap();
+    let frames = keyframes(Path::new("ffprobe"), &path, video.index).await.unwrap();
+    let copy_plan = SegmentPlan::from_keyframes(&frames, info.duration_s).unwrap();
+    let copy = copy_rendition(&info).unwrap();
+    let input = |rendition, plan, viewer| SessionInput {
+        path: &path,
+        info: &info,
+        rendition,
+        plan,
+        viewer,
+    };
+    let key = |rendition: &str| SessionKey {
+        source: "film".into(),
+        rendition: rendition.into(),
+    };
+    let sessions = Sessions::new(config(dir.path(), 1)).unwrap();
+
+    // The remux first, as a player opens `original` first: no slot taken.
+    sessions
+        .init(&key(&copy.name), input(&copy, &copy_plan, "v"))
+        .await
+        .unwrap();
+    sessions
+        .segment(&key(&copy.name), input(&copy, &copy_plan, "v"), 0)
+        .await
+        .unwrap();
+    assert_eq!(sessions.running(), 0, "a remux is outside the bound");
+    // Then each encoded rendition, one after the other, as libavformat does.
+    for rendition in [&encoded, &other, &encoded] {
+        sessions
+            .init(&key(&rendition.name), input(rendition, &plan, "v"))
+            .await
+            .unwrap();
+        sessions
+            .segment(&key(&rendition.name), input(rendition, &plan, "v"), 0)
+            .await
+            .unwrap();
+        assert_eq!(sessions.running(), 1);
+    }
+    // Another viewer of another rendition: waits for the slot, then is
+    // refused, and the first viewer's session goes on.
+    let asked = std::time::Instant::now();
+    let refused = sessions.segment(&key(&other.name), input(&other, &plan, "w"), 0).await;
+    assert!(matches!(refused, Err(TranscodeError::Busy(1))), "{refused:?}");
+    assert!(asked.elapsed() >= Duration::from_millis(300), "{:?}", asked.elapsed());
+    sessions
+        .segment(&key(&encoded.name), input(&encoded, &plan, "v"), 1)
+        .await
+        .unwrap();
     sessions.stop_all();
 }

@@ -256,7 +256,15 @@ pub async fn file(
     QueryParams(query): QueryParams<StreamQuery>,
     parts: Parts,
 ) -> ApiResult<Response> {
+    let from_url = query.t.is_some();
     let (caller, token) = caller_and_token(&state, &parts, query, id)?;
+    // One player: its stream token (each playback gets its own), or the
+    // user when it signs each request with a header instead.
+    let viewer = if from_url {
+        blake3::hash(token.as_bytes()).to_hex().to_string()
+    } else {
+        format!("user {}", caller.user.id)
+    };
     let item = visible_item(&state, &caller, id)?;
     if let Some(holder) = super::proxy::remote_holder(&state, &item, &parts) {
         return super::proxy::to_holder(&state, holder, &parts).await;
@@ -292,7 +300,7 @@ pub async fn file(
         }
         Part::Segment(index)
     };
-    let bytes = segment_bytes(&state, &source, &rendition, &plan, part).await?;
+    let bytes = segment_bytes(&state, &source, &rendition, &plan, part, &viewer).await?;
     Ok((
         [
             (header::CONTENT_TYPE, media_type),
@@ -340,6 +348,7 @@ async fn segment_bytes(
     rendition: &Rendition,
     plan: &SegmentPlan,
     part: Part,
+    viewer: &str,
 ) -> ApiResult<Vec<u8>> {
     let reference = part.reference(&source.id, &rendition.name);
     if let Some(store) = state.store.clone() {
@@ -374,6 +383,7 @@ async fn segment_bytes(
         info: &source.info,
         rendition,
         plan,
+        viewer,
     };
     let bytes = match part {
         Part::Init => source.transcoder.sessions.init(&key, input).await?,

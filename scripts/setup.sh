@@ -7,7 +7,9 @@
 # tests (py-sonic, feedparser, jellyfin-apiclient-python), Node.js and npm
 # (the web app's toolchain, from the npm registry) and Chromium (the web
 # app's end-to-end tests), iproute2 and nftables (the chaos harness's
-# network namespaces and partitions). Then it builds the web app, which the `omega`
+# network namespaces and partitions), curl (the image's healthcheck, which
+# scripts/compose_local.py runs), mpv (a player the HLS tests open masters
+# with). Then it builds the web app, which the `omega`
 # binary embeds.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
@@ -27,6 +29,8 @@ command -v npm >/dev/null || need_apt+=(npm)
 command -v chromium >/dev/null || need_apt+=(chromium)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v nft >/dev/null || need_apt+=(nftables)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v mpv >/dev/null || need_apt+=(mpv)
 command -v cargo >/dev/null || [ -x "$HOME/.cargo/bin/cargo" ] || need_apt+=(rustup)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2

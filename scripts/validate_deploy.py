@@ -206,6 +206,23 @@ def check_dockerfile(path: Path, problems: Problems) -> str:
                 else:
                     for src in [w for w in words if not w.startswith("--")][:-1]:
                         problems.check((ROOT / src).exists(), f"line {item['startline'] + 1}: COPY source {src} does not exist")
+    # The build stage holds every workspace member: cargo loads the whole
+    # workspace even to build one package (the image once lacked p2p/).
+    members = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["members"]
+    build = next((stage for stage in stages if any(item["instruction"] == "RUN" and "cargo build" in item["value"] for item in stage["items"])), None)
+    if problems.check(build, "no stage runs cargo build"):
+        copied: set[str] = set()
+        for item in build["items"]:
+            if item["instruction"] in ("COPY", "ADD") and "--from=" not in item["value"]:
+                sources = [w for w in item["value"].split() if not w.startswith("--")][:-1]
+                copied.update(source.rstrip("/") for source in sources)
+        whole_tree = "." in copied
+        for member in members:
+            problems.check(whole_tree or member in copied, f"workspace member {member}/ is not copied into the build stage")
+        built = re.search(r"cargo build[^&;]*-p\s+(\S+)", " ".join(item["value"] for item in build["items"] if item["instruction"] == "RUN"))
+        if built:
+            packages = {tomllib.loads((ROOT / member / "Cargo.toml").read_text())["package"]["name"] for member in members}
+            problems.check(built.group(1) in packages, f"cargo build -p {built.group(1)}: no workspace member has that name")
     final = stages[-1]
     final_items = final["items"]
     runs = " ".join(item["value"] for item in final_items if item["instruction"] == "RUN")
@@ -217,6 +234,7 @@ def check_dockerfile(path: Path, problems: Problems) -> str:
         problems.check(f"useradd" in runs and users[-1] in runs, f"the final stage does not create user {users[-1]}")
     health = [item["value"] for item in final_items if item["instruction"] == "HEALTHCHECK"]
     problems.check(health and "/healthz" in health[-1], "the final stage has no HEALTHCHECK on /healthz")
+    problems.check("/healthz" in served_paths(), "the binary serves no /healthz")
     if health:
         probe = re.search(r'"(curl|wget)"', health[-1])
         problems.check(probe and probe.group(1) in runs, "the HEALTHCHECK's client is not installed in the final stage")
@@ -273,6 +291,23 @@ def check_entrypoint(path: Path, problems: Problems) -> str:
         run("files-absent", {"OMEGA_JOIN_ADDR_FILE": str(tmp_path / "none"), "OMEGA_JOIN_TOKEN_FILE": str(tmp_path / "none")},
             False, 0, "serve --media /media", None)
     return f"sh -n and {cases} behaviour cases"
+
+
+def served_paths() -> set[str]:
+    """The fixed paths the binary's HTTP router serves at its root."""
+    text = (ROOT / "node/src/http.rs").read_text()
+    return set(re.findall(r'\.route\("(/[^"]*)"', text))
+
+
+# A join token given as a value on a command line (`--token-file` and
+# `--token -`, standard input, are fine): `ps` shows it to every local user.
+TOKEN_ON_COMMAND_LINE = re.compile(r"--token(?:=|\s+)(?!-(?:\s|$|\"|'))\S")
+
+
+def check_no_secret_on_command_line(path: Path, problems: Problems) -> None:
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if TOKEN_ON_COMMAND_LINE.search(line):
+            problems.append(f"line {number}: a join token on a command line (use OMEGA_JOIN_TOKEN or --token-file)")
 
 
 def check_dockerignore(path: Path, problems: Problems) -> str:
@@ -529,6 +564,7 @@ def cross_check(objects: dict[Path, list[dict]], problems: Problems) -> list[str
             port = get.get("port")
             number = ports.get(port, {}).get("containerPort") if isinstance(port, str) else port
             problems.check(get.get("path") == path_wanted, f"{kind} path is {get.get('path')!r}, expected {path_wanted}")
+            problems.check(get.get("path") in served_paths(), f"{kind} path {get.get('path')!r} is not served by the binary")
             problems.check(number == HTTP_PORT, f"{kind} port {port!r} is not the HTTP port {HTTP_PORT}")
 
     probe("readinessProbe", "/readyz")
@@ -693,6 +729,7 @@ def main() -> int:
         problems = Problems()
         try:
             note = check(problems)
+            check_no_secret_on_command_line(path, problems)
         except Exception as error:  # a crash in a check is a failure of that file
             problems.append(f"{type(error).__name__}: {error}")
             note = ""

@@ -17,7 +17,7 @@ use crate::log_store::LogStore;
 use crate::model::{MemberNode, NodeId};
 use crate::network::{Network, PeerRequest, PeerResponse, Transport, TransportError};
 use crate::raft_types::{
-    ChangeMembers, Config, ForwardToLeader, Raft, RaftError, ReadPolicy, ServerState, Snapshot, SnapshotMeta,
+    ChangeMembers, Config, ForwardToLeader, Instant, Raft, RaftError, ReadPolicy, ServerState, Snapshot, SnapshotMeta,
     SnapshotPolicy, SnapshotResponse, TryAsRef, Vote, metrics_now,
 };
 use crate::state_machine::StateMachine;
@@ -237,17 +237,25 @@ impl<T: Transport> Cluster<T> {
         Some((leader, node))
     }
 
-    /// A member's entry in the current membership.
     /// True when node `id` is in the membership (voter or learner), as this
     /// node knows it; also true while this node knows no membership at all
     /// (a joiner before its first append), which has nothing to protect yet
     /// and must hear from the leader.
     pub fn has_member(&self, id: NodeId) -> bool {
-        let metrics = metrics_now(&self.raft);
-        let membership = metrics.membership_config.membership();
-        membership.nodes().next().is_none() || membership.get_node(&id).is_some()
+        self.is_in_membership(id).unwrap_or(true)
     }
 
+    /// Whether node `id` is in the membership as this node knows it; `None`
+    /// while it knows no membership at all (a joiner before its first
+    /// append).
+    pub fn is_in_membership(&self, id: NodeId) -> Option<bool> {
+        let metrics = metrics_now(&self.raft);
+        let membership = metrics.membership_config.membership();
+        membership.nodes().next()?;
+        Some(membership.get_node(&id).is_some())
+    }
+
+    /// A member's entry in the current membership.
     fn known_member(&self, id: NodeId) -> Option<MemberNode> {
         let metrics = metrics_now(&self.raft);
         metrics.membership_config.membership().get_node(&id).cloned()
@@ -259,6 +267,18 @@ impl<T: Transport> Cluster<T> {
         let mut last_error = String::from("no leader known");
         for attempt in 0..FORWARD_ATTEMPTS {
             let response = match &leader {
+                // A leader without a quorum never commits: its own client
+                // requests wait as long as a forwarded one would, no more.
+                Some((id, _)) if *id == self.id && request.is_client_request() => {
+                    match tokio::time::timeout(FORWARD_DEADLINE, self.handle(request.clone())).await {
+                        Ok(response) => response,
+                        Err(_) => {
+                            return Err(ClusterError::NoLeader(format!(
+                                "this leader got no quorum for the request within {FORWARD_DEADLINE:?}"
+                            )));
+                        }
+                    }
+                }
                 Some((id, _)) if *id == self.id => self.handle(request.clone()).await,
                 Some((id, node)) => match self.transport.call(*id, node, request.clone(), FORWARD_DEADLINE).await {
                     Ok(response) => response,
@@ -305,6 +325,33 @@ impl<T: Transport> Cluster<T> {
         }
     }
 
+    /// [`Cluster::status`] with every member's matched index and lag as
+    /// the leader sees them, when this node is not the leader (on the
+    /// leader, or when the leader does not answer within `within`, this
+    /// node's own view).
+    pub async fn status_with_lag(&self, within: Duration) -> ClusterStatus {
+        let mut status = self.status();
+        if status.state == "leader" {
+            return status;
+        }
+        let asked = tokio::time::timeout(within, self.to_leader(PeerRequest::Replication)).await;
+        let Ok(Ok(PeerResponse::Replication {
+            last_log_index,
+            matched,
+        })) = asked
+        else {
+            return status;
+        };
+        for member in &mut status.members {
+            let Some((_, index)) = matched.iter().find(|(id, _)| *id == member.id) else {
+                continue;
+            };
+            member.matched_index = *index;
+            member.lag = index.map(|index| last_log_index.unwrap_or(0).saturating_sub(index));
+        }
+        status
+    }
+
     /// Waits until reads of [`Cluster::tables`] are as fresh as asked.
     pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ClusterError> {
         if consistency == Consistency::Stale {
@@ -319,6 +366,36 @@ impl<T: Transport> Cluster<T> {
             .await
             .map_err(|error| ClusterError::Raft(error.to_string()))?;
         Ok(())
+    }
+
+    /// When a quorum last stood behind this member, as of now, so that its
+    /// writes and linearizable reads can succeed. A leader asks its
+    /// metrics: when a quorum last acknowledged it, if within `within` (a
+    /// group of one always has one: now). Anyone else asks the leader for
+    /// a read index within `within`, which a leader can only give with a
+    /// quorum behind it (a follower of a leader that lost its quorum hears
+    /// heartbeats but gets no answer): the moment it asked. Readiness
+    /// follows this.
+    pub async fn quorum_contact(&self, within: Duration) -> Result<std::time::Instant, ClusterError> {
+        let asked = std::time::Instant::now();
+        let metrics = metrics_now(&self.raft);
+        if metrics.state == ServerState::Leader {
+            let membership = metrics.membership_config.membership();
+            if membership.voter_ids().all(|id| id == self.id) {
+                return Ok(asked);
+            }
+            let age = metrics.last_quorum_acked.as_ref().map(|acked| acked.elapsed());
+            return match age {
+                Some(age) if age < within => Ok(asked.checked_sub(age).unwrap_or(asked)),
+                _ => Err(ClusterError::NoLeader(format!(
+                    "this leader has not heard from a quorum within {within:?}"
+                ))),
+            };
+        }
+        tokio::time::timeout(within, self.read_barrier(Consistency::Linearizable))
+            .await
+            .map_err(|_| ClusterError::NoLeader(format!("no leader with a quorum answered within {within:?}")))??;
+        Ok(asked)
     }
 
     /// Adds a member (learner, caught up, then voter).
@@ -448,6 +525,20 @@ impl<T: Transport> Cluster<T> {
                 }
                 let _one_at_a_time = self.membership_changes.lock().await;
                 self.change_voters(ChangeMembers::AddVoterIds([id].into())).await
+            }
+            PeerRequest::Replication => {
+                let status = self.status();
+                if status.state != "leader" {
+                    return self.not_leader();
+                }
+                PeerResponse::Replication {
+                    last_log_index: status.last_log_index,
+                    matched: status
+                        .members
+                        .iter()
+                        .map(|member| (member.id, member.matched_index))
+                        .collect(),
+                }
             }
             // `retain: false` in `change_voters` drops the member entirely,
             // not just from the voters.

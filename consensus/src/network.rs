@@ -45,6 +45,18 @@ pub enum PeerRequest {
         /// The member.
         id: NodeId,
     },
+    /// How far each member's log is replicated, which only the leader
+    /// knows: `cluster status` on a follower shows lag too. (Appended last:
+    /// variants are encoded by position.)
+    Replication,
+}
+
+impl PeerRequest {
+    /// A client's write or read, which waits for a quorum; not Raft's own
+    /// traffic nor a membership change (which may wait for a learner).
+    pub fn is_client_request(&self) -> bool {
+        matches!(self, PeerRequest::ClientWrite(_) | PeerRequest::ReadIndex)
+    }
 }
 
 /// The answer to a [`PeerRequest`].
@@ -72,6 +84,14 @@ pub enum PeerResponse {
     },
     /// The request failed.
     Error(String),
+    /// To `Replication`: the leader's last log index and, per member, the
+    /// last index known replicated to it.
+    Replication {
+        /// The leader's last log index.
+        last_log_index: Option<u64>,
+        /// Member id and its matched index.
+        matched: Vec<(NodeId, Option<u64>)>,
+    },
 }
 
 /// Why a transport call failed.

@@ -298,6 +298,9 @@ pub async fn join(addr: SocketAddr, token: &str) -> Result<NodeIdentity, QuicErr
 pub struct QuicTransport {
     endpoint: quinn::Endpoint,
     connections: Mutex<HashMap<NodeId, (SocketAddr, quinn::Connection)>>,
+    /// Set once a member answered that this node was removed from the
+    /// cluster (see [`REMOVED_NOTICE`]).
+    told_removed: std::sync::atomic::AtomicBool,
 }
 
 impl QuicTransport {
@@ -309,6 +312,7 @@ impl QuicTransport {
         Ok(QuicTransport {
             endpoint,
             connections: Mutex::new(HashMap::new()),
+            told_removed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -321,6 +325,7 @@ impl QuicTransport {
         Ok(QuicTransport {
             endpoint,
             connections: Mutex::new(HashMap::new()),
+            told_removed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -367,6 +372,14 @@ impl QuicTransport {
             .remove(&target);
     }
 
+    /// True once a member refused this node because it was removed from
+    /// the cluster (`omega cluster remove`, or `leave` on this node). Only a
+    /// member that applied the removal says so: a node still in the
+    /// membership is never told.
+    pub fn told_removed(&self) -> bool {
+        self.told_removed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Stops accepting and closes every connection.
     pub fn close(&self) {
         self.endpoint.close(0_u32.into(), b"shutdown");
@@ -388,8 +401,12 @@ impl Transport for QuicTransport {
         })
         .await
         .unwrap_or(Err(TransportError::Timeout(deadline)));
-        if result.is_err() {
-            self.forget(target);
+        match &result {
+            Err(_) => self.forget(target),
+            Ok(PeerResponse::Error(text)) if text.contains(REMOVED_NOTICE) => {
+                self.told_removed.store(true, std::sync::atomic::Ordering::Release);
+            }
+            Ok(_) => {}
         }
         result
     }
@@ -528,12 +545,11 @@ pub async fn serve(cluster: Arc<Cluster<QuicTransport>>, transport: Arc<QuicTran
                 tokio::spawn(async move {
                     // Checked per request: a member removed while connected
                     // is refused from its removal on.
-                    let member = member
-                        && fingerprint.is_some_and(|fingerprint| {
-                            !crate::state_machine::read::is_revoked(cluster.tables(), &fingerprint).unwrap_or(true)
-                        })
-                        && node.is_some_and(|id| may_speak(&cluster, id));
-                    if let Err(error) = serve_stream(&cluster, &context, member, send, recv).await {
+                    let standing = match (member, fingerprint, node) {
+                        (true, Some(fingerprint), Some(id)) => standing(&cluster, &fingerprint, id),
+                        _ => Standing::Stranger,
+                    };
+                    if let Err(error) = serve_stream(&cluster, &context, standing, send, recv).await {
                         tracing::debug!(%error, "request failed");
                     }
                 });
@@ -542,16 +558,47 @@ pub async fn serve(cluster: Arc<Cluster<QuicTransport>>, transport: Arc<QuicTran
     }
 }
 
-/// True when node `id` may speak as a member: it is in the membership as
+/// Part of the refusal a removed node receives; its transport watches for
+/// it (see [`QuicTransport::told_removed`]), so that it stops instead of
+/// calling elections forever.
+pub const REMOVED_NOTICE: &str = "was removed from the cluster";
+
+/// What a peer with a CA-signed certificate may do on this port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// A member: every request.
+    Member,
+    /// A member once, removed since: refused, and told so.
+    Removed(NodeId),
+    /// Anyone else: only a join.
+    Stranger,
+}
+
+/// The standing of the peer whose certificate has `fingerprint` and names
+/// node `id`. It may speak as a member while it is in the membership as
 /// this node knows it, or a join token admitted it, and it was never
 /// removed. A certificate alone proves only that some holder of the CA key
 /// (every member, and every removed one) signed it. A member that lags
 /// behind a new node's admission refuses it until it catches up, as if the
 /// link between them were down for that while.
-fn may_speak(cluster: &Cluster<QuicTransport>, id: NodeId) -> bool {
+fn standing(cluster: &Cluster<QuicTransport>, fingerprint: &str, id: NodeId) -> Standing {
     let tables = cluster.tables();
-    let removed = crate::state_machine::read::is_node_revoked(tables, id).unwrap_or(true);
-    !removed && (cluster.has_member(id) || crate::state_machine::read::was_admitted(tables, id).unwrap_or(false))
+    // The membership first: it is in memory, and the revoked table is read
+    // only for peers outside it (a member never has a revoked id, as ids
+    // are not reused and removal takes it out of the membership).
+    if cluster.has_member(id) && !crate::state_machine::read::is_revoked(tables, fingerprint).unwrap_or(true) {
+        return Standing::Member;
+    }
+    let revoked = crate::state_machine::read::is_node_revoked(tables, id).unwrap_or(false)
+        || crate::state_machine::read::is_revoked(tables, fingerprint).unwrap_or(false);
+    if revoked {
+        return Standing::Removed(id);
+    }
+    if crate::state_machine::read::was_admitted(tables, id).unwrap_or(false) {
+        Standing::Member
+    } else {
+        Standing::Stranger
+    }
 }
 
 /// The node id the peer's certificate names (`CN=omega node N`), if any.
@@ -579,10 +626,11 @@ fn peer_fingerprint(connection: &quinn::Connection) -> Option<String> {
 async fn serve_stream(
     cluster: &Cluster<QuicTransport>,
     context: &ServerContext,
-    member: bool,
+    standing: Standing,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) -> Result<(), TransportError> {
+    let member = standing == Standing::Member;
     let mut head = [0_u8; 5];
     tokio::time::timeout(READ_DEADLINE, recv.read_exact(&mut head))
         .await
@@ -594,7 +642,10 @@ async fn serve_stream(
     let refusal = match (kind, member) {
         (KIND_JOIN, _) if len > JOIN_MAX_BYTES => Some(format!("a join request of {len} bytes is too large")),
         (KIND_JOIN, _) => None,
-        (_, false) => Some("refused: no valid cluster certificate".to_owned()),
+        (_, false) => Some(match standing {
+            Standing::Removed(id) => format!("refused: node {id} {REMOVED_NOTICE}"),
+            _ => "refused: no valid cluster certificate".to_owned(),
+        }),
         _ if len > MESSAGE_MAX_BYTES => Some(format!("a request of {len} bytes is too large")),
         _ => None,
     };

@@ -80,5 +80,5 @@ pub use openraft::entry::RaftEntry;
 pub use openraft::error::{NetworkError, ReplicationClosed, Unreachable};
 pub use openraft::network::RPCOption;
 pub use openraft::storage::{RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
-pub use openraft::{BasicNode, ReadPolicy, ServerState};
+pub use openraft::{BasicNode, Instant, ReadPolicy, ServerState};
 pub use openraft::{RaftNetworkFactory, RaftNetworkV2, SnapshotPolicy, TryAsRef};

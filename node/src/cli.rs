@@ -53,6 +53,34 @@ impl GlobalArgs {
         }
     }
 
+    /// Refuses the store's flags (`--hot-bytes-max`, `--cold-url`) given on
+    /// the command line of a command that a running node carries out: the
+    /// node runs with its own settings and would silently ignore them. The
+    /// same values in the environment (`OMEGA_STORE_*`, which the node may
+    /// share) are not refused.
+    pub fn refuse_node_settings(&self) -> anyhow::Result<()> {
+        let given = |value: &Option<String>, variable: &str| {
+            value.is_some() && std::env::var(variable).ok().as_ref() != value.as_ref()
+        };
+        let flags: Vec<&str> = [
+            (
+                "--hot-bytes-max",
+                given(&self.hot_bytes_max, "OMEGA_STORE_HOT_BYTES_MAX"),
+            ),
+            ("--cold-url", given(&self.cold_url, "OMEGA_STORE_COLD_URL")),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        if flags.is_empty() {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{} would be ignored: the running node uses its own store settings; set them where `omega serve` reads them ([store] in its config file, OMEGA_STORE_* or its own flags) and restart it",
+            flags.join(" and ")
+        )
+    }
+
     /// Loads the configuration with these flags on top.
     pub fn config(&self) -> anyhow::Result<Config> {
         self.config_with(self.overrides())
@@ -112,6 +140,11 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Only `serve`, `bench` and the store's commands on a stopped node open
+    // a store; every other command talks to the running node.
+    if !matches!(cli.command, Command::Serve(_) | Command::Bench(_) | Command::Store(_)) {
+        cli.global.refuse_node_settings()?;
+    }
     match cli.command {
         Command::Store(command) => crate::store_cmd::run(&cli.global, command),
         Command::Bench(command) => crate::bench::run(&cli.global, command),

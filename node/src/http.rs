@@ -52,24 +52,42 @@ async fn healthz(State(state): State<AppState>) -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-/// Ready: start-up is over, a leader is known and this node applied
-/// everything committed, so its reads are current.
+/// Ready: start-up is over, a quorum stands behind this member (see
+/// [`crate::readiness`]) and it applied everything committed, so its
+/// writes can succeed and its reads are current.
 async fn readyz(State(state): State<AppState>) -> Response {
     let status = state.cluster.status();
     let caught_up = status.applied_index >= status.commit_index;
-    let ready = started(&state) && status.leader.is_some() && caught_up && state.cluster.fatal_error().is_none();
-    let body = json!({
+    let quorum = state.readiness.in_contact();
+    let fatal = state.cluster.fatal_error();
+    let ready = started(&state) && status.leader.is_some() && quorum && caught_up && fatal.is_none();
+    let mut body = json!({
         "ready": ready,
         "started": started(&state),
         "node_id": status.node_id,
         "leader": status.leader,
+        "quorum": quorum,
         "commit_index": status.commit_index,
         "applied_index": status.applied_index,
     });
+    if !ready {
+        body["error"] = json!(not_ready_because(started(&state), quorum, caught_up, fatal.as_deref()));
+    }
     let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body)).into_response()
+}
+
+/// Why a member is not ready, in words, the first reason that applies.
+fn not_ready_because(started: bool, quorum: bool, caught_up: bool, fatal: Option<&str>) -> String {
+    match (fatal, started, quorum, caught_up) {
+        (Some(fatal), ..) => format!("raft stopped: {fatal}"),
+        (None, false, ..) => "the node is starting".to_owned(),
+        (None, true, false, _) => "no quorum of members is reachable".to_owned(),
+        (None, true, true, false) => "catching up with the cluster".to_owned(),
+        (None, true, true, true) => "no leader is known".to_owned(),
+    }
 }

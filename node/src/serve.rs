@@ -128,8 +128,23 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<std::process:
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(serve(config, args))?;
-    Ok(std::process::ExitCode::SUCCESS)
+    match runtime.block_on(serve(config, args)) {
+        Ok(()) => Ok(std::process::ExitCode::SUCCESS),
+        Err(error) => match error.downcast_ref::<crate::departure::Departed>() {
+            Some(departed) => {
+                eprintln!("omega: error: {departed}");
+                // The data directory is dead and its marker synced: the
+                // process ends here, without tearing down the runtime and
+                // RocksDB's static state at exit, which aborted the process
+                // now and then ("pthread lock: Invalid argument", SIGABRT)
+                // while a background thread still used a database.
+                // SAFETY: `_exit` ends the process at once; nothing here
+                // relies on a destructor running.
+                unsafe { libc::_exit(i32::from(crate::departure::EXIT_DEPARTED)) }
+            }
+            None => Err(error),
+        },
+    }
 }
 
 fn parse_join_addr(text: &str) -> anyhow::Result<SocketAddr> {
@@ -184,19 +199,16 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&paths.cluster_dir)
         .with_context(|| format!("cannot create {}", paths.cluster_dir.display()))?;
     let existing = NodeIdentity::load(&paths.identity)?;
-    let join = match (&args.join, join_token(&args)?) {
-        (Some(addr), Some(token)) => Some((parse_join_addr(addr)?, token)),
-        (Some(_), None) if existing.is_some() => {
-            eprintln!("omega: note: this node is already a member; --join without a token is ignored");
-            None
-        }
-        (Some(_), None) => bail!("--join needs a token: --token-file PATH, OMEGA_JOIN_TOKEN or --token"),
-        _ => None,
-    };
-    let (identity, created) = match (existing, &join) {
-        (Some(identity), Some((_, token))) => {
-            let (claims, _, _) = TokenClaims::parse_unverified(token)?;
-            if claims.cluster_id != identity.cluster.cluster_id {
+    let join = match (&existing, &args.join) {
+        // A member ignores a leftover --join (a unit file or a compose
+        // command written for the first start): its address need not
+        // resolve, nor its token file exist, any longer. A token that names
+        // another cluster is still refused, as that is a mistake.
+        (Some(identity), Some(_)) => {
+            if let Ok(Some(token)) = join_token(&args)
+                && let Ok((claims, _, _)) = TokenClaims::parse_unverified(&token)
+                && claims.cluster_id != identity.cluster.cluster_id
+            {
                 bail!(
                     "{} belongs to cluster {}, but the token is for cluster {}; use an empty --data-dir to join another cluster",
                     config.data_dir.display(),
@@ -204,10 +216,24 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
                     hex::encode(claims.cluster_id)
                 );
             }
-            tracing::info!("already a member of this cluster; --join ignored");
-            (identity, false)
+            None
         }
-        (Some(identity), None) => (identity, false),
+        (None, Some(addr)) => match join_token(&args)? {
+            Some(token) => Some((parse_join_addr(addr)?, token)),
+            None => bail!("--join needs a token: --token-file PATH, OMEGA_JOIN_TOKEN or --token"),
+        },
+        (_, None) => None,
+    };
+    if let Some(identity) = &existing {
+        if crate::departure::recorded(&paths.cluster_dir) {
+            return Err(departed(identity.node_id, &config).into());
+        }
+        if args.join.is_some() {
+            eprintln!("omega: note: this node is already a member; --join is ignored");
+        }
+    }
+    let (identity, created) = match (existing, &join) {
+        (Some(identity), _) => (identity, false),
         (None, Some((addr, token))) => {
             let identity = quic::join(*addr, token).await?;
             // The identity is durable before anything depends on it; the
@@ -239,6 +265,13 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         clock.clone(),
     )
     .await?;
+    // A node that applied its own removal before it stopped (or was
+    // restored from a copy taken after it) is out of the cluster.
+    let joining = paths.join_pending.exists();
+    if !created && !joining && member.cluster.is_in_membership(identity.node_id) == Some(false) {
+        crate::departure::record(&paths.cluster_dir, identity.node_id)?;
+        return Err(departed(identity.node_id, &config).into());
+    }
     let http_listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (HTTP)", config.listen))?;
@@ -299,6 +332,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         scans: Arc::new(crate::api::libraries::Scans::default()),
         probe_media: config.probe_media,
         started: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        readiness: Arc::new(crate::readiness::Readiness::for_timing(&config.cluster.timing)),
         unattended_admin: std::env::var_os("OMEGA_ADMIN_USER").is_some()
             && std::env::var_os("OMEGA_ADMIN_PASSWORD").is_some(),
         trusted_proxies: config.http.trusted_proxies.clone().into(),
@@ -352,6 +386,11 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     }
     tokio::spawn(rescan_returned_libraries(state.clone()));
     tokio::spawn(publish_cluster_changes(state.clone()));
+    tokio::spawn(crate::readiness::watch(
+        state.cluster.clone(),
+        state.readiness.clone(),
+        config.cluster.timing,
+    ));
     if let Some(p2p) = p2p {
         println!(
             "omega: P2P as {} on {:?}",
@@ -382,6 +421,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<()>(1);
     let context = Arc::new(ControlContext {
         app: state.clone(),
+        cluster_dir: paths.cluster_dir.clone(),
         store: state.store.clone().context("the node's store is not open")?,
         member,
         identity,
@@ -391,11 +431,17 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut health = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut fatal = None;
+    let mut membership = crate::departure::Watch::new(context.identity.node_id);
+    let mut departed_now = false;
     loop {
         tokio::select! {
             _ = health.tick() => {
                 if let Some(error) = context.member.cluster.fatal_error() {
                     fatal = Some(error);
+                    break;
+                }
+                if membership.departed(&context.member) {
+                    departed_now = true;
                     break;
                 }
             }
@@ -415,8 +461,20 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(error) = fatal {
         bail!("raft stopped: {error}");
     }
+    if departed_now {
+        crate::departure::record(&context.cluster_dir, context.identity.node_id)?;
+        let _ = context.member.shutdown().await;
+        return Err(departed(context.identity.node_id, &config).into());
+    }
     context.member.shutdown().await?;
     Ok(())
+}
+
+fn departed(node: omega_consensus::model::NodeId, config: &Config) -> crate::departure::Departed {
+    crate::departure::Departed {
+        node,
+        data_dir: config.data_dir.display().to_string(),
+    }
 }
 
 /// Adds a library for each `--media PATH[:TYPE]` whose folder no library has.
@@ -543,6 +601,8 @@ fn bind_control_socket(path: &Path) -> anyhow::Result<UnixListener> {
 
 struct ControlContext {
     app: crate::http::AppState,
+    /// Where the departure marker goes when this node leaves.
+    cluster_dir: PathBuf,
     member: QuicMember,
     store: Arc<omega_storage::Store>,
     identity: NodeIdentity,
@@ -573,7 +633,9 @@ async fn answer(context: &ControlContext, stream: UnixStream) {
 async fn handle(context: &ControlContext, request: ControlRequest) -> anyhow::Result<serde_json::Value> {
     let cluster = &context.member.cluster;
     match request {
-        ControlRequest::Status => Ok(serde_json::to_value(cluster.status())?),
+        ControlRequest::Status => Ok(serde_json::to_value(
+            cluster.status_with_lag(std::time::Duration::from_secs(2)).await,
+        )?),
         ControlRequest::Token { ttl_ms } => {
             if ttl_ms == 0 || ttl_ms > TOKEN_TTL_MAX_MS {
                 bail!("a token lives between 1 ms and 7 days");
@@ -584,6 +646,7 @@ async fn handle(context: &ControlContext, request: ControlRequest) -> anyhow::Re
         }
         ControlRequest::Leave => {
             cluster.remove_member(context.identity.node_id).await?;
+            crate::departure::record(&context.cluster_dir, context.identity.node_id)?;
             let _ = context.stop.try_send(());
             Ok(serde_json::json!({ "left": context.identity.node_id }))
         }

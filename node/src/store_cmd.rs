@@ -86,6 +86,7 @@ pub fn run(global: &GlobalArgs, command: StoreCommand) -> anyhow::Result<ExitCod
     let config = global.config()?;
     let socket = config.data_dir.join("omega.sock");
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        global.refuse_node_settings()?;
         return remote(&socket, command);
     }
     let store = Store::open(&config.store_dir(), config.store.clone())

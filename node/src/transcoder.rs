@@ -59,7 +59,7 @@ pub struct Transcoder {
     /// while a probe of its source runs.
     probing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     copy_plans: Mutex<HashMap<String, CopyPlan>>,
-    keeper: Option<std::sync::mpsc::SyncSender<(String, Vec<u8>)>>,
+    keeper: Option<Keeper>,
     /// The budget of segments kept in the store.
     segment_cache: Arc<SegmentCache>,
 }
@@ -230,7 +230,10 @@ impl Transcoder {
     /// dropped (to be made again if asked for) when the queue is full.
     pub fn keep_segment(&self, reference: String, bytes: Vec<u8>) {
         if let Some(keeper) = &self.keeper
-            && keeper.try_send((reference, bytes)).is_err()
+            && keeper
+                .queue
+                .as_ref()
+                .is_none_or(|queue| queue.try_send((reference, bytes)).is_err())
         {
             metrics::counter!("omega_hls_segments_unkept_total").increment(1);
         }
@@ -251,12 +254,32 @@ impl Transcoder {
 /// them (measured: storing alongside cost 5-12% of a session's time on two
 /// cores). It keeps them within their budget too: a trim at start learns
 /// what is kept, and another runs whenever the budget may be exceeded.
-fn spawn_keeper(
-    store: Arc<omega_storage::Store>,
-    cache: Arc<SegmentCache>,
-) -> anyhow::Result<std::sync::mpsc::SyncSender<(String, Vec<u8>)>> {
+/// The thread that keeps segments in the store, and its queue.
+#[derive(Debug)]
+struct Keeper {
+    /// `None` once the transcoder is dropped.
+    queue: Option<std::sync::mpsc::SyncSender<(String, Vec<u8>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Keeper {
+    /// Closes the queue and waits for the thread: it holds the store, whose
+    /// RocksDB must be closed before the process exits (a thread still in
+    /// it while the process tore down aborted it: SIGABRT, "pthread lock:
+    /// Invalid argument", on one `serve` stop in four).
+    fn drop(&mut self) {
+        self.queue = None;
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::warn!("the segment keeper panicked");
+        }
+    }
+}
+
+fn spawn_keeper(store: Arc<omega_storage::Store>, cache: Arc<SegmentCache>) -> anyhow::Result<Keeper> {
     let (sender, receiver) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(KEEP_QUEUE);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("omega-segment-keeper".into())
         .spawn(move || {
             // SAFETY: setpriority has no memory-safety preconditions; on
@@ -280,5 +303,8 @@ fn spawn_keeper(
             }
         })
         .context("cannot start the segment keeper")?;
-    Ok(sender)
+    Ok(Keeper {
+        queue: Some(sender),
+        thread: Some(thread),
+    })
 }

@@ -42,13 +42,14 @@ fn login_refresh_keys_totp_and_refusals() {
         (200, Some("admin"), Some(true))
     );
 
-    // Users: the administrator creates one; names are unique; users are
+    // Users: the administrator creates one, naming it `username` as at
+    // login (the older `name` is accepted too); names are unique; users are
     // not administrators.
     let (code, bob) = server.request(
         "POST",
         "/api/v1/users",
         Some(&access),
-        Some(&json!({ "name": "bob", "password": "bob-password" })),
+        Some(&json!({ "username": "bob", "password": "bob-password" })),
     );
     assert_eq!(code, 201, "{bob}");
     let (code, _) = server.request(

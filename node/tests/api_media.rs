@@ -532,6 +532,27 @@ fn music_audiobooks_books_and_photos_are_catalogued() {
         output.stdout,
         std::fs::read(root.join("photos/beach.jpg")).unwrap()[2..6]
     );
+    // Store settings on the command line of a command the running node
+    // carries out are refused, not silently ignored (they were).
+    for args in [
+        &[
+            "store",
+            "tier",
+            "run",
+            "--hot-bytes-max",
+            "1MiB",
+            "--cold-url",
+            "file:///tmp/cold",
+        ][..],
+        &["cluster", "status", "--cold-url", "file:///tmp/cold"][..],
+    ] {
+        let output = common::omega(&server.data_dir(), args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && stderr.lines().count() == 1 && stderr.contains("would be ignored"),
+            "{args:?}: {stderr}"
+        );
+    }
 
     // Events: a rescan's progress and end arrive over the WebSocket.
     let photos_id = library("photos");

@@ -29,3 +29,30 @@ fn deploy_files_validate() {
     );
     println!("{stdout}");
 }
+
+/// Goal (operating a cluster): the compose file's three nodes, started as
+/// the image would start them (its entrypoint, environment, user and
+/// healthcheck, this build's binary in place of the image's), elect a
+/// leader and are ready. `scripts/compose_local.py` does what Docker would;
+/// see its header.
+#[test]
+fn the_compose_cluster_runs_as_the_image_would() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("node/ has a parent");
+    let output = Command::new("python3")
+        .arg(repo.join("scripts/compose_local.py"))
+        .arg("--omega")
+        .arg(env!("CARGO_BIN_EXE_omega"))
+        .current_dir(repo)
+        .output()
+        .expect("cannot run python3");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "compose_local.py failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    println!("{stdout}");
+}

@@ -1,7 +1,8 @@
 //! The operator's walkthrough of `docs/operations.md`, replayed on
 //! loopback with real processes: a single node, two more joined with
-//! tokens, one removed, then the cluster backed up while stopped and
-//! restored from that backup.
+//! tokens, one removed, a file tiered to a cold folder, then the cluster
+//! backed up while stopped into owner-only archives and restored from them
+//! into new directories (a new host), as the guide's commands say.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -59,23 +60,60 @@ fn ready(node: &Node) {
     wait_until(Duration::from_secs(20), || node.get("/readyz").0 == 200, || node.log());
 }
 
-/// `cp -a from to`: the backup and the restore of a stopped node.
-fn copy_tree(from: &Path, to: &Path) {
-    let status = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
-    assert!(status.success());
+/// `sh -c script`, as the guide's commands are typed.
+fn shell(script: &str) {
+    let output = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `omega ARGS` on `node`'s data directory; its stdout, asserting success.
+fn omega_ok(node: &Node, args: &[&str]) -> String {
+    let output = common::omega(&node.dir, args);
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `node` moved to `dir` (a new host), at the same addresses.
+fn moved(node: &Node, dir: &Path) -> Node {
+    Node {
+        dir: dir.to_path_buf(),
+        port: node.port,
+        http_port: node.http_port,
+        child: None,
+    }
 }
 
 #[test]
-fn single_node_add_two_remove_one_back_up_and_restore() {
+fn single_node_add_two_remove_one_tier_back_up_and_restore_on_a_new_host() {
     let root = tempfile::tempdir().unwrap();
-    let config = root.path().join("omega.toml");
+    let srv = root.path();
+    let config = srv.join("omega.toml");
     std::fs::write(&config, "").unwrap();
-    let mut a = Node::new(root.path(), "a");
-    let mut b = Node::new(root.path(), "b");
-    let mut c = Node::new(root.path(), "c");
+    let a_config = srv.join("omega-a.toml");
+    let cold = srv.join("cold-a");
+    std::fs::write(
+        &a_config,
+        format!(
+            "[store]\nhot_bytes_max = \"1MiB\"\ncold_url = \"file://{}\"\n",
+            cold.display()
+        ),
+    )
+    .unwrap();
+    let mut a = Node::new(srv, "omega-a");
+    let mut b = Node::new(srv, "omega-b");
+    let mut c = Node::new(srv, "omega-c");
 
-    // 1. A single node: a cluster of one, with the first administrator.
-    a.start_with(&config, None, &[], true);
+    // 1. A single node: a cluster of one, with the first administrator and
+    // a cold tier.
+    a.start_with(&a_config, None, &[], true);
     ready(&a);
     assert!(a.add_user("alice").status.success());
 
@@ -93,11 +131,19 @@ fn single_node_add_two_remove_one_back_up_and_restore() {
     ready(&c);
     assert_eq!(users(&c), ["admin", "alice"], "the new member has the catalog");
 
-    // 3. One is removed (`omega cluster remove ID`), stopped and wiped.
+    // 3. One is removed by the id it reports (`cluster status --json` on
+    // it); it stops by itself, and its directory is deleted.
     let c_id = c.status()["node_id"].as_u64().unwrap();
-    let output = common::omega(&a.dir, &["cluster", "remove", &c_id.to_string()]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    c.stop();
+    omega_ok(&a, &["cluster", "remove", &c_id.to_string()]);
+    let mut child = c.child.take().unwrap();
+    wait_until(
+        Duration::from_secs(15),
+        || child.try_wait().unwrap().is_some(),
+        || c.log(),
+    );
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.code(), Some(78), "{status:?} {:?}: {}", status.signal(), c.log());
     std::fs::remove_dir_all(&c.dir).unwrap();
     wait_until(
         Duration::from_secs(20),
@@ -105,14 +151,43 @@ fn single_node_add_two_remove_one_back_up_and_restore() {
         || a.status().to_string(),
     );
 
-    // 4. Backup: both members stopped, each data directory copied.
+    // 4. Tiering: an ingested file goes to the cold folder and reads back.
+    let file = srv.join("some-file");
+    let bytes: Vec<u8> = (0..3_000_000_u32)
+        .map(|n| (n.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let blob = omega_ok(&a, &["store", "ingest", file.to_str().unwrap()]);
+    let blob = blob.split_whitespace().next().unwrap().to_owned();
+    let report: Value = serde_json::from_str(&omega_ok(&a, &["store", "tier", "run", "--json"])).unwrap();
+    assert!(report["demoted_packs"].as_u64().unwrap() > 0, "{report}");
+    assert!(std::fs::read_dir(&cold).is_ok_and(|mut entries| entries.next().is_some()));
+    let scrub: Value = serde_json::from_str(&omega_ok(&a, &["store", "scrub", "--json"])).unwrap();
+    assert!(
+        scrub["findings"].as_array().unwrap().is_empty() && scrub["io_errors"].as_array().unwrap().is_empty(),
+        "{scrub}"
+    );
+    let output = common::omega(&a.dir, &["store", "cat", &blob]);
+    assert!(output.stdout == bytes, "the tiered file reads back different bytes");
+
+    // 5. Backup: both members stopped, each archived owner-only.
     a.stop();
     b.stop();
-    let backups = root.path().join("backups");
-    std::fs::create_dir_all(&backups).unwrap();
-    copy_tree(&a.dir, &backups.join("a"));
-    copy_tree(&b.dir, &backups.join("b"));
-    a.start(&config, None);
+    let backup = srv.join("backup");
+    std::fs::create_dir_all(&backup).unwrap();
+    for name in ["omega-a", "omega-b"] {
+        shell(&format!(
+            "(umask 077; tar --numeric-owner -C {} -czf {}/{name}.tgz {name})",
+            srv.display(),
+            backup.display()
+        ));
+        let mode = std::fs::metadata(backup.join(format!("{name}.tgz")))
+            .unwrap()
+            .permissions();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.mode() & 0o077, 0, "{name}.tgz is readable by others");
+    }
+    a.start(&a_config, None);
     b.start(&config, None);
     ready(&a);
     ready(&b);
@@ -123,15 +198,21 @@ fn single_node_add_two_remove_one_back_up_and_restore() {
         || b.log(),
     );
 
-    // 5. Restore: both stopped, their directories replaced by the backup,
-    // started again at the same addresses: the cluster is as backed up.
+    // 6. Restore on a new host: the archives unpacked into new directories,
+    // owned by the user that runs omega, started at the same addresses.
     a.stop();
     b.stop();
-    for (node, name) in [(&a, "a"), (&b, "b")] {
-        std::fs::remove_dir_all(&node.dir).unwrap();
-        copy_tree(&backups.join(name), &node.dir);
-    }
-    a.start(&config, None);
+    let new_host = srv.join("new");
+    shell(&format!(
+        "mkdir -p {new} && tar --numeric-owner -C {new} -xzf {backup}/omega-a.tgz && \
+         tar --numeric-owner -C {new} -xzf {backup}/omega-b.tgz && \
+         chown -R $(id -u):$(id -g) {new}/omega-a {new}/omega-b",
+        new = new_host.display(),
+        backup = backup.display()
+    ));
+    let mut a = moved(&a, &new_host.join("omega-a"));
+    let mut b = moved(&b, &new_host.join("omega-b"));
+    a.start(&a_config, None);
     b.start(&config, None);
     ready(&a);
     ready(&b);
@@ -142,4 +223,6 @@ fn single_node_add_two_remove_one_back_up_and_restore() {
         a.add_user("carol").status.success(),
         "the restored cluster takes writes"
     );
+    let output = common::omega(&a.dir, &["store", "cat", &blob]);
+    assert!(output.stdout == bytes, "the restored node reads the tiered file");
 }

@@ -160,12 +160,12 @@ async fn members_join_with_tokens_and_strangers_are_refused() {
         Response::Created(_)
     ));
 
-    // A removed member's certificate is refused from then on.
+    // A removed member's certificate is refused from then on, saying why.
     first.cluster.remove_member(second_identity.node_id).await.unwrap();
     let request = postcard::to_stdvec(&PeerRequest::ReadIndex).unwrap();
     let answer = raw(&connection, &frame(KIND_PEER, &request)).await;
     assert!(
-        matches!(answer, PeerResponse::Error(ref text) if text.contains("no valid cluster certificate")),
+        matches!(answer, PeerResponse::Error(ref text) if text.contains(REMOVED_NOTICE)),
         "{answer:?}"
     );
 
@@ -276,7 +276,7 @@ async fn removed_and_unknown_node_ids_are_refused_whatever_certificate_they_show
         let request = postcard::to_stdvec(&PeerRequest::ClientWrite(user("intruder"))).unwrap();
         raw(&connection, &frame(KIND_PEER, &request)).await
     };
-    let refused = |answer: &PeerResponse| matches!(answer, PeerResponse::Error(text) if text.contains("no valid cluster certificate"));
+    let refused = |answer: &PeerResponse| matches!(answer, PeerResponse::Error(text) if text.starts_with("refused:"));
     // The removed node, with a certificate it issued itself after removal.
     let reissued = NodeIdentity {
         node_id: removed,
@@ -285,7 +285,11 @@ async fn removed_and_unknown_node_ids_are_refused_whatever_certificate_they_show
     };
     let answer = ask(reissued).await;
     assert!(refused(&answer), "{answer:?}");
-    // A made-up node id.
+    assert!(
+        matches!(&answer, PeerResponse::Error(text) if text.contains(REMOVED_NOTICE)),
+        "{answer:?}"
+    );
+    // A made-up node id: refused, and not told it was removed.
     let made_up = NodeIdentity {
         node_id: 999_999,
         node: ca.issue(999_999).unwrap(),
@@ -293,8 +297,35 @@ async fn removed_and_unknown_node_ids_are_refused_whatever_certificate_they_show
     };
     let answer = ask(made_up).await;
     assert!(refused(&answer), "{answer:?}");
+    assert!(
+        matches!(&answer, PeerResponse::Error(text) if !text.contains(REMOVED_NOTICE)),
+        "{answer:?}"
+    );
     // The founder's own identity still speaks as a member.
     let answer = ask(identity.clone()).await;
     assert!(!refused(&answer), "{answer:?}");
+    first.shutdown().await.unwrap();
+}
+
+/// Goal (operating a cluster): a member taken out by `cluster remove`
+/// learns so from the first member it calls, so that its node can stop
+/// rather than call elections forever. Failed before the fix: the refusal
+/// was the one every stranger gets, and nothing recorded it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_member_is_told_so_by_the_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, identity) = first_member(dir.path()).await;
+    let (second, second_identity) = join_member(first.addr, &token(&identity.cluster, 60_000), dir.path()).await;
+    assert!(!second.transport.told_removed());
+    first.cluster.remove_member(second_identity.node_id).await.unwrap();
+    // Any call to a member will do; a linearizable read goes to the leader.
+    let read = second
+        .cluster
+        .read_barrier(crate::cluster::Consistency::Linearizable)
+        .await;
+    assert!(read.is_err(), "{read:?}");
+    assert!(second.transport.told_removed());
+    assert!(!first.transport.told_removed());
+    second.shutdown().await.unwrap();
     first.shutdown().await.unwrap();
 }

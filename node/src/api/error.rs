@@ -99,10 +99,22 @@ impl ApiError {
 impl From<ClusterError> for ApiError {
     fn from(error: ClusterError) -> ApiError {
         match error {
-            ClusterError::NoLeader(_) | ClusterError::Remote(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the cluster cannot answer now: {error}"),
-            ),
+            // The detail (openraft's own wording, addresses) goes to the
+            // log; the client gets a sentence it can act on.
+            ClusterError::NoLeader(detail) => {
+                tracing::warn!(%detail, "no leader with a quorum");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the cluster cannot answer now: no quorum of members is reachable; retry later",
+                )
+            }
+            ClusterError::Remote(detail) => {
+                tracing::warn!(%detail, "the leader failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the cluster cannot answer now: the leader failed to answer; retry later",
+                )
+            }
             other => ApiError::internal(other),
         }
     }

@@ -78,6 +78,8 @@ pub struct AppState {
     /// `--media` libraries are registered and the control socket is open.
     /// Until then `/healthz` and `/readyz` answer 503.
     pub started: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether a quorum stands behind this member now (`/readyz`).
+    pub readiness: Arc<crate::readiness::Readiness>,
     /// The first administrator comes from `OMEGA_ADMIN_USER` and
     /// `OMEGA_ADMIN_PASSWORD`: `/api/v1/setup` stays closed, so no one can
     /// become an administrator beside it while it is being created.
@@ -97,6 +99,11 @@ impl AppState {
     /// Replicates `command`; a refusal of the state machine becomes its API
     /// error.
     pub async fn write(&self, command: Command) -> ApiResult<Response> {
+        // Long without a quorum: answered at once, not after the write's
+        // deadline (a client would otherwise hold a connection for it).
+        if self.readiness.lost_contact_for(self.readiness.write_refusal_after()) {
+            return Err(omega_consensus::ClusterError::NoLeader("no quorum contact".into()).into());
+        }
         match self.cluster.write(command).await? {
             Response::Rejected(rejection) => Err(rejection.into()),
             other => Ok(other),

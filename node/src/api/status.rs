@@ -12,7 +12,7 @@ use super::{ApiError, ApiResult, AppState, Caller};
 #[utoipa::path(get, path = "/api/v1/cluster", tags = ["admin"], security(("bearer" = [])), responses((status = 200, description = "The cluster's status", body = Object), (status = 403)))]
 pub async fn cluster(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<serde_json::Value>> {
     caller.require_admin()?;
-    let status = state.cluster.status();
+    let status = state.cluster.status_with_lag(std::time::Duration::from_secs(2)).await;
     Ok(Json(serde_json::to_value(status).map_err(ApiError::internal)?))
 }
 

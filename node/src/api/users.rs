@@ -33,8 +33,10 @@ pub async fn list(State(state): State<AppState>, _admin: Admin) -> ApiResult<Jso
 /// `POST /api/v1/users`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewUser {
-    /// Unique name.
-    pub name: String,
+    /// Unique name; the same field as at login and setup (`name` is
+    /// accepted too).
+    #[serde(alias = "name")]
+    pub username: String,
     /// Password.
     pub password: String,
     /// Administrator.
@@ -70,7 +72,7 @@ pub async fn create(
     };
     let response = state
         .write(Command::CreateUser {
-            name: request.name,
+            name: request.username,
             password_hash,
             roles,
             library_access: access(request.libraries),

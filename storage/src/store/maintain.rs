@@ -187,7 +187,7 @@ impl Store {
     }
 
     /// Removes unreferenced blobs, unused chunks and empty packs, and
-    /// compacts mostly-garbage hot packs.
+    /// compacts mostly-garbage packs (cold ones into the hot tier).
     pub fn gc(&self) -> Result<GcReport> {
         let mut state = self.lock_writer();
         let mut report = GcReport::default();
@@ -300,15 +300,20 @@ impl Store {
         }
     }
 
-    /// Rewrites the live chunks of mostly-garbage hot packs into the open
-    /// pack, then drops the old packs.
+    /// Rewrites the live chunks of mostly-garbage packs into the open pack,
+    /// then drops the old packs. Cold packs too, while the cold tier is
+    /// configured: a cold chunk read back into the hot tier and demoted
+    /// again leaves a dead copy in its old cold pack, and without this the
+    /// cold tier kept every such duplicate (the next tiering pass moves
+    /// the rewritten chunks back to the cold tier).
     fn compact_packs(&self, state: &mut WriteState, report: &mut GcReport) -> Result<()> {
         let open = state.open.as_ref().map(|open| open.pack());
+        let cold_readable = self.cold.is_some();
         let sparse: BTreeMap<PackId, PackRecord> = self
             .pack_records()?
             .into_iter()
             .filter(|(pack, record)| {
-                record.tier == Tier::Hot
+                (record.tier == Tier::Hot || cold_readable)
                     && Some(*pack) != open
                     && record.live_bytes * 100 < record.len * COMPACT_LIVE_PERCENT
             })

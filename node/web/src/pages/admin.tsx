@@ -72,7 +72,7 @@ function UsersTab() {
     setError(null);
     setBusy(true);
     try {
-      await api('/users', { method: 'POST', body: { name: name.trim(), password, admin } });
+      await api('/users', { method: 'POST', body: { username: name.trim(), password, admin } });
       setName('');
       setPassword('');
       setAdmin(false);

@@ -161,3 +161,50 @@ fn a_local_cold_object_is_durable_before_the_hot_copy_goes() {
         );
     }
 }
+
+/// Goal (operating a cluster): a cold blob read back into the hot tier and
+/// demoted again is not kept twice in the cold tier: gc compacts the old
+/// cold pack, whose copy of it is dead. Failed before the fix: the cold tier
+/// held both copies after gc (gc compacted hot packs only).
+#[test]
+fn gc_reclaims_the_cold_copy_left_by_a_read_back_and_a_second_demotion() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let cold_url = format!("file://{}", dir.path().join("cold").display());
+    let with_budget = |hot_bytes_max: u64| StoreConfig {
+        hot_bytes_max: Some(hot_bytes_max),
+        ..config(&cold_url)
+    };
+    // One pack: most of it blob `read`, a little blob `kept`; all demoted.
+    let read_bytes = random_bytes(200_000, 1);
+    let (read, kept) = {
+        let store = Store::open(&root, with_budget(1024)).unwrap();
+        let read = store.ingest_bytes(&read_bytes, "test:read").unwrap().blob;
+        let kept = store.ingest_bytes(&random_bytes(40_000, 2), "test:kept").unwrap().blob;
+        store.tier_run().unwrap();
+        assert_eq!(store.stats().unwrap().hot_bytes, 0);
+        (read, kept)
+    };
+    // Read back with room in the hot tier: its chunks are promoted.
+    {
+        let store = Store::open(&root, with_budget(64 << 20)).unwrap();
+        assert!(store.read_all(&read).unwrap() == read_bytes);
+        assert!(store.stats().unwrap().hot_bytes > 0, "nothing was promoted");
+    }
+    // Demoted again, then collected: one cold copy of each chunk.
+    let store = Store::open(&root, with_budget(1024)).unwrap();
+    store.tier_run().unwrap();
+    let duplicated = store.stats().unwrap();
+    assert!(duplicated.cold_bytes > duplicated.stored_bytes, "{duplicated:?}");
+    store.gc().unwrap();
+    store.tier_run().unwrap();
+    let stats = store.stats().unwrap();
+    assert!(
+        (stats.cold_bytes + stats.hot_bytes) * 10 < stats.stored_bytes * 12,
+        "the cold tier keeps a dead copy after gc: {stats:?}"
+    );
+    assert!(store.read_all(&read).unwrap() == read_bytes);
+    assert!(store.read_all(&kept).is_ok());
+    let scrub = store.scrub().unwrap();
+    assert!(scrub.is_clean(), "{scrub:?}");
+}

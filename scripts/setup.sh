@@ -8,7 +8,7 @@
 # (the web app's toolchain, from the npm registry) and Chromium (the web
 # app's end-to-end tests), iproute2 and nftables (the chaos harness's
 # network namespaces and partitions), curl (the image's healthcheck, which
-# scripts/compose_local.py runs), mpv (a player the HLS tests open masters
+# scripts/deploy_local.py runs), mpv (a player the HLS tests open masters
 # with). Then it builds the web app, which the `omega`
 # binary embeds.
 # Safe to run again: each step is skipped when already done.

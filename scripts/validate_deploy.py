@@ -219,6 +219,7 @@ def check_dockerfile(path: Path, problems: Problems) -> str:
         whole_tree = "." in copied
         for member in members:
             problems.check(whole_tree or member in copied, f"workspace member {member}/ is not copied into the build stage")
+        check_build_context(sorted(copied), problems)
         built = re.search(r"cargo build[^&;]*-p\s+(\S+)", " ".join(item["value"] for item in build["items"] if item["instruction"] == "RUN"))
         if built:
             packages = {tomllib.loads((ROOT / member / "Cargo.toml").read_text())["package"]["name"] for member in members}
@@ -291,6 +292,32 @@ def check_entrypoint(path: Path, problems: Problems) -> str:
         run("files-absent", {"OMEGA_JOIN_ADDR_FILE": str(tmp_path / "none"), "OMEGA_JOIN_TOKEN_FILE": str(tmp_path / "none")},
             False, 0, "serve --media /media", None)
     return f"sh -n and {cases} behaviour cases"
+
+
+def check_build_context(sources: list[str], problems: Problems) -> None:
+    """The build stage's sources, copied alone into a scratch folder as the
+    Dockerfile copies them, make a workspace cargo can load (`cargo metadata
+    --no-deps --offline`: every member's manifest found): what `cargo build`
+    needs before it resolves anything."""
+    cargo = shutil.which("cargo") or str(Path.home() / ".cargo/bin/cargo")
+    if not Path(cargo).exists():
+        problems.append("cargo is not installed: the build context was not checked")
+        return
+    skip = shutil.ignore_patterns("target", "node_modules", "dist", ".git")
+    with tempfile.TemporaryDirectory() as scratch:
+        for source in sources:
+            origin = ROOT / source
+            if origin.is_dir():
+                shutil.copytree(origin, Path(scratch) / source, ignore=skip)
+            elif origin.exists():
+                shutil.copy(origin, Path(scratch) / source)
+        done = subprocess.run(
+            [cargo, "metadata", "--no-deps", "--offline", "--format-version", "1"],
+            cwd=scratch, capture_output=True, text=True,
+        )
+        lines = done.stderr.strip().splitlines()
+        said = " ".join(line.strip() for line in lines if line.strip())[:300]
+        problems.check(done.returncode == 0, f"the build stage's sources do not load as a workspace: {said}")
 
 
 def served_paths() -> set[str]:

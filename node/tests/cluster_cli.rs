@@ -27,6 +27,37 @@ fn voters(status: &Value) -> Vec<u64> {
         .collect()
 }
 
+/// A cluster of the nodes `names` under `root`: the first creates it (with
+/// the administrator `admin` when `admin`), the others join with tokens
+/// from it. Returns once all are voters and every `/readyz` answers 200.
+fn formed(root: &std::path::Path, config: &std::path::Path, names: &[&str], admin: bool) -> Vec<Node> {
+    let mut nodes: Vec<Node> = names.iter().map(|name| Node::new(root, name)).collect();
+    nodes[0].start_with(config, None, &[], admin);
+    wait_until(
+        Duration::from_secs(10),
+        || nodes[0].status()["state"] == "leader",
+        || nodes[0].log(),
+    );
+    for joining in 1..nodes.len() {
+        let token = nodes[0].token();
+        let (done, rest) = nodes.split_at_mut(joining);
+        rest[0].start(config, Some((&done[0], &token)));
+    }
+    wait_until(
+        Duration::from_secs(20),
+        || voters(&nodes[0].status()).len() == names.len(),
+        || format!("{}", nodes[0].status()),
+    );
+    for node in &nodes {
+        wait_until(
+            Duration::from_secs(10),
+            || node.get("/readyz").0 == 200,
+            || node.get("/readyz").1,
+        );
+    }
+    nodes
+}
+
 #[test]
 fn three_processes_elect_recover_and_replace() {
     let root = tempfile::tempdir().unwrap();
@@ -35,34 +66,9 @@ fn three_processes_elect_recover_and_replace() {
     // catch up by snapshot.
     std::fs::write(&config, "[cluster]\nsnapshot_every = 20\nkeep_behind_snapshot = 2\n").unwrap();
 
-    let mut nodes = [
-        Node::new(root.path(), "a"),
-        Node::new(root.path(), "b"),
-        Node::new(root.path(), "c"),
-    ];
-    nodes[0].start(&config, None);
-    wait_until(
-        Duration::from_secs(10),
-        || nodes[0].status()["state"] == "leader",
-        || nodes[0].log(),
-    );
-    for joining in 1..3 {
-        let token = nodes[0].token();
-        let (done, rest) = nodes.split_at_mut(joining);
-        rest[0].start(&config, Some((&done[0], &token)));
-    }
-    wait_until(
-        Duration::from_secs(10),
-        || voters(&nodes[0].status()).len() == 3,
-        || format!("{}", nodes[0].status()),
-    );
+    let mut nodes = formed(root.path(), &config, &["a", "b", "c"], false);
     for node in &nodes {
         assert_eq!(node.get("/healthz").0, 200);
-        wait_until(
-            Duration::from_secs(10),
-            || node.get("/readyz").0 == 200,
-            || node.get("/readyz").1,
-        );
     }
     // Lag shows on every member, not only on the leader (it did only there).
     for node in &nodes {
@@ -316,33 +322,7 @@ fn readiness_follows_quorum_across_five_members() {
     let root = tempfile::tempdir().unwrap();
     let config = root.path().join("omega.toml");
     std::fs::write(&config, "").unwrap();
-    let mut nodes: Vec<Node> = ["a", "b", "c", "d", "e"]
-        .iter()
-        .map(|name| Node::new(root.path(), name))
-        .collect();
-    nodes[0].start_with(&config, None, &[], true);
-    wait_until(
-        Duration::from_secs(10),
-        || nodes[0].status()["state"] == "leader",
-        || nodes[0].log(),
-    );
-    for joining in 1..5 {
-        let token = nodes[0].token();
-        let (done, rest) = nodes.split_at_mut(joining);
-        rest[0].start(&config, Some((&done[0], &token)));
-    }
-    wait_until(
-        Duration::from_secs(20),
-        || voters(&nodes[0].status()).len() == 5,
-        || format!("{}", nodes[0].status()),
-    );
-    for node in &nodes {
-        wait_until(
-            Duration::from_secs(10),
-            || node.get("/readyz").0 == 200,
-            || node.get("/readyz").1,
-        );
-    }
+    let mut nodes = formed(root.path(), &config, &["a", "b", "c", "d", "e"], true);
     let admin = common::cluster::login(&nodes[0]);
 
     // Keep the leader and one follower; kill the other three.

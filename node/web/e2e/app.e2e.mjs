@@ -107,6 +107,15 @@ try {
   page.on('request', (request) => {
     if (/\/hls\/.+\.m4s/.test(request.url())) segments.push(request.url());
   });
+  // Playback asks for nothing it is refused: no HLS answer of 4xx or 5xx
+  // (hls.js used to meet 503s while it probed a second rendition on a node
+  // with one transcoding slot).
+  const refusedHls = [];
+  page.on('response', (response) => {
+    if (/\/hls\//.test(response.url()) && response.status() >= 400) {
+      refusedHls.push(`${response.status()} ${response.url()}`);
+    }
+  });
 
   step('first run: the setup wizard');
   await page.goto(base);
@@ -293,6 +302,9 @@ try {
   if ((await page.getByTestId('user-row').count()) > 0) throw new Error('a viewer sees the users page');
   if (new URL(page.url()).pathname.startsWith('/admin')) throw new Error(`a viewer stays on ${page.url()}`);
 
+  if (refusedHls.length > 0) {
+    throw new Error(`HLS requests refused during playback:\n${refusedHls.join('\n')}`);
+  }
   if (consoleErrors.length > 0) {
     throw new Error(`console errors:\n${consoleErrors.join('\n')}`);
   }

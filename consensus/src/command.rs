@@ -287,6 +287,22 @@ pub enum Command {
         /// Proposer's clock.
         now_ms: u64,
     },
+    /// Ends every sign-in of a user: its refresh tokens (and their
+    /// families) are deleted, and access tokens issued before `now_ms` are
+    /// refused from then on.
+    SignOutEverywhere {
+        /// The user.
+        user: EntityId,
+        /// Proposer's clock.
+        now_ms: u64,
+    },
+    /// Deletes refresh tokens that expired by `now_ms`, with their
+    /// families: at most [`crate::model::PURGE_BATCH_MAX`] a command, so
+    /// that one entry stays cheap to apply. Answers [`Response::Purged`].
+    PurgeExpiredRefreshTokens {
+        /// Proposer's clock.
+        now_ms: u64,
+    },
 }
 
 /// How a leased job ended.
@@ -339,6 +355,8 @@ impl fmt::Display for Command {
             Command::DeletePlaylist { .. } => "delete-playlist",
             Command::SetPeer { .. } => "set-peer",
             Command::RotateRefreshToken { .. } => "rotate-refresh-token",
+            Command::SignOutEverywhere { .. } => "sign-out-everywhere",
+            Command::PurgeExpiredRefreshTokens { .. } => "purge-expired-refresh-tokens",
         };
         f.write_str(name)
     }
@@ -373,6 +391,9 @@ pub enum Response {
     /// Applied: the refresh token had been traded already, so it was
     /// copied; its family (the live token included) is revoked.
     FamilyRevoked,
+    /// Applied; how many expired refresh tokens were deleted (fewer than
+    /// the batch's bound: none is left).
+    Purged(u64),
 }
 
 /// Why the state machine refused a command.

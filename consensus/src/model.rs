@@ -113,6 +113,9 @@ pub struct ApiKey {
 /// Most app passwords a user may hold.
 pub const APP_PASSWORDS_MAX: usize = 32;
 
+/// Expired credentials one purge command deletes at most.
+pub const PURGE_BATCH_MAX: usize = 1024;
+
 /// API keys one user may hold: each lives until revoked, so without a bound
 /// one account could fill the replicated state.
 pub const API_KEYS_MAX: usize = 64;

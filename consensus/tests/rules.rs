@@ -643,3 +643,59 @@ fn api_keys_are_bounded_per_user() {
     assert_eq!(apply(&mut tables, index + 3, &revoke), Response::Done);
     assert_eq!(apply(&mut tables, index + 4, &key(alice, API_KEYS_MAX)), Response::Done);
 }
+
+/// Goal (hardening, item 13): signing out everywhere deletes every refresh
+/// token of the user with its family (not another user's) and records when;
+/// a purge deletes expired refresh tokens only, with their families, and
+/// says how many. Failed before: neither command existed, and expired
+/// tokens stayed in the replicated state for ever.
+#[test]
+fn signing_out_everywhere_and_purging_remove_refresh_sign_ins() {
+    let mut tables = MemTables::default();
+    let Response::Created(ada) = apply(&mut tables, 1, &create_user("ada")) else {
+        panic!("no user");
+    };
+    let Response::Created(bob) = apply(&mut tables, 2, &create_user("bob")) else {
+        panic!("no user");
+    };
+    let token = |n: u8| [n; 32];
+    let put = |n: u8, user: u64, expires_ms: u64| Command::PutRefreshToken {
+        hash: token(n),
+        user,
+        expires_ms,
+    };
+    let live = |tables: &MemTables, n: u8| read::refresh_token(tables, &token(n)).unwrap().is_some();
+    apply(&mut tables, 3, &put(1, ada, 10_000));
+    apply(&mut tables, 4, &put(2, ada, 10_000));
+    apply(&mut tables, 5, &put(3, bob, 10_000));
+    // Ada's first sign-in has rotated once: a family with lineage.
+    let rotate = Command::RotateRefreshToken {
+        old: token(1),
+        new: token(4),
+        expires_ms: 10_000,
+        now_ms: 10,
+    };
+    assert_eq!(apply(&mut tables, 6, &rotate), Response::Rotated { user: ada });
+    let sign_out = Command::SignOutEverywhere { user: ada, now_ms: 500 };
+    assert_eq!(apply(&mut tables, 7, &sign_out), Response::Done);
+    assert!(!live(&tables, 4) && !live(&tables, 2), "ada's sign-ins end");
+    assert!(live(&tables, 3), "bob's stays");
+    assert_eq!(read::signed_out_at(&tables, ada).unwrap(), Some(500));
+    assert_eq!(read::signed_out_at(&tables, bob).unwrap(), None);
+    // A reuse of the rotated token 1 is now just unknown: the family is gone.
+    let again = Command::RotateRefreshToken {
+        old: token(1),
+        new: token(5),
+        expires_ms: 10_000,
+        now_ms: 20,
+    };
+    assert!(matches!(apply(&mut tables, 8, &again), Response::Rejected(_)));
+    // A purge at 15 s: bob's token expired at 10 s; one put later lives on.
+    apply(&mut tables, 9, &put(6, bob, 60_000));
+    let purge = Command::PurgeExpiredRefreshTokens { now_ms: 15_000 };
+    assert_eq!(apply(&mut tables, 10, &purge), Response::Purged(1));
+    assert!(!live(&tables, 3) && live(&tables, 6));
+    assert_eq!(apply(&mut tables, 11, &purge), Response::Purged(0));
+    let sign_out = Command::SignOutEverywhere { user: 99, now_ms: 1 };
+    assert!(matches!(apply(&mut tables, 12, &sign_out), Response::Rejected(_)));
+}

@@ -386,6 +386,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     }
     tokio::spawn(rescan_returned_libraries(state.clone()));
     tokio::spawn(publish_cluster_changes(state.clone()));
+    tokio::spawn(crate::api::sessions::purge_expired(state.clone()));
     tokio::spawn(crate::readiness::watch(
         state.cluster.clone(),
         state.readiness.clone(),

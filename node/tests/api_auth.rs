@@ -5,7 +5,7 @@
 mod common;
 
 use common::Server;
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[test]
 fn login_refresh_keys_totp_and_refusals() {
@@ -538,4 +538,127 @@ fn stalled_connections_are_closed_and_capped_per_address() {
         metrics.contains("omega_http_connections_refused_total{reason=\"address\"}"),
         "{metrics}"
     );
+}
+
+/// A Jellyfin app's sign-in: its access token.
+fn jellyfin_sign_in(server: &Server, user: &str, password: &str) -> String {
+    let (code, _, body) = common::http_raw(
+        server.http_port,
+        "POST",
+        "/Users/AuthenticateByName",
+        "Content-Type: application/json\r\nX-Emby-Authorization: MediaBrowser Client=\"Test\", Device=\"Phone\", DeviceId=\"p1\", Version=\"1\"\r\n",
+        format!(r#"{{"Username":"{user}","Pw":"{password}"}}"#).as_bytes(),
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    body["AccessToken"].as_str().unwrap().to_owned()
+}
+
+/// The status of `GET /Users/Me` for a Jellyfin token.
+fn jellyfin_me(server: &Server, token: &str) -> u16 {
+    common::http_raw(
+        server.http_port,
+        "GET",
+        "/Users/Me",
+        &format!("X-Emby-Token: {token}\r\n"),
+        b"",
+    )
+    .0
+}
+
+/// Goal (hardening, item 13): a password change (own, with the current
+/// password) and an administrator's reset end every sign-in of the user:
+/// browsers' access and refresh tokens and Jellyfin apps' sessions; the
+/// changing client gets new tokens; "sign out everywhere" ends them all.
+/// Failed before: none of these routes existed.
+#[test]
+fn a_password_change_a_reset_and_sign_out_everywhere_end_every_sign_in() {
+    let server = Server::start(&[]);
+    let admin = server.login("admin", "admin-password");
+    let (code, _) = server.request(
+        "POST",
+        "/api/v1/users",
+        Some(&admin),
+        Some(&json!({ "username": "carol", "password": "carol-password-1" })),
+    );
+    assert_eq!(code, 201);
+    let sign_in = |password: &str| {
+        let (code, body) = server.request(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(&json!({ "username": "carol", "password": password })),
+        );
+        (code, body)
+    };
+    let (_, laptop) = sign_in("carol-password-1");
+    let (_, phone) = sign_in("carol-password-1");
+    let tv = jellyfin_sign_in(&server, "carol", "carol-password-1");
+    let access = |session: &Value| session["access_token"].as_str().unwrap().to_owned();
+    let me = |token: &str| server.request("GET", "/api/v1/auth/me", Some(token), None).0;
+    assert_eq!(
+        (me(&access(&laptop)), me(&access(&phone)), jellyfin_me(&server, &tv)),
+        (200, 200, 200)
+    );
+
+    // A wrong current password changes nothing.
+    let change = |token: &str, current: &str, new: &str| {
+        server.request(
+            "POST",
+            "/api/v1/auth/password",
+            Some(token),
+            Some(&json!({ "current_password": current, "new_password": new })),
+        )
+    };
+    let (code, _) = change(&access(&laptop), "not-it", "carol-password-2");
+    assert_eq!(code, 401);
+    assert_eq!(me(&access(&phone)), 200);
+
+    // The change: the laptop gets new tokens, every other sign-in ends.
+    let (code, renewed) = change(&access(&laptop), "carol-password-1", "carol-password-2");
+    assert_eq!(code, 200, "{renewed}");
+    assert_eq!(me(&access(&renewed)), 200);
+    assert_eq!(me(&access(&laptop)), 401, "the old access token");
+    assert_eq!(me(&access(&phone)), 401);
+    assert_eq!(jellyfin_me(&server, &tv), 401, "the Jellyfin app's session");
+    let refresh = |session: &Value| {
+        server
+            .request(
+                "POST",
+                "/api/v1/auth/refresh",
+                None,
+                Some(&json!({ "refresh_token": session["refresh_token"] })),
+            )
+            .0
+    };
+    assert_eq!(refresh(&phone), 401);
+    assert_eq!(sign_in("carol-password-1").0, 401);
+    let (code, again) = sign_in("carol-password-2");
+    assert_eq!(code, 200);
+
+    // Sign out everywhere: this sign-in too.
+    let (code, _) = server.request("POST", "/api/v1/auth/sign-out-everywhere", Some(&access(&again)), None);
+    assert_eq!(code, 204);
+    assert_eq!((me(&access(&again)), me(&access(&renewed))), (401, 401));
+    assert_eq!((refresh(&again), refresh(&renewed)), (401, 401));
+
+    // An administrator's reset: carol signs in with the new password only.
+    let (_, later) = sign_in("carol-password-2");
+    let carol = later["user"]["id"].as_u64().unwrap();
+    let reset = |token: &str, password: &str| {
+        server
+            .request(
+                "PUT",
+                &format!("/api/v1/users/{carol}/password"),
+                Some(token),
+                Some(&json!({ "password": password })),
+            )
+            .0
+    };
+    assert_eq!(reset(&access(&later), "carol-password-3"), 403, "administrators only");
+    assert_eq!(reset(&admin, "carol-password-3"), 204);
+    assert_eq!(me(&access(&later)), 401);
+    assert_eq!(sign_in("carol-password-2").0, 401);
+    assert_eq!(sign_in("carol-password-3").0, 200);
+    assert_eq!(me(&admin), 200, "the administrator's own sign-in goes on");
 }

@@ -262,3 +262,9 @@ pub fn items_by_title(
     }
     Ok((items, total))
 }
+
+/// When `user` last signed out everywhere (ms since the epoch): access
+/// tokens issued before then are refused.
+pub fn signed_out_at(tables: &(impl KvRead + ?Sized), user: EntityId) -> io::Result<Option<u64>> {
+    get(tables, Table::SignedOut, &id_key(user))
+}

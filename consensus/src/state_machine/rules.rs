@@ -19,8 +19,8 @@ use crate::codec::{decode, encode, id_key, key_second_id, pair_key};
 use crate::command::{Command, JobOutcome, Rejection, Response};
 use crate::model::{
     API_KEYS_MAX, APP_PASSWORDS_MAX, ApiKey, AppPassword, EntityId, Favorite, Hash, Item, ItemWrite, JOBS_MAX, Job,
-    JobState, JoinTokenUse, Library, PEER_ADDRS_MAX, PEER_TEXT_MAX, PLAYLIST_ITEMS_MAX, PLAYLIST_NAME_MAX, Peer,
-    Playlist, REFRESH_ROTATED_MAX, RefreshFamily, RefreshToken, User, WatchState,
+    JobState, JoinTokenUse, Library, PEER_ADDRS_MAX, PEER_TEXT_MAX, PLAYLIST_ITEMS_MAX, PLAYLIST_NAME_MAX,
+    PURGE_BATCH_MAX, Peer, Playlist, REFRESH_ROTATED_MAX, RefreshFamily, RefreshToken, User, WatchState,
 };
 
 /// Key of the id counter in [`Table::Meta`].
@@ -187,6 +187,7 @@ pub fn apply_command<R: KvRead + ?Sized>(
             };
             tx.delete(Table::Users, &id_key(*id));
             tx.delete(Table::UserNames, &name_key(&user.name));
+            tx.delete(Table::SignedOut, &id_key(*id));
             for table in [Table::Watch, Table::AppPasswords, Table::Favorites] {
                 for (key, _) in tx.scan_prefix(table, &id_key(*id))? {
                     tx.delete(table, &key);
@@ -215,6 +216,21 @@ pub fn apply_command<R: KvRead + ?Sized>(
             expires_ms,
             now_ms,
         } => rotate_refresh_token(tx, old, new, *expires_ms, *now_ms),
+        Command::SignOutEverywhere { user, now_ms } => sign_out_everywhere(tx, *user, *now_ms),
+        Command::PurgeExpiredRefreshTokens { now_ms } => {
+            let mut purged = 0_u64;
+            for (hash, value) in tx.scan_prefix(Table::RefreshTokens, &[])? {
+                if purged as usize >= PURGE_BATCH_MAX {
+                    break;
+                }
+                let token: RefreshToken = decode(Table::RefreshTokens.cf_name(), &value)?;
+                if token.expires_ms <= *now_ms {
+                    delete_refresh_sign_in(tx, &hash)?;
+                    purged += 1;
+                }
+            }
+            Ok(Response::Purged(purged))
+        }
         Command::PutApiKey {
             hash,
             user,
@@ -598,6 +614,44 @@ fn put_for_user<T: Serialize, R: KvRead + ?Sized>(
 
 /// Trades live refresh token `old` for `new` within its family; a token
 /// the family already traded revokes the family.
+/// Deletes every refresh token of `user` with its family, and records
+/// `now_ms` as the time before which its access tokens are refused. Reads
+/// the whole token table (it is keyed by secret): a rare act, and the table
+/// holds only live sign-ins, since expired tokens are purged.
+fn sign_out_everywhere<R: KvRead + ?Sized>(
+    tx: &mut Overlay<'_, R>,
+    user: EntityId,
+    now_ms: u64,
+) -> io::Result<Response> {
+    if tx.get(Table::Users, &id_key(user))?.is_none() {
+        return Ok(not_found("user", user));
+    }
+    for (hash, value) in tx.scan_prefix(Table::RefreshTokens, &[])? {
+        let token: RefreshToken = decode(Table::RefreshTokens.cf_name(), &value)?;
+        if token.user == user {
+            delete_refresh_sign_in(tx, &hash)?;
+        }
+    }
+    put(tx, Table::SignedOut, &id_key(user), &now_ms);
+    Ok(Response::Done)
+}
+
+/// Deletes the live refresh token `hash`, and its family with every
+/// lineage row when it has one.
+fn delete_refresh_sign_in<R: KvRead + ?Sized>(tx: &mut Overlay<'_, R>, hash: &[u8]) -> io::Result<()> {
+    tx.delete(Table::RefreshTokens, hash);
+    let family_id: Vec<u8> =
+        get::<Hash, R>(tx, Table::RefreshLineage, hash)?.map_or_else(|| hash.to_vec(), |id| id.to_vec());
+    if let Some(family) = get::<RefreshFamily, R>(tx, Table::RefreshFamilies, &family_id)? {
+        for rotated in family.rotated.iter().chain([&family.live]) {
+            tx.delete(Table::RefreshLineage, rotated);
+        }
+        tx.delete(Table::RefreshFamilies, &family_id);
+    }
+    tx.delete(Table::RefreshLineage, hash);
+    Ok(())
+}
+
 fn rotate_refresh_token<R: KvRead + ?Sized>(
     tx: &mut Overlay<'_, R>,
     old: &Hash,

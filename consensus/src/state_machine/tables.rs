@@ -55,11 +55,14 @@ pub enum Table {
     RefreshFamilies,
     /// refresh token hash → family id, for every token of a family.
     RefreshLineage,
+    /// user → when it last signed out everywhere (ms since the epoch, u64):
+    /// access tokens issued before then are refused.
+    SignedOut,
 }
 
 impl Table {
     /// Every table, in snapshot order.
-    pub const ALL: [Table; 22] = [
+    pub const ALL: [Table; 23] = [
         Table::Meta,
         Table::Users,
         Table::UserNames,
@@ -82,6 +85,7 @@ impl Table {
         Table::Peers,
         Table::RefreshFamilies,
         Table::RefreshLineage,
+        Table::SignedOut,
     ];
 
     /// Its column family's name.
@@ -109,6 +113,7 @@ impl Table {
             Table::Peers => "sm_peers",
             Table::RefreshFamilies => "sm_refresh_families",
             Table::RefreshLineage => "sm_refresh_lineage",
+            Table::SignedOut => "sm_signed_out",
         }
     }
 

@@ -58,10 +58,16 @@ impl Caller {
         let user_id = if token.starts_with(API_KEY_PREFIX) {
             read::api_key(tables, &secret_hash(token))?.map(|key| key.user)
         } else {
-            state
-                .tokens
-                .check_access(token, state.clock.now_ms())
-                .map(|claims| claims.user)
+            match state.tokens.check_access(token, state.clock.now_ms()) {
+                // Refused once its user signed out everywhere after it was
+                // issued (tokens live ACCESS_TTL_MS from their issue).
+                Some(claims) => {
+                    let issued_ms = claims.expires_ms.saturating_sub(ACCESS_TTL_MS);
+                    let signed_out = read::signed_out_at(tables, claims.user)?;
+                    signed_out.is_none_or(|at| issued_ms >= at).then_some(claims.user)
+                }
+                None => None,
+            }
         };
         let user = match user_id {
             Some(id) => read::user(tables, id)?,

@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod playlists;
 pub mod proxy;
 pub mod segments;
+pub mod sessions;
 pub mod setup;
 pub mod signed;
 pub mod status;
@@ -125,6 +126,8 @@ pub fn router() -> Router<AppState> {
         .route("/auth/totp/enroll", post(auth::totp_enroll))
         .route("/auth/totp/confirm", post(auth::totp_confirm))
         .route("/auth/totp/disable", post(auth::totp_disable))
+        .route("/auth/password", post(sessions::change_password))
+        .route("/auth/sign-out-everywhere", post(sessions::sign_out_everywhere))
         .route(
             "/auth/app-passwords",
             get(app_passwords::list).post(app_passwords::create),
@@ -133,6 +136,7 @@ pub fn router() -> Router<AppState> {
         .route("/users", get(users::list).post(users::create))
         .route("/users/{id}", delete(users::remove))
         .route("/users/{id}/access", put(users::set_access))
+        .route("/users/{id}/password", put(sessions::reset_password))
         .route("/folders", get(folders::list))
         .route("/libraries", get(libraries::list).post(libraries::create))
         .route("/libraries/{id}", delete(libraries::remove))

@@ -11,8 +11,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    app_passwords, auth, events, folders, hls, items, jobs, libraries, manifest, playlists, segments, setup, status,
-    users,
+    app_passwords, auth, events, folders, hls, items, jobs, libraries, manifest, playlists, segments, sessions, setup,
+    status, users,
 };
 
 /// The document.
@@ -31,6 +31,8 @@ use super::{
         auth::totp_enroll,
         auth::totp_confirm,
         auth::totp_disable,
+        sessions::change_password,
+        sessions::sign_out_everywhere,
         app_passwords::list,
         app_passwords::create,
         app_passwords::revoke,
@@ -38,6 +40,7 @@ use super::{
         users::create,
         users::remove,
         users::set_access,
+        sessions::reset_password,
         folders::list,
         libraries::list,
         libraries::create,

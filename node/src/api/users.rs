@@ -14,7 +14,6 @@ use super::auth::Admin;
 use super::auth::UserView;
 use super::extract::{Body, PathParam};
 use super::{ApiError, ApiResult, AppState};
-use crate::auth::hash_password;
 
 /// Every user. A linearizable read: a user whose creation was
 /// acknowledged, on any member, is listed by every member after that.
@@ -60,11 +59,7 @@ pub async fn create(
     _admin: Admin,
     Body(request): Body<NewUser>,
 ) -> ApiResult<(StatusCode, Json<UserView>)> {
-    let password = request.password;
-    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|error| ApiError::bad_request(error.to_string()))?;
+    let password_hash = super::sessions::hash_new_password(request.password).await?;
     let roles = if request.admin {
         BTreeSet::from([Role::Admin, Role::Viewer])
     } else {

@@ -21,6 +21,8 @@
 mod dto;
 mod routes;
 
+pub(crate) use routes::SESSION_LABEL;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 

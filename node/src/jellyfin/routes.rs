@@ -22,6 +22,9 @@ use crate::tokens::{API_KEY_PREFIX, new_secret, secret_hash};
 
 /// Most items a list answers, whatever `Limit` says.
 const LIMIT_MAX: usize = 500;
+/// How a Jellyfin device session's API key is labelled: signing out
+/// everywhere revokes these keys, not the ones a user made itself.
+pub(crate) const SESSION_LABEL: &str = "Jellyfin: ";
 /// The Jellyfin server version Omega answers as: what clients check.
 const VERSION: &str = "10.10.7";
 /// A stop this close to the end counts as played.
@@ -208,7 +211,7 @@ async fn authenticate_by_name(state: &AppState, request: &JfRequest) -> ApiResul
     let device = fields.get("device").cloned().unwrap_or_else(|| "unknown device".into());
     let device_id = fields.get("deviceid").cloned().unwrap_or_default();
     let (token, hash) = new_secret(API_KEY_PREFIX);
-    let label: String = format!("Jellyfin: {client} on {device} ({device_id})")
+    let label: String = format!("{SESSION_LABEL}{client} on {device} ({device_id})")
         .chars()
         .take(128)
         .collect();

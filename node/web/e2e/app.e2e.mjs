@@ -7,7 +7,8 @@
 // reopen and resume from the saved position → play a music track → add it
 // to a new playlist and open that → admin pages → settings (an app
 // password, shown once) → a favourite on the home page → a non-admin sees
-// no admin pages. No console errors anywhere.
+// no admin pages; it changes its password and signs out everywhere. No
+// console errors anywhere.
 // Screenshots of the main pages at desktop and phone widths go to
 // $OMEGA_SCREENSHOTS.
 
@@ -301,6 +302,20 @@ try {
   await page.waitForTimeout(1000);
   if ((await page.getByTestId('user-row').count()) > 0) throw new Error('a viewer sees the users page');
   if (new URL(page.url()).pathname.startsWith('/admin')) throw new Error(`a viewer stays on ${page.url()}`);
+
+  step('the viewer changes its password, then signs out everywhere');
+  await page.goto(`${base}/settings`);
+  await page.getByTestId('password-current').fill('viewer-password-1');
+  await page.getByTestId('password-new').fill('viewer-password-2');
+  await page.getByTestId('password-confirm').fill('viewer-password-2');
+  await page.getByTestId('password-change').click();
+  await page.getByTestId('password-notice').waitFor();
+  await page.getByTestId('sign-out-everywhere').click();
+  await page.waitForURL('**/login');
+  await page.getByTestId('login-username').fill('viewer');
+  await page.getByTestId('login-password').fill('viewer-password-2');
+  await page.getByTestId('login-submit').click();
+  await page.getByTestId('nav-home').waitFor();
 
   if (refusedHls.length > 0) {
     throw new Error(`HLS requests refused during playback:\n${refusedHls.join('\n')}`);

@@ -84,6 +84,21 @@ function UsersTab() {
     }
   };
 
+  const resetPassword = async (user: User) => {
+    const password = window.prompt(`New password for ${user.name} (at least 8 characters). Every sign-in of ${user.name} ends.`);
+    if (password === null) return;
+    setError(null);
+    if (password.length < 8) {
+      setError('A password needs at least 8 characters.');
+      return;
+    }
+    try {
+      await api(`/users/${user.id}/password`, { method: 'PUT', body: { password } });
+    } catch (failure) {
+      setError(failure);
+    }
+  };
+
   const remove = async (user: User) => {
     setError(null);
     try {
@@ -124,9 +139,14 @@ function UsersTab() {
                     {me && me.id === user.id ? (
                       <span class="muted">You</span>
                     ) : (
-                      <button type="button" class="danger" data-testid="user-delete" onClick={() => remove(user)}>
-                        Delete
-                      </button>
+                      <>
+                        <button type="button" data-testid="user-reset-password" onClick={() => void resetPassword(user)}>
+                          Reset password
+                        </button>{' '}
+                        <button type="button" class="danger" data-testid="user-delete" onClick={() => remove(user)}>
+                          Delete
+                        </button>
+                      </>
                     )}
                   </td>
                 </tr>

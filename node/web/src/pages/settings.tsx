@@ -5,9 +5,11 @@ import {
   setSession,
   type AppPassword,
   type NewAppPassword,
+  type Session,
   type User,
 } from '../api';
 import { ErrorBox, Loading } from '../components';
+import { navigate } from '../router';
 import { useStore } from '../store';
 
 function when(ms: number): string {
@@ -48,9 +50,114 @@ export function SettingsPage() {
           </div>
         </dl>
       </section>
+      <Password />
       <AppPasswords user={user} />
       <TwoFactor user={user} />
     </main>
+  );
+}
+
+/** Shortest password the form accepts (the server refuses only empty ones). */
+const PASSWORD_MIN = 8;
+
+/**
+ * Changing the password ends every other sign-in (browsers, apps, Jellyfin
+ * clients); this browser gets new tokens. "Sign out everywhere" ends them
+ * all, this one included.
+ */
+function Password() {
+  const [current, setCurrent] = useState('');
+  const [next, setNext] = useState('');
+  const [confirmation, setConfirmation] = useState('');
+  const [error, setError] = useState<unknown>(null);
+  const [notice, setNotice] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  const change = async (event: Event) => {
+    event.preventDefault();
+    setError(null);
+    setNotice(null);
+    if (next.length < PASSWORD_MIN) {
+      setError(`The new password needs at least ${PASSWORD_MIN} characters.`);
+      return;
+    }
+    if (next !== confirmation) {
+      setError('The two new passwords differ.');
+      return;
+    }
+    setBusy(true);
+    try {
+      const session = await api<Session>('/auth/password', {
+        method: 'POST',
+        body: { current_password: current, new_password: next },
+      });
+      setSession(session);
+      setCurrent('');
+      setNext('');
+      setConfirmation('');
+      setNotice('Password changed. Every other sign-in has ended.');
+    } catch (failure) {
+      setError(failure);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const signOutEverywhere = async () => {
+    setError(null);
+    setBusy(true);
+    try {
+      await api('/auth/sign-out-everywhere', { method: 'POST' });
+      setSession(null);
+      navigate('/login');
+    } catch (failure) {
+      setError(failure);
+      setBusy(false);
+    }
+  };
+
+  const field = (label: string, testid: string, value: string, set: (value: string) => void, auto: string) => (
+    <label class="field">
+      <span>{label}</span>
+      <input
+        type="password"
+        data-testid={testid}
+        autocomplete={auto}
+        required
+        value={value}
+        onInput={(event) => set(event.currentTarget.value)}
+      />
+    </label>
+  );
+
+  return (
+    <section class="panel" aria-labelledby="password-heading" data-testid="settings-password">
+      <h2 id="password-heading">Password and sign-ins</h2>
+      <form onSubmit={(event) => void change(event)}>
+        {field('Current password', 'password-current', current, setCurrent, 'current-password')}
+        {field('New password', 'password-new', next, setNext, 'new-password')}
+        {field('New password again', 'password-confirm', confirmation, setConfirmation, 'new-password')}
+        <button type="submit" class="primary field-button" data-testid="password-change" disabled={busy}>
+          Change password
+        </button>
+      </form>
+      {notice && (
+        <p class="ok" role="status" data-testid="password-notice">
+          {notice}
+        </p>
+      )}
+      <p class="muted">Signed in somewhere you no longer use? End every sign-in of this account, this one included.</p>
+      <button
+        type="button"
+        class="danger"
+        data-testid="sign-out-everywhere"
+        disabled={busy}
+        onClick={() => void signOutEverywhere()}
+      >
+        Sign out everywhere
+      </button>
+      <ErrorBox error={error} testid="password-error" />
+    </section>
   );
 }
 

@@ -221,12 +221,12 @@ pub async fn login(
         state.limiter.failed(attempt, now_ms);
         return Err(ApiError::unauthorized("wrong user name or password"));
     };
-    if let Some(secret) = &user.totp_secret {
+    if let Some(secret) = totp_secret(&state, &user)? {
         match request.totp.as_deref() {
             None => {
                 return Err(ApiError::unauthorized("a TOTP code is required").with(json!({ "totp_required": true })));
             }
-            Some(code) if !totp::verify(secret, code, now_ms) => {
+            Some(code) if !totp::verify(&secret, code, now_ms) => {
                 state.limiter.failed(attempt, now_ms);
                 return Err(ApiError::unauthorized("wrong TOTP code").with(json!({ "totp_required": true })));
             }
@@ -393,10 +393,24 @@ pub async fn totp_confirm(
     if !totp::verify(&secret, &request.code, now_ms) {
         return Err(ApiError::bad_request("wrong TOTP code"));
     }
-    set_totp(&state, caller.user.id, Some(secret)).await
+    let sealed = state.tokens.seal_totp_secret(caller.user.id, &secret);
+    set_totp(&state, caller.user.id, Some(sealed)).await
 }
 
-/// Stores (or, with `None`, removes) a user's TOTP secret.
+/// The TOTP secret of `user`, opened (it is stored sealed); `None` when no
+/// second factor is enrolled.
+fn totp_secret(state: &AppState, user: &User) -> ApiResult<Option<Vec<u8>>> {
+    let Some(stored) = &user.totp_secret else {
+        return Ok(None);
+    };
+    state
+        .tokens
+        .open_totp_secret(user.id, stored)
+        .map(Some)
+        .ok_or_else(|| ApiError::internal(format!("the TOTP secret of user {} does not open", user.id)))
+}
+
+/// Stores (or, with `None`, removes) a user's sealed TOTP secret.
 async fn set_totp(state: &AppState, user: u64, secret: Option<Vec<u8>>) -> ApiResult<StatusCode> {
     state
         .write(Command::UpdateUser {
@@ -424,12 +438,9 @@ pub async fn totp_disable(
     caller: Caller,
     Body(request): Body<TotpCode>,
 ) -> ApiResult<StatusCode> {
-    let secret = caller
-        .user
-        .totp_secret
-        .as_ref()
-        .ok_or_else(|| ApiError::bad_request("no second factor is enrolled"))?;
-    if !totp::verify(secret, &request.code, state.clock.now_ms()) {
+    let secret =
+        totp_secret(&state, &caller.user)?.ok_or_else(|| ApiError::bad_request("no second factor is enrolled"))?;
+    if !totp::verify(&secret, &request.code, state.clock.now_ms()) {
         return Err(ApiError::bad_request("wrong TOTP code"));
     }
     set_totp(&state, caller.user.id, None).await

@@ -157,13 +157,13 @@ def check_toml(text: str, schema: dict[str, object], problems: Problems, where: 
         if isinstance(data.get(key), str):
             problems.check(re.fullmatch(r"[0-9.]+:\d+|\[[0-9a-fA-F:]+\]:\d+", data[key]), f"{where}: {key} is not IP:port")
     cluster = data.get("cluster", {})
-    for key in ("listen", "advertise"):
+    address = r"[0-9.]+:\d+|\[[0-9a-fA-F:]+\]:\d+"
+    host = r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*:\d+"
+    for key, allowed, what in (("listen", address, "an IP address and port"),
+                               ("advertise", f"{address}|{host}", "an IP address or host name, and a port")):
         value = cluster.get(key) if isinstance(cluster, dict) else None
         if isinstance(value, str) and value != "@ADVERTISE@":
-            problems.check(
-                re.fullmatch(r"[0-9.]+:\d+|\[[0-9a-fA-F:]+\]:\d+", value),
-                f"{where}: cluster.{key} = {value!r} must be an IP address and port (no host names)",
-            )
+            problems.check(re.fullmatch(allowed, value), f"{where}: cluster.{key} = {value!r} must be {what}")
 
 
 def known_env_vars() -> set[str]:

@@ -75,6 +75,34 @@ impl Timing {
     }
 }
 
+/// Keeps `directory` equal to the members' addresses in the membership,
+/// for as long as `raft` runs.
+async fn keep_directory(raft: Raft, directory: crate::network::Directory) {
+    use crate::raft_types::WatchReceiver as _;
+    let mut metrics = raft.metrics();
+    // The channel ends when Raft shuts down; the handle is not kept.
+    drop(raft);
+    let mut seen = None;
+    loop {
+        {
+            let now = metrics.borrow_and_update();
+            let membership = &now.membership_config;
+            if seen != Some(*membership.log_id()) {
+                seen = Some(*membership.log_id());
+                let members = membership
+                    .membership()
+                    .nodes()
+                    .map(|(id, node)| (*id, node.clone()))
+                    .collect();
+                *directory.write().unwrap_or_else(|poison| poison.into_inner()) = members;
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consistency {
@@ -185,9 +213,17 @@ impl<T: Transport> Cluster<T> {
         let log = LogStore::new(db.clone())?;
         let machine = StateMachine::open(db.clone(), &dir.join("snapshots"))?;
         let config = Arc::new(timing.raft_config()?);
-        let raft = Raft::new(id, config, Network::new(transport.clone()), log, machine)
-            .await
-            .map_err(|error| ClusterError::Raft(error.to_string()))?;
+        let directory = crate::network::Directory::default();
+        let raft = Raft::new(
+            id,
+            config,
+            Network::new(transport.clone(), directory.clone()),
+            log,
+            machine,
+        )
+        .await
+        .map_err(|error| ClusterError::Raft(error.to_string()))?;
+        tokio::spawn(keep_directory(raft.clone(), directory));
         Ok(Cluster {
             id,
             raft,
@@ -255,6 +291,22 @@ impl<T: Transport> Cluster<T> {
         Some(membership.get_node(&id).is_some())
     }
 
+    /// One of the other members, in turn by `attempt`.
+    fn other_member(&self, attempt: usize) -> Option<(NodeId, MemberNode)> {
+        let metrics = metrics_now(&self.raft);
+        let others: Vec<(NodeId, MemberNode)> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, node)| (*id, node.clone()))
+            .collect();
+        if others.is_empty() {
+            return None;
+        }
+        others.get(attempt % others.len()).cloned()
+    }
+
     /// A member's entry in the current membership.
     fn known_member(&self, id: NodeId) -> Option<MemberNode> {
         let metrics = metrics_now(&self.raft);
@@ -292,9 +344,12 @@ impl<T: Transport> Cluster<T> {
             match response {
                 PeerResponse::NotLeader { leader: Some(next) } => leader = Some(next),
                 PeerResponse::NotLeader { leader: None } => {
-                    // Wait for an election to settle, then ask our metrics.
+                    // Wait for an election to settle, then ask our metrics;
+                    // knowing none, ask another member, which redirects to
+                    // the leader it knows (a member that came back at a new
+                    // address hears from no leader until it is recorded).
                     tokio::time::sleep(Duration::from_millis((100 << attempt.min(4)).min(1000))).await;
-                    leader = self.known_leader();
+                    leader = self.known_leader().or_else(|| self.other_member(attempt));
                 }
                 PeerResponse::Error(text) => return Err(ClusterError::Remote(text)),
                 other => return Ok(other),
@@ -404,6 +459,20 @@ impl<T: Transport> Cluster<T> {
             PeerResponse::Done => Ok(()),
             other => Err(ClusterError::Remote(format!("unexpected answer {other:?}"))),
         }
+    }
+
+    /// Records member `id`'s addresses as `member` says (its recorded
+    /// certificate fingerprint stays).
+    pub async fn update_member(&self, id: NodeId, member: MemberNode) -> Result<(), ClusterError> {
+        match self.to_leader(PeerRequest::UpdateMember { id, member }).await? {
+            PeerResponse::Done => Ok(()),
+            other => Err(ClusterError::Remote(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Member `id`'s entry as this node knows the membership.
+    pub fn recorded_member(&self, id: NodeId) -> Option<MemberNode> {
+        self.known_member(id)
     }
 
     /// Removes a member from the group.
@@ -539,6 +608,17 @@ impl<T: Transport> Cluster<T> {
                         .map(|member| (member.id, member.matched_index))
                         .collect(),
                 }
+            }
+            PeerRequest::UpdateMember { id, mut member } => {
+                let _one_at_a_time = self.membership_changes.lock().await;
+                let Some(recorded) = self.known_member(id) else {
+                    return PeerResponse::Error(format!("node {id} is not a member"));
+                };
+                member.cert_fingerprint = recorded.cert_fingerprint.clone();
+                if member == recorded {
+                    return PeerResponse::Done;
+                }
+                self.change_voters(ChangeMembers::SetNodes([(id, member)].into())).await
             }
             // `retain: false` in `change_voters` drops the member entirely,
             // not just from the voters.

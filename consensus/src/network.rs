@@ -49,6 +49,14 @@ pub enum PeerRequest {
     /// knows: `cluster status` on a follower shows lag too. (Appended last:
     /// variants are encoded by position.)
     Replication,
+    /// A member's addresses changed (a new DHCP lease, a rescheduled pod):
+    /// record them. Sent to the leader by the member itself on start.
+    UpdateMember {
+        /// The member.
+        id: NodeId,
+        /// Its addresses now (its recorded certificate fingerprint stays).
+        member: MemberNode,
+    },
 }
 
 impl PeerRequest {
@@ -132,16 +140,24 @@ pub trait Transport: Send + Sync + 'static {
     ) -> impl Future<Output = Result<SnapshotResponse, TransportError>> + Send;
 }
 
+/// The members' addresses as the membership records them now, shared by
+/// every peer client: openraft keeps a replication stream (and the node it
+/// was made for) across a change of a member's addresses, so a client looks
+/// its peer up here at each call.
+pub type Directory = std::sync::Arc<std::sync::RwLock<std::collections::HashMap<NodeId, MemberNode>>>;
+
 /// openraft's network factory over a transport.
 #[derive(Debug, Clone)]
 pub struct Network<T> {
     transport: std::sync::Arc<T>,
+    directory: Directory,
 }
 
 impl<T: Transport> Network<T> {
-    /// A factory sending through `transport`.
-    pub fn new(transport: std::sync::Arc<T>) -> Self {
-        Network { transport }
+    /// A factory sending through `transport`, to the addresses in
+    /// `directory` (or, for a member not in it, those openraft gives).
+    pub fn new(transport: std::sync::Arc<T>, directory: Directory) -> Self {
+        Network { transport, directory }
     }
 }
 
@@ -151,6 +167,7 @@ pub struct PeerClient<T> {
     transport: std::sync::Arc<T>,
     target: NodeId,
     node: MemberNode,
+    directory: Directory,
 }
 
 impl<T: Transport> RaftNetworkFactory<TypeConfig> for Network<T> {
@@ -161,6 +178,7 @@ impl<T: Transport> RaftNetworkFactory<TypeConfig> for Network<T> {
             transport: self.transport.clone(),
             target,
             node: node.clone(),
+            directory: self.directory.clone(),
         }
     }
 }
@@ -179,9 +197,18 @@ fn unexpected(response: PeerResponse) -> RpcError {
 }
 
 impl<T: Transport> PeerClient<T> {
+    /// The peer's addresses as recorded now.
+    fn node(&self) -> MemberNode {
+        let directory = self.directory.read().unwrap_or_else(|poison| poison.into_inner());
+        directory
+            .get(&self.target)
+            .cloned()
+            .unwrap_or_else(|| self.node.clone())
+    }
+
     async fn call(&self, request: PeerRequest, option: &RPCOption) -> Result<PeerResponse, RpcError> {
         self.transport
-            .call(self.target, &self.node, request, option.soft_ttl())
+            .call(self.target, &self.node(), request, option.soft_ttl())
             .await
             .map_err(rpc_error)
     }
@@ -215,9 +242,10 @@ impl<T: Transport> RaftNetworkV2<TypeConfig> for PeerClient<T> {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse, StreamingError> {
+        let node = self.node();
         let send = self.transport.send_snapshot(
             self.target,
-            &self.node,
+            &node,
             vote,
             snapshot.meta,
             snapshot.snapshot,

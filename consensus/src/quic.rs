@@ -297,7 +297,9 @@ pub async fn join(addr: SocketAddr, token: &str) -> Result<NodeIdentity, QuicErr
 #[derive(Debug)]
 pub struct QuicTransport {
     endpoint: quinn::Endpoint,
-    connections: Mutex<HashMap<NodeId, (SocketAddr, quinn::Connection)>>,
+    /// Open connections by member, with the address text they were opened
+    /// for (a member whose recorded address changes is dialled anew).
+    connections: Mutex<HashMap<NodeId, (String, quinn::Connection)>>,
     /// Set once a member answered that this node was removed from the
     /// cluster (see [`REMOVED_NOTICE`]).
     told_removed: std::sync::atomic::AtomicBool,
@@ -334,22 +336,19 @@ impl QuicTransport {
         self.endpoint.local_addr()
     }
 
-    fn cached(&self, target: NodeId, addr: SocketAddr) -> Option<quinn::Connection> {
+    fn cached(&self, target: NodeId, addr: &str) -> Option<quinn::Connection> {
         let connections = self.connections.lock().unwrap_or_else(|poison| poison.into_inner());
         connections
             .get(&target)
-            .filter(|(cached_addr, connection)| *cached_addr == addr && connection.close_reason().is_none())
+            .filter(|(cached_addr, connection)| cached_addr == addr && connection.close_reason().is_none())
             .map(|(_, connection)| connection.clone())
     }
 
     async fn connection(&self, target: NodeId, node: &MemberNode) -> Result<quinn::Connection, TransportError> {
-        let addr: SocketAddr = node
-            .cluster_addr
-            .parse()
-            .map_err(|error| TransportError::Unreachable(format!("bad address {:?}: {error}", node.cluster_addr)))?;
-        if let Some(connection) = self.cached(target, addr) {
+        if let Some(connection) = self.cached(target, &node.cluster_addr) {
             return Ok(connection);
         }
+        let addr = resolve(&node.cluster_addr).await?;
         let connecting = self
             .endpoint
             .connect(addr, CLUSTER_SERVER_NAME)
@@ -361,7 +360,7 @@ impl QuicTransport {
         self.connections
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
-            .insert(target, (addr, connection.clone()));
+            .insert(target, (node.cluster_addr.clone(), connection.clone()));
         Ok(connection)
     }
 
@@ -491,6 +490,21 @@ pub async fn become_member(
         tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
     }
     Err(TransportError::Unreachable(last))
+}
+
+/// A member's recorded cluster address: an IP and port, or a host name and
+/// port, looked up at each new connection (so that a name follows a member
+/// whose IP changes: a rescheduled pod, a new DHCP lease).
+async fn resolve(text: &str) -> Result<SocketAddr, TransportError> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    tokio::time::timeout(CONNECT_DEADLINE, tokio::net::lookup_host(text))
+        .await
+        .map_err(|_| TransportError::Unreachable(format!("{text}: the name did not resolve in time")))?
+        .map_err(|error| TransportError::Unreachable(format!("{text}: {error}")))?
+        .next()
+        .ok_or_else(|| TransportError::Unreachable(format!("{text}: the name has no address")))
 }
 
 /// What the server needs besides the cluster: the CA (to admit joiners),

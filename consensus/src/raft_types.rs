@@ -76,6 +76,8 @@ pub fn metrics_now(raft: &Raft) -> RaftMetrics {
     openraft::async_runtime::watch::WatchReceiver::borrow_watched(&raft.metrics()).clone()
 }
 
+/// The trait of openraft's metrics channel (`changed`, `borrow_and_update`).
+pub use openraft::async_runtime::watch::WatchReceiver;
 pub use openraft::entry::RaftEntry;
 pub use openraft::error::{NetworkError, ReplicationClosed, Unreachable};
 pub use openraft::network::RPCOption;

@@ -266,8 +266,9 @@ pub const DEFAULT_CLUSTER_PORT: u16 = 8421;
 pub struct ClusterSettings {
     /// Where Raft over QUIC listens.
     pub listen: SocketAddr,
-    /// What other members dial, when it differs from `listen`.
-    pub advertise: Option<SocketAddr>,
+    /// What other members dial, when it differs from `listen`: an address
+    /// or a host name with a port.
+    pub advertise: Option<String>,
     /// Heartbeats, elections, snapshots.
     pub timing: Timing,
 }
@@ -295,6 +296,30 @@ pub struct Config {
     pub http: HttpSettings,
 }
 
+/// `[cluster] advertise`: an address (`10.0.0.5:8421`, `[fd00::5]:8421`) or
+/// a host name with a port (`omega-0.omega.media.svc:8421`), which members
+/// look up each time they connect.
+fn parse_advertise(text: &str) -> anyhow::Result<String> {
+    if text.parse::<SocketAddr>().is_ok() {
+        return Ok(text.to_owned());
+    }
+    let refused = || {
+        anyhow::anyhow!(
+            "cluster.advertise: {text:?} is neither an address like 10.0.0.5:{DEFAULT_CLUSTER_PORT} nor a host name with a port like omega-0.example:{DEFAULT_CLUSTER_PORT}"
+        )
+    };
+    let (host, port) = text.rsplit_once(':').ok_or_else(refused)?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !host_ok || port.parse::<u16>().map_or(true, |port| port == 0) {
+        return Err(refused());
+    }
+    Ok(text.to_owned())
+}
+
 fn parse_addr(what: &str, text: &str, example_port: u16) -> anyhow::Result<SocketAddr> {
     text.parse()
         .map_err(|_| anyhow::anyhow!("{what}: {text:?} is not an address like 0.0.0.0:{example_port}"))
@@ -305,11 +330,7 @@ fn cluster_settings(file: FileClusterConfig, overrides: &Overrides) -> anyhow::R
         Some(text) => parse_addr("cluster listen address", text, DEFAULT_CLUSTER_PORT)?,
         None => SocketAddr::from(([0, 0, 0, 0], DEFAULT_CLUSTER_PORT)),
     };
-    let advertise = file
-        .advertise
-        .as_deref()
-        .map(|text| parse_addr("cluster.advertise", text, DEFAULT_CLUSTER_PORT))
-        .transpose()?;
+    let advertise = file.advertise.as_deref().map(parse_advertise).transpose()?;
     let defaults = Timing::DEFAULT;
     let millis =
         |value: Option<u64>, default: std::time::Duration| value.map_or(default, std::time::Duration::from_millis);
@@ -518,6 +539,32 @@ mod tests {
         let bad: FileConfig = toml::from_str("[p2p]\ncache_max = \"lots\"").unwrap();
         let error = Config::merge(bad, &overrides).unwrap_err().to_string();
         assert!(error.contains("cache_max"), "{error}");
+    }
+
+    /// Goal (hardening, item 15): `[cluster] advertise` takes a host name
+    /// with a port, as well as an address. Failed before: names were refused.
+    #[test]
+    fn advertise_takes_addresses_and_host_names() {
+        for good in [
+            "10.0.0.5:8421",
+            "[fd00::5]:8421",
+            "omega-0.omega.media.svc:8421",
+            "nas:9000",
+        ] {
+            assert_eq!(parse_advertise(good).unwrap(), good);
+        }
+        for bad in [
+            "nas",
+            "nas:",
+            ":8421",
+            "nas:0",
+            "nas:70000",
+            "bad host:8421",
+            "a..b:8421",
+            "x_y:1",
+        ] {
+            assert!(parse_advertise(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! - [`opds`]: OPDS 1.2 catalogs for e-book readers, at `/opds`.
 //! - [`jellyfin`]: a Jellyfin-compatible API subset for Jellyfin's apps.
 
+pub mod addresses;
 pub mod api;
 pub mod auth;
 pub mod bench;

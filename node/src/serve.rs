@@ -155,8 +155,6 @@ fn parse_join_addr(text: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("--join: {text:?} has no address"))
 }
 
-/// The address other members dial: the advertised one, else the bound one,
-/// with an unspecified IP replaced by this host's outbound address.
 /// The data directory holds the cluster CA's key, token keys, sealed
 /// secrets and the catalog: it is made owner-only (0700), and so is every
 /// file the node creates from now on (umask 077), RocksDB's and snapshots
@@ -173,10 +171,9 @@ fn keep_private(data_dir: &std::path::Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot make {} owner-only", data_dir.display()))
 }
 
-fn advertised(advertise: Option<SocketAddr>, bound: SocketAddr) -> SocketAddr {
-    if let Some(advertise) = advertise {
-        return advertise;
-    }
+/// The address other members dial for a bound one: itself, or with an
+/// unspecified IP replaced by this host's outbound address.
+fn advertised(bound: SocketAddr) -> SocketAddr {
     if !bound.ip().is_unspecified() {
         return bound;
     }
@@ -275,10 +272,15 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let http_listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (HTTP)", config.listen))?;
-    let http_addr = advertised(None, http_listener.local_addr()?);
-    let advertise = advertised(config.cluster.advertise, member.addr);
+    let http_addr = advertised(http_listener.local_addr()?);
+    // `[cluster] advertise` (an address or a host name), else the bound one.
+    let advertise = config
+        .cluster
+        .advertise
+        .clone()
+        .unwrap_or_else(|| advertised(member.addr).to_string());
     let mut node = member.member_node(&identity, http_addr.to_string());
-    node.cluster_addr = advertise.to_string();
+    node.cluster_addr = advertise.clone();
     let store = {
         let dir = config.store_dir();
         let settings = config.store.clone();
@@ -371,6 +373,13 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             identity.cluster.cluster_id_hex(),
             identity.node_id
         );
+    }
+    if !created {
+        tokio::spawn(crate::addresses::keep_recorded(
+            member.cluster.clone(),
+            identity.node_id,
+            node.clone(),
+        ));
     }
     create_admin_from_env(&member, clock.as_ref()).await?;
     add_media_libraries(&state, &args.media).await?;

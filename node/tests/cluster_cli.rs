@@ -428,3 +428,79 @@ fn sigterm_stops_a_node_cleanly_every_time() {
         );
     }
 }
+
+/// The member entry of node `id` in `status`.
+fn member_of(status: &Value, id: u64) -> Value {
+    status["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|member| member["id"] == id)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Goal (hardening, item 15): a member may be known by a host name
+/// (`[cluster] advertise = "localhost:PORT"`), and a member that comes back
+/// on other ports records its new addresses itself, so the others reach it
+/// again. Failed before: host names were refused, and addresses were fixed
+/// at join.
+#[test]
+fn members_known_by_name_and_members_that_moved_are_reached() {
+    let root = tempfile::tempdir().unwrap();
+    let config = root.path().join("omega.toml");
+    std::fs::write(&config, "").unwrap();
+    let mut nodes = formed(root.path(), &config, &["a", "b"], false);
+    let mut named = Node::new(root.path(), "c");
+    let named_config = root.path().join("named.toml");
+    std::fs::write(
+        &named_config,
+        format!("[cluster]\nadvertise = \"localhost:{}\"\n", named.port),
+    )
+    .unwrap();
+    let token = nodes[0].token();
+    named.start(&named_config, Some((&nodes[0], &token)));
+    wait_until(
+        Duration::from_secs(20),
+        || voters(&nodes[0].status()).len() == 3 && named.get("/readyz").0 == 200,
+        || format!("{}\n{}", nodes[0].status(), named.log()),
+    );
+    let named_id = named.status()["node_id"].as_u64().unwrap();
+    assert_eq!(
+        member_of(&nodes[0].status(), named_id)["cluster_addr"],
+        format!("localhost:{}", named.port)
+    );
+    assert!(named.add_user("through-the-named-member").status.success());
+
+    // b comes back on other ports: it records them, and is reached there.
+    let moved_id = nodes[1].status()["node_id"].as_u64().unwrap();
+    nodes[1].stop();
+    nodes[1].port = common::cluster::free_port();
+    nodes[1].http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    nodes[1].start(&config, None);
+    let (cluster_addr, http_addr) = (nodes[1].addr(), format!("127.0.0.1:{}", nodes[1].http_port));
+    wait_until(
+        Duration::from_secs(30),
+        || {
+            let member = member_of(&nodes[0].status(), moved_id);
+            member["cluster_addr"] == cluster_addr.as_str() && member["http_addr"] == http_addr.as_str()
+        },
+        || format!("{}\n{}", nodes[0].status(), nodes[1].log()),
+    );
+    wait_until(
+        Duration::from_secs(20),
+        || nodes[1].get("/readyz").0 == 200,
+        || nodes[1].get("/readyz").1,
+    );
+    assert!(nodes[1].add_user("through-the-moved-member").status.success());
+    let target = index(&nodes[0].status(), "commit_index");
+    wait_until(
+        Duration::from_secs(10),
+        || index(&nodes[1].status(), "applied_index") >= target,
+        || nodes[1].status().to_string(),
+    );
+}

@@ -11,11 +11,16 @@ use ipnet::IpNet;
 /// parsed (each hop appends one).
 const HOPS_MAX: usize = 16;
 
+/// True when `address` is in one of the `trusted` proxies' networks.
+pub fn is_trusted(trusted: &[IpNet], address: &IpAddr) -> bool {
+    trusted.iter().any(|net| net.contains(address))
+}
+
 /// The client's address. Walks `X-Forwarded-For` from the right (the entry
 /// the nearest proxy appended) past trusted proxies; an entry a client
 /// wrote itself, left of the first untrusted hop, is never believed.
 pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |address: &IpAddr| trusted.iter().any(|net| net.contains(address));
+    let is_trusted = |address: &IpAddr| is_trusted(trusted, address);
     let mut client = peer.ip().to_canonical();
     if !is_trusted(&client) {
         return client;

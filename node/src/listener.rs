@@ -130,7 +130,7 @@ fn admit(total: &Arc<Semaphore>, per_address: &Arc<PerAddress>, limits: &Limits,
         return None;
     };
     let address = address.to_canonical();
-    let slot = if limits.trusted_proxies.iter().any(|net| net.contains(&address)) {
+    let slot = if crate::client_addr::is_trusted(&limits.trusted_proxies, &address) {
         None
     } else {
         match PerAddress::take(per_address, address, limits.per_address_max) {

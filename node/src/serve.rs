@@ -315,6 +315,8 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // One list for the listener's per-address cap and the rate limits.
+    let trusted_proxies: Arc<[ipnet::IpNet]> = config.http.trusted_proxies.clone().into();
     let app_state = crate::http::AppState {
         popularity: Arc::new(crate::gossip::Popularity::new(
             config.p2p.popular_after,
@@ -337,7 +339,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         readiness: Arc::new(crate::readiness::Readiness::for_timing(&config.cluster.timing)),
         unattended_admin: std::env::var_os("OMEGA_ADMIN_USER").is_some()
             && std::env::var_os("OMEGA_ADMIN_PASSWORD").is_some(),
-        trusted_proxies: config.http.trusted_proxies.clone().into(),
+        trusted_proxies: trusted_proxies.clone(),
     };
     let state = app_state.clone();
     let app = crate::http::router(app_state);
@@ -350,7 +352,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             .connections_max
             .unwrap_or_else(|| crate::listener::connections_for(open_files)),
         per_address_max: config.http.connections_per_address,
-        trusted_proxies: config.http.trusted_proxies.clone().into(),
+        trusted_proxies,
     };
     let http = tokio::spawn(crate::listener::serve(http_listener, app, limits));
     println!("omega: HTTP on {http_addr}");

@@ -189,14 +189,20 @@ pub(crate) async fn issue_tokens(state: &AppState, user: &User) -> ApiResult<Tok
             expires_ms: now_ms.saturating_add(REFRESH_TTL_MS),
         })
         .await?;
+    Ok(token_response(state, user, refresh_token, now_ms))
+}
+
+/// The answer to a sign-in or a refresh: a new access token for `user`
+/// beside its new `refresh_token`.
+fn token_response(state: &AppState, user: &User, refresh_token: String, now_ms: u64) -> TokenResponse {
     let (access_token, _) = state.tokens.access_token(user.id, now_ms);
-    Ok(TokenResponse {
+    TokenResponse {
         access_token,
         refresh_token,
         token_type: "Bearer",
         expires_in: ACCESS_TTL_MS / 1000,
         user: UserView::from(user),
-    })
+    }
 }
 
 /// Signs in with a user name and password (and a TOTP code when enrolled).
@@ -275,14 +281,7 @@ pub async fn refresh(
     // Applied through Raft, so this node has the user as of the rotation.
     let user = read::user(state.cluster.tables(), user_id)?
         .ok_or_else(|| ApiError::unauthorized("the user no longer exists"))?;
-    let (access_token, _) = state.tokens.access_token(user.id, now_ms);
-    Ok(Json(TokenResponse {
-        access_token,
-        refresh_token,
-        token_type: "Bearer",
-        expires_in: ACCESS_TTL_MS / 1000,
-        user: UserView::from(&user),
-    }))
+    Ok(Json(token_response(&state, &user, refresh_token, now_ms)))
 }
 
 /// Revokes a refresh token.

@@ -35,13 +35,17 @@ pub async fn events(
     parts: Parts,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    let caller = match query.token.as_deref() {
-        Some(token) => Caller::from_token(&state, token)?,
-        None => Caller::from_parts(&parts, &state)?,
-    };
-    let presented = query.token.as_deref().or_else(|| super::auth::bearer(&parts));
-    let expires_ms = presented
-        .and_then(|token| state.tokens.check_access(token, state.clock.now_ms()))
+    let presented = query
+        .token
+        .as_deref()
+        .or_else(|| super::auth::bearer(&parts))
+        .ok_or_else(|| ApiError::unauthorized("sign in first"))?;
+    let caller = Caller::from_token(&state, presented)?;
+    // An access token's socket closes when the token expires; an API key's
+    // lives on.
+    let expires_ms = state
+        .tokens
+        .check_access(presented, state.clock.now_ms())
         .map(|claims| claims.expires_ms);
     let upgrade =
         upgrade.map_err(|rejection| ApiError::bad_request(format!("not a WebSocket request: {rejection}")))?;

@@ -94,9 +94,7 @@ impl AppState {
     pub fn client_ip(&self, peer: std::net::SocketAddr, headers: &axum::http::HeaderMap) -> std::net::IpAddr {
         crate::client_addr::client_ip(peer, headers, &self.trusted_proxies)
     }
-}
 
-impl AppState {
     /// Replicates `command`; a refusal of the state machine becomes its API
     /// error.
     pub async fn write(&self, command: Command) -> ApiResult<Response> {

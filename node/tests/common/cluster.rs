@@ -47,8 +47,42 @@ impl Node {
     }
 
     /// Starts `omega serve` with `extra` arguments; `admin`: with the
-    /// administrator `admin` / `admin-password` from the environment.
+    /// administrator `admin` / `admin-password` from the environment. Waits
+    /// for its control socket. Its HTTP port was free when chosen, but
+    /// another test may take it before the node binds it (tests run in
+    /// parallel, and a restarted node's port was free for a while): then it
+    /// starts again on another.
     pub fn start_with(&mut self, config: &Path, join: Option<(&Node, &str)>, extra: &[&str], admin: bool) {
+        for attempt in 0..3 {
+            self.spawn(config, join, extra, admin);
+            let mut child = self.child.take().unwrap();
+            let mut exited = false;
+            wait_until(
+                Duration::from_secs(20),
+                || {
+                    exited = child.try_wait().unwrap().is_some();
+                    exited || self.try_status().is_some()
+                },
+                || self.log(),
+            );
+            if !exited {
+                self.child = Some(child);
+                return;
+            }
+            let log = self.log();
+            assert!(
+                attempt < 2 && log.contains("(HTTP): Address already in use"),
+                "omega serve exited: {log}"
+            );
+            self.http_port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+        }
+    }
+
+    fn spawn(&mut self, config: &Path, join: Option<(&Node, &str)>, extra: &[&str], admin: bool) {
         std::fs::create_dir_all(&self.dir).unwrap();
         let log = std::fs::File::create(self.dir.join("serve.log")).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_omega"));
@@ -76,7 +110,6 @@ impl Node {
             command.args(["--join", &via.addr(), "--token-file"]).arg(&token_file);
         }
         self.child = Some(command.spawn().unwrap());
-        wait_until(Duration::from_secs(20), || self.try_status().is_some(), || self.log());
     }
 
     pub fn kill(&mut self) {

@@ -281,6 +281,11 @@ impl<T: Transport> Cluster<T> {
         self.is_in_membership(id).unwrap_or(true)
     }
 
+    /// True while this node leads the group.
+    pub fn is_leader(&self) -> bool {
+        metrics_now(&self.raft).state == ServerState::Leader
+    }
+
     /// Whether node `id` is in the membership as this node knows it; `None`
     /// while it knows no membership at all (a joiner before its first
     /// append).
@@ -624,24 +629,36 @@ impl<T: Transport> Cluster<T> {
             // not just from the voters.
             PeerRequest::RemoveMember { id } => {
                 let _one_at_a_time = self.membership_changes.lock().await;
-                let fingerprint = self
-                    .known_member(id)
-                    .map(|member| member.cert_fingerprint)
-                    .filter(|fingerprint| !fingerprint.is_empty());
-                let removed = self.change_voters(ChangeMembers::RemoveVoters([id].into())).await;
-                match (removed, fingerprint) {
-                    (PeerResponse::Done, Some(fingerprint)) => {
-                        // Its certificate stays CA-signed: refuse it by name.
-                        match self
-                            .raft
-                            .client_write(Command::RevokeCertificate { fingerprint, node: id })
-                            .await
-                        {
-                            Ok(_) => PeerResponse::Done,
-                            Err(error) => self.failure(&error),
-                        }
+                let recorded = self.known_member(id);
+                if recorded.is_some() {
+                    let removed = self.change_voters(ChangeMembers::RemoveVoters([id].into())).await;
+                    if !matches!(removed, PeerResponse::Done) {
+                        return removed;
                     }
-                    (other, _) => other,
+                } else {
+                    // Out of the membership already: a removed leader
+                    // stepped down (or stopped) before it could revoke
+                    // itself, and the caller asks the new leader to finish.
+                    // Ids are the log indexes of admissions, so one not yet
+                    // applied here was never a member and is not revoked.
+                    let applied = metrics_now(&self.raft).last_applied.map_or(0, |log_id| log_id.index);
+                    if id > applied {
+                        return PeerResponse::Error(format!("node {id} is not a member"));
+                    }
+                }
+                // Its certificate stays CA-signed: refuse it by name, by its
+                // fingerprint when recorded and by its id in any case.
+                let fingerprint = recorded
+                    .map(|member| member.cert_fingerprint)
+                    .filter(|fingerprint| !fingerprint.is_empty())
+                    .unwrap_or_else(|| format!("node {id}"));
+                match self
+                    .raft
+                    .client_write(Command::RevokeCertificate { fingerprint, node: id })
+                    .await
+                {
+                    Ok(_) => PeerResponse::Done,
+                    Err(error) => self.failure(&error),
                 }
             }
         }
@@ -660,7 +677,9 @@ impl<T: Transport> Cluster<T> {
     where
         E: std::error::Error + TryAsRef<ForwardToLeader>,
     {
-        if error.forward_to_leader().is_some() {
+        // A node that stopped (a removed leader on its way out) cannot
+        // answer; the caller asks another member, as it would a follower.
+        if error.forward_to_leader().is_some() || matches!(error, RaftError::Fatal(_)) {
             self.not_leader()
         } else {
             PeerResponse::Error(error.to_string())

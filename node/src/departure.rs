@@ -91,7 +91,10 @@ impl Watch {
                 self.seen_in_membership = true;
                 false
             }
-            Some(false) => self.seen_in_membership,
+            // A leader that removed itself still finishes the removal (it
+            // revokes its own certificate next): it stops once a member
+            // refuses it, or once it no longer leads.
+            Some(false) => self.seen_in_membership && !member.cluster.is_leader(),
             None => false,
         }
     }

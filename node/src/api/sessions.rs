@@ -143,7 +143,7 @@ pub async fn purge_expired(state: AppState) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if state.cluster.status().state != "leader" {
+        if !state.cluster.is_leader() {
             continue;
         }
         for _ in 0..PURGE_ROUNDS_MAX {

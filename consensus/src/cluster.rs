@@ -312,8 +312,8 @@ impl<T: Transport> Cluster<T> {
         others.get(attempt % others.len()).cloned()
     }
 
-    /// A member's entry in the current membership.
-    fn known_member(&self, id: NodeId) -> Option<MemberNode> {
+    /// Member `id`'s entry as this node knows the membership.
+    pub fn known_member(&self, id: NodeId) -> Option<MemberNode> {
         let metrics = metrics_now(&self.raft);
         metrics.membership_config.membership().get_node(&id).cloned()
     }
@@ -473,11 +473,6 @@ impl<T: Transport> Cluster<T> {
             PeerResponse::Done => Ok(()),
             other => Err(ClusterError::Remote(format!("unexpected answer {other:?}"))),
         }
-    }
-
-    /// Member `id`'s entry as this node knows the membership.
-    pub fn recorded_member(&self, id: NodeId) -> Option<MemberNode> {
-        self.known_member(id)
     }
 
     /// Removes a member from the group.

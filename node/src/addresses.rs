@@ -18,7 +18,7 @@ const TRIES_MAX: u32 = 60;
 /// Records `now` as node `id`'s addresses when the membership has others.
 pub async fn keep_recorded(cluster: Arc<Cluster<QuicTransport>>, id: NodeId, now: MemberNode) {
     for _ in 0..TRIES_MAX {
-        match cluster.recorded_member(id) {
+        match cluster.known_member(id) {
             Some(recorded) if recorded.cluster_addr == now.cluster_addr && recorded.http_addr == now.http_addr => {
                 return;
             }

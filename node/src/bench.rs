@@ -7,6 +7,7 @@ mod p2p;
 mod raft;
 mod record;
 mod scan;
+mod serve;
 mod store;
 mod transcode;
 
@@ -31,6 +32,8 @@ pub enum BenchCommand {
     Transcode(transcode::TranscodeBench),
     /// One blob between two peers: the P2P path against raw quinn.
     P2p(p2p::P2pBench),
+    /// A direct stream and a kept HLS segment: Omega against nginx.
+    Serve(serve::ServeBench),
 }
 
 /// Runs a benchmark.
@@ -41,6 +44,7 @@ pub fn run(_global: &GlobalArgs, command: BenchCommand) -> anyhow::Result<ExitCo
         BenchCommand::Scan(bench) => scan::run(&bench),
         BenchCommand::Transcode(bench) => transcode::run(&bench),
         BenchCommand::P2p(bench) => p2p::run(&bench),
+        BenchCommand::Serve(bench) => serve::run(&bench),
     }
 }
 
@@ -109,6 +113,18 @@ impl BenchNode {
             _process: Processes(vec![child]),
             addr: std::net::SocketAddr::from(([127, 0, 0, 1], http_port)),
         })
+    }
+
+    /// Whether the node has an ffmpeg child running (an encode).
+    fn runs_ffmpeg(&self) -> bool {
+        let Some(node) = self._process.0.first() else {
+            return false;
+        };
+        std::process::Command::new("pgrep")
+            .args(["-P", &node.id().to_string(), "ffmpeg"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
     }
 
     /// Signs in as `bench` once the node answers; the access token.

@@ -59,3 +59,4 @@ pub mod transcoder;
 pub mod units;
 pub mod user_cmd;
 pub mod web;
+pub mod zero_copy;

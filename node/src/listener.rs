@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 
+use crate::zero_copy::ZeroCopyStream;
+
 /// The bounds of the HTTP listener.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -105,13 +107,18 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits) {
         tokio::spawn(async move {
             let _admission = admission;
             metrics::gauge!("omega_http_connections").increment(1.0);
+            let (stream, zero_copy) = ZeroCopyStream::new(stream);
             let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
+                request.extensions_mut().insert(zero_copy.clone());
                 app.clone().oneshot(request)
             });
+            // writev: body buffers reach the stream as they are, which
+            // zero-copy file bodies rely on (see crate::zero_copy).
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
+                .writev(true)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             if let Err(error) = connection.await {

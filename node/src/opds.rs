@@ -528,7 +528,7 @@ async fn file(
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
     book.fields.media = vec![media];
-    let mut response = serve_file(&state, &book, &parts.headers).await?;
+    let mut response = serve_file(&state, &book, &parts.headers, parts.extensions.get()).await?;
     // Readers name the download after this.
     let disposition = format!("attachment; filename*=UTF-8''{}", segment(&name));
     if let Ok(value) = HeaderValue::from_str(&disposition) {

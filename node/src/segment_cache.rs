@@ -182,9 +182,86 @@ fn oldest_past_budget(sizes: &HashMap<String, u64>, last_use: &HashMap<String, u
     victims
 }
 
+/// Kept segments' places in the store's pack files remembered in memory,
+/// so that a segment served again costs no index read and no hop to a
+/// blocking thread. An entry is good while the store's epoch is the one
+/// read before its lookup (any index change forgets them all, which also
+/// lets go of pack files the store removed).
+#[derive(Debug, Default)]
+pub struct KeptSpans {
+    entries: Mutex<KeptEntries>,
+}
+
+#[derive(Debug, Default)]
+struct KeptEntries {
+    epoch: u64,
+    spans: HashMap<String, Vec<omega_storage::FileSpan>>,
+}
+
+impl KeptEntries {
+    /// Forgets every entry found before `epoch`.
+    fn forget_before(&mut self, epoch: u64) {
+        if epoch > self.epoch {
+            self.spans.clear();
+            self.epoch = epoch;
+        }
+    }
+}
+
+/// Segments whose places are remembered; past this, all are forgotten.
+const KEPT_SPANS_MAX: usize = 4096;
+
+impl KeptSpans {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeptEntries> {
+        self.entries.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// The places of `reference`, if remembered and the store's epoch is
+    /// still `epoch`.
+    pub fn get(&self, reference: &str, epoch: u64) -> Option<Vec<omega_storage::FileSpan>> {
+        let mut entries = self.lock();
+        if entries.epoch != epoch {
+            entries.forget_before(epoch);
+            return None;
+        }
+        entries.spans.get(reference).cloned()
+    }
+
+    /// Remembers the places of `reference`, found after reading `epoch`.
+    pub fn put(&self, reference: &str, epoch: u64, spans: Vec<omega_storage::FileSpan>) {
+        let mut entries = self.lock();
+        entries.forget_before(epoch);
+        if entries.epoch != epoch {
+            // Found before a change the entries already know of.
+            return;
+        }
+        if entries.spans.len() >= KEPT_SPANS_MAX {
+            entries.spans.clear();
+        }
+        entries.spans.insert(reference.to_owned(), spans);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kept_places_hold_only_while_the_store_epoch_does() {
+        let file = std::sync::Arc::new(tempfile::tempfile().unwrap());
+        let spans = vec![omega_storage::FileSpan { file, offset: 0, len: 10 }];
+        let kept = KeptSpans::default();
+        kept.put("hls:a:720p:0", 3, spans.clone());
+        assert_eq!(kept.get("hls:a:720p:0", 3).map(|spans| spans.len()), Some(1));
+        assert!(kept.get("hls:a:720p:1", 3).is_none());
+        // A lookup that began before a change the entries know of is dropped.
+        kept.put("hls:a:720p:0", 4, spans.clone());
+        kept.put("hls:a:720p:1", 3, spans.clone());
+        assert!(kept.get("hls:a:720p:1", 4).is_none());
+        // A later epoch forgets everything.
+        assert!(kept.get("hls:a:720p:0", 5).is_none());
+        assert!(kept.get("hls:a:720p:0", 4).is_none());
+    }
 
     #[test]
     fn a_segment_belongs_to_its_rendition() {

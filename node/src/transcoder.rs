@@ -62,6 +62,8 @@ pub struct Transcoder {
     keeper: Option<Keeper>,
     /// The budget of segments kept in the store.
     segment_cache: Arc<SegmentCache>,
+    /// Kept segments' places in pack files, for zero-copy answers.
+    pub kept_spans: crate::segment_cache::KeptSpans,
 }
 
 impl Transcoder {
@@ -111,6 +113,7 @@ impl Transcoder {
             probing: Mutex::new(HashMap::new()),
             keeper,
             segment_cache,
+            kept_spans: crate::segment_cache::KeptSpans::default(),
             sessions,
             ffmpeg: settings.ffmpeg.clone(),
             ffprobe: settings.ffprobe.clone(),

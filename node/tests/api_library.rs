@@ -561,3 +561,138 @@ fn positions_past_any_real_file_are_refused_on_every_protocol() {
     assert_eq!(code, 200, "{detail}");
     assert_eq!(detail["user_data"]["position_ms"], 5_000, "{detail}");
 }
+
+/// One keep-alive connection sending requests one after another; each
+/// answer is read by its Content-Length.
+struct KeepAlive {
+    reader: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl KeepAlive {
+    fn open(port: u16) -> KeepAlive {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        KeepAlive {
+            reader: std::io::BufReader::new(stream),
+        }
+    }
+
+    /// The status, the head (lower case) and the body.
+    fn send(&mut self, method: &str, path: &str, headers: &str) -> (u16, String, Vec<u8>) {
+        use std::io::{BufRead, Read, Write};
+        write!(
+            self.reader.get_mut(),
+            "{method} {path} HTTP/1.1\r\nHost: omega\r\n{headers}\r\n"
+        )
+        .unwrap();
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            head.push_str(&line.to_lowercase());
+        }
+        let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .map_or(0, |value| value.trim().parse().unwrap());
+        let mut body = vec![0_u8; if method == "HEAD" { 0 } else { length }];
+        self.reader.read_exact(&mut body).unwrap();
+        (code, head, body)
+    }
+}
+
+/// Goal: a direct stream over several zero-copy spans (`sendfile`, 2 MiB
+/// each) gives exactly the file's bytes, whole and in ranges across span
+/// boundaries, for requests one after another on one keep-alive connection
+/// (HEAD among them), as a kept HLS segment does; after the file changes,
+/// no answer gives bytes the file does not hold.
+#[test]
+fn direct_streams_and_kept_segments_go_zero_copy_byte_for_byte() {
+    let media = tempfile::tempdir().unwrap();
+    let movies = media.path().join("Movies");
+    let film = movies.join("Large (2020)/Large (2020).mkv");
+    std::fs::create_dir_all(film.parent().unwrap()).unwrap();
+    common::h264_film(&film, "1920x1080");
+    let mut file = std::fs::read(&film).unwrap();
+    let size = file.len();
+    assert!(size > 5 << 20, "the film spans three 2 MiB spans: {size} bytes");
+    let movies_arg = format!("{}:movies", movies.display());
+    let server = Server::start(&["--media", &movies_arg]);
+    let token = server.login("admin", "admin-password");
+    let library = server.library(&token, "movies");
+    server.wait_for_scans(&token, &[library], Duration::from_secs(60));
+    let id = movie_ids(&server, &token)[0].1;
+    let stream = format!("/api/v1/items/{id}/stream");
+    let auth = format!("Authorization: Bearer {token}\r\n");
+
+    let mut connection = KeepAlive::open(server.http_port);
+    let boundary = 2 << 20;
+    for round in 0..2 {
+        let (code, _, body) = connection.send("GET", &stream, &auth);
+        assert_eq!(code, 200, "round {round}");
+        assert!(body == file, "round {round}: the whole file differs");
+        let range = format!("{auth}Range: bytes={}-{}\r\n", boundary - 1000, 2 * boundary + 5);
+        let (code, head, body) = connection.send("GET", &stream, &range);
+        assert_eq!(code, 206, "{head}");
+        assert!(
+            body == file[boundary - 1000..=2 * boundary + 5],
+            "round {round}: a range differs"
+        );
+        let (code, head, body) = connection.send("HEAD", &stream, &auth);
+        assert_eq!((code, body.len()), (200, 0));
+        assert!(head.contains(&format!("content-length: {size}")), "{head}");
+        let (code, _, body) = connection.send("GET", &stream, &format!("{auth}Range: bytes=-10\r\n"));
+        assert_eq!((code, body.as_slice()), (206, &file[size - 10..]));
+    }
+
+    // A kept segment: made once, then sent from the store's pack file.
+    let (code, _, master) = connection.send("GET", &format!("/api/v1/items/{id}/hls/master.m3u8"), &auth);
+    assert_eq!(code, 200);
+    let master = String::from_utf8(master).unwrap();
+    let variant = master.lines().find(|line| line.starts_with("360p/")).unwrap();
+    let query = variant.split_once('?').unwrap().1;
+    let segment = format!("/api/v1/items/{id}/hls/360p/1.m4s?{query}");
+    let (code, _, made) = connection.send("GET", &segment, "");
+    assert_eq!(code, 200);
+    let started = Instant::now();
+    loop {
+        let (_, _, metrics) = connection.send("GET", "/metrics", "");
+        if String::from_utf8_lossy(&metrics).contains("omega_hls_segments_total{origin=\"store\"}") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the segment was not kept");
+        std::thread::sleep(Duration::from_millis(200));
+        let (code, _, again) = connection.send("GET", &segment, "");
+        assert_eq!((code, again == made), (200, true));
+    }
+    for _ in 0..3 {
+        let (code, _, kept) = connection.send("GET", &segment, "");
+        assert_eq!(
+            (code, kept == made),
+            (200, true),
+            "a kept segment differs from the one made"
+        );
+    }
+
+    // The file changes in place (same size): an answer is refused (409,
+    // cut off) or, once the watcher has rescanned it, the new bytes.
+    file[size / 2] ^= 0xff;
+    file[100] ^= 0xff;
+    std::fs::write(&film, &file).unwrap();
+    let (code, head, body) = common::http_raw(server.http_port, "GET", &stream, &auth, b"");
+    match code {
+        409 => assert!(
+            String::from_utf8_lossy(&body).contains("changed since it was scanned"),
+            "{head}"
+        ),
+        200 => assert!(
+            body.len() < size || body == file,
+            "a changed file gave bytes it does not hold"
+        ),
+        other => panic!("HTTP {other}: {head}"),
+    }
+}

@@ -166,6 +166,8 @@ impl IndexBackend for RocksIndex {
 #[derive(Debug)]
 pub struct Index {
     backend: Box<dyn IndexBackend>,
+    /// Commits so far (see [`Index::epoch`]).
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Index {
@@ -176,7 +178,16 @@ impl Index {
 
     /// The index on `backend`.
     pub fn on(backend: Box<dyn IndexBackend>) -> Self {
-        Index { backend }
+        Index {
+            backend,
+            epoch: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Changes with every commit that changes something (and only then):
+    /// an answer read from the index stays true while this is unchanged.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Reads a raw value.
@@ -227,7 +238,11 @@ impl Index {
         if batch.changes.is_empty() {
             return Ok(());
         }
-        self.backend.commit(batch.changes)
+        // After the write lands: a reader that saw an epoch before reading
+        // the index keeps its answer only while no commit came after it.
+        let committed = self.backend.commit(batch.changes);
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        committed
     }
 
     /// Starts an empty batch.

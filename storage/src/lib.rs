@@ -40,5 +40,6 @@ pub use chunker::ChunkerConfig;
 pub use error::{Result, StoreError};
 pub use ids::{BlobId, ChunkId, Hash32, PackId};
 pub use store::{
-    Backends, GcReport, IngestReport, Residency, ScrubFinding, ScrubReport, Store, StoreConfig, StoreStats, TierReport,
+    Backends, FileCheck, FileSpan, GcReport, IngestReport, Residency, ScrubFinding, ScrubReport, Store, StoreConfig,
+    StoreStats, TierReport,
 };

@@ -55,6 +55,12 @@ pub trait PackBackend: Send + Sync + std::fmt::Debug {
     /// cutting off (durably) anything after them; a missing pack is a
     /// `NotFound` error.
     fn append_after(&self, pack: PackId, len: u64) -> std::io::Result<Box<dyn PackFile>>;
+    /// The open file of `pack`, for a server that sends its bytes without
+    /// reading them (`sendfile`); `None` where packs are not files (the
+    /// simulator's disk).
+    fn file(&self, _pack: PackId) -> Option<std::io::Result<Arc<File>>> {
+        None
+    }
 }
 
 /// Packs as files in one directory.
@@ -120,6 +126,10 @@ impl DirPacks {
 }
 
 impl PackBackend for DirPacks {
+    fn file(&self, pack: PackId) -> Option<std::io::Result<Arc<File>>> {
+        Some(self.reader(pack))
+    }
+
     fn read_at(&self, pack: PackId, offset: u64, len: u32) -> std::io::Result<Vec<u8>> {
         let file = self.reader(pack)?;
         let mut bytes = vec![0_u8; len as usize];
@@ -207,6 +217,11 @@ impl HotPacks {
     /// Reads `len` bytes at `offset` of `pack`. A short file is an error.
     pub fn read_at(&self, pack: PackId, offset: u64, len: u32) -> std::io::Result<Vec<u8>> {
         self.backend.read_at(pack, offset, len)
+    }
+
+    /// The open file of `pack`, where packs are files.
+    pub fn file(&self, pack: PackId) -> Option<std::io::Result<Arc<File>>> {
+        self.backend.file(pack)
     }
 
     /// Reads a whole pack.

@@ -6,6 +6,7 @@
 //! [`Store::writer`], so read-modify-write of records (reference counts, pack
 //! fill, counters) never races. Reads take no lock.
 
+mod checks;
 mod ingest;
 mod maintain;
 mod read;
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 
+pub use checks::{FileCheck, FileSpan};
 pub use ingest::{IngestReport, Residency};
 pub use maintain::{GcReport, ScrubFinding, ScrubReport};
 pub use tiering::TierReport;
@@ -146,6 +148,8 @@ pub struct Store {
     config: StoreConfig,
     writer: Mutex<WriteState>,
     policy: Mutex<TierPolicy>,
+    /// Chunks of in-place files found good (see [`checks`]).
+    checks: checks::FileChecks,
 }
 
 impl Store {
@@ -211,6 +215,7 @@ impl Store {
                 counters,
             }),
             policy: Mutex::new(TierPolicy::default()),
+            checks: checks::FileChecks::default(),
         })
     }
 
@@ -237,6 +242,13 @@ impl Store {
 
     fn lock_policy(&self) -> MutexGuard<'_, TierPolicy> {
         self.policy.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Changes whenever the store's index changes (a reference, a chunk's
+    /// place, a pack's tier): where-bytes-lie answers such as
+    /// [`Store::blob_file_spans`] may be cached while it stays the same.
+    pub fn epoch(&self) -> u64 {
+        self.index.epoch()
     }
 
     /// Store-wide figures.

@@ -444,6 +444,80 @@ fn in_place_files_are_verified_on_read() {
     assert_scrub_clean(&store);
 }
 
+/// Goal: a file sent without being read (zero-copy) is checked against its
+/// blob once, chunk by chunk; a file changed since (new modification time)
+/// is checked again and refused, naming the file; a range outside the
+/// blob is an error.
+#[test]
+fn checked_file_ranges_are_remembered_until_the_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store"), small_config()).unwrap();
+    let bytes = random_bytes(200_000, 4);
+    let path = write_file(dir.path(), "movie.mkv", &bytes);
+    let blob = ingest(&store, &path, Residency::InPlace).blob;
+    let size = bytes.len() as u64;
+    let file = std::fs::File::open(&path).unwrap();
+    store.check_file_range(&blob, &file, &path, 1_000, 90_000).unwrap();
+    store.check_file_range(&blob, &file, &path, 0, size).unwrap();
+    store.check_file_range(&blob, &file, &path, size, size).unwrap();
+    let outside = store.check_file_range(&blob, &file, &path, 0, size + 1).unwrap_err();
+    assert!(matches!(outside, StoreError::RangeOutOfBounds { .. }), "{outside}");
+
+    // A write in place: same inode, new modification time.
+    let mut changed = bytes.clone();
+    changed[150_000] ^= 0xff;
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&path, &changed).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    // Chunks away from the change still hold the blob's bytes.
+    store.check_file_range(&blob, &file, &path, 0, 10_000).unwrap();
+    let error = store.check_file_range(&blob, &file, &path, 0, size).unwrap_err();
+    assert!(matches!(error, StoreError::FileChanged { .. }), "{error}");
+    assert!(error.to_string().contains("movie.mkv"));
+    // A truncated file is refused without a read.
+    std::fs::write(&path, &bytes[..1000]).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let error = store.check_file_range(&blob, &file, &path, 0, 10).unwrap_err();
+    assert!(matches!(error, StoreError::FileChanged { .. }), "{error}");
+}
+
+/// Goal: a stored blob's bytes are found in its hot pack files as spans
+/// that hold exactly the asked range (adjacent chunks merged), checked
+/// once; a blob with a chunk only in place has no spans.
+#[test]
+fn stored_blobs_lie_in_pack_file_spans() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store"), small_config()).unwrap();
+    let bytes = random_bytes(300_000, 5);
+    let blob = store.ingest_bytes(&bytes, "cache:segment").unwrap().blob;
+    let read_spans = |start: u64, end: u64| -> Vec<u8> {
+        let spans = store.blob_file_spans(&blob, start, end).unwrap().expect("hot spans");
+        let mut out = Vec::new();
+        for span in spans {
+            let mut part = vec![0_u8; span.len as usize];
+            span.file.read_exact_at(&mut part, span.offset).unwrap();
+            out.extend_from_slice(&part);
+        }
+        out
+    };
+    assert_eq!(read_spans(0, 300_000), bytes);
+    assert_eq!(read_spans(12_345, 250_001), bytes[12_345..250_001]);
+    assert!(read_spans(7, 7).is_empty());
+    let spans = store.blob_file_spans(&blob, 0, 300_000).unwrap().unwrap();
+    let chunks = store.blob(&blob).unwrap().chunks.len();
+    assert!(
+        spans.len() < chunks,
+        "adjacent chunks are merged: {} spans for {chunks} chunks",
+        spans.len()
+    );
+    assert!(store.blob_file_spans(&blob, 0, 300_001).is_err());
+
+    let in_place = write_file(dir.path(), "film.mkv", &random_bytes(50_000, 6));
+    let only_there = ingest(&store, &in_place, Residency::InPlace).blob;
+    assert!(store.blob_file_spans(&only_there, 0, 50_000).unwrap().is_none());
+}
+
 /// Goal: a batch of in-place files commits once, counts a blob two files
 /// share once, and fails only the files that cannot be read.
 #[test]

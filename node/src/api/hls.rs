@@ -29,6 +29,7 @@ use super::signed::{StreamQuery, authorize};
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::segment_cache::SEGMENT_PREFIX;
 use crate::transcoder::Transcoder;
+use crate::zero_copy::ZeroCopy;
 
 /// The query of the master playlist: the stream token, and what the
 /// client's playback decision left out.
@@ -300,15 +301,36 @@ pub async fn file(
         }
         Part::Segment(index)
     };
-    let bytes = segment_bytes(&state, &source, &rendition, &plan, part, &viewer).await?;
-    Ok((
+    let zero_copy = parts.extensions.get::<ZeroCopy>();
+    let (body, length) = match segment_bytes(&state, &source, &rendition, &plan, part, &viewer, zero_copy).await? {
+        SegmentBytes::InMemory(bytes) => {
+            let length = bytes.len() as u64;
+            (axum::body::Body::from(bytes), length)
+        }
+        SegmentBytes::InPacks(spans, zero_copy) => {
+            let length = spans.iter().map(|span| span.len).sum::<u64>();
+            (crate::zero_copy::spans_body(spans, zero_copy), length)
+        }
+    };
+    let mut response = (
         [
             (header::CONTENT_TYPE, media_type),
             (header::CACHE_CONTROL, "private, max-age=86400"),
         ],
-        bytes,
+        body,
     )
-        .into_response())
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, axum::http::HeaderValue::from(length));
+    Ok(response)
+}
+
+/// A segment's bytes: read into memory, or where they lie in the store's
+/// hot pack files, to be sent by `sendfile` on the request's connection.
+enum SegmentBytes {
+    InMemory(Vec<u8>),
+    InPacks(Vec<omega_storage::FileSpan>, ZeroCopy),
 }
 
 /// A file of a rendition.
@@ -349,18 +371,38 @@ async fn segment_bytes(
     plan: &SegmentPlan,
     part: Part,
     viewer: &str,
-) -> ApiResult<Vec<u8>> {
+    zero_copy: Option<&ZeroCopy>,
+) -> ApiResult<SegmentBytes> {
     let reference = part.reference(&source.id, &rendition.name);
     if let Some(store) = state.store.clone() {
-        let lookup = reference.clone();
-        let stored = tokio::task::spawn_blocking(move || -> omega_storage::Result<Option<Vec<u8>>> {
-            let Some(blob) = store.resolve_reference(&lookup)? else {
-                return Ok(None);
-            };
-            store.read_all(&blob).map(Some)
-        })
-        .await
-        .map_err(ApiError::internal)?;
+        // The epoch before any lookup: places found are good while it holds.
+        let epoch = store.epoch();
+        let remembered = zero_copy.and_then(|zero_copy| {
+            let spans = source.transcoder.kept_spans.get(&reference, epoch)?;
+            Some(SegmentBytes::InPacks(spans, zero_copy.clone()))
+        });
+        let stored = match remembered {
+            Some(remembered) => Ok(Some(remembered)),
+            None => {
+                let (lookup, zero_copy, transcoder) =
+                    (reference.clone(), zero_copy.cloned(), source.transcoder.clone());
+                tokio::task::spawn_blocking(move || -> omega_storage::Result<Option<SegmentBytes>> {
+                    let Some(blob) = store.resolve_reference(&lookup)? else {
+                        return Ok(None);
+                    };
+                    if let Some(zero_copy) = zero_copy {
+                        let size = store.blob(&blob)?.size;
+                        if let Some(spans) = store.blob_file_spans(&blob, 0, size)? {
+                            transcoder.kept_spans.put(&lookup, epoch, spans.clone());
+                            return Ok(Some(SegmentBytes::InPacks(spans, zero_copy)));
+                        }
+                    }
+                    store.read_all(&blob).map(|bytes| Some(SegmentBytes::InMemory(bytes)))
+                })
+                .await
+                .map_err(ApiError::internal)?
+            }
+        };
         match stored {
             Ok(Some(bytes)) => {
                 metrics::counter!("omega_hls_segments_total", "origin" => "store").increment(1);
@@ -393,7 +435,7 @@ async fn segment_bytes(
     if let Some(transcoder) = &state.transcoder {
         transcoder.keep_segment(reference, bytes.clone());
     }
-    Ok(bytes)
+    Ok(SegmentBytes::InMemory(bytes))
 }
 
 async fn subtitle_file(source: &Source, file: &str, token: &str) -> ApiResult<Response> {

@@ -13,7 +13,6 @@ use omega_consensus::command::Command;
 use omega_consensus::model::{Item, ItemKind, WatchState};
 use omega_consensus::state_machine::read;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::extract::{Body, PathParam, QueryParams};
 use super::libraries::can_see;
@@ -22,6 +21,7 @@ use super::{ApiError, ApiResult, AppState, Caller};
 use crate::events::Event;
 use crate::library::enrich::IMAGE_PRIMARY;
 use crate::library::probe::Chapter;
+use crate::zero_copy::{RangeCheck, ZeroCopy};
 
 /// Largest page.
 const LIMIT_MAX: usize = 500;
@@ -723,17 +723,41 @@ pub async fn stream(
         }
         return super::proxy::to_holder(&state, holder, &parts).await;
     }
-    serve_file(&state, &item, &headers).await
+    serve_file(&state, &item, &headers, parts.extensions.get::<ZeroCopy>()).await
 }
 
 /// An item's file as it is: Range (single), If-Range, ETag, If-None-Match.
-/// The caller has checked that the requester may see `item`.
-pub(crate) async fn serve_file(state: &AppState, item: &Item, headers: &HeaderMap) -> ApiResult<Response> {
+/// The caller has checked that the requester may see `item`. On a
+/// zero-copy connection (see [`crate::zero_copy`]) the bytes go by
+/// `sendfile`; either way every chunk is first checked against the blob the
+/// scan indexed, once per version of the file (`Store::check_file_range`).
+pub(crate) async fn serve_file(
+    state: &AppState,
+    item: &Item,
+    headers: &HeaderMap,
+    zero_copy: Option<&ZeroCopy>,
+) -> ApiResult<Response> {
     let media = local_media(state, item)?;
-    let file = tokio::fs::File::open(&media.path)
-        .await
-        .map_err(|_| ApiError::not_found("the item's file is missing"))?;
-    let metadata = file.metadata().await?;
+    let path = std::path::PathBuf::from(&media.path);
+    let store = state.store.clone();
+    let blob = media.blob.map(omega_storage::Hash32);
+    let opened = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(|_| ApiError::not_found("the item's file is missing"))?;
+        let metadata = file.metadata()?;
+        // The checks of this version of the file against the blob its scan
+        // indexed, when there is a store and the scan indexed it.
+        let check = match (store, blob) {
+            (Some(store), Some(blob)) => {
+                let check = store.file_checks(&blob, &file, &path).map_err(changed_file)?;
+                Some(std::sync::Arc::new(StoreCheck { store, check }) as std::sync::Arc<dyn RangeCheck>)
+            }
+            _ => None,
+        };
+        Ok::<_, ApiError>((file, metadata, check))
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let (file, metadata, check) = opened?;
     let size = metadata.len();
     let modified = metadata
         .modified()
@@ -742,15 +766,64 @@ pub(crate) async fn serve_file(state: &AppState, item: &Item, headers: &HeaderMa
         .map_or(0, |elapsed| elapsed.as_nanos());
     let etag = format!("\"{size:x}-{modified:x}\"");
     let content_type = mime(media.path.as_str());
+    let zero_copy = zero_copy.cloned();
     serve_ranged(headers, size, etag, content_type, |start, length| async move {
-        let mut file = file;
-        file.seek(std::io::SeekFrom::Start(start)).await?;
-        Ok(HttpBody::from_stream(tokio_util::io::ReaderStream::with_capacity(
-            file.take(length),
-            256 * 1024,
-        )))
+        let file = std::sync::Arc::new(file);
+        // The first span is checked before the answer starts, so that a
+        // file changed since its scan is a clear error, not a cut-off body.
+        if let Some(check) = check.clone() {
+            let reader = file.clone();
+            let first_end = start + length.min(crate::zero_copy::SPAN_MAX as u64);
+            tokio::task::spawn_blocking(move || check.check(&reader, start, first_end))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(|error| {
+                    if error.kind() == std::io::ErrorKind::InvalidData {
+                        ApiError::new(StatusCode::CONFLICT, error.to_string())
+                    } else {
+                        ApiError::internal(error)
+                    }
+                })?;
+        }
+        Ok(crate::zero_copy::file_body(file, start, length, zero_copy, check))
     })
     .await
+}
+
+/// The store's checks of an in-place file, as a direct stream asks them.
+struct StoreCheck {
+    store: std::sync::Arc<omega_storage::Store>,
+    check: omega_storage::FileCheck,
+}
+
+impl RangeCheck for StoreCheck {
+    fn is_checked(&self, from: u64, to: u64) -> bool {
+        self.check.is_checked(from, to)
+    }
+
+    fn check(&self, file: &std::fs::File, from: u64, to: u64) -> std::io::Result<()> {
+        self.check
+            .check(&self.store, file, from, to)
+            .map_err(|error| match error {
+                omega_storage::StoreError::FileChanged { .. } => std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    changed_file(error).message().to_owned(),
+                ),
+                other => std::io::Error::other(other.to_string()),
+            })
+    }
+}
+
+/// A file that no longer holds the bytes its scan indexed (or whose blob
+/// the store forgot) is a conflict; any other store error is internal.
+fn changed_file(error: omega_storage::StoreError) -> ApiError {
+    match error {
+        omega_storage::StoreError::FileChanged { .. } | omega_storage::StoreError::BlobNotFound(_) => ApiError::new(
+            StatusCode::CONFLICT,
+            format!("the item's file changed since it was scanned; scan its library again ({error})"),
+        ),
+        other => ApiError::internal(other),
+    }
 }
 
 /// An item's file from this node's store (kept as a relay: the file is on

@@ -40,7 +40,8 @@ struct TranscodeFigures {
     ratio: f64,
 }
 
-fn ffmpeg(args: &[&str]) -> anyhow::Result<()> {
+/// Runs ffmpeg quietly with `args`.
+pub(super) fn ffmpeg(args: &[&str]) -> anyhow::Result<()> {
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
         .args(args)

@@ -97,7 +97,8 @@ pub async fn intercept(State(state): State<AppState>, request: Request, next: Ne
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| *address);
-    let request = JfRequest::new(
+    let zero_copy = parts.extensions.get::<crate::zero_copy::ZeroCopy>().cloned();
+    let mut request = JfRequest::new(
         parts.method,
         parts.uri.path(),
         parts.uri.query(),
@@ -105,6 +106,7 @@ pub async fn intercept(State(state): State<AppState>, request: Request, next: Ne
         body,
         peer,
     );
+    request.zero_copy = zero_copy;
     metrics::counter!("omega_jellyfin_requests_total").increment(1);
     match routes::dispatch(&state, &request).await {
         Ok(response) => response,
@@ -123,6 +125,8 @@ pub(crate) struct JfRequest {
     headers: HeaderMap,
     body: Bytes,
     peer: Option<SocketAddr>,
+    /// The connection's zero-copy queue, for file answers.
+    zero_copy: Option<crate::zero_copy::ZeroCopy>,
 }
 
 impl JfRequest {
@@ -158,6 +162,7 @@ impl JfRequest {
             headers,
             body,
             peer,
+            zero_copy: None,
         }
     }
 

@@ -733,7 +733,7 @@ fn hls_redirect(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Respon
 /// `/Items/{id}/File` and `/Download`: the file as it is.
 async fn file(state: &AppState, request: &JfRequest, caller: &Caller, id: &str) -> ApiResult<Response> {
     let item = visible_item(state, caller, parse_item(id)?)?;
-    serve_file(state, &item, &request.headers).await
+    serve_file(state, &item, &request.headers, request.zero_copy.as_ref()).await
 }
 
 /// `/Videos/{id}/stream[.ext]`: `static=true` is the file; otherwise the
@@ -741,7 +741,7 @@ async fn file(state: &AppState, request: &JfRequest, caller: &Caller, id: &str) 
 async fn video_stream(state: &AppState, request: &JfRequest, caller: &Caller, id: &str) -> ApiResult<Response> {
     let item = visible_item(state, caller, parse_item(id)?)?;
     if request.flag("static").unwrap_or(false) {
-        return serve_file(state, &item, &request.headers).await;
+        return serve_file(state, &item, &request.headers, request.zero_copy.as_ref()).await;
     }
     let container = request.param("container").map(str::to_ascii_lowercase);
     let own = item
@@ -754,7 +754,7 @@ async fn video_stream(state: &AppState, request: &JfRequest, caller: &Caller, id
         .as_deref()
         .is_none_or(|wanted| wanted.split(',').any(|c| c.trim() == own))
     {
-        return serve_file(state, &item, &request.headers).await;
+        return serve_file(state, &item, &request.headers, request.zero_copy.as_ref()).await;
     }
     hls_redirect(state, caller, &item.id.to_string())
 }
@@ -782,7 +782,7 @@ async fn audio(state: &AppState, request: &JfRequest, caller: &Caller, id: &str)
         .and_then(|rate| rate.parse::<u64>().ok());
     let too_fast = max_bps.is_some_and(|max| source_bps.is_none_or(|rate| rate > max));
     if request.flag("static").unwrap_or(false) || (plays_own && !too_fast) {
-        return serve_file(state, &item, &request.headers).await;
+        return serve_file(state, &item, &request.headers, request.zero_copy.as_ref()).await;
     }
     let wants_opus = request
         .param("audiocodec")

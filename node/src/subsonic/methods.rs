@@ -413,7 +413,9 @@ async fn stream(request: &Request<'_>) -> Result<Answer, Failure> {
     let too_fast = max_kbps > 0 && source_kbps.is_none_or(|rate| rate > max_kbps);
     let other_format = format != "raw" && !format.eq_ignore_ascii_case(&own);
     if !too_fast && !other_format {
-        return Ok(Answer::Raw(serve_file(request.state, &item, request.headers).await?));
+        return Ok(Answer::Raw(
+            serve_file(request.state, &item, request.headers, request.zero_copy).await?,
+        ));
     }
     let codec = match format {
         "opus" | "ogg" => omega_transcode::audio::AudioFormat::Opus,

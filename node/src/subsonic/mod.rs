@@ -185,6 +185,8 @@ pub struct Request<'a> {
     pub params: &'a Params,
     /// Its headers (Range, If-None-Match).
     pub headers: &'a HeaderMap,
+    /// Its connection's zero-copy queue, for file answers.
+    pub zero_copy: Option<&'a crate::zero_copy::ZeroCopy>,
 }
 
 /// The answer's encoding.
@@ -199,6 +201,7 @@ async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(method): Path<String>,
     RawQuery(query): RawQuery,
+    zero_copy: Option<axum::Extension<crate::zero_copy::ZeroCopy>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -220,6 +223,7 @@ async fn handle(
             caller,
             params: &params,
             headers: &headers,
+            zero_copy: zero_copy.as_ref().map(|axum::Extension(zero_copy)| zero_copy),
         };
         methods::dispatch(&method, request).await
     }

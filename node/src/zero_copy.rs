@@ -1,0 +1,300 @@
+//! Zero-copy file bodies: a file's bytes go from the page cache to the
+//! client's socket with `sendfile`, never through Omega's memory, as nginx
+//! sends them.
+//!
+//! hyper writes a response body from the `Bytes` chunks it is given, and
+//! with its writev strategy it hands those very buffers to the connection's
+//! stream. A file body made here yields, for each span of the file, a slice
+//! of [`MARKER`] (a static region that is never read) as long as the span,
+//! and queues the span on its connection's [`ZeroCopy`]; the connection's
+//! [`ZeroCopyStream`], handed a buffer that points into `MARKER`, sends the
+//! span's bytes with `sendfile` instead.
+//!
+//! **Invariant:** this holds only while body buffers reach the stream as
+//! they are: HTTP/1 with `http1::Builder::writev(true)` (the listener sets
+//! it; hyper is pinned to the version whose queue strategy is known), and
+//! no layer that reads or transforms response bodies. A marker and its span
+//! must agree in length, or the connection fails rather than send a wrong
+//! byte. Only the listener makes a `ZeroCopy`; a request without one (a
+//! test calling the router, a future TLS listener) gets the bytes read.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+
+use axum::body::{Body, Bytes};
+use futures_util::StreamExt as _;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The most bytes one span (and one body chunk) covers.
+pub const SPAN_MAX: usize = 2 << 20;
+
+/// Stands for file bytes in body chunks. Zero-initialised and never read,
+/// so it takes address space, not memory.
+static MARKER: [u8; SPAN_MAX] = [0; SPAN_MAX];
+
+/// Bytes of a file still to be sent.
+#[derive(Debug)]
+struct Span {
+    file: Arc<File>,
+    offset: u64,
+    remaining: usize,
+}
+
+/// One connection's spans to send, in body order.
+#[derive(Debug, Clone, Default)]
+pub struct ZeroCopy(Arc<Mutex<VecDeque<Span>>>);
+
+impl ZeroCopy {
+    fn spans(&self) -> MutexGuard<'_, VecDeque<Span>> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// A body chunk standing for `len` bytes of `file` from `offset`.
+    fn marker(&self, file: Arc<File>, offset: u64, len: usize) -> Bytes {
+        assert!(len > 0 && len <= SPAN_MAX, "a span is 1..=SPAN_MAX bytes");
+        self.spans().push_back(Span {
+            file,
+            offset,
+            remaining: len,
+        });
+        Bytes::from_static(&MARKER[..len])
+    }
+}
+
+/// Whether `buffer` is (part of) a marker.
+fn is_marker(buffer: &[u8]) -> bool {
+    let start = MARKER.as_ptr() as usize;
+    let at = buffer.as_ptr() as usize;
+    !buffer.is_empty() && at >= start && at < start + SPAN_MAX
+}
+
+/// A client connection whose marker writes are sent from files.
+#[derive(Debug)]
+pub struct ZeroCopyStream {
+    tcp: TcpStream,
+    zero_copy: ZeroCopy,
+}
+
+impl ZeroCopyStream {
+    /// `tcp`, sending the spans queued on the returned [`ZeroCopy`].
+    pub fn new(tcp: TcpStream) -> (ZeroCopyStream, ZeroCopy) {
+        let zero_copy = ZeroCopy::default();
+        let stream = ZeroCopyStream {
+            tcp,
+            zero_copy: zero_copy.clone(),
+        };
+        (stream, zero_copy)
+    }
+
+    /// Sends bytes of the first span, for a marker of `len` bytes.
+    fn poll_send_span(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<usize>> {
+        let mut spans = self.zero_copy.spans();
+        let Some(span) = spans.front_mut() else {
+            return Poll::Ready(Err(io::Error::other("zero-copy: a marker with no span")));
+        };
+        if span.remaining != len {
+            return Poll::Ready(Err(io::Error::other("zero-copy: a marker and its span disagree")));
+        }
+        loop {
+            ready!(self.tcp.poll_write_ready(cx))?;
+            let socket = self.tcp.as_raw_fd();
+            let sent = self.tcp.try_io(Interest::WRITABLE, || send_file(socket, span));
+            match sent {
+                Ok(0) => {
+                    // The file is shorter than when the span was made.
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file was truncated while it was sent",
+                    )));
+                }
+                Ok(sent) => {
+                    span.offset += sent as u64;
+                    span.remaining -= sent;
+                    if span.remaining == 0 {
+                        spans.pop_front();
+                    }
+                    return Poll::Ready(Ok(sent));
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+}
+
+/// One `sendfile` of `span` to `socket`; the bytes sent.
+fn send_file(socket: std::os::fd::RawFd, span: &Span) -> io::Result<usize> {
+    let mut offset = libc::off_t::try_from(span.offset).map_err(io::Error::other)?;
+    // SAFETY: both descriptors are open for the call (the span holds the
+    // file, the stream its socket) and `offset` lives on this frame.
+    let sent = unsafe { libc::sendfile(socket, span.file.as_raw_fd(), &mut offset, span.remaining) };
+    usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+}
+
+impl AsyncRead for ZeroCopyStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ZeroCopyStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if is_marker(buf) {
+            this.poll_send_span(cx, buf.len())
+        } else {
+            Pin::new(&mut this.tcp).poll_write(cx, buf)
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        // The plain buffers before the first marker go in one writev; a
+        // marker first goes by sendfile. hyper calls again for the rest.
+        let plain = bufs.iter().take_while(|buf| !is_marker(buf)).count();
+        if bufs[..plain].iter().any(|buf| !buf.is_empty()) {
+            return Pin::new(&mut this.tcp).poll_write_vectored(cx, &bufs[..plain]);
+        }
+        match bufs.get(plain) {
+            Some(marker) => this.poll_send_span(cx, marker.len()),
+            None => Poll::Ready(Ok(0)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+/// Checks bytes of a file before they go (the store's check of an
+/// in-place file against its blob).
+pub trait RangeCheck: Send + Sync {
+    /// Whether bytes `from..to` were found good before; never blocks.
+    fn is_checked(&self, from: u64, to: u64) -> bool;
+    /// Checks bytes `from..to` of `file`, reading what was not checked
+    /// before; blocking. A file that no longer holds the bytes it was
+    /// indexed with fails with `InvalidData`.
+    fn check(&self, file: &File, from: u64, to: u64) -> io::Result<()>;
+}
+
+/// Bytes `start..start + length` of `file` as a body, in spans of at most
+/// [`SPAN_MAX`]: sent by `sendfile` on a [`ZeroCopy`] connection, read
+/// otherwise. `check` runs before each span goes (on a blocking thread
+/// unless the span was checked before); a failed check (or read) ends the
+/// body with an error, which cuts the connection, so a client never takes
+/// wrong bytes for right ones.
+pub fn file_body(
+    file: Arc<File>,
+    start: u64,
+    length: u64,
+    zero_copy: Option<ZeroCopy>,
+    check: Option<Arc<dyn RangeCheck>>,
+) -> Body {
+    let end = start + length;
+    let spans = futures_util::stream::unfold(start, move |from| {
+        let (file, zero_copy, check) = (file.clone(), zero_copy.clone(), check.clone());
+        async move {
+            if from >= end {
+                return None;
+            }
+            // At most SPAN_MAX, so the cast cannot truncate.
+            let len = (end - from).min(SPAN_MAX as u64) as usize;
+            let to = from + len as u64;
+            if let Some(zero_copy) = &zero_copy
+                && check.as_ref().is_none_or(|check| check.is_checked(from, to))
+            {
+                return Some((Ok(zero_copy.marker(file, from, len)), to));
+            }
+            let reader = file.clone();
+            let copy = zero_copy.is_none();
+            let prepared =
+                tokio::task::spawn_blocking(move || prepare_span(&reader, from, len, copy, check.as_deref()))
+                    .await
+                    .unwrap_or_else(|error| Err(io::Error::other(error.to_string())));
+            let chunk = match (prepared, zero_copy) {
+                (Ok(Some(bytes)), _) => Ok(Bytes::from(bytes)),
+                (Ok(None), Some(zero_copy)) => Ok(zero_copy.marker(file, from, len)),
+                (Ok(None), None) => Err(io::Error::other("a span was neither read nor marked")),
+                (Err(error), _) => Err(error),
+            };
+            Some((chunk, to))
+        }
+    });
+    Body::from_stream(spans)
+}
+
+/// `spans` of files (a stored blob's places in hot packs, already checked)
+/// as a body sent by `sendfile` on `zero_copy`'s connection.
+pub fn spans_body(spans: Vec<omega_storage::FileSpan>, zero_copy: ZeroCopy) -> Body {
+    // Pieces of at most SPAN_MAX; each is queued only when hyper polls for
+    // it, so a body dropped unsent leaves nothing behind on the connection.
+    let pieces = spans.into_iter().flat_map(|span| {
+        let end = span.offset + span.len;
+        (span.offset..end)
+            .step_by(SPAN_MAX)
+            .map(move |from| (span.file.clone(), from, (end - from).min(SPAN_MAX as u64) as usize))
+    });
+    let chunks = futures_util::stream::iter(pieces)
+        .map(move |(file, from, len)| Ok::<_, io::Error>(zero_copy.marker(file, from, len)));
+    Body::from_stream(chunks)
+}
+
+/// Checks a span, then reads it (`copy`) or asks the kernel to read it
+/// ahead, so that `sendfile` on an async thread finds it in the page cache.
+fn prepare_span(
+    file: &File,
+    from: u64,
+    len: usize,
+    copy: bool,
+    check: Option<&dyn RangeCheck>,
+) -> io::Result<Option<Vec<u8>>> {
+    if let Some(check) = check {
+        check.check(file, from, from + len as u64)?;
+    }
+    if copy {
+        let mut bytes = vec![0_u8; len];
+        file.read_exact_at(&mut bytes, from)?;
+        return Ok(Some(bytes));
+    }
+    if let (Ok(offset), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(len)) {
+        // SAFETY: the descriptor is open for the call; the advice only
+        // starts reads, so its result does not matter.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED);
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_buffers_inside_the_marker_are_markers() {
+        assert!(is_marker(&MARKER[..1]));
+        assert!(is_marker(&MARKER[SPAN_MAX - 10..]));
+        assert!(!is_marker(&MARKER[..0]));
+        let copy = MARKER[..16].to_vec();
+        assert!(!is_marker(&copy), "a copy of marker bytes is plain bytes");
+    }
+}

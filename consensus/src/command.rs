@@ -303,6 +303,17 @@ pub enum Command {
         /// Proposer's clock.
         now_ms: u64,
     },
+    /// Replaces the key that signs access, stream and node tokens: made by
+    /// the leader when the cluster has none, and again after every member
+    /// removal, so that a removed node (which knew the old key) can no
+    /// longer mint tokens the members accept.
+    SetTokenKey {
+        /// The new key.
+        key: crate::model::TokenKeyBytes,
+        /// Members removed so far (rows of revoked certificates) when it
+        /// was made: a leader makes another once more were removed.
+        removals: u64,
+    },
 }
 
 /// How a leased job ended.
@@ -357,6 +368,7 @@ impl fmt::Display for Command {
             Command::RotateRefreshToken { .. } => "rotate-refresh-token",
             Command::SignOutEverywhere { .. } => "sign-out-everywhere",
             Command::PurgeExpiredRefreshTokens { .. } => "purge-expired-refresh-tokens",
+            Command::SetTokenKey { .. } => "set-token-key",
         };
         f.write_str(name)
     }

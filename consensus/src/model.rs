@@ -406,6 +406,27 @@ pub struct Job {
     pub created_ms: u64,
 }
 
+/// 32 secret bytes; shown as `..` so that logs of commands and state
+/// never carry them.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenKeyBytes(pub [u8; 32]);
+
+impl fmt::Debug for TokenKeyBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenKeyBytes(..)")
+    }
+}
+
+/// The key that signs access, stream and node tokens (see
+/// [`crate::command::Command::SetTokenKey`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenKey {
+    /// The key.
+    pub key: TokenKeyBytes,
+    /// Members removed when it was made.
+    pub removals: u64,
+}
+
 /// A join token's use, recorded so that a token admits one node only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinTokenUse {

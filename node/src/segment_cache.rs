@@ -249,7 +249,11 @@ mod tests {
     #[test]
     fn kept_places_hold_only_while_the_store_epoch_does() {
         let file = std::sync::Arc::new(tempfile::tempfile().unwrap());
-        let spans = vec![omega_storage::FileSpan { file, offset: 0, len: 10 }];
+        let spans = vec![omega_storage::FileSpan {
+            file,
+            offset: 0,
+            len: 10,
+        }];
         let kept = KeptSpans::default();
         kept.put("hls:a:720p:0", 3, spans.clone());
         assert_eq!(kept.get("hls:a:720p:0", 3).map(|spans| spans.len()), Some(1));

@@ -398,6 +398,10 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(rescan_returned_libraries(state.clone()));
     tokio::spawn(publish_cluster_changes(state.clone()));
     tokio::spawn(crate::api::sessions::purge_expired(state.clone()));
+    tokio::spawn(crate::tokens::keep_signing_key(
+        state.cluster.clone(),
+        state.tokens.clone(),
+    ));
     tokio::spawn(crate::readiness::watch(
         state.cluster.clone(),
         state.readiness.clone(),

@@ -2,8 +2,12 @@
 //! stored), refresh tokens and API keys (random secrets, stored as BLAKE3
 //! hashes through Raft), TOTP enrolment tickets, and sealed app passwords.
 //!
-//! The signing key is derived from the cluster CA's key, which every member
-//! holds, so a token issued by one node is accepted by all.
+//! Tokens are signed with a key every member holds, so a token issued by
+//! one node is accepted by all: at first a key derived from the cluster
+//! CA's key, then, once a member was removed, a key made by the leader and
+//! replicated through Raft ([`keep_signing_key`]), which the removed node
+//! never sees. App passwords and TOTP secrets stay sealed with a key
+//! derived from the CA's (a removed node receives no new ones).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -89,7 +93,10 @@ fn app_password_aad(user: u64, id: u64) -> Aad<[u8; 16]> {
 /// passwords with another key derived from it.
 #[derive(Clone)]
 pub struct TokenKey {
-    key: [u8; 32],
+    /// Signs tokens: the CA-derived key until the cluster replicates one.
+    signing: std::sync::Arc<std::sync::RwLock<[u8; 32]>>,
+    /// Derived from the CA's key, for names that must never change.
+    id_key: [u8; 32],
     seal_key: [u8; 32],
 }
 
@@ -102,16 +109,32 @@ impl std::fmt::Debug for TokenKey {
 impl TokenKey {
     /// Derives the key from the cluster CA's private key.
     pub fn derive(ca_key_der: &[u8]) -> TokenKey {
+        let id_key = blake3::derive_key("omega 2026 access tokens v1", ca_key_der);
         TokenKey {
-            key: blake3::derive_key("omega 2026 access tokens v1", ca_key_der),
+            signing: std::sync::Arc::new(std::sync::RwLock::new(id_key)),
+            id_key,
             seal_key: blake3::derive_key("omega 2026 app passwords v1", ca_key_der),
         }
     }
 
+    /// Signs tokens with `key` from now on; tokens signed with the key
+    /// before are refused. True when it changed.
+    pub fn set_signing_key(&self, key: [u8; 32]) -> bool {
+        let mut signing = self.signing.write().unwrap_or_else(|poison| poison.into_inner());
+        let changed = *signing != key;
+        *signing = key;
+        changed
+    }
+
+    fn signing_key(&self) -> [u8; 32] {
+        *self.signing.read().unwrap_or_else(|poison| poison.into_inner())
+    }
+
     /// A stable 128-bit name derived from the cluster's key for `purpose`
-    /// (32 hex digits): the same on every member, unguessable elsewhere.
+    /// (32 hex digits): the same on every member, unguessable elsewhere,
+    /// unchanged when the signing key rotates.
     pub fn derived_id(&self, purpose: &str) -> String {
-        let mac = self.mac("derived id", purpose.as_bytes());
+        let mac = keyed_mac(&self.id_key, "derived id", purpose.as_bytes());
         hex::encode(&mac.as_bytes()[..16])
     }
 
@@ -215,11 +238,7 @@ impl TokenKey {
     /// token's `node, expires` and an access token's `user, expires`)
     /// cannot be passed off as the other by changing the prefix.
     fn mac(&self, prefix: &str, body: &[u8]) -> blake3::Hash {
-        let mut hasher = blake3::Hasher::new_keyed(&self.key);
-        hasher.update(&(prefix.len() as u64).to_le_bytes());
-        hasher.update(prefix.as_bytes());
-        hasher.update(body);
-        hasher.finalize()
+        keyed_mac(&self.signing_key(), prefix, body)
     }
 
     /// An access token for `user`, valid until `now_ms + ACCESS_TTL_MS`.
@@ -291,6 +310,59 @@ impl TokenKey {
     }
 }
 
+/// The MAC under `key` of `body` for a token of kind `prefix` (see
+/// [`TokenKey::mac`]).
+fn keyed_mac(key: &[u8; 32], prefix: &str, body: &[u8]) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new_keyed(key);
+    hasher.update(&(prefix.len() as u64).to_le_bytes());
+    hasher.update(prefix.as_bytes());
+    hasher.update(body);
+    hasher.finalize()
+}
+
+/// How often a member looks at the replicated signing key.
+const SIGNING_KEY_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps `tokens` signing with the cluster's replicated key, for as long as
+/// the node runs; on the leader, makes a new key whenever more members
+/// were removed than when the current one was made (at first: once the
+/// first member is removed), so that no removed node holds the key members
+/// accept. A removal finished by another leader is caught up the same way.
+pub async fn keep_signing_key(
+    cluster: std::sync::Arc<omega_consensus::Cluster<omega_consensus::quic::QuicTransport>>,
+    tokens: TokenKey,
+) {
+    use omega_consensus::state_machine::read;
+    let mut ticks = tokio::time::interval(SIGNING_KEY_POLL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let tables = cluster.tables();
+        let (record, removals) = match (read::token_key(tables), read::removals(tables)) {
+            (Ok(record), Ok(removals)) => (record, removals),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::warn!(%error, "cannot read the token key");
+                continue;
+            }
+        };
+        if let Some(record) = &record
+            && tokens.set_signing_key(record.key.0)
+        {
+            tracing::info!("tokens are signed with a new cluster key");
+        }
+        let made_for = record.as_ref().map_or(0, |record| record.removals);
+        if removals > made_for && cluster.is_leader() {
+            let command = omega_consensus::Command::SetTokenKey {
+                key: omega_consensus::model::TokenKeyBytes(rand::random()),
+                removals,
+            };
+            if let Err(error) = cluster.write(command).await {
+                tracing::debug!(%error, "cannot replace the token key yet; next round");
+            }
+        }
+    }
+}
+
 /// A random secret with `prefix`, and the BLAKE3 hash under which it is
 /// stored.
 pub fn new_secret(prefix: &str) -> (String, [u8; 32]) {
@@ -308,6 +380,29 @@ pub fn secret_hash(secret: &str) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Goal (hardening, item 14): once the signing key is replaced, tokens
+    /// signed before are refused and new ones accepted, on every clone of
+    /// the key (the members' handlers share one); derived ids and sealed
+    /// secrets do not change.
+    #[test]
+    fn a_new_signing_key_refuses_what_the_old_one_signed() {
+        let key = TokenKey::derive(b"ca key");
+        let handlers = key.clone();
+        let id = key.derived_id("jellyfin server");
+        let sealed = key.seal_app_password(1, 2, "secret");
+        let (before, _) = key.access_token(7, 1_000);
+        let node_before = key.node_token(3, 1_000);
+        assert!(handlers.check_access(&before, 1_001).is_some());
+        assert!(key.set_signing_key([9; 32]));
+        assert!(!key.set_signing_key([9; 32]), "the same key again changes nothing");
+        assert_eq!(handlers.check_access(&before, 1_001), None);
+        assert_eq!(handlers.check_node(&node_before, 1_001), None);
+        let (after, _) = handlers.access_token(7, 1_000);
+        assert_eq!(key.check_access(&after, 1_001).map(|claims| claims.user), Some(7));
+        assert_eq!(key.derived_id("jellyfin server"), id);
+        assert_eq!(key.open_app_password(1, 2, &sealed).as_deref(), Some("secret"));
+    }
 
     /// Goal (hardening, item 13): a TOTP secret is stored sealed: it is not
     /// in the sealed bytes, opens only for its user under this cluster's

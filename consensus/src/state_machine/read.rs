@@ -187,6 +187,17 @@ pub fn is_node_revoked(tables: &(impl KvRead + ?Sized), id: NodeId) -> io::Resul
     Ok(revoked.contains(&id))
 }
 
+/// The replicated key that signs tokens, once a leader made one.
+pub fn token_key(tables: &(impl KvRead + ?Sized)) -> io::Result<Option<crate::model::TokenKey>> {
+    get(tables, Table::Keys, super::rules::TOKEN_KEY)
+}
+
+/// Members removed so far: rows of revoked certificates.
+pub fn removals(tables: &(impl KvRead + ?Sized)) -> io::Result<u64> {
+    let revoked: Vec<NodeId> = all(tables, Table::Revoked)?;
+    Ok(revoked.len() as u64)
+}
+
 /// True when a join token admitted node `id` (it may speak as a member
 /// before the membership lists it: it asks to be added).
 pub fn was_admitted(tables: &(impl KvRead + ?Sized), id: NodeId) -> io::Result<bool> {

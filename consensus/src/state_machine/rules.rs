@@ -25,6 +25,8 @@ use crate::model::{
 
 /// Key of the id counter in [`Table::Meta`].
 pub const NEXT_ID_KEY: &[u8] = b"next_id";
+/// Key of the token-signing key in [`Table::Keys`].
+pub const TOKEN_KEY: &[u8] = b"token";
 /// Key of the number of jobs in [`Table::Jobs`], in [`Table::Meta`].
 pub const JOBS_COUNT_KEY: &[u8] = b"jobs_count";
 /// Longest user or library name accepted.
@@ -217,6 +219,14 @@ pub fn apply_command<R: KvRead + ?Sized>(
             now_ms,
         } => rotate_refresh_token(tx, old, new, *expires_ms, *now_ms),
         Command::SignOutEverywhere { user, now_ms } => sign_out_everywhere(tx, *user, *now_ms),
+        Command::SetTokenKey { key, removals } => {
+            let record = crate::model::TokenKey {
+                key: key.clone(),
+                removals: *removals,
+            };
+            put(tx, Table::Keys, TOKEN_KEY, &record);
+            Ok(Response::Done)
+        }
         Command::PurgeExpiredRefreshTokens { now_ms } => {
             let mut purged = 0_u64;
             for (hash, value) in tx.scan_prefix(Table::RefreshTokens, &[])? {

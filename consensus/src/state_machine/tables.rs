@@ -58,11 +58,13 @@ pub enum Table {
     /// user → when it last signed out everywhere (ms since the epoch, u64):
     /// access tokens issued before then are refused.
     SignedOut,
+    /// name → secret: the key that signs tokens (`token` → `TokenKey`).
+    Keys,
 }
 
 impl Table {
     /// Every table, in snapshot order.
-    pub const ALL: [Table; 23] = [
+    pub const ALL: [Table; 24] = [
         Table::Meta,
         Table::Users,
         Table::UserNames,
@@ -86,6 +88,7 @@ impl Table {
         Table::RefreshFamilies,
         Table::RefreshLineage,
         Table::SignedOut,
+        Table::Keys,
     ];
 
     /// Its column family's name.
@@ -114,6 +117,7 @@ impl Table {
             Table::RefreshFamilies => "sm_refresh_families",
             Table::RefreshLineage => "sm_refresh_lineage",
             Table::SignedOut => "sm_signed_out",
+            Table::Keys => "sm_keys",
         }
     }
 

@@ -463,15 +463,16 @@ async fn search(
         )));
     }
     let needle = needle.trim().to_lowercase();
+    let folded = crate::text::search_fold(&needle);
     let books: Vec<Item> = books(&state, &caller)?
         .into_iter()
         .filter(|book| {
-            book.fields.title.to_lowercase().contains(&needle)
+            crate::text::search_matches(&book.fields.title, &folded)
                 || book
                     .fields
                     .metadata
                     .get("author")
-                    .is_some_and(|author| author.to_lowercase().contains(&needle))
+                    .is_some_and(|author| crate::text::search_matches(author, &folded))
         })
         .collect();
     let base = format!("/opds/search?q={}", segment(&needle));

@@ -696,3 +696,68 @@ fn direct_streams_and_kept_segments_go_zero_copy_byte_for_byte() {
         other => panic!("HTTP {other}: {head}"),
     }
 }
+
+/// Goal (web app's first hour): search ignores accents and case the same
+/// way in the REST API, Jellyfin's `SearchTerm` and Subsonic's `search3`:
+/// "zoe", "UMIT" find "Zoë & Ümit". Failed before: each compared lower
+/// case only.
+#[test]
+fn searches_ignore_accents_on_every_protocol() {
+    let media = tempfile::tempdir().unwrap();
+    let movies = media.path().join("Movies");
+    let music = media.path().join("Music");
+    let clip = media.path().join("clip.mkv");
+    tiny_clip(&clip);
+    put(&movies, "Zoë & Ümit (2021)/Zoë & Ümit (2021).mkv", &clip);
+    put(&movies, "Zed (2020)/Zed (2020).mkv", &clip);
+    let song = music.join("Artist/Album/01 Song.mp3");
+    std::fs::create_dir_all(song.parent().unwrap()).unwrap();
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:duration=2",
+        "-metadata",
+        "title=Zoë & Ümit",
+        "-metadata",
+        "artist=Artist",
+        "-metadata",
+        "album=Album",
+        song.to_str().unwrap(),
+    ]);
+    let (movies_arg, music_arg) = (
+        format!("{}:movies", movies.display()),
+        format!("{}:music", music.display()),
+    );
+    let server = Server::start(&["--media", &movies_arg, "--media", &music_arg]);
+    let token = server.login("admin", "admin-password");
+    let libraries = [server.library(&token, "movies"), server.library(&token, "music")];
+    server.wait_for_scans(&token, &libraries, Duration::from_secs(60));
+
+    for needle in ["zoe", "UMIT", "Zoë", "%C3%BCmit"] {
+        let page = items(&server, &token, &format!("type=movie&search={needle}"));
+        assert_eq!(titles(&page), ["Zoë & Ümit"], "REST search {needle}");
+    }
+    let (code, _, body) = common::http_raw(
+        server.http_port,
+        "GET",
+        "/Items?Recursive=true&IncludeItemTypes=Movie&SearchTerm=umit",
+        &format!("X-Emby-Token: {token}\r\n"),
+        b"",
+    );
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["Items"][0]["Name"], "Zoë & Ümit", "{answer}");
+    assert_eq!(answer["Items"].as_array().unwrap().len(), 1, "{answer}");
+    let (code, _, body) = common::http_raw(
+        server.http_port,
+        "GET",
+        "/rest/search3?u=admin&p=admin-password&f=json&v=1.16.1&c=t&query=zoe",
+        "",
+        b"",
+    );
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(code, 200, "{answer}");
+    let songs = &answer["subsonic-response"]["searchResult3"]["song"];
+    assert_eq!(songs[0]["title"], "Zoë & Ümit", "{answer}");
+}

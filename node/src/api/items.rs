@@ -248,7 +248,7 @@ pub async fn list(
     };
     let limit = query.limit.unwrap_or(100).clamp(1, LIMIT_MAX);
     let offset = query.offset.unwrap_or(0);
-    let search = query.search.as_deref().map(str::to_lowercase);
+    let search = query.search.as_deref().map(crate::text::search_fold);
     let tables = state.cluster.tables();
     let descending = match query.order.as_deref().unwrap_or("asc") {
         "asc" => false,
@@ -297,7 +297,7 @@ pub async fn list(
                 && query.parent.is_none_or(|parent| item.parent == Some(parent))
                 && search
                     .as_deref()
-                    .is_none_or(|needle| item.fields.title.to_lowercase().contains(needle));
+                    .is_none_or(|needle| crate::text::search_matches(&item.fields.title, needle));
             if matches {
                 items.push(item);
             }

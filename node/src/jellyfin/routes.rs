@@ -419,7 +419,7 @@ fn items(state: &AppState, request: &JfRequest, caller: &Caller) -> ApiResult<Re
         _ => None,
     };
     let filters = request.param("filters").unwrap_or_default().to_ascii_lowercase();
-    let search = request.param("searchterm").map(str::to_lowercase);
+    let search = request.param("searchterm").map(crate::text::search_fold);
     let played_filter = request.flag("isplayed");
     let favorite_filter = request.flag("isfavorite");
     let mut selected: Vec<&Item> = catalog
@@ -445,7 +445,7 @@ fn items(state: &AppState, request: &JfRequest, caller: &Caller) -> ApiResult<Re
         .filter(|item| {
             search
                 .as_ref()
-                .is_none_or(|needle| item.fields.title.to_lowercase().contains(needle))
+                .is_none_or(|needle| crate::text::search_matches(&item.fields.title, needle))
         })
         .filter(|item| {
             let watch = catalog.watch.get(&item.id);

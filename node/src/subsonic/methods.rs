@@ -271,14 +271,9 @@ fn genres(request: &Request<'_>) -> Result<Answer, Failure> {
 /// sync a whole library ask.
 fn search(request: &Request<'_>, method: &str) -> Result<Answer, Failure> {
     let music = load(request)?;
-    let query = request
-        .params
-        .get("query")
-        .unwrap_or_default()
-        .trim()
-        .trim_matches('"')
-        .to_lowercase();
-    let hit = |item: &Item| query.is_empty() || item.fields.title.to_lowercase().contains(&query);
+    let query = request.params.get("query").unwrap_or_default().trim().trim_matches('"');
+    let query = crate::text::search_fold(query);
+    let hit = |item: &Item| query.is_empty() || crate::text::search_matches(&item.fields.title, &query);
     let mut result = serde_json::Map::new();
     for (kind, name, count, offset) in [
         (ItemKind::Artist, "artist", "artistCount", "artistOffset"),

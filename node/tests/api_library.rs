@@ -92,7 +92,7 @@ fn media_tree(root: &Path) {
     std::fs::write(movies.join("notes.txt"), b"not media").unwrap();
     std::os::unix::fs::symlink(&movies, movies.join("loop")).unwrap();
     let shows = root.join("shows");
-    put(&shows, "The Show (2019)/Season 01/The Show S01E01.mkv", &clip);
+    put(&shows, "The Show (2019)/Season 01/The Show - S01E01 - Pilot.mkv", &clip);
     put(&shows, "The Show (2019)/Season 01/The Show S01E02E03.mkv", &clip);
     put(&shows, "The Show (2019)/Season 02/The Show S02E01.mkv", &clip);
     put(&shows, "The Show (2019)/Specials/The Show S00E01.mkv", &clip);
@@ -190,7 +190,8 @@ fn scanned_libraries_browse_stream_and_respect_access() {
     assert_eq!(titles(&seasons), ["Specials", "Season 1", "Season 2"]);
     let season_one = seasons["items"][1]["id"].as_u64().unwrap();
     let episodes = items(&server, &admin, &format!("parent={season_one}&sort=index"));
-    assert_eq!(titles(&episodes), ["The Show S01E01", "The Show S01E02"]);
+    // An episode keeps the title its file name gives.
+    assert_eq!(titles(&episodes), ["Pilot", "The Show S01E02"]);
     assert_eq!(episodes["items"][1]["metadata"]["episode_end"], "3");
 
     // Music: artist → album → numbered tracks.

@@ -701,7 +701,7 @@ pub fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
 }
 
 /// Streams the item's file: Range (single), If-Range, ETag, If-None-Match.
-#[utoipa::path(get, path = "/api/v1/items/{id}/stream", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), StreamQuery), responses((status = 200, description = "The whole file"), (status = 206, description = "The requested range"), (status = 304), (status = 404), (status = 416)))]
+#[utoipa::path(get, path = "/api/v1/items/{id}/stream", tags = ["items", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), StreamQuery), responses((status = 200, description = "The whole file"), (status = 206, description = "The requested range"), (status = 304), (status = 404), (status = 409, description = "The file no longer holds the bytes its scan indexed: scan its library again"), (status = 416)))]
 pub async fn stream(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<StreamQuery>,

@@ -81,6 +81,40 @@ pub fn sort_title(title: &str) -> String {
 /// Season and episode numbers of `S01E02`, `s1e2`, `1x02`; a multi-episode
 /// file (`S01E01E02`, `S01E01-E02`) gives its last episode too.
 pub fn episode_numbers(name: &str) -> Option<(u32, u32, Option<u32>)> {
+    episode_token(name).map(|(season, episode, last, _)| (season, episode, last))
+}
+
+/// Words that start a release's tags in a file name (`1080p`, `WEB-DL`,
+/// `x264`…): an episode title ends before them.
+const RELEASE_TAGS: &[&str] = &[
+    "web", "webrip", "web-dl", "webdl", "bluray", "blu-ray", "bdrip", "brrip", "hdtv", "dvdrip", "hdrip", "x264",
+    "x265", "h264", "h265", "hevc", "avc", "xvid", "aac", "ac3", "dts", "10bit", "proper", "repack", "internal", "4k",
+    "uhd", "hdr", "remux",
+];
+
+/// The episode title a file name gives after its `S01E02` (or `1x02`)
+/// token, release tags cut off: `Night Harbor - S01E01 - Pilot` gives
+/// `Pilot`, `Show.S01E02.The.Key.1080p.WEB` gives `The Key`.
+pub fn episode_title(stem: &str) -> Option<String> {
+    let (_, _, _, end) = episode_token(stem)?;
+    let rest = clean(stem.get(end..)?.trim_start_matches([' ', '-', '.', '_', ':']));
+    let words: Vec<&str> = rest
+        .split_whitespace()
+        .take_while(|word| {
+            let lower = word.to_ascii_lowercase();
+            let resolution = lower
+                .strip_suffix('p')
+                .is_some_and(|digits| (3..=4).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()));
+            !resolution && !RELEASE_TAGS.contains(&lower.as_str())
+        })
+        .collect();
+    let title = words.join(" ");
+    let title = title.trim_matches(|c: char| c == '-' || c.is_whitespace());
+    (!title.is_empty()).then(|| title.to_owned())
+}
+
+/// [`episode_numbers`] and the byte offset just past the token.
+fn episode_token(name: &str) -> Option<(u32, u32, Option<u32>, usize)> {
     let lower = name.to_ascii_lowercase();
     let bytes = lower.as_bytes();
     let digits = |from: usize| -> (Option<u32>, usize) {
@@ -116,15 +150,15 @@ pub fn episode_numbers(name: &str) -> Option<(u32, u32, Option<u32>)> {
                 last = Some(value);
                 cursor = end;
             }
-            return Some((season, episode, last));
+            return Some((season, episode, last, cursor));
         }
         if boundary
             && bytes[start].is_ascii_digit()
             && let (Some(season), after) = digits(start)
             && bytes.get(after) == Some(&b'x')
-            && let (Some(episode), _) = digits(after + 1)
+            && let (Some(episode), end) = digits(after + 1)
         {
-            return Some((season, episode, None));
+            return Some((season, episode, None, end));
         }
     }
     None
@@ -172,6 +206,21 @@ mod tests {
         );
         assert_eq!(title_and_year("Heat"), ("Heat".into(), None));
         assert_eq!(sort_title("The Matrix"), "matrix");
+    }
+
+    #[test]
+    fn episode_titles_follow_the_episode_token() {
+        assert_eq!(episode_title("Night Harbor - S01E01 - Pilot").as_deref(), Some("Pilot"));
+        assert_eq!(
+            episode_title("Show.S01E02.The.Key.1080p.WEB.x264").as_deref(),
+            Some("The Key")
+        );
+        assert_eq!(episode_title("Show 1x03 Dark Water").as_deref(), Some("Dark Water"));
+        assert_eq!(episode_title("Show S01E02-E03 Two Parts").as_deref(), Some("Two Parts"));
+        assert_eq!(episode_title("Show S01E02"), None);
+        assert_eq!(episode_title("Show S01E02 - 720p HDTV"), None);
+        assert_eq!(episode_title("Show - Zoë S01E04 - Café"), Some("Café".to_owned()));
+        assert_eq!(episode_title("No numbers here"), None);
     }
 
     #[test]

@@ -482,7 +482,10 @@ impl Planner<'_> {
             if let Some(last) = last {
                 episode.metadata.insert("episode_end".into(), last.to_string());
             }
-            episode.title = format!("{series_title} S{season:02}E{number:02}");
+            // The file's own episode title (`Show - S01E01 - Pilot`), else
+            // the series and the numbers.
+            episode.title =
+                naming::episode_title(stem).unwrap_or_else(|| format!("{series_title} S{season:02}E{number:02}"));
         }
         episode.media = self.media(path, size);
         self.sidecars(&mut episode, path, &[]);

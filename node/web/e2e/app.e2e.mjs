@@ -286,8 +286,27 @@ try {
   await page.getByTestId('admin-users').click();
   await page.getByTestId('user-name').fill('viewer');
   await page.getByTestId('user-password').fill('viewer-password-1');
+  // Limited to the films, chosen by name.
+  await page.getByTestId('user-new-access').getByTestId('access-all').uncheck();
+  await page.getByTestId('user-new-access').locator('[data-testid="access-library"][data-library-name="Films"]').check();
   await page.getByTestId('user-create').click();
-  await page.getByTestId('user-row').filter({ hasText: 'viewer' }).waitFor();
+  const viewerRow = page.getByTestId('user-row').filter({ hasText: 'viewer' });
+  await viewerRow.waitFor();
+  const shown = async () => ((await viewerRow.getByTestId('user-libraries').textContent()) ?? '').trim();
+  if ((await shown()) !== 'Films') throw new Error(`the viewer's libraries show as ${await shown()}`);
+  step('an administrator lets the viewer see the music too');
+  await viewerRow.getByTestId('user-access').click();
+  await viewerRow.locator('[data-testid="access-library"][data-library-name="Music"]').check();
+  await viewerRow.getByTestId('user-access-save').click();
+  await page.waitForFunction(
+    () =>
+      [...document.querySelectorAll('[data-testid="user-row"]')].some(
+        (row) => row.textContent.includes('viewer') && row.querySelector('[data-testid="user-libraries"]').textContent.trim() === 'Films, Music',
+      ),
+    null,
+    { timeout: 10_000 },
+  );
+  await shoot(page, 'admin-user-access');
   await page.getByTestId('nav-logout').click();
   await page.waitForURL('**/login');
 

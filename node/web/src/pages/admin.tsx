@@ -46,6 +46,49 @@ export function AdminPage({ tab }: { tab: string }) {
   );
 }
 
+/** Which libraries a user may see: all of them (null), or those checked. */
+function LibraryChoice({
+  libraries,
+  chosen,
+  onChange,
+}: {
+  libraries: Library[];
+  chosen: number[] | null;
+  onChange: (chosen: number[] | null) => void;
+}) {
+  const toggle = (id: number, on: boolean) => {
+    const current = chosen ?? [];
+    onChange(on ? [...current.filter((other) => other !== id), id] : current.filter((other) => other !== id));
+  };
+  return (
+    <div class="row wrap">
+      <label class="check">
+        <input
+          type="checkbox"
+          data-testid="access-all"
+          checked={chosen === null}
+          onChange={(event) => onChange(event.currentTarget.checked ? null : [])}
+        />
+        <span>All libraries</span>
+      </label>
+      {chosen === null
+        ? null
+        : libraries.map((library) => (
+            <label class="check" key={library.id}>
+              <input
+                type="checkbox"
+                data-testid="access-library"
+                data-library-name={library.name}
+                checked={chosen.includes(library.id)}
+                onChange={(event) => toggle(library.id, event.currentTarget.checked)}
+              />
+              <span>{library.name}</span>
+            </label>
+          ))}
+    </div>
+  );
+}
+
 function UsersTab() {
   const me = useStore(sessionStore)?.user;
   const [users, setUsers] = useState<User[] | null>(null);
@@ -53,7 +96,16 @@ function UsersTab() {
   const [name, setName] = useState('');
   const [password, setPassword] = useState('');
   const [admin, setAdmin] = useState(false);
+  // Libraries a new user may see: null for all.
+  const [access, setAccess] = useState<number[] | null>(null);
+  // The user whose libraries are being edited, and the choice so far.
+  const [editing, setEditing] = useState<{ user: number; libraries: number[] | null } | null>(null);
   const [busy, setBusy] = useState(false);
+  const libraries = useStore(librariesStore);
+  const libraryNames = (ids: number[] | null) =>
+    ids === null
+      ? 'All'
+      : ids.map((id) => libraries.find((library) => library.id === id)?.name ?? `#${id}`).join(', ') || 'None';
 
   const load = () =>
     api<User[]>('/users')
@@ -72,10 +124,14 @@ function UsersTab() {
     setError(null);
     setBusy(true);
     try {
-      await api('/users', { method: 'POST', body: { username: name.trim(), password, admin } });
+      await api('/users', {
+        method: 'POST',
+        body: { username: name.trim(), password, admin, libraries: admin ? null : access },
+      });
       setName('');
       setPassword('');
       setAdmin(false);
+      setAccess(null);
       await load();
     } catch (failure) {
       setError(failure);
@@ -94,6 +150,18 @@ function UsersTab() {
     }
     try {
       await api(`/users/${user.id}/password`, { method: 'PUT', body: { password } });
+    } catch (failure) {
+      setError(failure);
+    }
+  };
+
+  const saveAccess = async () => {
+    if (editing === null) return;
+    setError(null);
+    try {
+      await api(`/users/${editing.user}/access`, { method: 'PUT', body: { libraries: editing.libraries } });
+      setEditing(null);
+      await load();
     } catch (failure) {
       setError(failure);
     }
@@ -133,13 +201,43 @@ function UsersTab() {
                 <tr key={user.id} data-testid="user-row" data-user-id={String(user.id)}>
                   <td>{user.name}</td>
                   <td>{user.admin ? 'Administrator' : 'Viewer'}</td>
-                  <td>{user.libraries === null ? 'All' : user.libraries.join(', ') || 'None'}</td>
+                  <td data-testid="user-libraries">
+                    {editing?.user === user.id ? (
+                      <fieldset class="access" data-testid="user-access-editor">
+                        <legend class="sr-only">Libraries {user.name} may see</legend>
+                        <LibraryChoice
+                          libraries={libraries}
+                          chosen={editing.libraries}
+                          onChange={(chosen) => setEditing({ user: user.id, libraries: chosen })}
+                        />
+                        <button type="button" class="primary" data-testid="user-access-save" onClick={() => void saveAccess()}>
+                          Save
+                        </button>{' '}
+                        <button type="button" onClick={() => setEditing(null)}>
+                          Cancel
+                        </button>
+                      </fieldset>
+                    ) : (
+                      libraryNames(user.libraries)
+                    )}
+                  </td>
                   <td>{user.totp ? 'Yes' : 'No'}</td>
                   <td>
                     {me && me.id === user.id ? (
                       <span class="muted">You</span>
                     ) : (
                       <>
+                        {user.admin ? null : (
+                          <>
+                            <button
+                              type="button"
+                              data-testid="user-access"
+                              onClick={() => setEditing({ user: user.id, libraries: user.libraries })}
+                            >
+                              Libraries
+                            </button>{' '}
+                          </>
+                        )}
                         <button type="button" data-testid="user-reset-password" onClick={() => void resetPassword(user)}>
                           Reset password
                         </button>{' '}
@@ -183,6 +281,12 @@ function UsersTab() {
             <span>Administrator</span>
           </label>
         </div>
+        {admin ? null : (
+          <fieldset class="access" data-testid="user-new-access">
+            <legend>Libraries</legend>
+            <LibraryChoice libraries={libraries} chosen={access} onChange={setAccess} />
+          </fieldset>
+        )}
         <button type="submit" class="primary" data-testid="user-create" disabled={busy}>
           Create user
         </button>

@@ -151,6 +151,22 @@ impl BenchNode {
     }
 }
 
+/// The id of the first movie the node lists, once its scan found one
+/// (within two minutes of `started`).
+async fn first_movie(http: &mut http::Http, auth: &str, started: std::time::Instant) -> anyhow::Result<u64> {
+    loop {
+        let (_, page) = http.get("/api/v1/items?type=movie", auth).await?;
+        let page: serde_json::Value = serde_json::from_slice(&page)?;
+        if let Some(id) = page["items"][0]["id"].as_u64() {
+            return Ok(id);
+        }
+        if started.elapsed() > std::time::Duration::from_secs(120) {
+            anyhow::bail!("the film was not scanned");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// A fresh work directory, inside `parent` when given (removed on drop).
 fn work_dir(parent: Option<&std::path::Path>) -> anyhow::Result<tempfile::TempDir> {
     use anyhow::Context;

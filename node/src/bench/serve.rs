@@ -179,17 +179,7 @@ async fn direct_target(node: &BenchNode, source: &Path) -> anyhow::Result<(Targe
     let token = node.login().await?;
     let auth = format!("Authorization: Bearer {token}\r\n");
     let mut http = Http::connect(node.addr).await?;
-    let item = loop {
-        let (_, page) = http.get("/api/v1/items?type=movie", &auth).await?;
-        let page: serde_json::Value = serde_json::from_slice(&page)?;
-        if let Some(id) = page["items"][0]["id"].as_u64() {
-            break id;
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            bail!("the film was not scanned");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let item = super::first_movie(&mut http, &auth, started).await?;
     let file = std::fs::read(source)?;
     let stream = format!("/api/v1/items/{item}/stream");
     let (code, whole) = http.get(&stream, &auth).await?;

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -176,17 +176,7 @@ async fn omega_run(work: &Path, run: usize, seconds: u32) -> anyhow::Result<(f64
     let token = node.login().await?;
     let auth = format!("Authorization: Bearer {token}\r\n");
     let mut http = Http::connect(node.addr).await?;
-    let item = loop {
-        let (_, page) = http.get("/api/v1/items?type=movie", &auth).await?;
-        let page: serde_json::Value = serde_json::from_slice(&page)?;
-        if let Some(id) = page["items"][0]["id"].as_u64() {
-            break id;
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            bail!("the film was not scanned");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let item = super::first_movie(&mut http, &auth, started).await?;
     let base = format!("/api/v1/items/{item}/hls");
     let asked = Instant::now();
     let fetch = |code: u16, body: &[u8], what: &str| -> anyhow::Result<()> {

@@ -116,14 +116,7 @@ impl FileCheck {
     /// error outside the blob.
     fn entries(&self, start: u64, end: u64) -> Result<std::ops::Range<usize>> {
         let record = &self.checked.record;
-        if start > end || end > record.size {
-            return Err(StoreError::RangeOutOfBounds {
-                blob: self.identity.blob,
-                start,
-                end,
-                size: record.size,
-            });
-        }
+        super::read::check_range(&self.identity.blob, record, start, end)?;
         if start == end {
             return Ok(0..0);
         }
@@ -236,14 +229,7 @@ impl Store {
     /// every case. Blocking.
     pub fn blob_file_spans(&self, blob: &BlobId, start: u64, end: u64) -> Result<Option<Vec<FileSpan>>> {
         let record = self.blob(blob)?;
-        if start > end || end > record.size {
-            return Err(StoreError::RangeOutOfBounds {
-                blob: *blob,
-                start,
-                end,
-                size: record.size,
-            });
-        }
+        super::read::check_range(blob, &record, start, end)?;
         let mut spans: Vec<(PackId, FileSpan)> = Vec::new();
         if start == end {
             return Ok(Some(Vec::new()));

@@ -201,7 +201,8 @@ impl Store {
     }
 }
 
-fn check_range(blob: &BlobId, record: &BlobRecord, start: u64, end: u64) -> Result<()> {
+/// An error unless `start..end` lies within `blob` (described by `record`).
+pub(super) fn check_range(blob: &BlobId, record: &BlobRecord, start: u64, end: u64) -> Result<()> {
     if start > end || end > record.size {
         return Err(StoreError::RangeOutOfBounds {
             blob: *blob,

@@ -762,3 +762,37 @@ fn searches_ignore_accents_on_every_protocol() {
     let songs = &answer["subsonic-response"]["searchResult3"]["song"];
     assert_eq!(songs[0]["title"], "Zoë & Ümit", "{answer}");
 }
+
+/// Goal (web app's first hour): a scan reports each file it skipped with
+/// why: an empty film and a corrupt one (random bytes) among good ones.
+#[test]
+fn scans_report_skipped_files_with_reasons() {
+    let media = tempfile::tempdir().unwrap();
+    let movies = media.path().join("Movies");
+    let clip = media.path().join("clip.mkv");
+    tiny_clip(&clip);
+    put(&movies, "Good (2020)/Good (2020).mkv", &clip);
+    std::fs::create_dir_all(movies.join("Empty (2021)")).unwrap();
+    std::fs::write(movies.join("Empty (2021)/Empty (2021).mkv"), b"").unwrap();
+    std::fs::create_dir_all(movies.join("Corrupt (2022)")).unwrap();
+    let noise: Vec<u8> = (0..200_000_u32)
+        .map(|index| (index.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(movies.join("Corrupt (2022)/Corrupt (2022).mkv"), noise).unwrap();
+    let movies_arg = format!("{}:movies", movies.display());
+    let server = Server::start(&["--media", &movies_arg]);
+    let token = server.login("admin", "admin-password");
+    let library = server.library(&token, "movies");
+    server.wait_for_scans(&token, &[library], Duration::from_secs(60));
+    let (code, status) = server.request("GET", &format!("/api/v1/libraries/{library}/scan"), Some(&token), None);
+    assert_eq!(code, 200, "{status}");
+    let skipped = status["report"]["skipped"].as_array().unwrap();
+    for name in ["Empty (2021).mkv", "Corrupt (2022).mkv"] {
+        let entry = skipped
+            .iter()
+            .find(|entry| entry["path"].as_str().unwrap().ends_with(name))
+            .unwrap_or_else(|| panic!("{name} is not reported as skipped: {status}"));
+        assert!(!entry["reason"].as_str().unwrap().is_empty(), "{entry}");
+    }
+    assert_eq!(titles(&items(&server, &token, "type=movie")), ["Good"]);
+}

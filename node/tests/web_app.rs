@@ -13,11 +13,15 @@ use std::process::Command;
 use common::Server;
 
 /// A 20 s H.264 film in Matroska (keyframes every 2 s: remuxed to HLS for
-/// a browser) and a two-track album.
+/// a browser), an empty film file and a two-track album.
 fn library(root: &Path) {
     let film = root.join("films/Test Film (2024)");
     std::fs::create_dir_all(&film).unwrap();
     common::h264_film(&film.join("Test Film (2024).mkv"), "640x360");
+    // An empty file the scan must report as skipped.
+    let empty = root.join("films/Empty Film (2024)");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("Empty Film (2024).mkv"), b"").unwrap();
     common::tagged_album(&root.join("music/Test Artist/Test Album"));
 }
 

@@ -82,10 +82,16 @@ export interface Playback {
   duration_s: number;
 }
 
+/** A file a scan passed over, and why. */
+export interface SkippedFile {
+  path: string;
+  reason: string;
+}
+
 export interface ScanStatus {
   state: 'idle' | 'running' | 'done' | 'failed';
   progress?: { phase: string; done: number; total: number };
-  report?: { items: number; files: number; removed: number; skipped: unknown[] };
+  report?: { items: number; files: number; removed: number; skipped: SkippedFile[] };
   error?: string;
 }
 

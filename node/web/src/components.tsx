@@ -188,8 +188,30 @@ export function ScanProgress({ library }: { library: number }) {
         <progress max={total || 1} value={total ? done : undefined} aria-label="Scan progress" />
       </>
     );
-  } else if (scan.state === 'done')
-    body = <span class="ok">Finished{typeof scan.items === 'number' ? ` · ${scan.items} items` : ''}</span>;
+  } else if (scan.state === 'done') {
+    const skipped = scan.skipped ?? [];
+    body = (
+      <>
+        <span class="ok">
+          Finished{typeof scan.items === 'number' ? ` · ${scan.items} ${scan.items === 1 ? 'item' : 'items'}` : ''}
+        </span>
+        {skipped.length > 0 ? (
+          <details class="skipped" data-testid="scan-skipped">
+            <summary>
+              {skipped.length} {skipped.length === 1 ? 'file' : 'files'} skipped
+            </summary>
+            <ul>
+              {skipped.map((file) => (
+                <li key={file.path}>
+                  <code>{file.path}</code>: {file.reason}
+                </li>
+              ))}
+            </ul>
+          </details>
+        ) : null}
+      </>
+    );
+  }
   else if (scan.state === 'failed') body = <span class="error-text">Failed: {scan.error}</span>;
   else body = <span class="muted">Idle</span>;
   return (

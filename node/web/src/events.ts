@@ -1,6 +1,6 @@
 // The events WebSocket: one connection while signed in, reconnecting with
 // backoff; listeners get each JSON event.
-import { API, accessToken, api, refreshSession, sessionStore, type ScanStatus } from './api';
+import { API, accessToken, api, refreshSession, sessionStore, type ScanStatus, type SkippedFile } from './api';
 import { createStore } from './store';
 
 export interface ServerEvent {
@@ -132,6 +132,8 @@ export interface ScanView {
   done?: number;
   total?: number;
   items?: number;
+  /** Files the finished scan passed over, with why (from its report). */
+  skipped?: SkippedFile[];
   error?: string | null;
 }
 
@@ -146,7 +148,7 @@ export function scanFromStatus(status: ScanStatus): ScanView {
     case 'running':
       return { state: 'running', ...(status.progress ?? {}) };
     case 'done':
-      return { state: 'done', items: status.report?.items };
+      return { state: 'done', items: status.report?.items, skipped: status.report?.skipped ?? [] };
     case 'failed':
       return { state: 'failed', error: status.error ?? 'failed' };
     default:
@@ -180,5 +182,7 @@ onEvent((event) => {
   } else if (event.type === 'scan_finished') {
     const error = typeof event.error === 'string' ? event.error : null;
     setScan(library, error ? { state: 'failed', error } : { state: 'done', items: Number(event.items ?? 0) });
+    // The event counts skipped files; the report names them.
+    if (!error && Number(event.skipped ?? 0) > 0) void loadScan(library);
   }
 });

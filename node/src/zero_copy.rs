@@ -105,7 +105,12 @@ impl ZeroCopyStream {
         loop {
             ready!(self.tcp.poll_write_ready(cx))?;
             let socket = self.tcp.as_raw_fd();
-            let sent = self.tcp.try_io(Interest::WRITABLE, || send_file(socket, span));
+            let sent = self.tcp.try_io(Interest::WRITABLE, || match send_file(socket, span) {
+                // A file system that cannot splice (some FUSE and shared
+                // folders): the span's bytes are read and written instead.
+                Err(error) if cannot_send_file(&error) => copy_file(socket, span),
+                other => other,
+            });
             match sent {
                 Ok(0) => {
                     // The file is shorter than when the span was made.
@@ -135,6 +140,29 @@ fn send_file(socket: std::os::fd::RawFd, span: &Span) -> io::Result<usize> {
     // SAFETY: both descriptors are open for the call (the span holds the
     // file, the stream its socket) and `offset` lives on this frame.
     let sent = unsafe { libc::sendfile(socket, span.file.as_raw_fd(), &mut offset, span.remaining) };
+    usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+}
+
+/// Whether `sendfile` refused because of the file's file system (not the
+/// socket): the bytes can still go by a read and a write.
+fn cannot_send_file(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+    )
+}
+
+/// Bytes sent of `span` by a read and one non-blocking write to `socket`
+/// (at most 256 KiB; the rest on the next call).
+fn copy_file(socket: std::os::fd::RawFd, span: &Span) -> io::Result<usize> {
+    let mut bytes = vec![0_u8; span.remaining.min(256 << 10)];
+    let read = span.file.read_at(&mut bytes, span.offset)?;
+    if read == 0 {
+        return Ok(0);
+    }
+    // SAFETY: the socket is open for the call and `bytes[..read]` is
+    // initialised memory on this frame.
+    let sent = unsafe { libc::write(socket, bytes.as_ptr().cast(), read) };
     usize::try_from(sent).map_err(|_| io::Error::last_os_error())
 }
 
@@ -222,6 +250,10 @@ pub fn file_body(
             if let Some(zero_copy) = &zero_copy
                 && check.as_ref().is_none_or(|check| check.is_checked(from, to))
             {
+                // Checked before: no hop to a blocking thread, but the
+                // kernel starts reading the span now, so that `sendfile`
+                // on an async thread rarely waits for the disk.
+                advise_will_need(&file, from, len);
                 return Some((Ok(zero_copy.marker(file, from, len)), to));
             }
             let reader = file.clone();
@@ -275,6 +307,13 @@ fn prepare_span(
         file.read_exact_at(&mut bytes, from)?;
         return Ok(Some(bytes));
     }
+    advise_will_need(file, from, len);
+    Ok(None)
+}
+
+/// Asks the kernel to start reading `len` bytes of `file` at `from` into
+/// the page cache (it does not wait for them).
+fn advise_will_need(file: &File, from: u64, len: usize) {
     if let (Ok(offset), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(len)) {
         // SAFETY: the descriptor is open for the call; the advice only
         // starts reads, so its result does not matter.
@@ -282,12 +321,42 @@ fn prepare_span(
             libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED);
         }
     }
-    Ok(None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_system_without_sendfile_gets_a_read_and_a_write() {
+        use std::io::{Read, Write};
+        assert!(cannot_send_file(&io::Error::from_raw_os_error(libc::EINVAL)));
+        assert!(!cannot_send_file(&io::Error::from_raw_os_error(libc::EPIPE)));
+        let mut file = tempfile::tempfile().unwrap();
+        let bytes: Vec<u8> = (0..300_000_u32).map(|index| (index % 251) as u8).collect();
+        file.write_all(&bytes).unwrap();
+        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut span = Span {
+            file: Arc::new(file),
+            offset: 1_000,
+            remaining: 299_000,
+        };
+        let reader = std::thread::spawn(move || {
+            let mut received = Vec::new();
+            let mut theirs = theirs;
+            theirs.read_to_end(&mut received).unwrap();
+            received
+        });
+        while span.remaining > 0 {
+            let sent = copy_file(ours.as_raw_fd(), &span).unwrap();
+            assert!(sent > 0 && sent <= 256 << 10);
+            span.offset += sent as u64;
+            span.remaining -= sent;
+        }
+        ours.flush().unwrap();
+        drop(ours);
+        assert!(reader.join().unwrap() == bytes[1_000..], "the copied bytes differ");
+    }
 
     #[test]
     fn only_buffers_inside_the_marker_are_markers() {

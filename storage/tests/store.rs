@@ -474,6 +474,25 @@ fn checked_file_ranges_are_remembered_until_the_file_changes() {
     let error = store.check_file_range(&blob, &file, &path, 0, size).unwrap_err();
     assert!(matches!(error, StoreError::FileChanged { .. }), "{error}");
     assert!(error.to_string().contains("movie.mkv"));
+    // An edit that puts the old modification time back (as tag editors
+    // may) is still seen: the change time differs.
+    let file = std::fs::File::open(&path).unwrap();
+    let fresh = ingest(&store, &path, Residency::InPlace).blob;
+    store.check_file_range(&fresh, &file, &path, 0, size).unwrap();
+    let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut edited = changed.clone();
+    edited[190_000] ^= 0xff;
+    std::fs::write(&path, &edited).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let error = store.check_file_range(&fresh, &file, &path, 0, size).unwrap_err();
+    assert!(matches!(error, StoreError::FileChanged { .. }), "{error}");
     // A truncated file is refused without a read.
     std::fs::write(&path, &bytes[..1000]).unwrap();
     let file = std::fs::File::open(&path).unwrap();

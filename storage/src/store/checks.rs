@@ -29,6 +29,9 @@ use crate::records::{BlobRecord, ChunkRecord, PackRecord, Tier};
 /// Files whose checks are remembered; past this, one is forgotten for each
 /// new one (a forgotten file is checked again when next served).
 const FILES_MAX: usize = 4096;
+/// Manifest entries held for remembered files, in all (about 50 bytes
+/// each): files are forgotten until a new one fits.
+const ENTRIES_MAX: usize = 1 << 20;
 
 /// Stored chunks whose place was checked; past this, one is forgotten for
 /// each new one.
@@ -61,6 +64,9 @@ struct FileIdentity {
     inode: u64,
     size: u64,
     mtime_ns: i128,
+    /// Set by the kernel on every change, and unlike the modification
+    /// time not settable by programs (a tag editor that keeps mtime).
+    ctime_ns: i128,
 }
 
 /// One file's manifest and which of its chunks were found good.
@@ -69,6 +75,9 @@ struct CheckedFile {
     record: BlobRecord,
     /// One bit per manifest entry.
     good: Mutex<Vec<u64>>,
+    /// A chunk was found changed: nothing of this file is good any more,
+    /// also for bodies that hold it already.
+    changed: std::sync::atomic::AtomicBool,
 }
 
 impl CheckedFile {
@@ -77,6 +86,7 @@ impl CheckedFile {
         CheckedFile {
             record,
             good: Mutex::new(vec![0; words]),
+            changed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -88,13 +98,28 @@ impl CheckedFile {
 /// The remembered checks of a store (see the module doc).
 #[derive(Debug, Default)]
 pub(crate) struct FileChecks {
-    files: Mutex<HashMap<FileIdentity, Arc<CheckedFile>>>,
+    files: Mutex<RememberedFiles>,
     places: Mutex<std::collections::HashSet<Place>>,
 }
 
+/// The remembered files and the manifest entries they hold.
+#[derive(Debug, Default)]
+struct RememberedFiles {
+    by_identity: HashMap<FileIdentity, Arc<CheckedFile>>,
+    entries: usize,
+}
+
 impl FileChecks {
-    fn files(&self) -> MutexGuard<'_, HashMap<FileIdentity, Arc<CheckedFile>>> {
+    fn files(&self) -> MutexGuard<'_, RememberedFiles> {
         self.files.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Forgets `identity`'s checks.
+    fn forget(&self, identity: &FileIdentity) {
+        let mut files = self.files();
+        if let Some(gone) = files.by_identity.remove(identity) {
+            files.entries -= gone.record.chunks.len();
+        }
     }
 
     fn places(&self) -> MutexGuard<'_, std::collections::HashSet<Place>> {
@@ -131,6 +156,9 @@ impl FileCheck {
         let Ok(entries) = self.entries(start, end) else {
             return false;
         };
+        if self.checked.changed.load(std::sync::atomic::Ordering::Acquire) {
+            return false;
+        }
         let good = self.checked.good();
         entries
             .into_iter()
@@ -142,6 +170,13 @@ impl FileCheck {
     /// Blocking.
     pub fn check(&self, store: &Store, file: &File, start: u64, end: u64) -> Result<()> {
         let blob = self.identity.blob;
+        let changed = || StoreError::FileChanged {
+            blob,
+            path: self.path.clone(),
+        };
+        if self.checked.changed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(changed());
+        }
         for index in self.entries(start, end)? {
             let (word, bit) = (index / 64, 1_u64 << (index % 64));
             if self.checked.good()[word] & bit != 0 {
@@ -152,11 +187,9 @@ impl FileCheck {
             let read = file.read_exact_at(&mut bytes, entry.offset);
             if read.is_err() || ChunkId::of(&bytes) != entry.chunk {
                 tracing::warn!(%blob, path = %self.path.display(), offset = entry.offset, "file no longer matches its index");
-                store.checks.files().remove(&self.identity);
-                return Err(StoreError::FileChanged {
-                    blob,
-                    path: self.path.clone(),
-                });
+                self.checked.changed.store(true, std::sync::atomic::Ordering::Release);
+                store.checks.forget(&self.identity);
+                return Err(changed());
             }
             self.checked.good()[word] |= bit;
         }
@@ -176,6 +209,7 @@ impl Store {
             inode: metadata.ino(),
             size: metadata.len(),
             mtime_ns: i128::from(metadata.mtime()) * 1_000_000_000 + i128::from(metadata.mtime_nsec()),
+            ctime_ns: i128::from(metadata.ctime()) * 1_000_000_000 + i128::from(metadata.ctime_nsec()),
         };
         let checked = self.checked_file(identity, path)?;
         Ok(FileCheck {
@@ -197,7 +231,7 @@ impl Store {
     /// The remembered checks of `identity`, started (with its blob's
     /// manifest) if there are none.
     fn checked_file(&self, identity: FileIdentity, path: &Path) -> Result<Arc<CheckedFile>> {
-        if let Some(checked) = self.checks.files().get(&identity) {
+        if let Some(checked) = self.checks.files().by_identity.get(&identity) {
             return Ok(Arc::clone(checked));
         }
         let record = self.blob(&identity.blob)?;
@@ -208,14 +242,21 @@ impl Store {
             });
         }
         let checked = Arc::new(CheckedFile::new(record));
+        let entries = checked.record.chunks.len();
         let mut files = self.checks.files();
-        if files.len() >= FILES_MAX
-            && let Some(forgotten) = files.keys().next().copied()
-        {
-            files.remove(&forgotten);
+        while files.by_identity.len() >= FILES_MAX || (files.entries + entries > ENTRIES_MAX && files.entries > 0) {
+            let Some(forgotten) = files.by_identity.keys().next().copied() else {
+                break;
+            };
+            if let Some(gone) = files.by_identity.remove(&forgotten) {
+                files.entries -= gone.record.chunks.len();
+            }
         }
-        files.insert(identity, Arc::clone(&checked));
-        debug_assert!(files.len() <= FILES_MAX);
+        if let Some(replaced) = files.by_identity.insert(identity, Arc::clone(&checked)) {
+            files.entries -= replaced.record.chunks.len();
+        }
+        files.entries += entries;
+        debug_assert!(files.by_identity.len() <= FILES_MAX);
         Ok(checked)
     }
 }

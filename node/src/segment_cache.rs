@@ -220,8 +220,8 @@ impl KeptSpans {
     /// still `epoch`.
     pub fn get(&self, reference: &str, epoch: u64) -> Option<Vec<omega_storage::FileSpan>> {
         let mut entries = self.lock();
+        entries.forget_before(epoch);
         if entries.epoch != epoch {
-            entries.forget_before(epoch);
             return None;
         }
         entries.spans.get(reference).cloned()

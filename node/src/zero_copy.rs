@@ -257,16 +257,24 @@ pub fn file_body(
                 return Some((Ok(zero_copy.marker(file, from, len)), to));
             }
             let reader = file.clone();
-            let copy = zero_copy.is_none();
-            let prepared =
-                tokio::task::spawn_blocking(move || prepare_span(&reader, from, len, copy, check.as_deref()))
-                    .await
-                    .unwrap_or_else(|error| Err(io::Error::other(error.to_string())));
-            let chunk = match (prepared, zero_copy) {
-                (Ok(Some(bytes)), _) => Ok(Bytes::from(bytes)),
-                (Ok(None), Some(zero_copy)) => Ok(zero_copy.marker(file, from, len)),
-                (Ok(None), None) => Err(io::Error::other("a span was neither read nor marked")),
-                (Err(error), _) => Err(error),
+            let chunk = match zero_copy {
+                // Checked, then read ahead, so that `sendfile` on an async
+                // thread finds the span in the page cache.
+                Some(zero_copy) => blocking(move || {
+                    check_span(&reader, from, to, check.as_deref())?;
+                    advise_will_need(&reader, from, len);
+                    Ok(())
+                })
+                .await
+                .map(|()| zero_copy.marker(file, from, len)),
+                None => blocking(move || {
+                    check_span(&reader, from, to, check.as_deref())?;
+                    let mut bytes = vec![0_u8; len];
+                    reader.read_exact_at(&mut bytes, from)?;
+                    Ok(bytes)
+                })
+                .await
+                .map(Bytes::from),
             };
             Some((chunk, to))
         }
@@ -290,25 +298,16 @@ pub fn spans_body(spans: Vec<omega_storage::FileSpan>, zero_copy: ZeroCopy) -> B
     Body::from_stream(chunks)
 }
 
-/// Checks a span, then reads it (`copy`) or asks the kernel to read it
-/// ahead, so that `sendfile` on an async thread finds it in the page cache.
-fn prepare_span(
-    file: &File,
-    from: u64,
-    len: usize,
-    copy: bool,
-    check: Option<&dyn RangeCheck>,
-) -> io::Result<Option<Vec<u8>>> {
-    if let Some(check) = check {
-        check.check(file, from, from + len as u64)?;
-    }
-    if copy {
-        let mut bytes = vec![0_u8; len];
-        file.read_exact_at(&mut bytes, from)?;
-        return Ok(Some(bytes));
-    }
-    advise_will_need(file, from, len);
-    Ok(None)
+/// Runs `check` on bytes `from..to` of `file`, if there is one.
+fn check_span(file: &File, from: u64, to: u64, check: Option<&dyn RangeCheck>) -> io::Result<()> {
+    check.map_or(Ok(()), |check| check.check(file, from, to))
+}
+
+/// `work` on a blocking thread; a panic there is an error here.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|error| Err(io::Error::other(error.to_string())))
 }
 
 /// Asks the kernel to start reading `len` bytes of `file` at `from` into

@@ -353,6 +353,18 @@ fn library_view(server: &Server, token: &str, id: u64) -> Value {
 }
 
 /// (title, id) of every movie, by title.
+/// A node serving `folder` as its one library of `kind` (`movies`,
+/// `music`), its first scan done: the node, the administrator's token and
+/// the library's id.
+fn scanned(folder: &Path, kind: &str) -> (Server, String, u64) {
+    let media = format!("{}:{kind}", folder.display());
+    let server = Server::start(&["--media", &media]);
+    let token = server.login("admin", "admin-password");
+    let library = server.library(&token, kind);
+    server.wait_for_scans(&token, &[library], Duration::from_secs(60));
+    (server, token, library)
+}
+
 fn movie_ids(server: &Server, token: &str) -> Vec<(String, u64)> {
     let page = items(server, token, "type=movie&limit=100");
     let mut ids: Vec<(String, u64)> = page["items"]
@@ -388,11 +400,7 @@ fn an_offline_library_folder_removes_nothing_and_comes_back_with_the_same_ids() 
     tiny_clip(&clip);
     put(&movies, "Harbor Lights (2019)/Harbor Lights (2019).mkv", &clip);
     put(&movies, "Night Train (2021)/Night Train (2021).mkv", &clip);
-    let movies_arg = format!("{}:movies", movies.display());
-    let mut server = Server::start(&["--media", &movies_arg]);
-    let token = server.login("admin", "admin-password");
-    let library = server.library(&token, "movies");
-    server.wait_for_scans(&token, &[library], Duration::from_secs(60));
+    let (mut server, token, library) = scanned(&movies, "movies");
     let before = movie_ids(&server, &token);
     assert_eq!(before.len(), 2, "{before:?}");
     let watched = before[0].1;
@@ -500,11 +508,7 @@ fn a_crafted_duration_is_refused_at_scan_with_a_reason() {
     let music = media.path().join("Music");
     common::tagged_album(&music.join("Test Artist").join("Test Album"));
     crafted_wav(&music.join("Test Artist").join("Test Album").join("03 - Forever.wav"));
-    let music_arg = format!("{}:music", music.display());
-    let server = Server::start(&["--media", &music_arg]);
-    let token = server.login("admin", "admin-password");
-    let library = server.library(&token, "music");
-    server.wait_for_scans(&token, &[library], Duration::from_secs(60));
+    let (server, token, library) = scanned(&music, "music");
     let (_, status) = server.request("GET", &format!("/api/v1/libraries/{library}/scan"), Some(&token), None);
     let skipped = status["report"]["skipped"].as_array().cloned().unwrap_or_default();
     assert!(
@@ -533,11 +537,7 @@ fn positions_past_any_real_file_are_refused_on_every_protocol() {
     let clip = media.path().join("clip.mkv");
     tiny_clip(&clip);
     put(&movies, "Short (2020)/Short (2020).mkv", &clip);
-    let movies_arg = format!("{}:movies", movies.display());
-    let server = Server::start(&["--media", &movies_arg]);
-    let token = server.login("admin", "admin-password");
-    let library = server.library(&token, "movies");
-    server.wait_for_scans(&token, &[library], Duration::from_secs(60));
+    let (server, token, _) = scanned(&movies, "movies");
     let id = movie_ids(&server, &token)[0].1;
     let progress = format!("/api/v1/items/{id}/progress");
     let (code, body) = server.request("POST", &progress, Some(&token), Some(&json!({ "position_ms": 5_000 })));
@@ -621,11 +621,7 @@ fn direct_streams_and_kept_segments_go_zero_copy_byte_for_byte() {
     let mut file = std::fs::read(&film).unwrap();
     let size = file.len();
     assert!(size > 5 << 20, "the film spans three 2 MiB spans: {size} bytes");
-    let movies_arg = format!("{}:movies", movies.display());
-    let server = Server::start(&["--media", &movies_arg]);
-    let token = server.login("admin", "admin-password");
-    let library = server.library(&token, "movies");
-    server.wait_for_scans(&token, &[library], Duration::from_secs(60));
+    let (server, token, _) = scanned(&movies, "movies");
     let id = movie_ids(&server, &token)[0].1;
     let stream = format!("/api/v1/items/{id}/stream");
     let auth = format!("Authorization: Bearer {token}\r\n");
@@ -779,11 +775,7 @@ fn scans_report_skipped_files_with_reasons() {
         .map(|index| (index.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     std::fs::write(movies.join("Corrupt (2022)/Corrupt (2022).mkv"), noise).unwrap();
-    let movies_arg = format!("{}:movies", movies.display());
-    let server = Server::start(&["--media", &movies_arg]);
-    let token = server.login("admin", "admin-password");
-    let library = server.library(&token, "movies");
-    server.wait_for_scans(&token, &[library], Duration::from_secs(60));
+    let (server, token, library) = scanned(&movies, "movies");
     let (code, status) = server.request("GET", &format!("/api/v1/libraries/{library}/scan"), Some(&token), None);
     assert_eq!(code, 200, "{status}");
     let skipped = status["report"]["skipped"].as_array().unwrap();

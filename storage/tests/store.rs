@@ -456,11 +456,16 @@ fn checked_file_ranges_are_remembered_until_the_file_changes() {
     let path = write_file(dir.path(), "movie.mkv", &bytes);
     let blob = ingest(&store, &path, Residency::InPlace).blob;
     let size = bytes.len() as u64;
+    let check_file_range = |blob, file: &std::fs::File, start, end| {
+        store
+            .file_checks(blob, file, &path)
+            .and_then(|check| check.check(&store, file, start, end))
+    };
     let file = std::fs::File::open(&path).unwrap();
-    store.check_file_range(&blob, &file, &path, 1_000, 90_000).unwrap();
-    store.check_file_range(&blob, &file, &path, 0, size).unwrap();
-    store.check_file_range(&blob, &file, &path, size, size).unwrap();
-    let outside = store.check_file_range(&blob, &file, &path, 0, size + 1).unwrap_err();
+    check_file_range(&blob, &file, 1_000, 90_000).unwrap();
+    check_file_range(&blob, &file, 0, size).unwrap();
+    check_file_range(&blob, &file, size, size).unwrap();
+    let outside = check_file_range(&blob, &file, 0, size + 1).unwrap_err();
     assert!(matches!(outside, StoreError::RangeOutOfBounds { .. }), "{outside}");
 
     // A write in place: same inode, new modification time.
@@ -470,15 +475,15 @@ fn checked_file_ranges_are_remembered_until_the_file_changes() {
     std::fs::write(&path, &changed).unwrap();
     let file = std::fs::File::open(&path).unwrap();
     // Chunks away from the change still hold the blob's bytes.
-    store.check_file_range(&blob, &file, &path, 0, 10_000).unwrap();
-    let error = store.check_file_range(&blob, &file, &path, 0, size).unwrap_err();
+    check_file_range(&blob, &file, 0, 10_000).unwrap();
+    let error = check_file_range(&blob, &file, 0, size).unwrap_err();
     assert!(matches!(error, StoreError::FileChanged { .. }), "{error}");
     assert!(error.to_string().contains("movie.mkv"));
     // An edit that puts the old modification time back (as tag editors
     // may) is still seen: the change time differs.
     let file = std::fs::File::open(&path).unwrap();
     let fresh = ingest(&store, &path, Residency::InPlace).blob;
-    store.check_file_range(&fresh, &file, &path, 0, size).unwrap();
+    check_file_range(&fresh, &file, 0, size).unwrap();
     let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(20));
     let mut edited = changed.clone();
@@ -491,12 +496,12 @@ fn checked_file_ranges_are_remembered_until_the_file_changes() {
         .set_modified(modified)
         .unwrap();
     let file = std::fs::File::open(&path).unwrap();
-    let error = store.check_file_range(&fresh, &file, &path, 0, size).unwrap_err();
+    let error = check_file_range(&fresh, &file, 0, size).unwrap_err();
     assert!(matches!(error, StoreError::FileChanged { .. }), "{error}");
     // A truncated file is refused without a read.
     std::fs::write(&path, &bytes[..1000]).unwrap();
     let file = std::fs::File::open(&path).unwrap();
-    let error = store.check_file_range(&blob, &file, &path, 0, 10).unwrap_err();
+    let error = check_file_range(&blob, &file, 0, 10).unwrap_err();
     assert!(matches!(error, StoreError::FileChanged { .. }), "{error}");
 }
 

@@ -730,7 +730,7 @@ pub async fn stream(
 /// The caller has checked that the requester may see `item`. On a
 /// zero-copy connection (see [`crate::zero_copy`]) the bytes go by
 /// `sendfile`; either way every chunk is first checked against the blob the
-/// scan indexed, once per version of the file (`Store::check_file_range`).
+/// scan indexed, once per version of the file (`Store::file_checks`).
 pub(crate) async fn serve_file(
     state: &AppState,
     item: &Item,
@@ -749,7 +749,7 @@ pub(crate) async fn serve_file(
         let check = match (store, blob) {
             (Some(store), Some(blob)) => {
                 let check = store.file_checks(&blob, &file, &path).map_err(changed_file)?;
-                Some(std::sync::Arc::new(StoreCheck { store, check }) as std::sync::Arc<dyn RangeCheck>)
+                Some(std::sync::Arc::new(StoreCheck { store, check }))
             }
             _ => None,
         };
@@ -774,17 +774,12 @@ pub(crate) async fn serve_file(
         if let Some(check) = check.clone() {
             let reader = file.clone();
             let first_end = start + length.min(crate::zero_copy::SPAN_MAX as u64);
-            tokio::task::spawn_blocking(move || check.check(&reader, start, first_end))
+            tokio::task::spawn_blocking(move || check.check.check(&check.store, &reader, start, first_end))
                 .await
                 .map_err(ApiError::internal)?
-                .map_err(|error| {
-                    if error.kind() == std::io::ErrorKind::InvalidData {
-                        ApiError::new(StatusCode::CONFLICT, error.to_string())
-                    } else {
-                        ApiError::internal(error)
-                    }
-                })?;
+                .map_err(changed_file)?;
         }
+        let check = check.map(|check| check as std::sync::Arc<dyn RangeCheck>);
         Ok(crate::zero_copy::file_body(file, start, length, zero_copy, check))
     })
     .await

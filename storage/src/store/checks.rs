@@ -3,10 +3,10 @@
 //! from the kernel (`sendfile`) never sees them; it asks here first, and
 //! only a chunk not checked before for this file costs a read and a hash.
 //!
-//! A file is known by its identity (device, inode, size, modification
-//! time): a file written to or replaced gets a new identity, so every
-//! chunk of it is checked again. A chunk that no longer matches forgets the
-//! whole file and answers [`StoreError::FileChanged`].
+//! A file is known by its identity (device, inode, size, modification and
+//! change time): a file written to or replaced gets a new identity, so
+//! every chunk of it is checked again. A chunk that no longer matches
+//! forgets the whole file and answers [`StoreError::FileChanged`].
 //!
 //! Stored blobs (kept segments, relayed files) are served the same way from
 //! their hot pack files: each chunk is checked at its place in its pack
@@ -109,6 +109,29 @@ struct RememberedFiles {
     entries: usize,
 }
 
+impl RememberedFiles {
+    fn remove(&mut self, identity: &FileIdentity) {
+        if let Some(gone) = self.by_identity.remove(identity) {
+            self.entries -= gone.record.chunks.len();
+        }
+    }
+
+    /// Remembers `checked`, forgetting others until it fits the bounds.
+    fn insert(&mut self, identity: FileIdentity, checked: Arc<CheckedFile>) {
+        let entries = checked.record.chunks.len();
+        while self.by_identity.len() >= FILES_MAX || (self.entries + entries > ENTRIES_MAX && self.entries > 0) {
+            let Some(forgotten) = self.by_identity.keys().next().copied() else {
+                break;
+            };
+            self.remove(&forgotten);
+        }
+        self.remove(&identity);
+        self.by_identity.insert(identity, checked);
+        self.entries += entries;
+        debug_assert!(self.by_identity.len() <= FILES_MAX);
+    }
+}
+
 impl FileChecks {
     fn files(&self) -> MutexGuard<'_, RememberedFiles> {
         self.files.lock().unwrap_or_else(|poison| poison.into_inner())
@@ -116,10 +139,7 @@ impl FileChecks {
 
     /// Forgets `identity`'s checks.
     fn forget(&self, identity: &FileIdentity) {
-        let mut files = self.files();
-        if let Some(gone) = files.by_identity.remove(identity) {
-            files.entries -= gone.record.chunks.len();
-        }
+        self.files().remove(identity);
     }
 
     fn places(&self) -> MutexGuard<'_, std::collections::HashSet<Place>> {
@@ -200,7 +220,10 @@ impl FileCheck {
 impl Store {
     /// The checks of `file` (opened from `path`) as bytes of `blob`, kept
     /// for this version of the file: its identity is read now. A file whose
-    /// size is not the blob's is [`StoreError::FileChanged`] at once.
+    /// size is not the blob's is [`StoreError::FileChanged`] at once. Each
+    /// chunk is then read and hashed the first time [`FileCheck::check`]
+    /// meets it only, so a server may send checked ranges without reading
+    /// them (zero-copy).
     pub fn file_checks(&self, blob: &BlobId, file: &File, path: &Path) -> Result<FileCheck> {
         let metadata = file.metadata().map_err(|error| StoreError::io("stat", path, error))?;
         let identity = FileIdentity {
@@ -219,15 +242,6 @@ impl Store {
         })
     }
 
-    /// Checks that bytes `start..end` of `file` (opened from `path`) are
-    /// bytes `start..end` of `blob`. Each chunk they touch is read and
-    /// hashed the first time only; later calls for the same file, unchanged,
-    /// cost a `fstat` and a look-up, so the caller may then send the range
-    /// without reading it (zero-copy). Blocks on reads.
-    pub fn check_file_range(&self, blob: &BlobId, file: &File, path: &Path, start: u64, end: u64) -> Result<()> {
-        self.file_checks(blob, file, path)?.check(self, file, start, end)
-    }
-
     /// The remembered checks of `identity`, started (with its blob's
     /// manifest) if there are none.
     fn checked_file(&self, identity: FileIdentity, path: &Path) -> Result<Arc<CheckedFile>> {
@@ -242,21 +256,7 @@ impl Store {
             });
         }
         let checked = Arc::new(CheckedFile::new(record));
-        let entries = checked.record.chunks.len();
-        let mut files = self.checks.files();
-        while files.by_identity.len() >= FILES_MAX || (files.entries + entries > ENTRIES_MAX && files.entries > 0) {
-            let Some(forgotten) = files.by_identity.keys().next().copied() else {
-                break;
-            };
-            if let Some(gone) = files.by_identity.remove(&forgotten) {
-                files.entries -= gone.record.chunks.len();
-            }
-        }
-        if let Some(replaced) = files.by_identity.insert(identity, Arc::clone(&checked)) {
-            files.entries -= replaced.record.chunks.len();
-        }
-        files.entries += entries;
-        debug_assert!(files.by_identity.len() <= FILES_MAX);
+        self.checks.files().insert(identity, Arc::clone(&checked));
         Ok(checked)
     }
 }
@@ -271,10 +271,10 @@ impl Store {
     pub fn blob_file_spans(&self, blob: &BlobId, start: u64, end: u64) -> Result<Option<Vec<FileSpan>>> {
         let record = self.blob(blob)?;
         super::read::check_range(blob, &record, start, end)?;
-        let mut spans: Vec<(PackId, FileSpan)> = Vec::new();
         if start == end {
             return Ok(Some(Vec::new()));
         }
+        let mut spans: Vec<(PackId, FileSpan)> = Vec::new();
         for entry in &record.chunks[record.entry_at(start)..] {
             if entry.offset >= end {
                 break;

@@ -59,30 +59,26 @@ pub async fn fallback(method: Method, uri: Uri, headers: HeaderMap) -> Response 
 /// client accepts gzip (with `Vary: Accept-Encoding` either way for text).
 fn asset(name: &str, mimetype: &str, cache: &str, data: &[u8], headers: &HeaderMap) -> Response {
     let text = compressible(mimetype);
-    let mut response = if text && accepts_gzip(headers) {
-        (
-            [
-                (header::CONTENT_TYPE, mimetype.to_owned()),
-                (header::CACHE_CONTROL, cache.to_owned()),
-                (header::CONTENT_ENCODING, "gzip".to_owned()),
-            ],
-            gzipped(name, data),
-        )
-            .into_response()
+    let gzip = text && accepts_gzip(headers);
+    let body = if gzip {
+        gzipped(name, data)
     } else {
-        (
-            [
-                (header::CONTENT_TYPE, mimetype.to_owned()),
-                (header::CACHE_CONTROL, cache.to_owned()),
-            ],
-            data.to_vec(),
-        )
-            .into_response()
+        axum::body::Bytes::copy_from_slice(data)
     };
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, mimetype.to_owned()),
+            (header::CACHE_CONTROL, cache.to_owned()),
+        ],
+        body,
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    if gzip {
+        headers.insert(header::CONTENT_ENCODING, axum::http::HeaderValue::from_static("gzip"));
+    }
     if text {
-        response
-            .headers_mut()
-            .insert(header::VARY, axum::http::HeaderValue::from_static("accept-encoding"));
+        headers.insert(header::VARY, axum::http::HeaderValue::from_static("accept-encoding"));
     }
     response
 }

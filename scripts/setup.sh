@@ -9,7 +9,8 @@
 # app's end-to-end tests), iproute2 and nftables (the chaos harness's
 # network namespaces and partitions), curl (the image's healthcheck, which
 # scripts/deploy_local.py runs), mpv (a player the HLS tests open masters
-# with). Then it builds the web app, which the `omega`
+# with), and schemathesis in a virtual environment (the API conformance
+# test). Then it builds the web app, which the `omega`
 # binary embeds.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
@@ -24,6 +25,7 @@ command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip python3-venv)
+python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 command -v chromium >/dev/null || need_apt+=(chromium)
@@ -60,6 +62,15 @@ done
 if ! python3 -c 'import m3u8' 2>/dev/null; then
   echo "setup: installing m3u8 (HLS playlist parser for the HLS tests)" >&2
   python3 -m pip install --quiet m3u8 >&2 || python3 -m pip install --quiet --break-system-packages m3u8 >&2
+fi
+# schemathesis (the API conformance test) in its own virtual environment:
+# it pins versions of libraries that the tools above also use.
+schemathesis_version=4.32.5
+venv="$HOME/.cache/omega-venv"
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$schemathesis_version"; then
+  echo "setup: installing schemathesis $schemathesis_version (API conformance test) into $venv" >&2
+  python3 -m venv "$venv" >&2
+  "$venv/bin/pip" install --quiet "schemathesis==$schemathesis_version" >&2
 fi
 
 # The web app: dependencies exactly as locked (again only when the lock

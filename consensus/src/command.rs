@@ -462,4 +462,9 @@ pub enum Rejection {
     /// A bounded table is full of entries that cannot be dropped yet.
     #[error("{0}")]
     Full(String),
+    /// The caller holds as many of these as one may (API keys, app
+    /// passwords): it must remove one first. (Last, so that the encoding
+    /// of the variants before it is unchanged.)
+    #[error("{0}")]
+    Quota(String),
 }

@@ -409,7 +409,7 @@ proptest! {
             if (id as usize) < omega_consensus::model::APP_PASSWORDS_MAX {
                 prop_assert_eq!(response, Response::Created(id));
             } else {
-                prop_assert!(matches!(response, Response::Rejected(Rejection::Invalid(_))));
+                prop_assert!(matches!(response, Response::Rejected(Rejection::Quota(_))));
             }
         }
         let again = apply(&mut tables, 999, &Command::PutAppPassword { user, id: 0, name: "again".into(), sealed: vec![], now_ms: 0 });
@@ -631,7 +631,7 @@ fn api_keys_are_bounded_per_user() {
     }
     let refused = apply(&mut tables, index, &key(alice, API_KEYS_MAX));
     assert!(
-        matches!(&refused, Response::Rejected(Rejection::Invalid(text)) if text.contains("at most")),
+        matches!(&refused, Response::Rejected(Rejection::Quota(text)) if text.contains("at most")),
         "{refused:?}"
     );
     // Storing a key again is not a new one; another user has room.

@@ -5,13 +5,14 @@ use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
-/// Longest password accepted (argon2 handles more; this bounds the work).
-pub const PASSWORD_MAX_BYTES: usize = 1024;
+/// Longest password accepted, in characters (argon2 handles more; this
+/// bounds the work: at most 4 KiB of UTF-8).
+pub const PASSWORD_MAX_CHARS: usize = 1024;
 
 /// Hashes a password with a fresh salt.
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
-    if password.is_empty() || password.len() > PASSWORD_MAX_BYTES {
-        anyhow::bail!("a password must be 1 to {PASSWORD_MAX_BYTES} bytes");
+    if password.is_empty() || password.chars().count() > PASSWORD_MAX_CHARS {
+        anyhow::bail!("a password must be 1 to {PASSWORD_MAX_CHARS} characters");
     }
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()

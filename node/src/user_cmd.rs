@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::auth::PASSWORD_MAX_BYTES;
+use crate::auth::PASSWORD_MAX_CHARS;
 use crate::cli::GlobalArgs;
 use crate::control::{ControlRequest, call};
 
@@ -33,7 +33,8 @@ pub fn run(global: &GlobalArgs, command: UserCommand) -> anyhow::Result<ExitCode
         UserCommand::Add { name, admin, .. } => {
             let mut input = String::new();
             std::io::stdin()
-                .take(PASSWORD_MAX_BYTES as u64 + 2)
+                // A UTF-8 character is at most 4 bytes; 2 more for the line end.
+                .take(PASSWORD_MAX_CHARS as u64 * 4 + 2)
                 .read_to_string(&mut input)?;
             let password = input.lines().next().unwrap_or_default().to_owned();
             let answer = call(&socket, &ControlRequest::UserAdd { name, password, admin })?;

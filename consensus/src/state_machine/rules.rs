@@ -248,7 +248,7 @@ pub fn apply_command<R: KvRead + ?Sized>(
             now_ms,
         } => {
             if tx.get(Table::ApiKeys, hash)?.is_none() && api_keys_of(tx, *user)? >= API_KEYS_MAX {
-                return Ok(Response::Rejected(Rejection::Invalid(format!(
+                return Ok(Response::Rejected(Rejection::Quota(format!(
                     "a user holds at most {API_KEYS_MAX} API keys: revoke one first"
                 ))));
             }
@@ -337,7 +337,7 @@ pub fn apply_command<R: KvRead + ?Sized>(
                 ))));
             }
             if tx.scan_prefix(Table::AppPasswords, &id_key(*user))?.len() >= APP_PASSWORDS_MAX {
-                return Ok(Response::Rejected(Rejection::Invalid(format!(
+                return Ok(Response::Rejected(Rejection::Quota(format!(
                     "a user holds at most {APP_PASSWORDS_MAX} app passwords: revoke one first"
                 ))));
             }

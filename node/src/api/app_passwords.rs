@@ -50,7 +50,8 @@ pub struct NewAppPassword {
 /// `POST /api/v1/auth/app-passwords`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreateAppPassword {
-    /// A label ("phone", "Symfonium").
+    /// A label ("phone", "Symfonium"): 1 to 64 printable characters.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]+$")]
     pub name: String,
 }
 
@@ -71,7 +72,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
 
 /// Creates an app password for the caller; its secret is in this answer
 /// only.
-#[utoipa::path(post, path = "/api/v1/auth/app-passwords", tag = "auth", security(("bearer" = [])), request_body = CreateAppPassword, responses((status = 201, body = NewAppPassword), (status = 400), (status = 401)))]
+#[utoipa::path(post, path = "/api/v1/auth/app-passwords", tag = "auth", security(("bearer" = [])), request_body = CreateAppPassword, responses((status = 201, body = NewAppPassword), (status = 400), (status = 401), (status = 409, description = "The caller holds as many app passwords as one may")))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,

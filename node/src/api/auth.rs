@@ -304,19 +304,22 @@ pub async fn me(caller: Caller) -> Json<UserView> {
 /// `POST /api/v1/auth/keys`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct KeyRequest {
-    /// A label (the app it is for).
+    /// A label (the app it is for): 1 to 128 characters, not all blank.
+    #[schema(min_length = 1, max_length = 128, pattern = "\\S")]
     pub name: String,
 }
 
 /// Creates an API key for the caller; the key is shown once.
-#[utoipa::path(post, path = "/api/v1/auth/keys", tag = "auth", security(("bearer" = [])), request_body = KeyRequest, responses((status = 201), (status = 401)))]
+#[utoipa::path(post, path = "/api/v1/auth/keys", tag = "auth", security(("bearer" = [])), request_body = KeyRequest, responses((status = 201), (status = 401), (status = 409, description = "The caller holds as many API keys as one may")))]
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
     Body(request): Body<KeyRequest>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    if request.name.trim().is_empty() || request.name.len() > 128 {
-        return Err(ApiError::bad_request("a key name is 1 to 128 bytes"));
+    if request.name.trim().is_empty() || request.name.chars().count() > 128 {
+        return Err(ApiError::bad_request(
+            "a key name is 1 to 128 characters, not all blank",
+        ));
     }
     let (key, hash) = new_secret(API_KEY_PREFIX);
     state

@@ -129,9 +129,10 @@ impl From<std::io::Error> for ApiError {
 impl From<Rejection> for ApiError {
     fn from(rejection: Rejection) -> ApiError {
         let status = match &rejection {
-            Rejection::NameTaken(_) | Rejection::LeaseHeld { .. } | Rejection::IllegalTransition { .. } => {
-                StatusCode::CONFLICT
-            }
+            Rejection::NameTaken(_)
+            | Rejection::LeaseHeld { .. }
+            | Rejection::IllegalTransition { .. }
+            | Rejection::Quota(_) => StatusCode::CONFLICT,
             Rejection::NotFound { .. } => StatusCode::NOT_FOUND,
             Rejection::TokenUsed | Rejection::TokenExpired | Rejection::StaleFencing { .. } => StatusCode::FORBIDDEN,
             Rejection::Invalid(_) => StatusCode::BAD_REQUEST,

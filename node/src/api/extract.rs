@@ -6,7 +6,10 @@ use serde::de::DeserializeOwned;
 
 use super::ApiError;
 
-/// A JSON body; a malformed one is a JSON 400/415/422.
+/// A JSON body; a malformed one is a JSON 400 (or 415 without a JSON
+/// content type). A number with a zero fraction (`3.0`) is taken where an
+/// integer is wanted: JSON Schema counts it as one, and so do JavaScript
+/// clients.
 #[derive(Debug)]
 pub struct Body<T>(pub T);
 
@@ -14,10 +17,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        axum::Json::<T>::from_request(request, state)
+        let axum::Json(mut value) = axum::Json::<serde_json::Value>::from_request(request, state)
             .await
-            .map(|axum::Json(value)| Body(value))
-            .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))
+            .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+        integral_numbers_as_integers(&mut value);
+        serde_path_to_error::deserialize(value)
+            .map(Body)
+            .map_err(|error| ApiError::bad_request(format!("the body does not fit: {error}")))
+    }
+}
+
+/// Turns every number with a zero fraction that fits an integer into that
+/// integer, so that `u64` and `i64` fields take it (`f64` fields still do).
+fn integral_numbers_as_integers(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Number(number) if number.is_f64() => {
+            let Some(float) = number.as_f64() else { return };
+            // Within ±2^53 every integer is exact, so the cast loses nothing.
+            const EXACT: f64 = 9_007_199_254_740_992.0;
+            if float.fract() == 0.0 && float.abs() <= EXACT {
+                *value = serde_json::Value::from(float as i64);
+            }
+        }
+        serde_json::Value::Array(all) => all.iter_mut().for_each(integral_numbers_as_integers),
+        serde_json::Value::Object(object) => object.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
     }
 }
 
@@ -48,5 +72,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
             .await
             .map(|axum::extract::Query(value)| QueryParams(value))
             .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::integral_numbers_as_integers;
+    use serde_json::json;
+
+    #[test]
+    fn whole_numbers_written_with_a_fraction_become_integers() {
+        let mut body = json!({"items": [3.0, 2.5, -0.0, 1e300], "position": 90071992547409.0, "name": "4.0"});
+        integral_numbers_as_integers(&mut body);
+        assert_eq!(
+            body,
+            json!({"items": [3, 2.5, 0, 1e300], "position": 90071992547409_i64, "name": "4.0"})
+        );
+        let first: u64 = serde_json::from_value(body["items"][0].clone()).unwrap_or_default();
+        assert_eq!(first, 3);
     }
 }

@@ -18,6 +18,7 @@ const FOLDERS_MAX: usize = 2000;
 #[into_params(parameter_in = Query)]
 pub struct FoldersQuery {
     /// An absolute folder (default `/`).
+    #[param(pattern = "^/")]
     pub path: Option<String>,
 }
 
@@ -44,7 +45,7 @@ pub struct FolderListing {
 }
 
 /// Lists the sub-folders of a folder on this node.
-#[utoipa::path(get, path = "/api/v1/folders", tags = ["libraries", "admin"], security(("bearer" = [])), params(FoldersQuery), responses((status = 200, body = FolderListing), (status = 400)))]
+#[utoipa::path(get, path = "/api/v1/folders", tags = ["libraries", "admin"], security(("bearer" = [])), params(FoldersQuery), responses((status = 200, body = FolderListing), (status = 400), (status = 403, description = "The folder cannot be read"), (status = 404, description = "No such folder on this node")))]
 pub async fn list(
     State(_state): State<AppState>,
     _admin: Admin,
@@ -54,9 +55,17 @@ pub async fn list(
     if !requested.starts_with('/') || requested.contains('\0') {
         return Err(ApiError::bad_request(format!("{requested:?} is not an absolute path")));
     }
-    let listing = tokio::task::spawn_blocking(move || -> Result<FolderListing, String> {
-        let path = std::fs::canonicalize(&requested).map_err(|error| format!("{requested:?}: {error}"))?;
-        let entries = std::fs::read_dir(&path).map_err(|error| format!("{}: {error}", path.display()))?;
+    let listing = tokio::task::spawn_blocking(move || -> ApiResult<FolderListing> {
+        let unlistable = |path: &std::path::Path, error: std::io::Error| {
+            let message = format!("{}: {error}", path.display());
+            match error.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory => ApiError::not_found(message),
+                std::io::ErrorKind::PermissionDenied => ApiError::forbidden(message),
+                _ => ApiError::bad_request(message),
+            }
+        };
+        let path = std::fs::canonicalize(&requested).map_err(|error| unlistable(requested.as_ref(), error))?;
+        let entries = std::fs::read_dir(&path).map_err(|error| unlistable(&path, error))?;
         let mut folders = Vec::new();
         let mut truncated = false;
         for entry in entries.filter_map(Result::ok) {
@@ -84,7 +93,6 @@ pub async fn list(
         })
     })
     .await
-    .map_err(ApiError::internal)?
-    .map_err(ApiError::bad_request)?;
+    .map_err(ApiError::internal)??;
     Ok(Json(listing))
 }

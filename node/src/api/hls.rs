@@ -491,7 +491,7 @@ pub struct PlaybackInfo {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct PlaybackRequest {
     /// What the client plays; a current browser when left out.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub client: Option<ClientProfile>,
 }
 

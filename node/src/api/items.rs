@@ -199,6 +199,7 @@ fn view(item: &Item, admin: bool) -> ItemView {
 pub struct ListQuery {
     /// Item kind.
     #[serde(rename = "type")]
+    #[param(pattern = "^(movie|series|season|episode|artist|album|track|audiobook|book|photo)$")]
     pub kind: Option<String>,
     /// Parent item id.
     pub parent: Option<u64>,
@@ -206,16 +207,44 @@ pub struct ListQuery {
     pub library: Option<u64>,
     /// Case-insensitive text in the title.
     pub search: Option<String>,
-    /// `title` (default), `added`, `year`, `index`.
-    pub sort: Option<String>,
+    /// What the items are ordered by (default `title`).
+    #[param(inline)]
+    pub sort: Option<SortKey>,
     /// `asc` (default) or `desc`.
-    pub order: Option<String>,
+    #[param(inline)]
+    pub order: Option<SortOrder>,
     /// Page size (default 100, at most 500).
     pub limit: Option<usize>,
     /// Items to skip.
     pub offset: Option<usize>,
     /// `true`: only the caller's favourites.
     pub favorite: Option<bool>,
+}
+
+/// What a list of items is ordered by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SortKey {
+    /// The sort title.
+    #[default]
+    Title,
+    /// When it was added.
+    Added,
+    /// Its year.
+    Year,
+    /// Its number (track, episode).
+    Index,
+}
+
+/// Ascending or descending.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    /// Smallest first.
+    #[default]
+    Asc,
+    /// Largest first.
+    Desc,
 }
 
 /// A page of items.
@@ -250,18 +279,15 @@ pub async fn list(
     let offset = query.offset.unwrap_or(0);
     let search = query.search.as_deref().map(crate::text::search_fold);
     let tables = state.cluster.tables();
-    let descending = match query.order.as_deref().unwrap_or("asc") {
-        "asc" => false,
-        "desc" => true,
-        other => return Err(ApiError::bad_request(format!("order {other:?}: use asc or desc"))),
-    };
+    let descending = query.order.unwrap_or_default() == SortOrder::Desc;
+    let sort = query.sort.unwrap_or_default();
     // The common browse — one kind, by title, no parent or search — pages
     // through the title index without loading the others.
     if let Some(kind) = kind
         && query.parent.is_none()
         && search.is_none()
         && query.favorite.is_none()
-        && query.sort.as_deref().unwrap_or("title") == "title"
+        && sort == SortKey::Title
     {
         let visible = |library: u64| can_see(&caller, library) && query.library.is_none_or(|id| id == library);
         let (page, total) = read::items_by_title(tables, kind, visible, offset, limit, descending)?;
@@ -303,16 +329,11 @@ pub async fn list(
             }
         }
     }
-    match query.sort.as_deref().unwrap_or("title") {
-        "title" => items.sort_by(|a, b| a.fields.sort_title.cmp(&b.fields.sort_title).then(a.id.cmp(&b.id))),
-        "added" => items.sort_by_key(|item| (item.added_ms, item.id)),
-        "year" => items.sort_by_key(|item| (item.fields.year, item.id)),
-        "index" => items.sort_by_key(|item| (item.fields.index, item.id)),
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "cannot sort by {other:?}: use title, added, year or index"
-            )));
-        }
+    match sort {
+        SortKey::Title => items.sort_by(|a, b| a.fields.sort_title.cmp(&b.fields.sort_title).then(a.id.cmp(&b.id))),
+        SortKey::Added => items.sort_by_key(|item| (item.added_ms, item.id)),
+        SortKey::Year => items.sort_by_key(|item| (item.fields.year, item.id)),
+        SortKey::Index => items.sort_by_key(|item| (item.fields.index, item.id)),
     }
     if descending {
         items.reverse();

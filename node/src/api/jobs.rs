@@ -73,9 +73,11 @@ pub struct NewJob {
     pub item: u64,
     /// The rendition to make: `1080p`, `720p`, `480p`, `360p` or `audio`;
     /// H.264 unless it ends in `-hevc` or `-vp9` (e.g. `720p-hevc`).
+    #[schema(pattern = "^((1080p|720p|480p|360p)(-hevc|-vp9)?|audio)$")]
     pub profile: String,
     /// Split the video into this many chunks, encoded by any nodes and then
-    /// joined (2 to 64; video renditions only). The answer is the join job.
+    /// joined (2 to 64; ignored for `audio`). The answer is the join job.
+    #[schema(minimum = 2, maximum = 64)]
     pub chunks: Option<u32>,
 }
 
@@ -143,7 +145,8 @@ pub async fn enqueue_chunked(state: &AppState, item: u64, profile: &str, chunks:
         )));
     }
     if profile.starts_with("audio") {
-        return Err(ApiError::bad_request("audio renditions are not chunked"));
+        // Chunks split video encoding; an audio rendition is one quick job.
+        return enqueue(state, item, profile).await;
     }
     // All or nothing, as far as can be told beforehand: chunk jobs without
     // their join would run for nothing.

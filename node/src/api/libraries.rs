@@ -105,12 +105,19 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
 /// `POST /api/v1/libraries`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NewLibrary {
-    /// Unique name.
+    /// Unique name: 1 to 128 bytes, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
     /// Kind of media.
     #[serde(rename = "type")]
+    #[schema(pattern = "^(movies|shows|music|audiobooks|books|photos)$")]
     pub kind: String,
-    /// Absolute folder paths on this node.
+    /// Absolute folder paths on this node (1 to 64).
+    #[schema(min_items = 1, max_items = 64)]
     pub paths: Vec<String>,
 }
 

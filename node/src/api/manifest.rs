@@ -39,6 +39,7 @@ const PROVIDERS_MAX: usize = 16;
 pub struct ManifestQuery {
     /// The libp2p peer id of the fetching client (required): the grant is
     /// for it. Checked after the caller, so that a missing token is a 401.
+    #[param(required = true, pattern = "^[1-9A-HJ-NP-Za-km-z]{40,64}$")]
     pub peer: Option<String>,
     /// A stream token for this item (instead of a bearer token).
     pub t: Option<String>,

@@ -51,10 +51,16 @@ pub struct PlaylistDetail {
 /// `POST /api/v1/playlists`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CreatePlaylist {
-    /// Its name.
+    /// Its name: 1 to 200 printable characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: String,
-    /// Items, in order.
+    /// Items, in order (at most 10,000).
     #[serde(default)]
+    #[schema(max_items = 10000)]
     pub items: Vec<u64>,
     /// Other users may see it.
     #[serde(default)]
@@ -64,9 +70,15 @@ pub struct CreatePlaylist {
 /// `PUT /api/v1/playlists/{id}`: what is given replaces what it had.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct UpdatePlaylist {
-    /// A new name.
+    /// A new name: 1 to 200 printable characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub name: Option<String>,
-    /// New items, in order.
+    /// New items, in order (at most 10,000).
+    #[schema(max_items = 10000)]
     pub items: Option<Vec<u64>>,
     /// New visibility.
     pub public: Option<bool>,

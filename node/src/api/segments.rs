@@ -111,7 +111,7 @@ pub(crate) async fn list(state: &AppState, source: &Source, rendition: &str) -> 
 /// One segment of an item's rendition by its hash, from this node's store,
 /// when this node holds that rendition's segments (it makes them, or
 /// replicated them).
-#[utoipa::path(get, path = "/api/v1/items/{id}/segments/{rendition}/{hash}", tags = ["playback", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), ("rendition" = String, Path, description = "The rendition"), ("hash" = String, Path, description = "The segment's BLAKE3 hash (hex), from `segments.json`"), StreamQuery), responses((status = 200, description = "The segment (any origin may read it)", content_type = "video/mp4"), (status = 400), (status = 404, description = "This node does not hold that segment")))]
+#[utoipa::path(get, path = "/api/v1/items/{id}/segments/{rendition}/{hash}", tags = ["playback", "library-scoped"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id"), ("rendition" = String, Path, description = "The rendition"), ("hash" = String, Path, description = "The segment's BLAKE3 hash (64 hex digits), from `segments.json`", pattern = "^[0-9a-fA-F]{64}$"), StreamQuery), responses((status = 200, description = "The segment (any origin may read it)", content_type = "video/mp4"), (status = 400), (status = 404, description = "This node does not hold that segment")))]
 pub async fn by_hash(
     State(state): State<AppState>,
     PathParam((id, rendition, hash)): PathParam<(u64, String, String)>,

@@ -64,7 +64,8 @@ async fn set_password(state: &AppState, user: EntityId, password_hash: String) -
 pub struct PasswordChange {
     /// The password now.
     pub current_password: String,
-    /// The new one.
+    /// The new one (1 to 1024 characters).
+    #[schema(min_length = 1, max_length = 1024)]
     pub new_password: String,
 }
 
@@ -108,7 +109,8 @@ pub async fn sign_out_everywhere(State(state): State<AppState>, caller: Caller) 
 /// `PUT /api/v1/users/{id}/password`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PasswordReset {
-    /// The new password.
+    /// The new password (1 to 1024 characters).
+    #[schema(min_length = 1, max_length = 1024)]
     pub password: String,
 }
 

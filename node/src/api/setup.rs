@@ -35,9 +35,15 @@ pub async fn state(State(state): State<AppState>) -> ApiResult<Json<SetupState>>
 /// `POST /api/v1/setup`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SetupRequest {
-    /// The administrator's name.
+    /// The administrator's name (1 to 128 bytes, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub username: String,
-    /// Its password.
+    /// Its password (1 to 1024 characters).
+    #[schema(min_length = 1, max_length = 1024)]
     pub password: String,
 }
 

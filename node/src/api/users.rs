@@ -35,8 +35,14 @@ pub struct NewUser {
     /// Unique name; the same field as at login and setup (`name` is
     /// accepted too).
     #[serde(alias = "name")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub username: String,
-    /// Password.
+    /// Password (1 to 1024 characters).
+    #[schema(min_length = 1, max_length = 1024)]
     pub password: String,
     /// Administrator.
     #[serde(default)]
@@ -83,14 +89,14 @@ pub async fn create(
 
 /// Deletes a user (not oneself: an administrator cannot lock the door
 /// behind them by accident).
-#[utoipa::path(delete, path = "/api/v1/users/{id}", tags = ["users", "admin"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), responses((status = 204), (status = 404)))]
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tags = ["users", "admin"], security(("bearer" = [])), params(("id" = u64, Path, description = "Its id")), responses((status = 204), (status = 404), (status = 409, description = "The caller is this user")))]
 pub async fn remove(
     State(state): State<AppState>,
     Admin(caller): Admin,
     PathParam(id): PathParam<u64>,
 ) -> ApiResult<StatusCode> {
     if id == caller.user.id {
-        return Err(ApiError::bad_request("you cannot delete yourself"));
+        return Err(ApiError::new(StatusCode::CONFLICT, "you cannot delete yourself"));
     }
     state.write(Command::DeleteUser { id }).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -739,7 +739,10 @@ async fn watch_libraries(state: crate::http::AppState) {
             .map(|library| (library.id, library.paths))
             .collect()
     };
-    let rescan = move |id: u64| {
+    let rescan = move |id: u64, why: crate::library::watch::Why| {
+        if !watcher_rescans(why, !state.scans.offline(id).is_empty()) {
+            return;
+        }
         if let Ok(Some(library)) = omega_consensus::state_machine::read::library(state.cluster.tables(), id)
             && let Err(error) = crate::api::libraries::start_scan(&state, library)
         {
@@ -749,6 +752,15 @@ async fn watch_libraries(state: crate::http::AppState) {
     if let Err(error) = crate::library::watch::run(folders, rescan, WATCH_QUIET).await {
         tracing::warn!(%error, "library folders are not watched");
     }
+}
+
+/// Whether the watcher's reason to rescan a library is this loop's to act
+/// on. A folder coming back to a library marked offline is left to
+/// [`rescan_returned_libraries`], which waits until every offline folder
+/// lists something (an empty mount point can be watched, but is not back):
+/// both acting would scan the library twice.
+fn watcher_rescans(why: crate::library::watch::Why, library_offline: bool) -> bool {
+    why == crate::library::watch::Why::Changed || !library_offline
 }
 
 /// Rescans a library whose folders were offline once each lists something
@@ -851,4 +863,18 @@ fn job_json(app: &crate::http::AppState, id: u64) -> anyhow::Result<serde_json::
     let job =
         omega_consensus::state_machine::read::job(app.cluster.tables(), id)?.with_context(|| format!("no job {id}"))?;
     Ok(serde_json::to_value(crate::api::jobs::view(app, &job))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::watcher_rescans;
+    use crate::library::watch::Why;
+
+    #[test]
+    fn a_folder_back_in_an_offline_library_is_rescanned_once_by_the_offline_check() {
+        assert!(watcher_rescans(Why::Changed, false));
+        assert!(watcher_rescans(Why::Changed, true));
+        assert!(watcher_rescans(Why::FolderBack, false));
+        assert!(!watcher_rescans(Why::FolderBack, true));
+    }
 }

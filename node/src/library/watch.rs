@@ -26,11 +26,21 @@ struct Shared {
     dirty: BTreeMap<u64, Instant>,
 }
 
+/// Why the watcher asks for a rescan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// Files changed under a watched folder, which has been quiet since.
+    Changed,
+    /// A folder that could not be watched (missing, unreadable) can be now.
+    FolderBack,
+}
+
 /// Runs until the task is dropped: keeps watches on the folders `folders`
-/// returns, and calls `rescan` for a library `quiet` after its last change.
+/// returns, and calls `rescan` for a library `quiet` after its last change
+/// or when one of its folders comes back.
 pub async fn run(
     folders: impl Fn() -> Folders + Send + 'static,
-    rescan: impl Fn(u64) + Send + 'static,
+    rescan: impl Fn(u64, Why) + Send + 'static,
     quiet: Duration,
 ) -> notify::Result<()> {
     let shared = Arc::new(Mutex::new(Shared::default()));
@@ -85,7 +95,7 @@ pub async fn run(
                         watched.insert(path.clone(), *library);
                         if unwatchable.remove(path) {
                             tracing::info!(path = %path.display(), "a library folder is back; rescanning");
-                            rescan(*library);
+                            rescan(*library, Why::FolderBack);
                         }
                     }
                     Err(error) => {
@@ -113,7 +123,7 @@ pub async fn run(
         };
         for library in due {
             tracing::info!(library, "files changed; rescanning");
-            rescan(library);
+            rescan(library, Why::Changed);
         }
     }
 }

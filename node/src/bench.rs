@@ -167,6 +167,33 @@ async fn first_movie(http: &mut http::Http, auth: &str, started: std::time::Inst
     }
 }
 
+/// Waits until every library's scan is over (its files analysed for
+/// streaming too), as a user who presses play after the scan.
+async fn scans_done(http: &mut http::Http, auth: &str, started: std::time::Instant) -> anyhow::Result<()> {
+    let (_, libraries) = http.get("/api/v1/libraries", auth).await?;
+    let libraries: serde_json::Value = serde_json::from_slice(&libraries)?;
+    for id in libraries
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|library| library["id"].as_u64())
+    {
+        loop {
+            let (_, status) = http.get(&format!("/api/v1/libraries/{id}/scan"), auth).await?;
+            let status: serde_json::Value = serde_json::from_slice(&status)?;
+            match status["state"].as_str() {
+                Some("done") => break,
+                Some("failed") => anyhow::bail!("the scan failed: {status}"),
+                _ if started.elapsed() > std::time::Duration::from_secs(120) => {
+                    anyhow::bail!("the scan did not finish: {status}")
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A fresh work directory, inside `parent` when given (removed on drop).
 fn work_dir(parent: Option<&std::path::Path>) -> anyhow::Result<tempfile::TempDir> {
     use anyhow::Context;

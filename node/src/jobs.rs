@@ -344,7 +344,11 @@ async fn execute(state: &AppState, job: &Job, fencing: u64, lease_ms: u64, work_
     let (_, codec) = omega_transcode::offline::VideoCodec::split_profile(spec.rendition())
         .context("unknown codec in the profile")?;
     let read_rate = transcoder.sessions.config().read_rate;
-    let plan = omega_transcode::segments::SegmentPlan::new(info.duration_s);
+    // Chunks are cut on whole target-length segments: no short lead (that
+    // is for a player's first request), and whole seconds, which whole
+    // frames fall on at common frame rates.
+    let plan =
+        omega_transcode::segments::SegmentPlan::with_target(info.duration_s, omega_transcode::segments::TARGET_SECONDS);
     let (out, args) = match &spec {
         JobSpec::Whole { .. } => {
             let out = dir.join("out.mp4");
@@ -647,7 +651,7 @@ mod tests {
 
     #[test]
     fn chunks_tile_the_source_on_plan_boundaries() {
-        let plan = omega_transcode::segments::SegmentPlan::new(20.0);
+        let plan = omega_transcode::segments::SegmentPlan::with_target(20.0, 4);
         let ranges: Vec<(f64, Option<f64>)> = (0..3).map(|index| chunk_range(&plan, index, 3)).collect();
         assert_eq!(ranges, [(0.0, Some(4.0)), (4.0, Some(12.0)), (12.0, None)]);
     }

@@ -48,6 +48,7 @@ pub mod relay;
 pub mod remote;
 pub mod segment_cache;
 pub mod serve;
+pub mod source_analysis;
 pub mod store_cmd;
 pub mod subsonic;
 pub mod telemetry;

@@ -294,6 +294,7 @@ async fn serve(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             crate::transcoder::Transcoder::start(
                 &config.transcode,
                 &config.data_dir.join("transcode"),
+                Some(&config.data_dir.join("analysis")),
                 Some(store.clone()),
             )
             .await?,

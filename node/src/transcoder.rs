@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, Shared};
 use omega_transcode::ffmpeg::{VideoEncoder, detect_encoders, version};
 use omega_transcode::ladder::copy_rendition;
-use omega_transcode::probe::{SourceInfo, keyframes, probe};
+use omega_transcode::probe::{SourceInfo, keyframes, probe_json};
 use omega_transcode::segments::SegmentPlan;
 use omega_transcode::session::{SessionConfig, Sessions};
 
@@ -59,6 +59,8 @@ pub struct Transcoder {
     /// while a probe of its source runs.
     probing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     copy_plans: Mutex<HashMap<String, CopyPlan>>,
+    /// Probes and keyframes kept on disk, across restarts.
+    analysis: Option<Arc<crate::source_analysis::SourceAnalysis>>,
     keeper: Option<Keeper>,
     /// The budget of segments kept in the store.
     segment_cache: Arc<SegmentCache>,
@@ -68,10 +70,12 @@ pub struct Transcoder {
 
 impl Transcoder {
     /// Starts transcoding: ffmpeg must run; sessions write under `work_dir`;
-    /// segments made are kept in `store`.
+    /// what ffprobe says of sources is kept under `analysis_dir`; segments
+    /// made are kept in `store`.
     pub async fn start(
         settings: &TranscodeSettings,
         work_dir: &Path,
+        analysis_dir: Option<&Path>,
         store: Option<Arc<omega_storage::Store>>,
     ) -> anyhow::Result<Arc<Transcoder>> {
         let version = version(&settings.ffmpeg).await.with_context(|| {
@@ -109,8 +113,16 @@ impl Transcoder {
             Some(store) if segment_cache.keeps() => Some(spawn_keeper(store, segment_cache.clone())?),
             _ => None,
         };
+        let analysis = match analysis_dir {
+            Some(dir) => Some(Arc::new(
+                crate::source_analysis::SourceAnalysis::open(dir)
+                    .with_context(|| format!("cannot open {}", dir.display()))?,
+            )),
+            None => None,
+        };
         let transcoder = Arc::new(Transcoder {
             probing: Mutex::new(HashMap::new()),
+            analysis,
             keeper,
             segment_cache,
             kept_spans: crate::segment_cache::KeptSpans::default(),
@@ -154,7 +166,7 @@ impl Transcoder {
         if let Some(info) = self.lock().get(id) {
             return Ok(info.clone());
         }
-        let probed = probe(&self.ffprobe, path).await.map(Arc::new);
+        let probed = self.probe(id, path).await.map(Arc::new);
         if let Ok(info) = &probed {
             let mut infos = self.lock();
             if infos.len() >= INFO_CACHE_MAX {
@@ -169,10 +181,55 @@ impl Transcoder {
         probed
     }
 
+    /// What ffprobe says of `path`: as kept on disk for `id`, or probed now
+    /// (and kept).
+    async fn probe(&self, id: &str, path: &Path) -> omega_transcode::Result<SourceInfo> {
+        let kept = match self.analysis.clone() {
+            Some(analysis) => {
+                let id = id.to_owned();
+                tokio::task::spawn_blocking(move || analysis.probe(&id))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            None => None,
+        };
+        if let Some(info) = kept.and_then(|json| SourceInfo::from_ffprobe_json(path, &json).ok()) {
+            return Ok(info);
+        }
+        let json = probe_json(&self.ffprobe, path).await?;
+        let info = SourceInfo::from_ffprobe_json(path, &json)?;
+        if let Some(analysis) = self.analysis.clone() {
+            let id = id.to_owned();
+            // A small file write, off the async threads.
+            tokio::task::spawn_blocking(move || analysis.keep_probe(&id, &json));
+        }
+        Ok(info)
+    }
+
+    /// Probes source `id` and lists its keyframes, to the end, keeping both
+    /// on disk: after a scan, so that a player's first request finds them.
+    /// One source at a time per caller, so that it holds at most one of the
+    /// processes' budget and playback keeps the rest.
+    pub async fn analyse(&self, id: &str, path: &Path) -> omega_transcode::Result<()> {
+        let info = self.source_info(id, path).await?;
+        if let Some(plan) = self.copy_plan_listing(id, path, &info) {
+            plan.await;
+        }
+        Ok(())
+    }
+
     /// The segments of a copy of source `id`'s video, when its codec and
     /// keyframes allow one. Its keyframes are listed once, in the
     /// background; a caller waits at most [`PLAN_WAIT`] for them.
     pub async fn copy_plan(&self, id: &str, path: &Path, info: &SourceInfo) -> Option<SegmentPlan> {
+        let plan = self.copy_plan_listing(id, path, info)?;
+        tokio::time::timeout(PLAN_WAIT, plan).await.ok().flatten()
+    }
+
+    /// The copy plan of source `id`, listed or being listed; `None` when
+    /// its video cannot be copied whatever its keyframes.
+    fn copy_plan_listing(&self, id: &str, path: &Path, info: &SourceInfo) -> Option<CopyPlan> {
         let video = info.video.as_ref()?;
         copy_rendition(info)?;
         let plan = {
@@ -185,8 +242,28 @@ impl Transcoder {
                 .or_insert_with(|| {
                     let (ffprobe, path, stream, duration) =
                         (self.ffprobe.clone(), path.to_path_buf(), video.index, info.duration_s);
+                    let (analysis, id) = (self.analysis.clone(), id.to_owned());
                     tokio::spawn(async move {
-                        match keyframes(&ffprobe, &path, stream).await {
+                        let kept = match analysis.clone() {
+                            Some(analysis) => {
+                                let id = id.clone();
+                                tokio::task::spawn_blocking(move || analysis.keyframes(&id))
+                                    .await
+                                    .ok()
+                                    .flatten()
+                            }
+                            None => None,
+                        };
+                        let listed = match kept {
+                            Some(kept) => Ok(kept),
+                            None => keyframes(&ffprobe, &path, stream).await.inspect(|listed| {
+                                if let Some(analysis) = analysis {
+                                    let listed = listed.clone();
+                                    tokio::task::spawn_blocking(move || analysis.keep_keyframes(&id, &listed));
+                                }
+                            }),
+                        };
+                        match listed {
                             Ok(keyframes) => SegmentPlan::from_keyframes(&keyframes, duration),
                             Err(error) => {
                                 tracing::warn!(path = %path.display(), %error, "cannot list keyframes; offering transcodes only");
@@ -200,7 +277,7 @@ impl Transcoder {
                 })
                 .clone()
         };
-        tokio::time::timeout(PLAN_WAIT, plan).await.ok().flatten()
+        Some(plan)
     }
 
     /// Audio of `source` re-encoded on the fly to `format` at `kbps` from

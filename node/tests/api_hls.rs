@@ -244,8 +244,9 @@ fn hls_plays_seeks_and_is_authorised_by_signed_urls() {
     assert_eq!(code, 200);
     let variant = String::from_utf8(variant).unwrap();
     let (segments, _, target) = python_m3u8(&variant);
-    // Two short segments of 2 s, then 4 s ones.
-    let starts = [0.0, 2.0, 4.0, 8.0, 12.0, 16.0];
+    // Short segments first (0.5 s, doubling), then 4 s ones; the last
+    // half second is a segment of its own.
+    let starts = [0.0, 0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5];
     assert_eq!(segments, starts.len(), "{variant}");
     assert_eq!(target, Some(4.0));
     let (code, _, _) = get(&server, &format!("{base}/480p/index.m3u8"), None);
@@ -534,6 +535,19 @@ fn players_open_every_variant_of_a_master_with_one_slot() {
     let media = tempfile::tempdir().unwrap();
     let (server, admin, film) = serve_the_film(media.path(), "[transcode]\nmax_sessions = 1\n");
     let id = film["id"].as_u64().unwrap();
+    // The scan analysed the film for streaming (probe and keyframes, on
+    // disk) before it said done: a player's first master waits for neither.
+    let library = server.library(&admin, "movies");
+    server.wait_for_scans(&admin, &[library], Duration::from_secs(30));
+    let analysed: Vec<String> = std::fs::read_dir(server.data_dir().join("analysis"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        analysed.iter().any(|name| name.ends_with(".probe.json"))
+            && analysed.iter().any(|name| name.ends_with(".keyframes")),
+        "{analysed:?}"
+    );
     let (code, playback) = server.request("POST", &format!("/api/v1/items/{id}/playback"), Some(&admin), None);
     assert_eq!(code, 200, "{playback}");
     let url = format!(

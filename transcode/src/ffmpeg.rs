@@ -333,11 +333,11 @@ mod tests {
             read_rate: None,
         };
         let args = hls_args(&spec).join(" ");
-        assert!(args.contains("-ss 36.000 -i /m/a.mkv"), "{args}");
+        assert!(args.contains("-ss 31.500 -i /m/a.mkv"), "{args}");
         assert!(args.contains("-map 0:0") && args.contains("-map 0:2"), "{args}");
         assert!(args.contains("scale=1280:720"), "{args}");
-        assert!(args.contains("-force_key_frames 36.000,40.000,"), "{args}");
-        assert!(args.contains("-hls_time 1.500000 "), "{args}");
+        assert!(args.contains("-force_key_frames 31.500,35.500,"), "{args}");
+        assert!(args.contains("-hls_time 0.250000 "), "{args}");
         assert!(args.contains("-g 201 "), "{args}");
         assert!(args.contains("-copyts") && args.contains("frag_discont"), "{args}");
         assert!(args.contains("-start_number 10"), "{args}");

@@ -87,9 +87,10 @@ mod tests {
         let text = variant(&SegmentPlan::new(10.0), "?t=abc");
         assert!(text.contains("#EXT-X-TARGETDURATION:4\n"));
         assert!(text.contains("#EXT-X-MAP:URI=\"init.mp4?t=abc\""));
-        assert!(text.contains("#EXTINF:2.000,\n0.m4s?t=abc\n"));
-        assert!(text.contains("#EXTINF:4.000,\n2.m4s?t=abc\n"));
-        assert!(text.contains("#EXTINF:2.000,\n3.m4s?t=abc\n#EXT-X-ENDLIST"));
+        assert!(text.contains("#EXTINF:0.500,\n0.m4s?t=abc\n"));
+        assert!(text.contains("#EXTINF:1.000,\n1.m4s?t=abc\n"));
+        assert!(text.contains("#EXTINF:4.000,\n3.m4s?t=abc\n"));
+        assert!(text.contains("#EXTINF:2.500,\n4.m4s?t=abc\n#EXT-X-ENDLIST"));
     }
 
     #[test]

@@ -251,9 +251,15 @@ impl SourceInfo {
 
 /// Runs ffprobe (`ffprobe` names the binary) on `path`.
 pub async fn probe(ffprobe: &Path, path: &Path) -> Result<SourceInfo> {
-    let args = ["-v", "error", "-print_format", "json", "-show_format", "-show_streams"];
-    let output = run_ffprobe(ffprobe, &args, path, PROBE_DEADLINE).await?;
+    let output = probe_json(ffprobe, path).await?;
     SourceInfo::from_ffprobe_json(path, &output)
+}
+
+/// What ffprobe prints of `path` (JSON, for
+/// [`SourceInfo::from_ffprobe_json`]), to be kept and read again later.
+pub async fn probe_json(ffprobe: &Path, path: &Path) -> Result<Vec<u8>> {
+    let args = ["-v", "error", "-print_format", "json", "-show_format", "-show_streams"];
+    run_ffprobe(ffprobe, &args, path, PROBE_DEADLINE).await
 }
 
 /// Keyframe times (seconds, ascending) of stream `index`, from its packets'

@@ -183,6 +183,8 @@ fn is_busy(error: &TranscodeError) -> bool {
 
 /// How often a request waiting for a slot looks again.
 const SLOT_POLL: Duration = Duration::from_millis(100);
+/// The longest pause between two looks at a session's output.
+const WAIT_POLL_MAX: Duration = Duration::from_millis(20);
 
 /// The files at `paths`, one after the other: a segment's pieces (each a
 /// `moof` and `mdat`) make one fMP4 segment. A file gone means its session
@@ -485,7 +487,9 @@ impl Sessions {
                 return Err(TranscodeError::Timeout(self.config.segment_wait, format!("{wanted:?}")));
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
+            // Short: a segment is awaited by a player, and a stat a few
+            // times a second per waiting request costs nothing.
+            pause = (pause * 2).min(WAIT_POLL_MAX);
         }
     }
 

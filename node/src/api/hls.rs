@@ -15,7 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use omega_consensus::model::{Item, ItemKind};
 use omega_transcode::decision::{ClientProfile, Decision, decide};
-use omega_transcode::ladder::{Rendition, copy_rendition, ladder};
+use omega_transcode::ladder::{ORIGINAL, Rendition, copy_rendition, ladder};
 use omega_transcode::playlist::{self, SubtitleTrack};
 use omega_transcode::probe::SourceInfo;
 use omega_transcode::segments::SegmentPlan;
@@ -145,6 +145,18 @@ async fn renditions(source: &Source) -> Vec<(Rendition, SegmentPlan)> {
             .map(|rendition| (rendition, grid.clone())),
     );
     renditions
+}
+
+/// The name a rendition's segments are kept and shared under: its name,
+/// plus the grid's layout for an encoded rendition, so that a change of the
+/// grid (a shorter first segment) never serves a segment cut on the old
+/// one. A copy's segments follow the source's keyframes, which the source's
+/// id names already.
+pub(crate) fn rendition_key(name: &str) -> String {
+    match SegmentPlan::new(0.0).layout_tag().filter(|_| name != ORIGINAL) {
+        Some(tag) => format!("{name}~{tag}"),
+        None => name.to_owned(),
+    }
 }
 
 /// The rendition `name` of a source, and its segments.
@@ -373,7 +385,12 @@ async fn segment_bytes(
     viewer: &str,
     zero_copy: Option<&ZeroCopy>,
 ) -> ApiResult<SegmentBytes> {
-    let reference = part.reference(&source.id, &rendition.name);
+    debug_assert_eq!(
+        plan.follows_keyframes(),
+        rendition.name == ORIGINAL,
+        "only a copy follows keyframes"
+    );
+    let reference = part.reference(&source.id, &rendition_key(&rendition.name));
     if let Some(store) = state.store.clone() {
         // The epoch before any lookup: places found are good while it holds.
         let epoch = store.epoch();

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use omega_consensus::command::{Command, Response};
-use omega_consensus::model::{Library, LibraryAccess, LibraryKind};
+use omega_consensus::model::{ItemKind, Library, LibraryAccess, LibraryKind};
 use omega_consensus::state_machine::read;
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,7 @@ use super::auth::Admin;
 use super::extract::{Body, PathParam};
 use super::{ApiError, ApiResult, AppState, Caller};
 use crate::events::Event;
+use crate::library::progress::Phase;
 use crate::library::scan::Skipped;
 use crate::library::{ProgressView, ScanProgress, ScanReport, ScanTools, run_scan};
 
@@ -119,6 +120,37 @@ pub struct NewLibrary {
     /// Absolute folder paths on this node (1 to 64).
     #[schema(min_items = 1, max_items = 64)]
     pub paths: Vec<String>,
+}
+
+/// Probes the library's films and episodes on this node and lists their
+/// keyframes, kept on disk by the transcoder ([`Phase::Analysing`]): a
+/// player's first master playlist then waits for neither. One file at a
+/// time; files analysed before cost a file read each.
+async fn analyse_for_streaming(state: &AppState, library: u64, progress: &ScanProgress) {
+    let Some(transcoder) = state.transcoder.clone() else {
+        return;
+    };
+    let Ok(items) = read::library_items(state.cluster.tables(), library) else {
+        return;
+    };
+    let videos: Vec<_> = items
+        .into_iter()
+        .filter(|item| matches!(item.fields.kind, ItemKind::Movie | ItemKind::Episode))
+        .filter(|item| item.fields.media.iter().any(|media| media.node == state.cluster.id()))
+        .collect();
+    progress.start(Phase::Analysing, videos.len());
+    for item in videos {
+        let id = item.id;
+        match super::hls::source_of(state, item).await {
+            Ok(source) => {
+                if let Err(error) = transcoder.analyse(&source.id, &source.path).await {
+                    tracing::debug!(item = id, %error, "cannot analyse for streaming");
+                }
+            }
+            Err(error) => tracing::debug!(item = id, ?error, "cannot analyse for streaming"),
+        }
+        progress.advance(1);
+    }
 }
 
 /// Checks that every path is an absolute, readable folder.
@@ -302,9 +334,18 @@ pub fn start_scan(state: &AppState, library: Library) -> ApiResult<()> {
             store: state.store.clone(),
             media_tools: state.probe_media,
         };
-        let outcome = run_scan(&state.cluster, library, node, tools, state.clock.as_ref(), progress).await;
+        let outcome = run_scan(
+            &state.cluster,
+            library,
+            node,
+            tools,
+            state.clock.as_ref(),
+            progress.clone(),
+        )
+        .await;
         let (status, event) = match outcome {
             Ok(report) => {
+                analyse_for_streaming(&state, id, &progress).await;
                 tracing::info!(
                     library = id,
                     files = report.files,

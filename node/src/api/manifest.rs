@@ -259,9 +259,10 @@ pub(crate) async fn set_listing(
         .store
         .clone()
         .ok_or_else(|| ApiError::not_found("this node keeps no store, so it shares no segments"))?;
-    let set = set_id(&source.id, &rendition.name);
+    let key = super::hls::rendition_key(&rendition.name);
+    let set = set_id(&source.id, &key);
     let files: Vec<(String, String)> = Part::all(&plan)
-        .map(|part| (part.file_name(), part.reference(&source.id, &rendition.name)))
+        .map(|part| (part.file_name(), part.reference(&source.id, &key)))
         .collect();
     let index = node.index.clone();
     let (listed, first) = tokio::task::spawn_blocking(move || -> omega_storage::Result<_> {

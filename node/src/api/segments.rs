@@ -129,7 +129,8 @@ pub async fn by_hash(
         .first()
         .and_then(|media| media.blob)
         .ok_or_else(|| ApiError::not_found("this item has no indexed file"))?;
-    let set = super::manifest::set_id(&hex::encode(media_blob), &rendition);
+    let key = super::hls::rendition_key(&rendition);
+    let set = super::manifest::set_id(&hex::encode(media_blob), &key);
     let (Some(node), Some(store)) = (state.p2p.clone(), state.store.clone()) else {
         return Err(ApiError::not_found("this node shares no segments"));
     };
@@ -146,7 +147,7 @@ pub async fn by_hash(
     // A rendition browsers play through members counts as used (any of
     // its references names it).
     if let Some(transcoder) = &state.transcoder {
-        let reference = super::hls::Part::Init.reference(&hex::encode(media_blob), &rendition);
+        let reference = super::hls::Part::Init.reference(&hex::encode(media_blob), &key);
         transcoder.segment_read(&reference);
     }
     Ok((

@@ -1,9 +1,10 @@
 //! `omega bench transcode`: a generated 60 s 1080p source is made into a
 //! 720p HLS rendition twice per run: by a real `omega serve` (a player's
-//! requests: master, init, then every segment in order) and by a plain
-//! ffmpeg command for the same rendition. Prints the time to Omega's first
-//! segment (goal < 1.5 s) and both total wall times (goal: Omega at most
-//! 1.05× plain ffmpeg); medians over `--runs`.
+//! requests once the scan is over: master, init, then every segment in
+//! order) and by a plain ffmpeg command for the same rendition. Prints the
+//! time from the master request to Omega's first segment (goal < 0.5 s)
+//! and both total wall times (goal: Omega at most 1.05× plain ffmpeg);
+//! medians over `--runs`.
 
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
@@ -177,6 +178,7 @@ async fn omega_run(work: &Path, run: usize, seconds: u32) -> anyhow::Result<(f64
     let auth = format!("Authorization: Bearer {token}\r\n");
     let mut http = Http::connect(node.addr).await?;
     let item = super::first_movie(&mut http, &auth, started).await?;
+    super::scans_done(&mut http, &auth, started).await?;
     let base = format!("/api/v1/items/{item}/hls");
     let asked = Instant::now();
     let fetch = |code: u16, body: &[u8], what: &str| -> anyhow::Result<()> {
@@ -187,6 +189,7 @@ async fn omega_run(work: &Path, run: usize, seconds: u32) -> anyhow::Result<(f64
     };
     let (code, master) = http.get(&format!("{base}/master.m3u8"), &auth).await?;
     fetch(code, &master, "master")?;
+    let master_s = asked.elapsed().as_secs_f64();
     let master = String::from_utf8_lossy(&master);
     let variant = master
         .lines()
@@ -199,9 +202,11 @@ async fn omega_run(work: &Path, run: usize, seconds: u32) -> anyhow::Result<(f64
         .unwrap_or_default();
     let (code, body) = http.get(&format!("{base}/720p/init.mp4?{query}"), "").await?;
     fetch(code, &body, "init")?;
+    let init_s = asked.elapsed().as_secs_f64();
     let (code, body) = http.get(&format!("{base}/720p/0.m4s?{query}"), "").await?;
     fetch(code, &body, "segment 0")?;
     let first_segment = asked.elapsed().as_secs_f64();
+    eprintln!("  master {master_s:.3} s, init {init_s:.3} s, segment 0 {first_segment:.3} s");
     let (code, playlist) = http.get(&format!("{base}/{variant}"), "").await?;
     fetch(code, &playlist, "variant")?;
     let segments = String::from_utf8_lossy(&playlist)
@@ -221,9 +226,9 @@ fn print(figures: &TranscodeFigures, options: &TranscodeBench) -> anyhow::Result
         println!("{}", serde_json::to_string_pretty(figures)?);
     } else {
         println!(
-            "first segment  {:.2} s (goal < 1.5 s, {:.2}x)",
+            "first segment  {:.2} s (goal < 0.5 s, {:.2}x)",
             figures.first_segment_s,
-            figures.first_segment_s / 1.5
+            figures.first_segment_s / 0.5
         );
         println!(
             "total          Omega {:.2} s, plain ffmpeg {:.2} s = {:.3}x (goal <= 1.05x)",
@@ -235,7 +240,7 @@ fn print(figures: &TranscodeFigures, options: &TranscodeBench) -> anyhow::Result
             path,
             "transcode",
             &format!(
-                "| {} | {} s 1080p → 720p | {:.2} s | {:.2} s | {:.2} s | {:.3}x | `omega bench transcode --runs {}`, libx264 veryfast, medians of {} |",
+                "| {} | {} s 1080p → 720p | {:.2} s | {:.2} s | {:.2} s | {:.3}x | `omega bench transcode --runs {}`, libx264 veryfast, medians of {}; first segment 0.5 s, probe and keyframes analysed at scan |",
                 super::today(),
                 figures.seconds,
                 figures.first_segment_s,

@@ -23,6 +23,9 @@ pub enum Phase {
     Indexing,
     /// Writing the catalog through Raft.
     Writing,
+    /// Probing films and episodes and listing their keyframes for
+    /// streaming (kept on disk), so that playback starts at once.
+    Analysing,
 }
 
 /// A scan's progress at one moment.

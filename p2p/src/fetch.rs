@@ -2,12 +2,19 @@
 //! the [`Schedule`] for batches of pieces, checks each piece against its
 //! BLAKE3 hash before writing it at its offset, and reports what came of
 //! it. The file grows as `OUT.part`; a fetch begun again verifies what
-//! the part file already holds and fetches only the rest. When every
-//! piece is in, the whole file is checked against the blob's hash (a
-//! segment set's against each segment's), synced and renamed into place.
+//! the part file already holds and fetches only the rest. Workers only
+//! read pieces off their streams; one writer thread verifies, writes and
+//! reports them (a bounded queue of [`WRITE_QUEUE`] pieces between), so
+//! that hashing and writing run beside the connections, not in turn with
+//! them. The blob's
+//! hash is made as pieces arrive ([`PrefixHash`]) and checked when every
+//! piece is in (a segment set's pieces are checked against each segment's
+//! hash then); the file is synced (most of it already, in the background
+//! every [`SYNC_EVERY`] bytes) and renamed into place.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +24,8 @@ use omega_storage::ChunkId;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, Piece};
+use crate::prefix_hash::PrefixHash;
 use crate::schedule::{Outcome, Schedule, Slot};
 use crate::service::P2p;
 use crate::wire::{self, MAX_PIECES_PER_REQUEST, Request, Status};
@@ -98,15 +106,97 @@ pub fn part_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
+/// Pieces read and waiting for the writer thread; a worker waits when it
+/// is full.
+const WRITE_QUEUE: usize = 16;
+
+/// A piece read off a stream, for the writer thread.
+struct Arrived {
+    slot: Slot,
+    peer: PeerId,
+    index: usize,
+    bytes: Vec<u8>,
+}
+
+/// The writer thread: verifies each piece that arrived, writes it, and
+/// records what came of it, until every worker has dropped its sender.
+fn write_pieces(
+    p2p: &P2p,
+    manifest: &Manifest,
+    shared: &Arc<Shared>,
+    mut arrived: tokio::sync::mpsc::Receiver<Arrived>,
+) -> Result<()> {
+    while let Some(Arrived {
+        slot,
+        peer,
+        index,
+        bytes,
+    }) = arrived.blocking_recv()
+    {
+        let piece = manifest.pieces[index];
+        let outcome = if shared.verify_and_write(index, piece, &bytes)? {
+            p2p.count_in(&peer, bytes.len() as u64);
+            Outcome::Verified
+        } else {
+            tracing::warn!(%peer, piece = %piece.hash, "a piece failed its hash: peer banned");
+            metrics::counter!("omega_p2p_verify_failures_total").increment(1);
+            p2p.penalise(peer);
+            Outcome::Corrupt
+        };
+        shared.schedule().outcome(slot, index, outcome);
+        shared.changed.notify_waiters();
+    }
+    Ok(())
+}
+
+/// Bytes written between two background syncs of the part file, so that
+/// the sync at the end has little left to write.
+const SYNC_EVERY: u64 = 16 << 20;
+
 struct Shared {
     schedule: Mutex<Schedule>,
     changed: Notify,
     file: std::fs::File,
+    /// The blob's hash as pieces arrive; `None` for a segment set (each
+    /// segment is checked at the end).
+    prefix: Option<Mutex<PrefixHash>>,
+    /// Bytes written since the last background sync began.
+    unsynced: AtomicU64,
+    /// A background sync is running.
+    syncing: AtomicBool,
 }
 
 impl Shared {
     fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
         self.schedule.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Checks `bytes` against `piece` and writes them at its offset (on a
+    /// blocking thread: hashing 512 KiB and a write are not for the async
+    /// threads); false when they are not the piece.
+    fn verify_and_write(self: &Arc<Shared>, index: usize, piece: Piece, bytes: &[u8]) -> Result<bool> {
+        if bytes.len() != piece.len as usize || ChunkId::of(bytes) != piece.hash {
+            return Ok(false);
+        }
+        self.file.write_all_at(bytes, piece.offset)?;
+        if let Some(prefix) = &self.prefix {
+            prefix
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .written(&self.file, index, bytes)?;
+        }
+        let unsynced = self.unsynced.fetch_add(bytes.len() as u64, Ordering::Relaxed) + bytes.len() as u64;
+        if unsynced >= SYNC_EVERY && !self.syncing.swap(true, Ordering::AcqRel) {
+            self.unsynced.store(0, Ordering::Relaxed);
+            let shared = self.clone();
+            // Durability comes from the sync at the end; this one only
+            // spreads its writing over the transfer.
+            tokio::task::spawn_blocking(move || {
+                let _ = shared.file.sync_data();
+                shared.syncing.store(false, Ordering::Release);
+            });
+        }
+        Ok(true)
     }
 }
 
@@ -125,7 +215,11 @@ pub async fn fetch(p2p: &P2p, manifest: &Manifest, out: &Path, options: &FetchOp
         manifest.pieces.iter().map(|piece| piece.len).collect(),
         options.origin_share,
     );
-    let resumed_bytes = resume(&file, manifest, &mut schedule)?;
+    let mut prefix = manifest
+        .segments
+        .is_empty()
+        .then(|| PrefixHash::new(manifest.pieces.clone()));
+    let resumed_bytes = resume(&file, manifest, &mut schedule, prefix.as_mut())?;
     file.set_len(manifest.size)?;
 
     // Dialled all at once: a provider that vanished (a client that stopped
@@ -166,7 +260,15 @@ pub async fn fetch(p2p: &P2p, manifest: &Manifest, out: &Path, options: &FetchOp
         schedule: Mutex::new(schedule),
         changed: Notify::new(),
         file,
+        prefix: prefix.map(Mutex::new),
+        unsynced: AtomicU64::new(0),
+        syncing: AtomicBool::new(false),
     });
+    let (arrivals, arrived) = tokio::sync::mpsc::channel(WRITE_QUEUE);
+    let writer = {
+        let (p2p, manifest, shared) = (p2p.clone(), manifest.clone(), shared.clone());
+        tokio::task::spawn_blocking(move || write_pieces(&p2p, &manifest, &shared, arrived))
+    };
     let mut workers = Vec::new();
     let streams = options.streams_per_provider.clamp(1, 8);
     for (slot, peer, _, _) in providers
@@ -174,9 +276,9 @@ pub async fn fetch(p2p: &P2p, manifest: &Manifest, out: &Path, options: &FetchOp
         .flat_map(|provider| std::iter::repeat_n(provider, streams))
     {
         let (p2p, manifest, shared, options) = (p2p.clone(), manifest.clone(), shared.clone(), options.clone());
-        let (slot, peer) = (*slot, *peer);
+        let (slot, peer, arrivals) = (*slot, *peer, arrivals.clone());
         workers.push(tokio::spawn(async move {
-            let result = work(&p2p, &manifest, &shared, &options, slot, peer).await;
+            let result = work(&p2p, &manifest, &shared, &options, slot, peer, &arrivals).await;
             if let Err(error) = &result {
                 tracing::info!(%peer, "provider dropped: {error}");
                 shared.schedule().lost(slot);
@@ -185,13 +287,27 @@ pub async fn fetch(p2p: &P2p, manifest: &Manifest, out: &Path, options: &FetchOp
             result.err().map(|error| error.to_string())
         }));
     }
+    drop(arrivals);
     let mut last_error = String::from("no provider could be reached");
     for worker in workers {
         if let Ok(Some(error)) = worker.await {
             last_error = error;
         }
     }
-    let shared = Arc::into_inner(shared).ok_or(P2pError::Stopped)?;
+    writer.await.map_err(|_| P2pError::Stopped)??;
+    // A background sync may still hold the last reference for a moment.
+    let shared = {
+        let mut shared = shared;
+        loop {
+            match Arc::try_unwrap(shared) {
+                Ok(alone) => break alone,
+                Err(still_shared) => {
+                    shared = still_shared;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+    };
     let schedule = shared
         .schedule
         .into_inner()
@@ -204,7 +320,25 @@ pub async fn fetch(p2p: &P2p, manifest: &Manifest, out: &Path, options: &FetchOp
         });
     }
     let file = shared.file;
-    check_whole(&file, manifest)?;
+    match shared
+        .prefix
+        .map(|prefix| prefix.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+    {
+        Some(mut prefix) => {
+            let whole = prefix.finish(&file)?.ok_or(P2pError::Incomplete {
+                missing: 0,
+                total: manifest.pieces.len(),
+                why: "a piece was counted but never written".into(),
+            })?;
+            if whole != manifest.blob {
+                return Err(P2pError::Manifest(format!(
+                    "the pieces make {whole}, not the blob {}",
+                    manifest.blob
+                )));
+            }
+        }
+        None => check_segments(&file, manifest)?,
+    }
     file.sync_all()?;
     std::fs::rename(&part, out)?;
     let sources = providers
@@ -226,7 +360,12 @@ pub async fn fetch(p2p: &P2p, manifest: &Manifest, out: &Path, options: &FetchOp
 }
 
 /// Marks the pieces the part file already holds; returns their bytes.
-fn resume(file: &std::fs::File, manifest: &Manifest, schedule: &mut Schedule) -> Result<u64> {
+fn resume(
+    file: &std::fs::File,
+    manifest: &Manifest,
+    schedule: &mut Schedule,
+    mut prefix: Option<&mut PrefixHash>,
+) -> Result<u64> {
     let len = file.metadata()?.len();
     let mut resumed = 0;
     let mut buffer = Vec::new();
@@ -238,26 +377,17 @@ fn resume(file: &std::fs::File, manifest: &Manifest, schedule: &mut Schedule) ->
         file.read_exact_at(&mut buffer, piece.offset)?;
         if ChunkId::of(&buffer) == piece.hash {
             schedule.have(index);
+            if let Some(prefix) = prefix.as_deref_mut() {
+                prefix.mark_written(index);
+            }
             resumed += u64::from(piece.len);
         }
     }
     Ok(resumed)
 }
 
-/// Checks the fetched file against the blob's hash, or each segment of a
-/// set against its own. Every piece verified, so only a manifest whose
-/// pieces do not make what it names fails here.
-fn check_whole(file: &std::fs::File, manifest: &Manifest) -> Result<()> {
-    if manifest.segments.is_empty() {
-        let whole = hash_range(file, 0, manifest.size)?;
-        if whole != manifest.blob {
-            return Err(P2pError::Manifest(format!(
-                "the pieces make {whole}, not the blob {}",
-                manifest.blob
-            )));
-        }
-        return Ok(());
-    }
+/// Checks each segment of a segment set's fetched file against its hash.
+fn check_segments(file: &std::fs::File, manifest: &Manifest) -> Result<()> {
     for (segment, hash) in manifest.hashed_segments() {
         let made = hash_range(file, segment.offset, segment.size)?;
         if made != hash {
@@ -291,10 +421,11 @@ const PIPELINE: usize = 2;
 async fn work(
     p2p: &P2p,
     manifest: &Manifest,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     options: &FetchOptions,
     slot: Slot,
     peer: PeerId,
+    arrivals: &tokio::sync::mpsc::Sender<Arrived>,
 ) -> Result<()> {
     let mut stream = p2p.open(peer).await?;
     let protocol = |why: String| P2pError::Protocol {
@@ -340,36 +471,40 @@ async fn work(
                 .map_err(|_| protocol(format!("no piece within {:?}", options.piece_within)))?
                 .map_err(|error| protocol(error.to_string()))?;
             let outcome = match answer {
-                (Status::Ok, bytes) if ChunkId::of(&bytes) == piece.hash && bytes.len() == piece.len as usize => {
-                    shared.file.write_all_at(&bytes, piece.offset)?;
-                    p2p.count_in(&peer, bytes.len() as u64);
-                    Outcome::Verified
+                (Status::Ok, bytes) => {
+                    // Verified, written and recorded by the writer thread.
+                    let arrived = Arrived {
+                        slot,
+                        peer,
+                        index: *index,
+                        bytes,
+                    };
+                    arrivals.send(arrived).await.map_err(|_| P2pError::Stopped)?;
+                    None
                 }
-                (Status::Ok, _) => {
-                    tracing::warn!(%peer, piece = %piece.hash, "a piece failed its hash: peer banned");
-                    metrics::counter!("omega_p2p_verify_failures_total").increment(1);
-                    p2p.penalise(peer);
-                    Outcome::Corrupt
-                }
-                (Status::Busy, _) => Outcome::Busy,
+                (Status::Busy, _) => Some(Outcome::Busy),
                 (status @ (Status::NotFound | Status::Denied), _) => {
                     refused = Some(status);
-                    Outcome::Missing
+                    Some(Outcome::Missing)
                 }
             };
             let banned = {
                 let mut schedule = shared.schedule();
-                schedule.outcome(slot, *index, outcome);
+                if let Some(outcome) = outcome {
+                    schedule.outcome(slot, *index, outcome);
+                }
                 schedule.is_banned(slot)
             };
-            shared.changed.notify_waiters();
+            if outcome.is_some() {
+                shared.changed.notify_waiters();
+            }
             if banned {
                 // The rest of the batch went back to the queue; the stream
                 // still carries their answers, so it is dropped.
                 let _ = stream.close().await;
                 return Ok(());
             }
-            if outcome == Outcome::Busy {
+            if outcome == Some(Outcome::Busy) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

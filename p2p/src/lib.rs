@@ -27,6 +27,7 @@ pub mod grant;
 mod known;
 pub mod manifest;
 pub mod penalty;
+mod prefix_hash;
 mod providers;
 pub mod schedule;
 pub mod service;

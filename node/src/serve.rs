@@ -757,16 +757,17 @@ async fn watch_libraries(state: crate::http::AppState) {
 
 /// Whether the watcher's reason to rescan a library is this loop's to act
 /// on. A folder coming back to a library marked offline is left to
-/// [`rescan_returned_libraries`], which waits until every offline folder
-/// lists something (an empty mount point can be watched, but is not back):
-/// both acting would scan the library twice.
+/// [`rescan_returned_libraries`], which waits until an offline folder lists
+/// something (an empty mount point can be watched, but is not back): both
+/// acting would scan the library twice.
 fn watcher_rescans(why: crate::library::watch::Why, library_offline: bool) -> bool {
     why == crate::library::watch::Why::Changed || !library_offline
 }
 
-/// Rescans a library whose folders were offline once each lists something
-/// again (a NAS that came back, a disk mounted again): its items were kept,
-/// so they keep their ids and watch state.
+/// Rescans a library whose folders were offline once one of them lists
+/// something again (a NAS that came back, a disk mounted again): its items
+/// were kept, so they keep their ids and watch state. A library being
+/// scanned is left alone: its scan brings the offline list up to date.
 async fn rescan_returned_libraries(state: crate::http::AppState) {
     let node = state.cluster.id();
     let mut tick = tokio::time::interval(OFFLINE_RECHECK);
@@ -777,13 +778,13 @@ async fn rescan_returned_libraries(state: crate::http::AppState) {
         };
         for library in libraries.into_iter().filter(|library| library.node == node) {
             let offline = state.scans.offline(library.id);
-            if offline.is_empty() {
+            if offline.is_empty() || state.scans.is_running(library.id) {
                 continue;
             }
             let back = tokio::task::spawn_blocking(move || {
                 offline
                     .iter()
-                    .all(|folder| crate::library::scan::lists_something(&folder.path))
+                    .any(|folder| crate::library::scan::lists_something(&folder.path))
             })
             .await
             .unwrap_or(false);

@@ -67,11 +67,14 @@ impl SourceAnalysis {
         if !path.exists() && self.files.fetch_add(1, Ordering::Relaxed) + 1 > SOURCES_MAX * 2 {
             self.make_room();
         }
-        let temporary = path.with_extension("partial");
-        let written = std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, &path));
+        // A temporary file of its own, so that two writers of one source
+        // never rename a half-written file into place.
+        let written = tempfile::NamedTempFile::new_in(&self.dir).and_then(|mut temporary| {
+            std::io::Write::write_all(&mut temporary, bytes)?;
+            temporary.persist(&path).map(drop).map_err(|error| error.error)
+        });
         if let Err(error) = written {
             tracing::debug!(path = %path.display(), %error, "cannot keep a source's analysis");
-            let _ = std::fs::remove_file(&temporary);
         }
     }
 

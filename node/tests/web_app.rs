@@ -13,11 +13,18 @@ use std::process::Command;
 use common::Server;
 
 /// A 20 s H.264 film in Matroska (keyframes every 2 s: remuxed to HLS for
-/// a browser), an empty film file and a two-track album.
+/// a browser), the same in MP4 (played directly), each with an English
+/// sidecar subtitle, an empty film file and a two-track album.
 fn library(root: &Path) {
+    let subtitle = "1\n00:00:00,200 --> 00:00:19,000\nHello from the sidecar\n";
     let film = root.join("films/Test Film (2024)");
     std::fs::create_dir_all(&film).unwrap();
     common::h264_film(&film.join("Test Film (2024).mkv"), "640x360");
+    std::fs::write(film.join("Test Film (2024).en.srt"), subtitle).unwrap();
+    let direct = root.join("films/Voyage (2023)");
+    std::fs::create_dir_all(&direct).unwrap();
+    common::h264_film(&direct.join("Voyage (2023).mp4"), "640x360");
+    std::fs::write(direct.join("Voyage (2023).en.srt"), subtitle).unwrap();
     // An empty file the scan must report as skipped.
     let empty = root.join("films/Empty Film (2024)");
     std::fs::create_dir_all(&empty).unwrap();

@@ -267,7 +267,12 @@ pub async fn fetch(p2p: &P2p, manifest: &Manifest, out: &Path, options: &FetchOp
     let (arrivals, arrived) = tokio::sync::mpsc::channel(WRITE_QUEUE);
     let writer = {
         let (p2p, manifest, shared) = (p2p.clone(), manifest.clone(), shared.clone());
-        tokio::task::spawn_blocking(move || write_pieces(&p2p, &manifest, &shared, arrived))
+        tokio::task::spawn_blocking(move || {
+            let written = write_pieces(&p2p, &manifest, &shared, arrived);
+            // Workers waiting for its outcomes see that it stopped.
+            shared.changed.notify_waiters();
+            written
+        })
     };
     let mut workers = Vec::new();
     let streams = options.streams_per_provider.clamp(1, 8);
@@ -459,6 +464,11 @@ async fn work(
         let Some(batch) = pending.pop_front() else {
             if finished {
                 break;
+            }
+            // The writer stopped (a failed write): what it held never
+            // lands, so waiting for it would be forever.
+            if arrivals.is_closed() {
+                return Err(P2pError::Stopped);
             }
             // Woken by any change; the timeout is a safety net.
             let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;

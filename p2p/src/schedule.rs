@@ -202,13 +202,24 @@ impl Schedule {
 
     /// Records what came of `piece`, requested from `slot`.
     pub fn outcome(&mut self, slot: Slot, piece: usize, outcome: Outcome) {
+        let len = u64::from(self.lens[piece]);
         // A piece no longer in flight to this peer was re-queued under it
         // (a ban or loss seen by another stream to the same peer): its late
-        // answer is ignored.
+        // answer is ignored, unless it was verified and written, which
+        // counts whoever else was asked for it since.
         if self.states[piece] != State::InFlight(slot) {
+            if outcome == Outcome::Verified {
+                match self.states[piece] {
+                    State::Done(_) => return,
+                    State::Missing => self.missing_bytes -= len,
+                    State::InFlight(other) => self.peers[other].assigned -= len,
+                }
+                self.states[piece] = State::Done(Some(slot));
+                self.remaining -= 1;
+                self.peers[slot].bytes += len;
+            }
             return;
         }
-        let len = u64::from(self.lens[piece]);
         match outcome {
             Outcome::Verified => {
                 self.states[piece] = State::Done(Some(slot));
@@ -409,6 +420,34 @@ mod tests {
             let wanted: u64 = (0..lens.len()).filter(|piece| !local[*piece]).map(|piece| u64::from(lens[piece])).sum();
             prop_assert_eq!(fetched, wanted);
         }
+    }
+
+    #[test]
+    fn a_piece_written_after_its_peer_was_lost_still_counts() {
+        let mut schedule = Schedule::new(vec![1000; 4], 1.0);
+        let first = schedule.add_peer(true);
+        let Next::Batch(batch) = schedule.next(first, 4000, 16) else {
+            panic!("a batch")
+        };
+        assert_eq!(batch, [0, 1, 2, 3]);
+        // The stream broke while the writer still held pieces 0 and 1.
+        schedule.lost(first);
+        let second = schedule.add_peer(false);
+        let Next::Batch(again) = schedule.next(second, 1000, 1) else {
+            panic!("a batch")
+        };
+        assert_eq!(again, [0]);
+        schedule.outcome(first, 0, Outcome::Verified);
+        schedule.outcome(first, 1, Outcome::Verified);
+        schedule.outcome(second, 0, Outcome::Verified);
+        assert_eq!(schedule.remaining(), 2);
+        assert_eq!(schedule.bytes_from(first), 2000);
+        while let Next::Batch(batch) = schedule.next(second, 4000, 16) {
+            for piece in batch {
+                schedule.outcome(second, piece, Outcome::Verified);
+            }
+        }
+        assert!(schedule.is_done());
     }
 
     #[test]

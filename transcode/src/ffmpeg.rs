@@ -179,8 +179,17 @@ pub fn hls_args(spec: &SessionSpec<'_>) -> Vec<String> {
     // The muxer cuts at the first keyframe once `cut_after × pieces so far`
     // has passed since its first packet: at every boundary of a grid plan
     // (keyframes are only there), at every keyframe of a copy.
-    let cut_after = spec.plan.cut_after_s();
     let copy = spec.rendition.copy_video && spec.info.video.is_some();
+    // Without video the muxer may cut at any packet, once `hls_time` times
+    // the pieces so far has passed: audio alone has equal segments, and
+    // the cut time is their length exactly.
+    let audio_alone = spec.rendition.audio_only() || spec.info.video.is_none();
+    let cut_after = if audio_alone {
+        debug_assert!(!spec.plan.follows_keyframes(), "audio alone is on a grid");
+        f64::from(spec.plan.target_s())
+    } else {
+        spec.plan.cut_after_s()
+    };
     let start = match spec.plan.start_s(spec.start_segment) {
         start if copy && start > 0.0 => start + COPY_SEEK_PAST_S,
         start => start,
@@ -346,5 +355,21 @@ mod tests {
             ..spec
         };
         assert!(!hls_args(&first).iter().any(|arg| arg == "-ss"));
+        // Audio alone: even segments, cut at exactly their length.
+        let audio_info = SourceInfo {
+            video: None,
+            ..info.clone()
+        };
+        let audio = ladder(&audio_info);
+        let plan = SegmentPlan::encoded(60.0, true);
+        let audio_spec = SessionSpec {
+            info: &audio_info,
+            rendition: &audio[0],
+            plan: &plan,
+            start_segment: 0,
+            ..spec
+        };
+        let args = hls_args(&audio_spec).join(" ");
+        assert!(args.contains("-hls_time 4.000000 "), "{args}");
     }
 }

@@ -35,6 +35,8 @@ pub struct Rendition {
 
 /// The name of the rendition that copies the source's video.
 pub const ORIGINAL: &str = "original";
+/// The name of the rendition of a source without video.
+pub const AUDIO: &str = "audio";
 /// `CODECS` of encoded renditions: H.264 High 4.0 and AAC-LC.
 const ENCODED_CODECS: &str = "avc1.640028,mp4a.40.2";
 /// `CODECS` of audio-only renditions: AAC-LC.
@@ -62,7 +64,7 @@ fn even(value: f64) -> u32 {
 pub fn ladder(info: &SourceInfo) -> Vec<Rendition> {
     let Some(video) = &info.video else {
         return vec![Rendition {
-            name: "audio".into(),
+            name: AUDIO.into(),
             size: None,
             video_bitrate: 0,
             audio_bitrate: AUDIO_ONLY_BITRATE,

@@ -86,6 +86,18 @@ impl SegmentPlan {
         }
     }
 
+    /// The grid of an encoded rendition: [`SegmentPlan::new`] for video
+    /// (the encoder puts a keyframe at each boundary, the muxer cuts there);
+    /// equal segments of [`TARGET_SECONDS`] for audio alone, which the HLS
+    /// muxer cuts by elapsed time only (at every `hls_time`).
+    pub fn encoded(duration_s: f64, audio_only: bool) -> SegmentPlan {
+        if audio_only {
+            SegmentPlan::with_target(duration_s, TARGET_SECONDS)
+        } else {
+            SegmentPlan::new(duration_s)
+        }
+    }
+
     /// A grid plan of equal segments of `target_s` seconds.
     pub fn with_target(duration_s: f64, target_s: u32) -> SegmentPlan {
         assert!(target_s > 0, "segments have a length");

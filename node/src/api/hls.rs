@@ -15,7 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use omega_consensus::model::{Item, ItemKind};
 use omega_transcode::decision::{ClientProfile, Decision, decide};
-use omega_transcode::ladder::{ORIGINAL, Rendition, copy_rendition, ladder};
+use omega_transcode::ladder::{AUDIO, ORIGINAL, Rendition, copy_rendition, ladder};
 use omega_transcode::playlist::{self, SubtitleTrack};
 use omega_transcode::probe::SourceInfo;
 use omega_transcode::segments::SegmentPlan;
@@ -138,12 +138,10 @@ async fn renditions(source: &Source) -> Vec<(Rendition, SegmentPlan)> {
     {
         renditions.push((copy, plan));
     }
-    let grid = SegmentPlan::new(source.info.duration_s);
-    renditions.extend(
-        ladder(&source.info)
-            .into_iter()
-            .map(|rendition| (rendition, grid.clone())),
-    );
+    renditions.extend(ladder(&source.info).into_iter().map(|rendition| {
+        let grid = SegmentPlan::encoded(source.info.duration_s, rendition.audio_only());
+        (rendition, grid)
+    }));
     renditions
 }
 
@@ -152,8 +150,16 @@ async fn renditions(source: &Source) -> Vec<(Rendition, SegmentPlan)> {
 /// grid (a shorter first segment) never serves a segment cut on the old
 /// one. A copy's segments follow the source's keyframes, which the source's
 /// id names already.
+/// The name alone decides the layout (so that a member holding only the
+/// segments, not the file, names them the same): `original` follows the
+/// keyframes, `audio` is an even grid, the rest the video grid.
 pub(crate) fn rendition_key(name: &str) -> String {
-    match SegmentPlan::new(0.0).layout_tag().filter(|_| name != ORIGINAL) {
+    let tag = match name {
+        ORIGINAL => None,
+        AUDIO => SegmentPlan::encoded(0.0, true).layout_tag(),
+        _ => SegmentPlan::encoded(0.0, false).layout_tag(),
+    };
+    match tag {
         Some(tag) => format!("{name}~{tag}"),
         None => name.to_owned(),
     }
@@ -386,9 +392,12 @@ async fn segment_bytes(
     zero_copy: Option<&ZeroCopy>,
 ) -> ApiResult<SegmentBytes> {
     debug_assert_eq!(
-        plan.follows_keyframes(),
-        rendition.name == ORIGINAL,
-        "only a copy follows keyframes"
+        rendition_key(&rendition.name),
+        match plan.layout_tag() {
+            Some(tag) => format!("{}~{tag}", rendition.name),
+            None => rendition.name.clone(),
+        },
+        "the name gives the plan's layout"
     );
     let reference = part.reference(&source.id, &rendition_key(&rendition.name));
     if let Some(store) = state.store.clone() {
@@ -502,6 +511,24 @@ pub struct PlaybackInfo {
     pub hls_url: String,
     /// Duration in seconds.
     pub duration_s: f64,
+    /// Text subtitles (embedded and sidecar) as WebVTT, with a stream
+    /// token: a `<track>` in direct play; HLS lists the same tracks in its
+    /// subtitle group.
+    pub subtitles: Vec<SubtitleView>,
+}
+
+/// A subtitle track a player can turn on.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SubtitleView {
+    /// Its id (`e2` for the source's stream 2, `x0` for the first sidecar
+    /// file).
+    pub id: String,
+    /// Language tag (`und` when unknown).
+    pub language: String,
+    /// Name to show.
+    pub name: String,
+    /// The WebVTT file, with a stream token.
+    pub url: String,
 }
 
 /// `POST /api/v1/items/{id}/playback` (all fields optional).
@@ -554,6 +581,15 @@ pub async fn playback(
             stream_url: format!("/api/v1/items/{id}/stream?t={token}"),
             hls_url,
             duration_s: source.info.duration_s,
+            subtitles: subtitle_tracks(&source)
+                .into_iter()
+                .map(|(track, _)| SubtitleView {
+                    url: format!("/api/v1/items/{id}/hls/subtitles/{}.vtt?t={token}", track.id),
+                    id: track.id,
+                    language: track.language,
+                    name: track.name,
+                })
+                .collect(),
         }),
     )
         .into_response())

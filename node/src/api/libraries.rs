@@ -269,6 +269,11 @@ impl Scans {
             .unwrap_or_default()
     }
 
+    /// Whether a scan of library `library` is running.
+    pub fn is_running(&self, library: u64) -> bool {
+        matches!(self.lock().get(&library), Some(ScanSlot::Running { .. }))
+    }
+
     /// Records what a finished scan found offline, for the API and metrics.
     fn set_offline(&self, library: u64, folders: Vec<Skipped>) {
         metrics::gauge!("omega_library_offline", "library" => library.to_string()).set(if folders.is_empty() {
@@ -345,7 +350,6 @@ pub fn start_scan(state: &AppState, library: Library) -> ApiResult<()> {
         .await;
         let (status, event) = match outcome {
             Ok(report) => {
-                analyse_for_streaming(&state, id, &progress).await;
                 tracing::info!(
                     library = id,
                     files = report.files,
@@ -356,6 +360,7 @@ pub fn start_scan(state: &AppState, library: Library) -> ApiResult<()> {
                     tracing::warn!(library = id, folder = %folder.path, reason = %folder.reason, "library folder offline; its items are kept");
                 }
                 state.scans.set_offline(id, report.offline.clone());
+                analyse_for_streaming(&state, id, &progress).await;
                 let event = Event::ScanFinished {
                     library: id,
                     items: report.items,

@@ -199,7 +199,13 @@ fn error_answer(description: &str) -> serde_json::Value {
 fn bound_unsigned_integers(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(object) => {
-            let unsigned = object.get("type").is_some_and(|kind| kind == "integer")
+            // `"integer"`, or `["integer", "null"]` for an optional one.
+            let integer = match object.get("type") {
+                Some(serde_json::Value::Array(kinds)) => kinds.iter().any(|kind| kind == "integer"),
+                Some(kind) => kind == "integer",
+                None => false,
+            };
+            let unsigned = integer
                 && object.get("minimum").and_then(|minimum| minimum.as_f64()) == Some(0.0)
                 && !object.contains_key("maximum");
             if unsigned {

@@ -68,6 +68,34 @@ async function addLibrary(page, name, type, folder) {
   );
 }
 
+/** Turns on the first subtitle track of the player and waits until one of
+ * its cues shows. */
+async function showSubtitles(page, what) {
+  await page.waitForFunction(
+    () => document.querySelectorAll('[data-testid="subtitle-select"] option').length > 1,
+    null,
+    { timeout: 20_000, polling: 100 },
+  );
+  const select = page.getByTestId('subtitle-select');
+  const value = await select.locator('option').nth(1).getAttribute('value');
+  await select.selectOption(value);
+  await page.waitForFunction(
+    () => {
+      const element = document.querySelector('[data-testid="video-player"]');
+      if (!element) return false;
+      if (element.paused) element.play().catch(() => {});
+      for (const track of element.textTracks) {
+        if (track.mode === 'showing' && track.activeCues && track.activeCues.length > 0) return true;
+      }
+      return false;
+    },
+    null,
+    { timeout: 30_000, polling: 250 },
+  );
+  const label = (await select.locator('option').nth(1).textContent()) ?? '';
+  step(`${what}: the subtitle "${label}" shows its cues`);
+}
+
 /** Plays the <video> until currentTime passes `seconds`; returns it. */
 async function playUntil(page, seconds) {
   const video = page.getByTestId('video-player');
@@ -171,6 +199,7 @@ try {
   await page.getByTestId('play-button').click();
   const reached = await playUntil(page, 4);
   if (segments.length === 0) throw new Error('no HLS segment was fetched');
+  await showSubtitles(page, 'HLS');
   await shoot(page, 'player');
   step(`played to ${reached.toFixed(1)} s with ${segments.length} segments; leaving`);
   await page.getByTestId('player-back').click();
@@ -191,6 +220,16 @@ try {
   await page.getByTestId('sources-toggle').click();
   await page.locator('[data-testid="source-stat"][data-verified="true"]').first().waitFor({ timeout: 20_000 });
   step(`sources: ${(await page.getByTestId('source-stats').innerText()).replace(/\s+/g, ' ')}`);
+  await page.getByTestId('player-back').click();
+
+  step('an MP4 film plays directly, with its sidecar subtitle');
+  await page.getByTestId('nav-library').filter({ hasText: 'Films' }).click();
+  await page.getByTestId('item-card').filter({ hasText: 'Voyage' }).first().click();
+  await page.getByTestId('play-button').click();
+  await page.getByTestId('playback-method').filter({ hasText: 'direct play' }).waitFor({ timeout: 20_000 });
+  await playUntil(page, 1);
+  await showSubtitles(page, 'direct play');
+  await shoot(page, 'player-direct-subtitles');
   await page.getByTestId('player-back').click();
 
   step('a music track plays, with a queue');

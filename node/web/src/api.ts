@@ -80,6 +80,16 @@ export interface Playback {
   stream_url: string;
   hls_url: string;
   duration_s: number;
+  /** Text subtitles as WebVTT (a `<track>` each in direct play). */
+  subtitles: SubtitleChoice[];
+}
+
+/** A subtitle track of an item, as WebVTT. */
+export interface SubtitleChoice {
+  id: string;
+  language: string;
+  name: string;
+  url: string;
 }
 
 /** A file a scan passed over, and why. */

@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, reportProgress, startPlayback, type Item, type ItemPage, type Playback } from '../api';
+import { api, reportProgress, startPlayback, type Item, type ItemPage, type Playback, type SubtitleChoice } from '../api';
 import { ErrorBox } from '../components';
 import { type Hls, loadHls, makeHls, preferNative } from '../hls';
 import { type SourceStats, onSourceStats, resetSourceStats, sourceStats } from '../peers';
@@ -14,6 +14,23 @@ interface Level {
 interface TextTrackChoice {
   index: number;
   label: string;
+}
+
+/** "English", "French (file)": a language's name where the browser knows
+ * its tag, else `fallback`. */
+function trackLabel(language: string, fallback: string, fromFile: boolean): string {
+  try {
+    const names = new Intl.DisplayNames(undefined, { type: 'language' });
+    const name = language && language !== 'und' ? names.of(language) : undefined;
+    if (name && name !== language) return fromFile ? `${name} (file)` : name;
+  } catch {
+    /* an unknown tag: the server's name */
+  }
+  return fallback;
+}
+
+function subtitleLabel(choice: SubtitleChoice): string {
+  return trackLabel(choice.language, choice.name, choice.id.startsWith('x'));
 }
 
 export function PlayPage({ id, startAt }: { id: number; startAt: number | null }) {
@@ -98,6 +115,7 @@ export function PlayPage({ id, startAt }: { id: number; startAt: number | null }
       disposed = true;
       element.textTracks.removeEventListener('addtrack', syncTextTracks);
       element.textTracks.removeEventListener('removetrack', syncTextTracks);
+      element.querySelectorAll('track').forEach((track) => track.remove());
       if (element.currentTime > 0 && !element.ended && leftAt.current !== element.currentTime)
         reportProgress(item.id, element.currentTime * 1000);
       if (player) {
@@ -126,6 +144,18 @@ export function PlayPage({ id, startAt }: { id: number; startAt: number | null }
       }
       element.textTracks.addEventListener('addtrack', syncTextTracks);
       element.textTracks.addEventListener('removetrack', syncTextTracks);
+      // A file played as it is shows its subtitles from the WebVTT route
+      // (browsers read no subtitles out of the file itself).
+      if (!useHls) {
+        for (const choice of playback.subtitles ?? []) {
+          const track = document.createElement('track');
+          track.kind = 'subtitles';
+          track.src = choice.url;
+          track.srclang = choice.language;
+          track.label = subtitleLabel(choice);
+          element.appendChild(track);
+        }
+      }
     } else {
       void (async () => {
         let HlsCtor;
@@ -160,7 +190,11 @@ export function PlayPage({ id, startAt }: { id: number; startAt: number | null }
           setSubtitles(
             current.subtitleTracks.map((track, index) => ({
               index,
-              label: track.name || track.lang || `Track ${index + 1}`,
+              label: trackLabel(
+                track.lang ?? '',
+                track.name || track.lang || `Track ${index + 1}`,
+                (track.name ?? '').endsWith('(file)'),
+              ),
             })),
           );
         });

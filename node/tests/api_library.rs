@@ -271,6 +271,23 @@ fn scanned_libraries_browse_stream_and_respect_access() {
     assert_eq!(code, 200);
     let (_, detail) = server.request("GET", &format!("/api/v1/items/{alien}"), Some(&admin), None);
     assert_eq!(detail["user_data"]["position_ms"], 42_000, "{detail}");
+    // "Continue watching" holds the film, not a song left half-way.
+    let track = tracks["items"][0]["id"].as_u64().unwrap();
+    let (code, _) = server.request(
+        "POST",
+        &format!("/api/v1/items/{track}/progress"),
+        Some(&admin),
+        Some(&json!({ "position_ms": 5_000 })),
+    );
+    assert_eq!(code, 200);
+    let (_, resume) = server.request("GET", "/api/v1/items/resume", Some(&admin), None);
+    let resumed: Vec<u64> = resume["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item["id"].as_u64())
+        .collect();
+    assert_eq!(resumed, [alien], "{resume}");
     let (_, ended) = server.request(
         "POST",
         &format!("/api/v1/items/{alien}/progress"),

@@ -375,7 +375,9 @@ pub async fn detail(
 const RESUME_MAX: usize = 50;
 
 /// What the caller has started and not finished (position past zero, not
-/// played since), most recently watched first: "continue watching".
+/// played since), most recently watched first: "continue watching". Music
+/// tracks are left out: a song left half-way is not something to continue
+/// (films, episodes and audiobooks are).
 #[utoipa::path(get, path = "/api/v1/items/resume", tags = ["items"], security(("bearer" = [])), params(PageQuery), responses((status = 200, body = ItemPage)))]
 pub async fn resume(
     State(state): State<AppState>,
@@ -393,7 +395,9 @@ pub async fn resume(
     started.sort_unstable_by(|a, b| b.cmp(a));
     let mut items = Vec::new();
     for (_, id) in started {
-        if let Some(item) = read::item(tables, id)?.filter(|item| can_see(&caller, item.fields.library)) {
+        let continued = read::item(tables, id)?
+            .filter(|item| can_see(&caller, item.fields.library) && item.fields.kind != ItemKind::Track);
+        if let Some(item) = continued {
             items.push(item);
         }
     }

@@ -21,6 +21,21 @@ use crate::api::{ApiError, ApiResult};
 use crate::config::TranscodeSettings;
 use crate::segment_cache::SegmentCache;
 
+/// What `read` finds kept for source `id` in `analysis` (a file read, on a
+/// blocking thread).
+async fn read_kept<T: Send + 'static>(
+    analysis: Option<Arc<crate::source_analysis::SourceAnalysis>>,
+    id: &str,
+    read: fn(&crate::source_analysis::SourceAnalysis, &str) -> Option<T>,
+) -> Option<T> {
+    let analysis = analysis?;
+    let id = id.to_owned();
+    tokio::task::spawn_blocking(move || read(&analysis, &id))
+        .await
+        .ok()
+        .flatten()
+}
+
 /// Segments waiting to be stored; past this, new ones are not kept (they
 /// are made again when asked for).
 const KEEP_QUEUE: usize = 16;
@@ -184,16 +199,7 @@ impl Transcoder {
     /// What ffprobe says of `path`: as kept on disk for `id`, or probed now
     /// (and kept).
     async fn probe(&self, id: &str, path: &Path) -> omega_transcode::Result<SourceInfo> {
-        let kept = match self.analysis.clone() {
-            Some(analysis) => {
-                let id = id.to_owned();
-                tokio::task::spawn_blocking(move || analysis.probe(&id))
-                    .await
-                    .ok()
-                    .flatten()
-            }
-            None => None,
-        };
+        let kept = read_kept(self.analysis.clone(), id, |analysis, id| analysis.probe(id)).await;
         if let Some(info) = kept.and_then(|json| SourceInfo::from_ffprobe_json(path, &json).ok()) {
             return Ok(info);
         }
@@ -244,16 +250,7 @@ impl Transcoder {
                         (self.ffprobe.clone(), path.to_path_buf(), video.index, info.duration_s);
                     let (analysis, id) = (self.analysis.clone(), id.to_owned());
                     tokio::spawn(async move {
-                        let kept = match analysis.clone() {
-                            Some(analysis) => {
-                                let id = id.clone();
-                                tokio::task::spawn_blocking(move || analysis.keyframes(&id))
-                                    .await
-                                    .ok()
-                                    .flatten()
-                            }
-                            None => None,
-                        };
+                        let kept = read_kept(analysis.clone(), &id, |analysis, id| analysis.keyframes(id)).await;
                         let listed = match kept {
                             Some(kept) => Ok(kept),
                             None => keyframes(&ffprobe, &path, stream).await.inspect(|listed| {

@@ -11,7 +11,6 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::{Server, tiny_clip};
 use serde_json::json;
@@ -46,19 +45,7 @@ fn the_api_answers_as_its_openapi_document_says() {
     tiny_clip(&movies.join("Conformance (2001).mkv"));
     let server = Server::start(&["--media", &format!("{}:movies", movies.display())]);
     let admin = server.login("admin", "admin-password");
-    let started = Instant::now();
-    let item = loop {
-        let (_, page) = server.request("GET", "/api/v1/items?type=movie", Some(&admin), None);
-        if let Some(id) = page["items"][0]["id"].as_u64() {
-            break id;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no film scanned: {}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let item = server.first_item(&admin, "movie");
     let library = server.library(&admin, "movies");
     let (code, created) = server.request(
         "POST",

@@ -8,8 +8,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::{Server, tiny_clip};
 use serde_json::{Map, Value, json};
 
@@ -60,19 +58,7 @@ fn every_route_refuses_who_it_must() {
     tiny_clip(&film);
     let server = Server::start(&["--media", &format!("{}:movies", movies.display())]);
     let admin = server.login("admin", "admin-password");
-    let started = Instant::now();
-    let item = loop {
-        let (_, page) = server.request("GET", "/api/v1/items?type=movie", Some(&admin), None);
-        if let Some(id) = page["items"][0]["id"].as_u64() {
-            break id;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no movie scanned: {}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let item = server.first_item(&admin, "movie");
     let (_, libraries) = server.request("GET", "/api/v1/libraries", Some(&admin), None);
     let library = libraries[0]["id"].as_u64().unwrap();
     // A user who may see no library.

@@ -375,6 +375,24 @@ impl Server {
         }
     }
 
+    /// The id of the first item of `kind` (`movie`, `track`, …), once a
+    /// scan has put one in the catalog (within 20 s).
+    pub fn first_item(&self, token: &str, kind: &str) -> u64 {
+        let started = Instant::now();
+        loop {
+            let (_, page) = self.request("GET", &format!("/api/v1/items?type={kind}"), Some(token), None);
+            if let Some(id) = page["items"][0]["id"].as_u64() {
+                return id;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no {kind} scanned: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Signs in; the access token.
     pub fn login(&self, username: &str, password: &str) -> String {
         let (code, body) = self.request(

@@ -17,14 +17,29 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let axum::Json(mut value) = axum::Json::<serde_json::Value>::from_request(request, state)
+        let axum::Json(value) = axum::Json::<serde_json::Value>::from_request(request, state)
             .await
             .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
-        integral_numbers_as_integers(&mut value);
-        serde_path_to_error::deserialize(value)
-            .map(Body)
-            .map_err(|error| ApiError::bad_request(format!("the body does not fit: {error}")))
+        fitted(value).map(Body)
     }
+}
+
+/// A JSON body read by hand (a handler that also takes an empty one).
+pub fn json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value =
+        serde_json::from_slice(bytes).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))?;
+    fitted(value)
+}
+
+/// `value` as a `T`: every body is a JSON object (serde would also take a
+/// struct from an array of its fields, which no document describes).
+fn fitted<T: DeserializeOwned>(mut value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    integral_numbers_as_integers(&mut value);
+    serde_path_to_error::deserialize(value)
+        .map_err(|error| ApiError::bad_request(format!("the body does not fit: {error}")))
 }
 
 /// Turns every number with a zero fraction that fits an integer into that
@@ -77,7 +92,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 
 #[cfg(test)]
 mod tests {
-    use super::integral_numbers_as_integers;
+    use super::{fitted, integral_numbers_as_integers};
     use serde_json::json;
 
     #[test]
@@ -90,5 +105,21 @@ mod tests {
         );
         let first: u64 = serde_json::from_value(body["items"][0].clone()).unwrap_or_default();
         assert_eq!(first, 3);
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Request {
+        client: Option<String>,
+    }
+
+    #[test]
+    fn a_body_is_an_object_not_an_array_of_fields() {
+        assert!(
+            serde_json::from_value::<Request>(json!([null])).is_ok(),
+            "serde alone takes it"
+        );
+        assert!(fitted::<Request>(json!([null])).is_err());
+        assert!(fitted::<Request>(json!({"client": null})).is_ok());
     }
 }

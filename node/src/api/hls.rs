@@ -536,7 +536,20 @@ pub struct SubtitleView {
 pub struct PlaybackRequest {
     /// What the client plays; a current browser when left out.
     #[schema(value_type = Option<Object>)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub client: Option<ClientProfile>,
+}
+
+/// An object or null, never an array (serde alone would build a struct
+/// from an array of its fields, which the document does not describe).
+fn object_or_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<ClientProfile>, D::Error> {
+    match serde_json::Value::deserialize(deserializer)? {
+        serde_json::Value::Null => Ok(None),
+        value @ serde_json::Value::Object(_) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+        _ => Err(serde::de::Error::custom("client is a JSON object")),
+    }
 }
 
 /// Decides how the caller's client plays an item: directly, or through HLS.
@@ -551,7 +564,7 @@ pub async fn playback(
     let request: PlaybackRequest = if body.iter().all(u8::is_ascii_whitespace) {
         PlaybackRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))?
+        super::extract::json_body(&body)?
     };
     let item = visible_item(&state, &caller, id)?;
     // The holder probes its file and decides; its URLs work here too.
@@ -593,4 +606,18 @@ pub async fn playback(
         }),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PlaybackRequest;
+
+    #[test]
+    fn a_client_profile_is_an_object() {
+        let parse = |text: &str| serde_json::from_str::<PlaybackRequest>(text);
+        assert!(parse(r#"{"client": []}"#).is_err());
+        assert!(parse(r#"{"client": null}"#).is_ok_and(|request| request.client.is_none()));
+        assert!(parse("{}").is_ok_and(|request| request.client.is_none()));
+        assert!(parse(r#"{"client": {}}"#).is_ok_and(|request| request.client.is_some()));
+    }
 }

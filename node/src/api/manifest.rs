@@ -383,8 +383,7 @@ pub async fn fetch_report(
     body: axum::body::Bytes,
 ) -> ApiResult<axum::http::StatusCode> {
     visible_item(&state, &caller, id)?;
-    let report: FetchReportBody =
-        serde_json::from_slice(&body).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))?;
+    let report: FetchReportBody = super::extract::json_body(&body)?;
     if report.from_origin > REPORTED_MAX || report.from_peers > REPORTED_MAX {
         return Err(ApiError::bad_request("a report counts at most 1 TiB from each side"));
     }
